@@ -1,0 +1,1 @@
+//! Shared helpers for dmthin's real-kernel test suite.

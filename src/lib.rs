@@ -1,0 +1,15 @@
+//! dmthin: device-mapper thin provisioning in pure Rust.
+//!
+//! Layers, each depending only on the ones below it:
+//!
+//! - [`deviceset`]: a Docker-style device set (thin pool, base filesystem, snapshots).
+//! - [`dm`]: the device-mapper kernel interface (`/dev/mapper/control`). The only
+//!   module that issues DM ioctls.
+//! - [`loopdev`]: loop devices through the `LOOP_*` ioctls.
+//! - [`target`]: target tables, messages and status lines; pure functions, no I/O.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod deviceset;
+pub mod dm;
+pub mod loopdev;
+pub mod target;
