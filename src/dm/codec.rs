@@ -1,0 +1,717 @@
+//! Encoding of requests and decoding of kernel replies.
+//!
+//! Decoders are pure functions over byte slices: any input, however malformed,
+//! gives either a value or a [`DmError::Malformed`], never a panic or an
+//! out-of-bounds read. The fuzz targets drive them directly.
+
+use super::abi::{
+    Command, Dev, DmFlags, DmIoctl, DmTargetSpec, Version, HEADER_SIZE, MAX_TYPE_NAME, NAME_LEN,
+    NAME_LIST_HAS_UUID, NAME_LIST_NO_UUID, TARGET_SPEC_SIZE, UUID_LEN,
+};
+use super::error::{DmError, Result};
+use crate::target::TableLine;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+/// How a request names the device it acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevId<'a> {
+    /// By device name.
+    Name(&'a str),
+    /// By device uuid.
+    Uuid(&'a str),
+    /// By device number.
+    Dev(Dev),
+}
+
+impl std::fmt::Display for DevId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DevId::Name(n) => write!(f, "{n}"),
+            DevId::Uuid(u) => write!(f, "uuid {u}"),
+            DevId::Dev(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+/// A NUL-padded fixed-size string as the kernel stores names and uuids.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FixedStr<const N: usize> {
+    bytes: [u8; N],
+}
+
+impl<const N: usize> FixedStr<N> {
+    fn from_field(field: &[u8; N]) -> Self {
+        FixedStr { bytes: *field }
+    }
+
+    /// The string up to its first NUL; bytes that are not UTF-8 end it early.
+    pub fn as_str(&self) -> &str {
+        let end = self.bytes.iter().position(|&b| b == 0).unwrap_or(N);
+        let raw = &self.bytes[..end];
+        match std::str::from_utf8(raw) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&raw[..e.valid_up_to()]).unwrap_or_default(),
+        }
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for FixedStr<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// What the kernel reports about a device in a reply header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Device name.
+    pub name: FixedStr<NAME_LEN>,
+    /// Device uuid (empty when none).
+    pub uuid: FixedStr<UUID_LEN>,
+    /// Device number.
+    pub dev: Dev,
+    /// Number of openers.
+    pub open_count: i32,
+    /// Event counter.
+    pub event_nr: u32,
+    /// Number of targets in the table the reply describes.
+    pub target_count: u32,
+    /// Raw output flags.
+    pub flags: DmFlags,
+    /// The kernel's interface version, as written back into the header.
+    pub kernel_version: Version,
+}
+
+impl DeviceInfo {
+    /// Whether the device is suspended.
+    pub fn suspended(&self) -> bool {
+        self.flags.contains(DmFlags::SUSPEND)
+    }
+
+    /// Whether a live table is loaded.
+    pub fn active_table(&self) -> bool {
+        self.flags.contains(DmFlags::ACTIVE_PRESENT)
+    }
+
+    /// Whether an inactive table is loaded.
+    pub fn inactive_table(&self) -> bool {
+        self.flags.contains(DmFlags::INACTIVE_PRESENT)
+    }
+
+    /// Whether the device is read-only.
+    pub fn read_only(&self) -> bool {
+        self.flags.contains(DmFlags::READONLY)
+    }
+}
+
+/// One entry of `DM_LIST_DEVICES`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceEntry {
+    /// Device name.
+    pub name: String,
+    /// Device number.
+    pub dev: Dev,
+    /// Event counter (interface 4.38 and later).
+    pub event_nr: Option<u32>,
+    /// Uuid, when the kernel returned uuids and the device has one.
+    pub uuid: Option<String>,
+}
+
+/// One entry of `DM_LIST_VERSIONS` / `DM_GET_TARGET_VERSION`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetVersion {
+    /// Target type name.
+    pub name: String,
+    /// Target version.
+    pub version: Version,
+}
+
+fn malformed<T>(command: Command, reason: impl Into<String>) -> Result<T> {
+    Err(DmError::Malformed {
+        command,
+        reason: reason.into(),
+    })
+}
+
+fn copy_str_into(dst: &mut [u8], s: &str) {
+    let n = s.len().min(dst.len().saturating_sub(1));
+    dst[..n].copy_from_slice(&s.as_bytes()[..n]);
+}
+
+/// Builds a request header.
+pub fn header(command: Command, id: Option<DevId<'_>>, flags: DmFlags, event_nr: u32) -> DmIoctl {
+    let mut h = DmIoctl::new_zeroed();
+    let v = command.min_version();
+    h.version = [v.major, v.minor, v.patch];
+    h.data_start = HEADER_SIZE as u32;
+    h.data_size = HEADER_SIZE as u32;
+    h.flags = flags.bits();
+    h.event_nr = event_nr;
+    match id {
+        Some(DevId::Name(n)) => copy_str_into(&mut h.name, n),
+        Some(DevId::Uuid(u)) => copy_str_into(&mut h.uuid, u),
+        Some(DevId::Dev(d)) => h.dev = d.huge_encode(),
+        None => {}
+    }
+    h
+}
+
+/// Writes `hdr` and then `payload` into `buf`, growing it to at least `min_size`.
+/// Returns the number of bytes the request occupies (`data_size`).
+pub fn write_request(
+    buf: &mut Vec<u8>,
+    hdr: &mut DmIoctl,
+    payload: &[u8],
+    min_size: usize,
+) -> usize {
+    let needed = HEADER_SIZE + payload.len();
+    let size = needed.max(min_size);
+    if buf.len() < size {
+        buf.resize(size, 0);
+    }
+    hdr.data_size = u32::try_from(size).unwrap_or(u32::MAX);
+    buf[..HEADER_SIZE].copy_from_slice(hdr.as_bytes());
+    buf[HEADER_SIZE..needed].copy_from_slice(payload);
+    size
+}
+
+/// Encodes table lines as `TABLE_LOAD` wants them: each spec followed by its
+/// NUL-terminated params, padded to 8 bytes, `next` relative to the spec.
+pub fn encode_table(lines: &[TableLine], out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    if lines.is_empty() {
+        return Err(DmError::InvalidArgument {
+            what: "table",
+            value: String::new(),
+            reason: "a table needs at least one target line".into(),
+        });
+    }
+    for line in lines {
+        let tt = line.target_type.as_bytes();
+        if tt.is_empty() || tt.len() >= MAX_TYPE_NAME || tt.contains(&0) {
+            return Err(DmError::InvalidArgument {
+                what: "target type",
+                value: line.target_type.clone(),
+                reason: format!("must be 1 to {} bytes without NUL", MAX_TYPE_NAME - 1),
+            });
+        }
+        if line.params.as_bytes().contains(&0) {
+            return Err(DmError::InvalidArgument {
+                what: "target parameters",
+                value: line.params.clone(),
+                reason: "a NUL byte would truncate the line".into(),
+            });
+        }
+        if line.length == 0 {
+            return Err(DmError::InvalidArgument {
+                what: "target length",
+                value: format!("{} 0 {}", line.start, line.target_type),
+                reason: "a target line must cover at least one sector".into(),
+            });
+        }
+        let params_len = (line.params.len() + 1).next_multiple_of(8);
+        let mut spec = DmTargetSpec::new_zeroed();
+        spec.sector_start = line.start;
+        spec.length = line.length;
+        spec.next =
+            u32::try_from(TARGET_SPEC_SIZE + params_len).map_err(|_| DmError::InvalidArgument {
+                what: "target parameters",
+                value: line.target_type.clone(),
+                reason: "parameters longer than 4 GiB".into(),
+            })?;
+        spec.target_type[..tt.len()].copy_from_slice(tt);
+        out.extend_from_slice(spec.as_bytes());
+        let start = out.len();
+        out.extend_from_slice(line.params.as_bytes());
+        out.resize(start + params_len, 0);
+    }
+    Ok(())
+}
+
+/// Encodes a `dm_target_msg`: sector, then the NUL-terminated message.
+pub fn encode_message(sector: u64, message: &str, out: &mut Vec<u8>) -> Result<()> {
+    if message.is_empty() || message.as_bytes().contains(&0) {
+        return Err(DmError::InvalidArgument {
+            what: "target message",
+            value: message.to_string(),
+            reason: "must be non-empty and contain no NUL".into(),
+        });
+    }
+    out.clear();
+    out.extend_from_slice(&sector.to_ne_bytes());
+    out.extend_from_slice(message.as_bytes());
+    out.push(0);
+    out.resize(out.len().next_multiple_of(8), 0);
+    Ok(())
+}
+
+/// Encodes a NUL-terminated string payload (rename target, geometry), padded to 8.
+pub fn encode_string(s: &str, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(s.as_bytes());
+    out.push(0);
+    out.resize(out.len().next_multiple_of(8), 0);
+}
+
+/// Decodes a reply header. The buffer must hold at least the 312-byte header.
+pub fn decode_header(command: Command, buf: &[u8]) -> Result<DmIoctl> {
+    match DmIoctl::read_from_prefix(buf) {
+        Ok((h, _)) => Ok(h),
+        Err(_) => malformed(
+            command,
+            format!("reply is {} bytes, shorter than the header", buf.len()),
+        ),
+    }
+}
+
+/// The device information carried by a reply header.
+pub fn device_info(h: &DmIoctl) -> DeviceInfo {
+    DeviceInfo {
+        name: FixedStr::from_field(&h.name),
+        uuid: FixedStr::from_field(&h.uuid),
+        dev: Dev::huge_decode(h.dev),
+        open_count: h.open_count,
+        event_nr: h.event_nr,
+        target_count: h.target_count,
+        flags: DmFlags::from_bits_retain(h.flags),
+        kernel_version: Version::new(h.version[0], h.version[1], h.version[2]),
+    }
+}
+
+/// The payload a reply carries: `buf[data_start..data_size]`, bounds-checked.
+pub fn payload<'a>(command: Command, h: &DmIoctl, buf: &'a [u8]) -> Result<&'a [u8]> {
+    let start = h.data_start as usize;
+    let end = h.data_size as usize;
+    if start < HEADER_SIZE || start > end || end > buf.len() {
+        return malformed(
+            command,
+            format!(
+                "payload bounds {start}..{end} do not fit a {}-byte buffer after the header",
+                buf.len()
+            ),
+        );
+    }
+    Ok(&buf[start..end])
+}
+
+fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+    let bytes = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_ne_bytes(bytes.try_into().ok()?))
+}
+
+fn read_u64(b: &[u8], at: usize) -> Option<u64> {
+    let bytes = b.get(at..at.checked_add(8)?)?;
+    Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+}
+
+/// Reads a NUL-terminated string starting at `at`; returns it and the index of its NUL.
+fn read_cstr(b: &[u8], at: usize) -> Option<(String, usize)> {
+    let rest = b.get(at..)?;
+    let nul = rest.iter().position(|&c| c == 0)?;
+    Some((String::from_utf8_lossy(&rest[..nul]).into_owned(), at + nul))
+}
+
+/// Decodes a `DM_LIST_DEVICES` payload. `with_trailer` says whether the kernel
+/// (interface 4.38+) writes the event number and flags after each name.
+pub fn decode_name_list(payload: &[u8], with_trailer: bool) -> Result<Vec<DeviceEntry>> {
+    const CMD: Command = Command::ListDevices;
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    loop {
+        let Some(dev) = read_u64(payload, at) else {
+            return malformed(CMD, format!("record at {at} is cut short"));
+        };
+        if dev == 0 && at == 0 {
+            return Ok(out); // empty list
+        }
+        let next = read_u32(payload, at + 8).unwrap_or(0) as usize;
+        let end = if next == 0 {
+            payload.len()
+        } else {
+            at.saturating_add(next).min(payload.len())
+        };
+        let record = &payload[at..end];
+        let Some((name, nul)) = read_cstr(record, 12) else {
+            return malformed(CMD, format!("name of record at {at} is not NUL-terminated"));
+        };
+        let mut entry = DeviceEntry {
+            name,
+            dev: Dev::huge_decode(dev),
+            event_nr: None,
+            uuid: None,
+        };
+        if with_trailer {
+            let t = (at + nul + 1).next_multiple_of(8) - at;
+            if let (Some(ev), Some(flags)) = (read_u32(record, t), read_u32(record, t + 4)) {
+                entry.event_nr = Some(ev);
+                if flags & NAME_LIST_HAS_UUID != 0 {
+                    match read_cstr(record, t + 8) {
+                        Some((uuid, _)) => entry.uuid = Some(uuid),
+                        None => {
+                            return malformed(
+                                CMD,
+                                format!("uuid of {:?} is not NUL-terminated", entry.name),
+                            )
+                        }
+                    }
+                } else if flags & NAME_LIST_NO_UUID != 0 {
+                    entry.uuid = None;
+                }
+            }
+        }
+        out.push(entry);
+        if next == 0 {
+            return Ok(out);
+        }
+        if next < 12 || at + next >= payload.len() {
+            return malformed(
+                CMD,
+                format!("record at {at} points to {next} bytes ahead, outside the reply"),
+            );
+        }
+        at += next;
+    }
+}
+
+/// Decodes the target specs of a `DM_TABLE_STATUS` or `DM_DEV_WAIT` reply.
+/// Output `next` offsets count from the payload start.
+pub fn decode_specs(command: Command, payload: &[u8], count: u32) -> Result<Vec<TableLine>> {
+    let mut out = Vec::with_capacity(count.min(1024) as usize);
+    let mut at = 0usize;
+    for i in 0..count {
+        let Some(spec_bytes) = payload.get(at..at + TARGET_SPEC_SIZE) else {
+            return malformed(command, format!("target {i} at offset {at} is cut short"));
+        };
+        let Ok(spec) = DmTargetSpec::read_from_bytes(spec_bytes) else {
+            return malformed(command, format!("target {i} at offset {at} is unreadable"));
+        };
+        let tt_end = spec
+            .target_type
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(MAX_TYPE_NAME);
+        let target_type = String::from_utf8_lossy(&spec.target_type[..tt_end]).into_owned();
+        let Some((params, _)) = read_cstr(payload, at + TARGET_SPEC_SIZE) else {
+            return malformed(
+                command,
+                format!("parameters of target {i} are not NUL-terminated"),
+            );
+        };
+        out.push(TableLine {
+            start: spec.sector_start,
+            length: spec.length,
+            target_type,
+            params,
+        });
+        if i + 1 < count {
+            let next = spec.next as usize;
+            if next <= at || next >= payload.len() {
+                return malformed(
+                    command,
+                    format!("target {i} points to offset {next}, not forward inside the reply"),
+                );
+            }
+            at = next;
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a `dm_target_deps` payload.
+pub fn decode_deps(payload: &[u8]) -> Result<Vec<Dev>> {
+    const CMD: Command = Command::TableDeps;
+    let Some(count) = read_u32(payload, 0) else {
+        return malformed(CMD, "reply has no dependency count");
+    };
+    let count = count as usize;
+    let available = payload.len().saturating_sub(8) / 8;
+    if count > available {
+        return malformed(
+            CMD,
+            format!("{count} dependencies claimed but only {available} fit the reply"),
+        );
+    }
+    Ok((0..count)
+        .filter_map(|i| read_u64(payload, 8 + i * 8))
+        .map(Dev::huge_decode)
+        .collect())
+}
+
+/// Decodes a `dm_target_versions` list.
+pub fn decode_versions(command: Command, payload: &[u8]) -> Result<Vec<TargetVersion>> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    loop {
+        let (Some(next), Some(a), Some(b), Some(c)) = (
+            read_u32(payload, at),
+            read_u32(payload, at + 4),
+            read_u32(payload, at + 8),
+            read_u32(payload, at + 12),
+        ) else {
+            return malformed(command, format!("version record at {at} is cut short"));
+        };
+        let Some((name, _)) = read_cstr(payload, at + 16) else {
+            return malformed(
+                command,
+                format!("target name at {at} is not NUL-terminated"),
+            );
+        };
+        out.push(TargetVersion {
+            name,
+            version: Version::new(a, b, c),
+        });
+        if next == 0 {
+            return Ok(out);
+        }
+        let next = next as usize;
+        if next < 16 || at + next >= payload.len() {
+            return malformed(
+                command,
+                format!("version record at {at} points {next} bytes ahead, outside the reply"),
+            );
+        }
+        at += next;
+    }
+}
+
+/// Decodes a target message reply: present only when the kernel set `DATA_OUT`.
+pub fn decode_message_reply(h: &DmIoctl, payload: &[u8]) -> Option<String> {
+    if DmFlags::from_bits_retain(h.flags).contains(DmFlags::DATA_OUT) {
+        let nul = payload
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(payload.len());
+        Some(String::from_utf8_lossy(&payload[..nul]).into_owned())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(start: u64, length: u64, tt: &str, params: &str) -> TableLine {
+        TableLine {
+            start,
+            length,
+            target_type: tt.into(),
+            params: params.into(),
+        }
+    }
+
+    #[test]
+    fn golden_version_request() {
+        let mut h = header(Command::Version, None, DmFlags::empty(), 0);
+        let mut buf = Vec::new();
+        let size = write_request(&mut buf, &mut h, &[], 16384);
+        assert_eq!(size, 16384);
+        let mut expected = vec![0u8; HEADER_SIZE];
+        expected[0..4].copy_from_slice(&4u32.to_ne_bytes());
+        expected[12..16].copy_from_slice(&16384u32.to_ne_bytes());
+        expected[16..20].copy_from_slice(&312u32.to_ne_bytes());
+        assert_eq!(&buf[..HEADER_SIZE], &expected[..]);
+    }
+
+    #[test]
+    fn golden_create_request_with_name_uuid_and_minor() {
+        let mut h = header(
+            Command::DevCreate,
+            Some(DevId::Name("pool")),
+            DmFlags::PERSISTENT_DEV,
+            0,
+        );
+        copy_str_into(&mut h.uuid, "DMTHIN-x");
+        h.dev = Dev::new(0, 300).huge_encode();
+        let mut buf = Vec::new();
+        write_request(&mut buf, &mut h, &[], 0);
+        assert_eq!(buf.len(), HEADER_SIZE);
+        assert_eq!(&buf[12..16], &312u32.to_ne_bytes());
+        assert_eq!(&buf[28..32], &8u32.to_ne_bytes());
+        assert_eq!(
+            &buf[40..48],
+            &((300u64 & 0xff) | ((300u64 & !0xff) << 12)).to_ne_bytes()
+        );
+        assert_eq!(&buf[48..53], b"pool\0");
+        assert_eq!(&buf[176..185], b"DMTHIN-x\0");
+    }
+
+    #[test]
+    fn golden_table_encoding() {
+        let mut out = Vec::new();
+        encode_table(
+            &[line(0, 2048, "linear", "7:0 0"), line(2048, 8, "zero", "")],
+            &mut out,
+        )
+        .unwrap();
+        // Spec 1: 40 bytes + "7:0 0\0" padded to 8.
+        assert_eq!(out.len(), 40 + 8 + 40 + 8);
+        assert_eq!(&out[0..8], &0u64.to_ne_bytes());
+        assert_eq!(&out[8..16], &2048u64.to_ne_bytes());
+        assert_eq!(&out[16..20], &0i32.to_ne_bytes());
+        assert_eq!(&out[20..24], &48u32.to_ne_bytes());
+        assert_eq!(&out[24..31], b"linear\0");
+        assert_eq!(&out[40..48], b"7:0 0\0\0\0");
+        assert_eq!(&out[48..56], &2048u64.to_ne_bytes());
+        assert_eq!(&out[68..72], &48u32.to_ne_bytes());
+        assert_eq!(&out[72..77], b"zero\0");
+        assert_eq!(&out[88..96], &[0u8; 8]);
+    }
+
+    #[test]
+    fn table_encoding_refuses_bad_lines() {
+        let mut out = Vec::new();
+        assert!(encode_table(&[], &mut out).is_err());
+        assert!(encode_table(&[line(0, 1, "a-very-long-target-type", "")], &mut out).is_err());
+        assert!(encode_table(&[line(0, 1, "linear", "7:0\00")], &mut out).is_err());
+        assert!(encode_table(&[line(0, 0, "zero", "")], &mut out).is_err());
+    }
+
+    #[test]
+    fn golden_message() {
+        let mut out = Vec::new();
+        encode_message(0, "create_thin 5", &mut out).unwrap();
+        assert_eq!(out.len(), 24);
+        assert_eq!(&out[..8], &[0u8; 8]);
+        assert_eq!(&out[8..22], b"create_thin 5\0");
+        assert!(encode_message(0, "", &mut out).is_err());
+    }
+
+    fn name_record(dev: Dev, name: &str, trailer: Option<(u32, u32, Option<&str>)>) -> Vec<u8> {
+        let mut r = Vec::new();
+        r.extend_from_slice(&dev.huge_encode().to_ne_bytes());
+        r.extend_from_slice(&0u32.to_ne_bytes());
+        r.extend_from_slice(name.as_bytes());
+        r.push(0);
+        r.resize(r.len().next_multiple_of(8), 0);
+        if let Some((ev, flags, uuid)) = trailer {
+            r.extend_from_slice(&ev.to_ne_bytes());
+            r.extend_from_slice(&flags.to_ne_bytes());
+            if let Some(u) = uuid {
+                r.extend_from_slice(u.as_bytes());
+                r.push(0);
+                r.resize(r.len().next_multiple_of(8), 0);
+            }
+        }
+        r
+    }
+
+    fn chain(records: Vec<Vec<u8>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let n = records.len();
+        for (i, mut r) in records.into_iter().enumerate() {
+            if i + 1 < n {
+                let len = r.len() as u32;
+                r[8..12].copy_from_slice(&len.to_ne_bytes());
+            }
+            out.extend_from_slice(&r);
+        }
+        out
+    }
+
+    #[test]
+    fn decodes_name_lists() {
+        let buf = chain(vec![
+            name_record(
+                Dev::new(253, 0),
+                "pool",
+                Some((3, NAME_LIST_HAS_UUID, Some("UUID-1"))),
+            ),
+            name_record(Dev::new(253, 1), "thin", Some((0, NAME_LIST_NO_UUID, None))),
+        ]);
+        let list = decode_name_list(&buf, true).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].name, "pool");
+        assert_eq!(list[0].dev, Dev::new(253, 0));
+        assert_eq!(list[0].event_nr, Some(3));
+        assert_eq!(list[0].uuid.as_deref(), Some("UUID-1"));
+        assert_eq!(list[1].uuid, None);
+        // Old kernels: no trailer.
+        let old = chain(vec![name_record(Dev::new(253, 2), "x", None)]);
+        let list = decode_name_list(&old, false).unwrap();
+        assert_eq!(list[0].event_nr, None);
+        // Empty list.
+        assert!(decode_name_list(&[0u8; 16], true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_name_lists_are_errors() {
+        assert!(decode_name_list(&[], true).is_err());
+        let mut bad = name_record(Dev::new(253, 0), "abc", None);
+        bad[8..12].copy_from_slice(&4u32.to_ne_bytes()); // next too small
+        bad.extend_from_slice(&[0; 16]);
+        assert!(decode_name_list(&bad, false).is_err());
+        let mut unterminated = Dev::new(253, 0).huge_encode().to_ne_bytes().to_vec();
+        unterminated.extend_from_slice(&[0, 0, 0, 0, b'a', b'b']);
+        assert!(decode_name_list(&unterminated, false).is_err());
+    }
+
+    #[test]
+    fn decodes_status_specs() {
+        // Output specs: next counts from the payload start.
+        let mut p = Vec::new();
+        let mut s = DmTargetSpec::new_zeroed();
+        s.length = 100;
+        s.next = 48;
+        s.target_type[..4].copy_from_slice(b"thin");
+        p.extend_from_slice(s.as_bytes());
+        p.extend_from_slice(b"12 99\0\0\0");
+        let mut s2 = DmTargetSpec::new_zeroed();
+        s2.sector_start = 100;
+        s2.length = 10;
+        s2.target_type[..5].copy_from_slice(b"error");
+        p.extend_from_slice(s2.as_bytes());
+        p.extend_from_slice(b"\0\0\0\0\0\0\0\0");
+        let lines = decode_specs(Command::TableStatus, &p, 2).unwrap();
+        assert_eq!(
+            lines,
+            vec![line(0, 100, "thin", "12 99"), line(100, 10, "error", "")]
+        );
+        assert!(decode_specs(Command::TableStatus, &p, 3).is_err());
+        assert!(decode_specs(Command::TableStatus, &p[..44], 1).is_err());
+        let mut backwards = p.clone();
+        backwards[20..24].copy_from_slice(&0u32.to_ne_bytes());
+        assert!(decode_specs(Command::TableStatus, &backwards, 2).is_err());
+    }
+
+    #[test]
+    fn decodes_deps_and_versions() {
+        let mut p = 2u32.to_ne_bytes().to_vec();
+        p.extend_from_slice(&0u32.to_ne_bytes());
+        p.extend_from_slice(&Dev::new(7, 0).huge_encode().to_ne_bytes());
+        p.extend_from_slice(&Dev::new(7, 1).huge_encode().to_ne_bytes());
+        assert_eq!(
+            decode_deps(&p).unwrap(),
+            vec![Dev::new(7, 0), Dev::new(7, 1)]
+        );
+        assert!(decode_deps(&p[..20]).is_err());
+
+        let mut v = Vec::new();
+        v.extend_from_slice(&24u32.to_ne_bytes());
+        for x in [1u32, 22, 0] {
+            v.extend_from_slice(&x.to_ne_bytes());
+        }
+        v.extend_from_slice(b"thin\0\0\0\0");
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        for x in [1u32, 4, 0] {
+            v.extend_from_slice(&x.to_ne_bytes());
+        }
+        v.extend_from_slice(b"linear\0\0");
+        let vs = decode_versions(Command::ListVersions, &v).unwrap();
+        assert_eq!(vs[0].name, "thin");
+        assert_eq!(vs[0].version, Version::new(1, 22, 0));
+        assert_eq!(vs[1].name, "linear");
+        assert!(decode_versions(Command::ListVersions, &v[..10]).is_err());
+    }
+
+    #[test]
+    fn header_and_payload_bounds() {
+        assert!(decode_header(Command::Version, &[0u8; 100]).is_err());
+        let mut h = header(Command::Version, None, DmFlags::empty(), 0);
+        h.data_size = 400;
+        let buf = vec![0u8; 350];
+        assert!(payload(Command::Version, &h, &buf).is_err());
+        h.data_start = 10;
+        assert!(payload(Command::Version, &h, &[0u8; 500]).is_err());
+    }
+}

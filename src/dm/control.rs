@@ -1,0 +1,851 @@
+//! The control handle on `/dev/mapper/control` and every DM command.
+
+use super::abi::{Command, Dev, DmFlags, DmIoctl, Version, CONTROL_PATH, HEADER_SIZE};
+use super::codec::{self, DevId, DeviceEntry, DeviceInfo, TargetVersion};
+use super::error::{DmError, ErrorKind, Result};
+use super::names::{validate_name, validate_uuid, NamePolicy};
+use super::udev::{self, Cookie, UdevFlags};
+use crate::target::TableLine;
+use nix::errno::Errno;
+use nix::libc;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// Initial ioctl buffer size (libdm's choice); doubled on `BUFFER_FULL`.
+pub const INITIAL_BUFFER: usize = 16 * 1024;
+/// The buffer never grows past this.
+pub const MAX_BUFFER: usize = 64 * 1024 * 1024;
+
+/// Who makes `/dev/mapper/<name>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeMode {
+    /// udev does, and we wait for it through cookies (at most `timeout`).
+    Udev {
+        /// Longest wait for udev per operation.
+        timeout: Duration,
+    },
+    /// We create and remove the nodes ourselves.
+    Direct,
+    /// Nobody: only `/dev/dm-<minor>` (devtmpfs) exists.
+    None,
+}
+
+/// Settings for [`Control::open_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct ControlOptions {
+    /// Node handling; `None` picks `Udev` when udev runs, `Direct` otherwise.
+    pub nodes: Option<NodeMode>,
+    /// Character rules for names and uuids.
+    pub name_policy: NamePolicy,
+}
+
+impl Default for ControlOptions {
+    fn default() -> Self {
+        ControlOptions {
+            nodes: None,
+            name_policy: NamePolicy::UdevSafe,
+        }
+    }
+}
+
+/// Options for [`Control::create`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CreateOptions<'a> {
+    /// Device uuid.
+    pub uuid: Option<&'a str>,
+    /// Ask for this minor number.
+    pub minor: Option<u32>,
+    /// Create it read-only.
+    pub read_only: bool,
+}
+
+/// Options for [`Control::remove`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RemoveOptions {
+    /// If the device is open, remove it when the last opener closes.
+    pub deferred: bool,
+    /// udev rule flags for the remove event.
+    pub udev_flags: UdevFlags,
+}
+
+/// Options for [`Control::suspend`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SuspendOptions {
+    /// Keep queued I/O queued instead of flushing it.
+    pub noflush: bool,
+    /// Do not freeze the filesystem on top.
+    pub skip_lockfs: bool,
+}
+
+/// What [`Control::table_status`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StatusKind {
+    /// Each target's status line (`dmsetup status`).
+    #[default]
+    Info,
+    /// Each target's table line (`dmsetup table`).
+    Table,
+}
+
+/// Options for [`Control::table_status`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatusOptions {
+    /// Status or table.
+    pub kind: StatusKind,
+    /// Report the inactive table instead of the live one.
+    pub inactive: bool,
+    /// Do not let the target flush (thin-pool: do not commit metadata first).
+    pub noflush: bool,
+}
+
+/// One ioctl to issue; see [`Control::run_ext`].
+struct Req<'a> {
+    command: Command,
+    id: Option<DevId<'a>>,
+    flags: DmFlags,
+    event_nr: u32,
+    /// Offer the whole buffer for output and handle `BUFFER_FULL`.
+    output: bool,
+    /// On `BUFFER_FULL`, grow and repeat (false: grow, but fail this call).
+    retry_full: bool,
+    /// Context added to the error if the ioctl fails.
+    detail: Option<&'a dyn Fn() -> String>,
+    /// Last-moment changes to the header (uuid, dev, target count).
+    customize: &'a dyn Fn(&mut DmIoctl),
+}
+
+impl<'a> Req<'a> {
+    fn new(
+        command: Command,
+        id: Option<DevId<'a>>,
+        flags: DmFlags,
+        event_nr: u32,
+        customize: &'a dyn Fn(&mut DmIoctl),
+    ) -> Self {
+        Req {
+            command,
+            id,
+            flags,
+            event_nr,
+            output: false,
+            retry_full: true,
+            detail: None,
+            customize,
+        }
+    }
+}
+
+/// An open handle on `/dev/mapper/control`.
+///
+/// The kernel's interface version is read once, on open. One ioctl buffer is
+/// kept and reused: a call in steady state allocates no buffer.
+#[derive(Debug)]
+pub struct Control {
+    file: File,
+    version: Version,
+    buf: Vec<u8>,
+    payload: Vec<u8>,
+    ioctls: u64,
+    nodes: NodeMode,
+    name_policy: NamePolicy,
+}
+
+fn not_found_hint(e: Errno) -> &'static str {
+    match e {
+        Errno::ENOENT => "; is the dm-mod module loaded?",
+        Errno::EACCES | Errno::EPERM => "; device-mapper needs root (CAP_SYS_ADMIN)",
+        _ => "",
+    }
+}
+
+impl Control {
+    /// Opens the control node with default options.
+    pub fn open() -> Result<Control> {
+        Control::open_with(ControlOptions::default())
+    }
+
+    /// Opens the control node and reads the kernel's interface version.
+    pub fn open_with(options: ControlOptions) -> Result<Control> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(CONTROL_PATH)
+            .map_err(|e| {
+                let errno = Errno::from_raw(e.raw_os_error().unwrap_or(0));
+                DmError::Open {
+                    path: CONTROL_PATH.into(),
+                    errno,
+                    hint: not_found_hint(errno),
+                }
+            })?;
+        let nodes = options.nodes.unwrap_or_else(|| {
+            if udev::udev_running() {
+                NodeMode::Udev {
+                    timeout: Duration::from_secs(30),
+                }
+            } else {
+                NodeMode::Direct
+            }
+        });
+        let mut ctl = Control {
+            file,
+            version: Version::new(4, 0, 0),
+            buf: vec![0; INITIAL_BUFFER],
+            payload: Vec::with_capacity(1024),
+            ioctls: 0,
+            nodes,
+            name_policy: options.name_policy,
+        };
+        let h = ctl.run(Command::Version, None, DmFlags::empty(), 0, false, None)?;
+        ctl.version = Version::new(h.version[0], h.version[1], h.version[2]);
+        Ok(ctl)
+    }
+
+    /// The kernel's device-mapper interface version, read when the handle opened.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Number of ioctls this handle has issued (the version check included).
+    pub fn ioctl_count(&self) -> u64 {
+        self.ioctls
+    }
+
+    /// How this handle manages device nodes.
+    pub fn node_mode(&self) -> NodeMode {
+        self.nodes
+    }
+
+    /// Changes node handling (e.g. a shorter udev timeout).
+    pub fn set_node_mode(&mut self, mode: NodeMode) {
+        self.nodes = mode;
+    }
+
+    /// Current size of the reusable ioctl buffer.
+    pub fn buffer_size(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn check_supported(&self, command: Command, needed: Version) -> Result<()> {
+        if self.version.supports(needed) {
+            Ok(())
+        } else {
+            Err(DmError::Unsupported {
+                command,
+                needed,
+                kernel: self.version,
+            })
+        }
+    }
+
+    fn check_lookup(id: DevId<'_>) -> Result<()> {
+        let (what, value, max) = match id {
+            DevId::Name(n) => ("device name", n, 127),
+            DevId::Uuid(u) => ("device uuid", u, 128),
+            DevId::Dev(_) => return Ok(()),
+        };
+        if value.is_empty() || value.len() > max || value.contains('\0') {
+            return Err(DmError::InvalidArgument {
+                what,
+                value: value.to_string(),
+                reason: format!("must be 1 to {max} bytes without NUL"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Issues one ioctl. The request payload is `self.payload`. With `output`,
+    /// the whole buffer is offered and `BUFFER_FULL` grows it and retries
+    /// (`retry_full` false: the buffer grows for next time but the call fails).
+    fn run_ext(&mut self, req: Req<'_>) -> Result<DmIoctl> {
+        let Req {
+            command,
+            id,
+            flags,
+            event_nr,
+            output,
+            retry_full,
+            detail,
+            customize,
+        } = req;
+        if command != Command::Version {
+            self.check_supported(command, command.min_version())?;
+        }
+        if let Some(id) = id {
+            Self::check_lookup(id)?;
+        }
+        loop {
+            let mut hdr = codec::header(command, id, flags, event_nr);
+            customize(&mut hdr);
+            let min = if output { self.buf.len() } else { 0 };
+            let size = codec::write_request(&mut self.buf, &mut hdr, &self.payload, min);
+            self.ioctls += 1;
+            // SAFETY: the buffer is at least `size` bytes (write_request grew it)
+            // and `data_size` in its header says `size`, so the kernel reads and
+            // writes only inside it; the fd is our open control node.
+            let rc = unsafe {
+                libc::ioctl(
+                    self.file.as_raw_fd(),
+                    command.request() as _,
+                    self.buf.as_mut_ptr(),
+                )
+            };
+            if rc < 0 {
+                let errno = Errno::last();
+                return Err(DmError::Ioctl {
+                    command,
+                    device: id.map_or_else(|| "-".to_string(), |i| i.to_string()),
+                    errno,
+                    kind: ErrorKind::from_errno(errno),
+                    detail: detail.map(|d| d()),
+                });
+            }
+            let out = codec::decode_header(command, &self.buf[..size.min(self.buf.len())])?;
+            if output && DmFlags::from_bits_retain(out.flags).contains(DmFlags::BUFFER_FULL) {
+                let grown = (self.buf.len() * 2).min(MAX_BUFFER);
+                if grown == self.buf.len() {
+                    return Err(DmError::Malformed {
+                        command,
+                        reason: format!("reply does not fit even {MAX_BUFFER} bytes"),
+                    });
+                }
+                self.buf.resize(grown, 0);
+                if retry_full {
+                    continue;
+                }
+                return Err(DmError::Malformed {
+                    command,
+                    reason: "reply did not fit the buffer; it has been enlarged, but the request is not repeated".into(),
+                });
+            }
+            return Ok(out);
+        }
+    }
+
+    fn run(
+        &mut self,
+        command: Command,
+        id: Option<DevId<'_>>,
+        flags: DmFlags,
+        event_nr: u32,
+        output: bool,
+        detail: Option<&dyn Fn() -> String>,
+    ) -> Result<DmIoctl> {
+        self.run_ext(Req {
+            command,
+            id,
+            flags,
+            event_nr,
+            output,
+            retry_full: true,
+            detail,
+            customize: &|_| {},
+        })
+    }
+
+    fn reply_payload(&self, command: Command, h: &DmIoctl) -> Result<&[u8]> {
+        codec::payload(command, h, &self.buf)
+    }
+
+    /// Runs a command that may generate a uevent, under a udev cookie when udev runs.
+    fn run_with_cookie(
+        &mut self,
+        command: Command,
+        id: DevId<'_>,
+        flags: DmFlags,
+        udev_flags: UdevFlags,
+        customize: &dyn Fn(&mut DmIoctl),
+    ) -> Result<DmIoctl> {
+        self.payload_keep_or_clear(command);
+        let NodeMode::Udev { timeout } = self.nodes else {
+            // No udev sync, but the rule flags still travel (cookie value 0).
+            let ev = u32::from((udev_flags | UdevFlags::PRIMARY_SOURCE).bits()) << 16;
+            return self.run_ext(Req::new(command, Some(id), flags, ev, customize));
+        };
+        let cookie = Cookie::create()?;
+        cookie.inc()?;
+        let ev = cookie
+            .event_nr(udev_flags | UdevFlags::PRIMARY_SOURCE | UdevFlags::DISABLE_LIBRARY_FALLBACK);
+        let result = self.run_ext(Req::new(command, Some(id), flags, ev, customize));
+        let generated = matches!(&result, Ok(h) if DmFlags::from_bits_retain(h.flags).contains(DmFlags::UEVENT_GENERATED));
+        if !generated {
+            // No uevent will decrement it: take our count back so the wait ends.
+            let _ = cookie.dec();
+        }
+        let waited = cookie.wait(timeout);
+        let h = result?;
+        waited?;
+        Ok(h)
+    }
+
+    fn payload_keep_or_clear(&mut self, command: Command) {
+        if command != Command::DevRename {
+            self.payload.clear();
+        }
+    }
+
+    fn after_node_created(&self, info: &DeviceInfo) -> Result<()> {
+        let dm_node = udev::dm_node_path(info.dev);
+        if !dm_node.exists() {
+            udev::ensure_block_node(&dm_node, info.dev)?;
+        }
+        if self.nodes == NodeMode::Direct {
+            udev::ensure_block_node(&udev::mapper_path(info.name.as_str()), info.dev)?;
+        }
+        Ok(())
+    }
+
+    // ----- commands -----
+
+    /// `DM_VERSION`: asks the kernel again (the handle caches it from open).
+    pub fn query_version(&mut self) -> Result<Version> {
+        self.payload.clear();
+        let h = self.run(Command::Version, None, DmFlags::empty(), 0, false, None)?;
+        self.version = Version::new(h.version[0], h.version[1], h.version[2]);
+        Ok(self.version)
+    }
+
+    /// `DM_REMOVE_ALL`: removes every unused device (deferred: the open ones later).
+    pub fn remove_all(&mut self, deferred: bool) -> Result<()> {
+        self.payload.clear();
+        let flags = if deferred {
+            DmFlags::DEFERRED_REMOVE
+        } else {
+            DmFlags::empty()
+        };
+        if deferred {
+            self.check_supported(Command::RemoveAll, Version::new(4, 27, 0))?;
+        }
+        self.run(Command::RemoveAll, None, flags, 0, false, None)?;
+        Ok(())
+    }
+
+    /// `DM_LIST_DEVICES`: every device with its number, event count and uuid.
+    pub fn list_devices(&mut self) -> Result<Vec<DeviceEntry>> {
+        self.payload.clear();
+        let h = self.run(Command::ListDevices, None, DmFlags::UUID, 0, true, None)?;
+        let with_trailer = self.version.supports(Version::new(4, 38, 0));
+        codec::decode_name_list(self.reply_payload(Command::ListDevices, &h)?, with_trailer)
+    }
+
+    /// `DM_DEV_CREATE`: a new device with no table.
+    pub fn create(&mut self, name: &str, options: &CreateOptions<'_>) -> Result<DeviceInfo> {
+        validate_name(name, self.name_policy)?;
+        if let Some(uuid) = options.uuid {
+            validate_uuid(uuid, self.name_policy)?;
+        }
+        self.payload.clear();
+        let mut flags = DmFlags::empty();
+        if options.minor.is_some() {
+            flags |= DmFlags::PERSISTENT_DEV;
+        }
+        if options.read_only {
+            flags |= DmFlags::READONLY;
+        }
+        let uuid = options.uuid;
+        let minor = options.minor;
+        let set_uuid_and_minor = |h: &mut DmIoctl| {
+            if let Some(u) = uuid {
+                let n = u.len().min(h.uuid.len() - 1);
+                h.uuid[..n].copy_from_slice(&u.as_bytes()[..n]);
+            }
+            if let Some(m) = minor {
+                h.dev = Dev::new(0, m).huge_encode();
+            }
+        };
+        let h = self.run_ext(Req::new(
+            Command::DevCreate,
+            Some(DevId::Name(name)),
+            flags,
+            0,
+            &set_uuid_and_minor,
+        ))?;
+        let info = codec::device_info(&h);
+        if let Err(e) = self.after_node_created(&info) {
+            let _ = self.remove(DevId::Name(name), &RemoveOptions::default());
+            return Err(e);
+        }
+        Ok(info)
+    }
+
+    /// `DM_DEV_REMOVE`: removes a device (EBUSY while open, unless deferred).
+    pub fn remove(&mut self, id: DevId<'_>, options: &RemoveOptions) -> Result<()> {
+        let name = match id {
+            DevId::Name(n) => Some(n.to_string()),
+            _ if self.nodes == NodeMode::Direct => Some(self.info(id)?.name.as_str().to_string()),
+            _ => None,
+        };
+        let mut flags = DmFlags::empty();
+        if options.deferred {
+            self.check_supported(Command::DevRemove, Version::new(4, 27, 0))?;
+            flags |= DmFlags::DEFERRED_REMOVE;
+        }
+        self.run_with_cookie(Command::DevRemove, id, flags, options.udev_flags, &|_| {})?;
+        if self.nodes == NodeMode::Direct {
+            if let Some(name) = name {
+                let gone = !options.deferred
+                    || self
+                        .info(DevId::Name(&name))
+                        .is_err_and(|e| e.is_not_found());
+                if gone {
+                    udev::remove_node(&udev::mapper_path(&name))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `DM_DEV_RENAME`: gives the device a new name.
+    pub fn rename(&mut self, id: DevId<'_>, new_name: &str) -> Result<()> {
+        validate_name(new_name, self.name_policy)?;
+        let old = match id {
+            DevId::Name(n) => Some(n.to_string()),
+            _ if self.nodes == NodeMode::Direct => Some(self.info(id)?.name.as_str().to_string()),
+            _ => None,
+        };
+        codec::encode_string(new_name, &mut self.payload);
+        let h = self.run_with_cookie(
+            Command::DevRename,
+            id,
+            DmFlags::empty(),
+            UdevFlags::empty(),
+            &|_| {},
+        )?;
+        if self.nodes == NodeMode::Direct {
+            if let Some(old) = old {
+                udev::remove_node(&udev::mapper_path(&old))?;
+            }
+            let info = codec::device_info(&h);
+            let dev = if info.dev == Dev::default() {
+                self.info(DevId::Name(new_name))?.dev
+            } else {
+                info.dev
+            };
+            udev::ensure_block_node(&udev::mapper_path(new_name), dev)?;
+        }
+        Ok(())
+    }
+
+    /// `DM_DEV_RENAME` with `DM_UUID_FLAG`: sets the uuid of a device that has none.
+    pub fn set_uuid(&mut self, id: DevId<'_>, uuid: &str) -> Result<()> {
+        validate_uuid(uuid, self.name_policy)?;
+        self.check_supported(Command::DevRename, Version::new(4, 19, 0))?;
+        codec::encode_string(uuid, &mut self.payload);
+        self.run_with_cookie(
+            Command::DevRename,
+            id,
+            DmFlags::UUID,
+            UdevFlags::empty(),
+            &|_| {},
+        )?;
+        Ok(())
+    }
+
+    /// `DM_DEV_SUSPEND` with `SUSPEND`: stops I/O to the device.
+    pub fn suspend(&mut self, id: DevId<'_>, options: &SuspendOptions) -> Result<DeviceInfo> {
+        self.payload.clear();
+        let mut flags = DmFlags::SUSPEND;
+        if options.noflush {
+            flags |= DmFlags::NOFLUSH;
+        }
+        if options.skip_lockfs {
+            flags |= DmFlags::SKIP_LOCKFS;
+        }
+        let h = self.run(Command::DevSuspend, Some(id), flags, 0, false, None)?;
+        Ok(codec::device_info(&h))
+    }
+
+    /// `DM_DEV_SUSPEND` without `SUSPEND`: resumes, making a loaded inactive table live.
+    pub fn resume(&mut self, id: DevId<'_>, udev_flags: UdevFlags) -> Result<DeviceInfo> {
+        let h = self.run_with_cookie(
+            Command::DevSuspend,
+            id,
+            DmFlags::empty(),
+            udev_flags,
+            &|_| {},
+        )?;
+        let info = codec::device_info(&h);
+        self.after_node_created(&info)?;
+        Ok(info)
+    }
+
+    /// `DM_DEV_STATUS`: the device's state.
+    pub fn info(&mut self, id: DevId<'_>) -> Result<DeviceInfo> {
+        self.payload.clear();
+        let h = self.run(
+            Command::DevStatus,
+            Some(id),
+            DmFlags::empty(),
+            0,
+            false,
+            None,
+        )?;
+        Ok(codec::device_info(&h))
+    }
+
+    /// `DM_DEV_WAIT`: blocks until the device's event counter passes `event_nr`,
+    /// then returns its state and target status lines.
+    pub fn wait_event(
+        &mut self,
+        id: DevId<'_>,
+        event_nr: u32,
+    ) -> Result<(DeviceInfo, Vec<TableLine>)> {
+        self.payload.clear();
+        let h = self.run(
+            Command::DevWait,
+            Some(id),
+            DmFlags::empty(),
+            event_nr,
+            true,
+            None,
+        )?;
+        let lines = codec::decode_specs(
+            Command::DevWait,
+            self.reply_payload(Command::DevWait, &h)?,
+            h.target_count,
+        )?;
+        Ok((codec::device_info(&h), lines))
+    }
+
+    /// `DM_TABLE_LOAD`: loads `lines` as the device's inactive table.
+    /// A refused table comes back with the lines in the error.
+    pub fn table_load(
+        &mut self,
+        id: DevId<'_>,
+        lines: &[TableLine],
+        read_only: bool,
+    ) -> Result<DeviceInfo> {
+        codec::encode_table(lines, &mut self.payload)?;
+        let flags = if read_only {
+            DmFlags::READONLY
+        } else {
+            DmFlags::empty()
+        };
+        let count = lines.len() as u32;
+        let detail = || {
+            let table: Vec<String> = lines
+                .iter()
+                .map(|l| format!("{} {} {} {}", l.start, l.length, l.target_type, l.params))
+                .collect();
+            format!("table refused: {}", table.join(" | "))
+        };
+        let set_count = |h: &mut DmIoctl| h.target_count = count;
+        let h = self.run_ext(Req {
+            detail: Some(&detail),
+            ..Req::new(Command::TableLoad, Some(id), flags, 0, &set_count)
+        })?;
+        Ok(codec::device_info(&h))
+    }
+
+    /// `DM_TABLE_CLEAR`: drops the inactive table.
+    pub fn table_clear(&mut self, id: DevId<'_>) -> Result<DeviceInfo> {
+        self.payload.clear();
+        let h = self.run(
+            Command::TableClear,
+            Some(id),
+            DmFlags::empty(),
+            0,
+            false,
+            None,
+        )?;
+        Ok(codec::device_info(&h))
+    }
+
+    /// `DM_TABLE_DEPS`: the devices the table uses.
+    pub fn table_deps(&mut self, id: DevId<'_>, inactive: bool) -> Result<Vec<Dev>> {
+        self.payload.clear();
+        let flags = if inactive {
+            DmFlags::QUERY_INACTIVE_TABLE
+        } else {
+            DmFlags::empty()
+        };
+        let h = self.run(Command::TableDeps, Some(id), flags, 0, true, None)?;
+        codec::decode_deps(self.reply_payload(Command::TableDeps, &h)?)
+    }
+
+    /// `DM_TABLE_STATUS`: each target's status or table line.
+    pub fn table_status(
+        &mut self,
+        id: DevId<'_>,
+        options: &StatusOptions,
+    ) -> Result<(DeviceInfo, Vec<TableLine>)> {
+        self.payload.clear();
+        let mut flags = DmFlags::empty();
+        if options.kind == StatusKind::Table {
+            flags |= DmFlags::STATUS_TABLE;
+        }
+        if options.inactive {
+            flags |= DmFlags::QUERY_INACTIVE_TABLE;
+        }
+        if options.noflush {
+            flags |= DmFlags::NOFLUSH;
+        }
+        let h = self.run(Command::TableStatus, Some(id), flags, 0, true, None)?;
+        let lines = codec::decode_specs(
+            Command::TableStatus,
+            self.reply_payload(Command::TableStatus, &h)?,
+            h.target_count,
+        )?;
+        Ok((codec::device_info(&h), lines))
+    }
+
+    /// `DM_LIST_VERSIONS`: every loaded target type with its version.
+    pub fn list_versions(&mut self) -> Result<Vec<TargetVersion>> {
+        self.payload.clear();
+        let h = self.run(Command::ListVersions, None, DmFlags::empty(), 0, true, None)?;
+        codec::decode_versions(
+            Command::ListVersions,
+            self.reply_payload(Command::ListVersions, &h)?,
+        )
+    }
+
+    /// `DM_GET_TARGET_VERSION`: one target type's version (loads its module if needed).
+    pub fn get_target_version(&mut self, target_type: &str) -> Result<TargetVersion> {
+        self.payload.clear();
+        let h = self.run(
+            Command::GetTargetVersion,
+            Some(DevId::Name(target_type)),
+            DmFlags::empty(),
+            0,
+            true,
+            None,
+        )?;
+        let mut list = codec::decode_versions(
+            Command::GetTargetVersion,
+            self.reply_payload(Command::GetTargetVersion, &h)?,
+        )?;
+        if list.is_empty() {
+            return Err(DmError::Malformed {
+                command: Command::GetTargetVersion,
+                reason: "no version record in the reply".into(),
+            });
+        }
+        Ok(list.swap_remove(0))
+    }
+
+    /// `DM_TARGET_MSG`: sends `message` to the target at `sector`; returns its reply, if any.
+    /// The message is never sent twice, even when its reply overflows the buffer.
+    pub fn target_message(
+        &mut self,
+        id: DevId<'_>,
+        sector: u64,
+        message: &str,
+    ) -> Result<Option<String>> {
+        codec::encode_message(sector, message, &mut self.payload)?;
+        let detail = || format!("message {message:?}");
+        let h = self.run_ext(Req {
+            output: true,
+            retry_full: false,
+            detail: Some(&detail),
+            ..Req::new(Command::TargetMsg, Some(id), DmFlags::empty(), 0, &|_| {})
+        })?;
+        let payload = self.reply_payload(Command::TargetMsg, &h)?;
+        Ok(codec::decode_message_reply(&h, payload))
+    }
+
+    /// `DM_DEV_SET_GEOMETRY`: sets the reported disk geometry.
+    pub fn set_geometry(
+        &mut self,
+        id: DevId<'_>,
+        cylinders: u64,
+        heads: u64,
+        sectors: u64,
+        start: u64,
+    ) -> Result<()> {
+        codec::encode_string(
+            &format!("{cylinders} {heads} {sectors} {start}"),
+            &mut self.payload,
+        );
+        self.run(
+            Command::DevSetGeometry,
+            Some(id),
+            DmFlags::empty(),
+            0,
+            false,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// `DM_DEV_ARM_POLL`: re-arms `poll()` on the control fd for the next event.
+    pub fn arm_poll(&mut self) -> Result<()> {
+        self.payload.clear();
+        self.run(Command::DevArmPoll, None, DmFlags::empty(), 0, false, None)?;
+        Ok(())
+    }
+
+    /// The raw control fd, for `poll()` after [`Control::arm_poll`].
+    pub fn as_raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    // ----- helpers -----
+
+    /// Create, load and resume: a live device in exactly three ioctls.
+    /// If any step fails the device is removed again.
+    pub fn create_with_table(
+        &mut self,
+        name: &str,
+        options: &CreateOptions<'_>,
+        lines: &[TableLine],
+        udev_flags: UdevFlags,
+    ) -> Result<DeviceInfo> {
+        // Validate the table before creating anything.
+        codec::encode_table(lines, &mut self.payload)?;
+        self.create(name, options)?;
+        let loaded = self
+            .table_load(DevId::Name(name), lines, options.read_only)
+            .and_then(|_| self.resume(DevId::Name(name), udev_flags));
+        match loaded {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                if let Err(undo) = self.remove(
+                    DevId::Name(name),
+                    &RemoveOptions {
+                        deferred: false,
+                        udev_flags,
+                    },
+                ) {
+                    log::warn!("undo of failed create of {name} failed too: {undo}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces a live device's table: load, suspend, resume. On failure the
+    /// old table stays live and the device is not left suspended.
+    pub fn reload_table(
+        &mut self,
+        id: DevId<'_>,
+        lines: &[TableLine],
+        udev_flags: UdevFlags,
+    ) -> Result<DeviceInfo> {
+        self.table_load(id, lines, false)?;
+        if let Err(e) = self.suspend(id, &SuspendOptions::default()) {
+            let _ = self.table_clear(id);
+            return Err(e);
+        }
+        match self.resume(id, udev_flags) {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                let _ = self.table_clear(id);
+                let _ = self.resume(id, udev_flags);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a device with this name exists.
+    pub fn exists(&mut self, name: &str) -> Result<bool> {
+        match self.info(DevId::Name(name)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Size of the reply header, exposed for tests of the buffer path.
+    pub const HEADER_SIZE: usize = HEADER_SIZE;
+}
