@@ -1,0 +1,357 @@
+//! Filesystem work for the device set: mkfs, superblock uuids, growing, mounts.
+
+use super::store::FsKind;
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A failure in filesystem work.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// An external tool (mkfs, resize2fs, xfs_growfs) failed or was missing.
+    #[error("{tool} on {target} failed: {detail}")]
+    Tool {
+        /// The program.
+        tool: String,
+        /// What it ran on.
+        target: String,
+        /// Its exit status and output, or why it could not start.
+        detail: String,
+    },
+    /// mount(2) or umount(2) failed.
+    #[error("{op} {device} on {path}: {errno} ({desc})", desc = errno.desc())]
+    Mount {
+        /// "mount" or "umount".
+        op: &'static str,
+        /// The device.
+        device: String,
+        /// The mount point.
+        path: String,
+        /// Why.
+        errno: Errno,
+    },
+    /// The device holds no filesystem we recognise.
+    #[error("{device}: no {kind} superblock found")]
+    NoSuperblock {
+        /// The device read.
+        device: String,
+        /// The filesystem expected.
+        kind: &'static str,
+    },
+    /// Reading the device failed.
+    #[error("reading {device}: {source}")]
+    Io {
+        /// The device read.
+        device: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs a tool, turning a failure into an [`FsError::Tool`] with its output.
+pub fn run_tool(tool: &str, args: &[&str], target: &str) -> Result<(), FsError> {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .map_err(|e| FsError::Tool {
+            tool: tool.to_string(),
+            target: target.to_string(),
+            detail: format!("cannot run it: {e}"),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut detail = format!("{}: ", out.status);
+    detail.push_str(String::from_utf8_lossy(&out.stderr).trim());
+    if detail.len() < 8 {
+        detail.push_str(String::from_utf8_lossy(&out.stdout).trim());
+    }
+    Err(FsError::Tool {
+        tool: tool.to_string(),
+        target: target.to_string(),
+        detail,
+    })
+}
+
+/// Makes a filesystem on `device`. Discards are skipped: a thin device is all zeroes already.
+pub fn mkfs(kind: FsKind, device: &Path, extra: &[String]) -> Result<(), FsError> {
+    let dev = device.to_string_lossy().into_owned();
+    let mut args: Vec<&str> = match kind {
+        FsKind::Ext4 => vec![
+            "-q",
+            "-F",
+            "-E",
+            "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+        ],
+        FsKind::Xfs => vec!["-q", "-f", "-K"],
+    };
+    args.extend(extra.iter().map(String::as_str));
+    args.push(&dev);
+    run_tool(kind.mkfs_tool(), &args, &dev)
+}
+
+impl FsKind {
+    /// The mkfs program for this filesystem.
+    pub fn mkfs_tool(self) -> &'static str {
+        match self {
+            FsKind::Ext4 => "mkfs.ext4",
+            FsKind::Xfs => "mkfs.xfs",
+        }
+    }
+}
+
+fn format_uuid(b: &[u8; 16]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Reads the filesystem uuid straight from the superblock (ext4: offset
+/// 1024+104, magic 0xEF53 at 1024+56; xfs: "XFSB" at 0, uuid at 32).
+pub fn read_fs_uuid(kind: FsKind, device: &Path) -> Result<String, FsError> {
+    let dev = device.display().to_string();
+    let io = |source| FsError::Io {
+        device: dev.clone(),
+        source,
+    };
+    let mut f = std::fs::File::open(device).map_err(io)?;
+    let mut sb = [0u8; 2048];
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    f.read_exact(&mut sb).map_err(io)?;
+    let mut uuid = [0u8; 16];
+    match kind {
+        FsKind::Ext4 => {
+            if sb[1024 + 56..1024 + 58] != [0x53, 0xEF] {
+                return Err(FsError::NoSuperblock {
+                    device: dev,
+                    kind: "ext4",
+                });
+            }
+            uuid.copy_from_slice(&sb[1024 + 104..1024 + 120]);
+        }
+        FsKind::Xfs => {
+            if &sb[0..4] != b"XFSB" {
+                return Err(FsError::NoSuperblock {
+                    device: dev,
+                    kind: "xfs",
+                });
+            }
+            uuid.copy_from_slice(&sb[32..48]);
+        }
+    }
+    Ok(format_uuid(&uuid))
+}
+
+/// Mount options for a device set mount: the user's, plus `nouuid` for xfs
+/// (snapshots share their parent's uuid).
+pub fn mount_data(kind: FsKind, options: &[String], discard: bool) -> String {
+    let mut opts: Vec<&str> = options.iter().map(String::as_str).collect();
+    if kind == FsKind::Xfs && !opts.contains(&"nouuid") {
+        opts.push("nouuid");
+    }
+    if discard && !opts.contains(&"discard") {
+        opts.push("discard");
+    }
+    opts.join(",")
+}
+
+/// Mounts `device` on `path`. When `discard` is refused, mounts without it.
+/// Returns whether discard ended up on.
+pub fn mount(
+    kind: FsKind,
+    device: &Path,
+    path: &Path,
+    read_only: bool,
+    options: &[String],
+    discard: bool,
+) -> Result<bool, FsError> {
+    let mut flags = MsFlags::empty();
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    let try_mount = |discard: bool| {
+        let data = mount_data(kind, options, discard);
+        nix::mount::mount(
+            Some(device),
+            path,
+            Some(kind.as_str()),
+            flags,
+            Some(data.as_str()),
+        )
+    };
+    match try_mount(discard) {
+        Ok(()) => Ok(discard),
+        Err(Errno::EINVAL | Errno::EOPNOTSUPP) if discard => {
+            log::info!("{}: discard refused, mounting without it", device.display());
+            try_mount(false).map(|()| false)
+        }
+        Err(e) => Err(e),
+    }
+    .map_err(|errno| FsError::Mount {
+        op: "mount",
+        device: device.display().to_string(),
+        path: path.display().to_string(),
+        errno,
+    })
+}
+
+/// Unmounts `path`; if it stays busy, detaches it lazily so the device frees
+/// once the last user leaves.
+pub fn unmount(path: &Path) -> Result<(), FsError> {
+    let err = |errno| FsError::Mount {
+        op: "umount",
+        device: String::from("-"),
+        path: path.display().to_string(),
+        errno,
+    };
+    for _ in 0..10 {
+        match nix::mount::umount2(path, MntFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(Errno::EINVAL) => return Ok(()), // not mounted
+            Err(e) => return Err(err(e)),
+        }
+    }
+    nix::mount::umount2(path, MntFlags::MNT_DETACH).map_err(err)
+}
+
+/// Grows the filesystem on `device` to the device's size. ext4 grows offline
+/// after a forced check; xfs must be mounted, so it is mounted on `scratch`.
+pub fn grow(
+    kind: FsKind,
+    device: &Path,
+    scratch: &Path,
+    mount_options: &[String],
+) -> Result<(), FsError> {
+    let dev = device.display().to_string();
+    match kind {
+        FsKind::Ext4 => {
+            // e2fsck exits 1 when it fixed something; resize2fs insists on a fresh check.
+            let _ = Command::new("e2fsck").args(["-f", "-y", &dev]).output();
+            run_tool("resize2fs", &[&dev], &dev)
+        }
+        FsKind::Xfs => {
+            std::fs::create_dir_all(scratch).map_err(|source| FsError::Io {
+                device: scratch.display().to_string(),
+                source,
+            })?;
+            mount(kind, device, scratch, false, mount_options, false)?;
+            let result = run_tool("xfs_growfs", &[&scratch.to_string_lossy()], &dev);
+            let unmounted = unmount(scratch);
+            result.and(unmounted)
+        }
+    }
+}
+
+/// One line of `/proc/self/mountinfo` that matters to us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Device number of the mounted block device.
+    pub dev: (u32, u32),
+    /// Mount point.
+    pub path: PathBuf,
+}
+
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses mountinfo text; malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let _id = f.next()?;
+            let _parent = f.next()?;
+            let (maj, min) = f.next()?.split_once(':')?;
+            let _root = f.next()?;
+            let mp = f.next()?;
+            Some(MountEntry {
+                dev: (maj.parse().ok()?, min.parse().ok()?),
+                path: PathBuf::from(unescape_octal(mp)),
+            })
+        })
+        .collect()
+}
+
+/// The current mounts of this process's mount namespace.
+pub fn mounts() -> Vec<MountEntry> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| parse_mountinfo(&t))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_parsing() {
+        let text = "36 35 253:3 / /var/lib/x\\040y rw,relatime shared:1 - ext4 /dev/dm-3 rw\n\
+                    garbage line\n\
+                    37 35 0:22 / /proc rw - proc proc rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].dev, (253, 3));
+        assert_eq!(m[0].path, PathBuf::from("/var/lib/x y"));
+    }
+
+    #[test]
+    fn mount_data_adds_nouuid_for_xfs_only() {
+        assert_eq!(mount_data(FsKind::Xfs, &[], false), "nouuid");
+        assert_eq!(
+            mount_data(FsKind::Ext4, &["noatime".into()], true),
+            "noatime,discard"
+        );
+    }
+
+    #[test]
+    fn uuid_from_ext4_superblock() {
+        let dir = std::env::temp_dir().join(format!("dmthin-fs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("sb");
+        let mut sb = vec![0u8; 4096];
+        sb[1024 + 56] = 0x53;
+        sb[1024 + 57] = 0xEF;
+        for i in 0..16 {
+            sb[1024 + 104 + i] = i as u8;
+        }
+        std::fs::write(&img, &sb).unwrap();
+        assert_eq!(
+            read_fs_uuid(FsKind::Ext4, &img).unwrap(),
+            "00010203-0405-0607-0809-0a0b0c0d0e0f"
+        );
+        assert!(matches!(
+            read_fs_uuid(FsKind::Xfs, &img),
+            Err(FsError::NoSuperblock { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
