@@ -1,6 +1,47 @@
 //! Device-mapper target tables, messages and status lines.
 //!
 //! Everything here is pure: it builds and parses strings and never touches the kernel.
+//!
+//! - Tables: [`ThinPoolTable`], [`ThinTable`], [`LinearTable`], [`ZeroTable`],
+//!   [`ErrorTable`], [`FlakeyTable`], [`DelayTable`], or any of them as a
+//!   [`Target`]. Each is built through validated constructors, formats its
+//!   parameters with `Display`, parses them with `FromStr`, and converts to
+//!   and from a [`TableLine`] ([`TargetTable::to_line`], `TryFrom<&TableLine>`).
+//! - Devices: [`DeviceRef`], `major:minor` or a path that cannot split a line.
+//! - Status: [`PoolStatus`] / [`ThinPoolStatus`] and [`ThinStatus`].
+//! - Messages: [`PoolMessage`].
+//!
+//! Every parser accepts the kernel's own output (devices as `major:minor`,
+//! trailing spaces) and returns a [`TargetError`] naming the field and the
+//! problem for anything else; none panics.
+
+mod args;
+mod device;
+mod error;
+mod message;
+mod pool;
+mod simple;
+mod status;
+mod thin;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use device::{DeviceRef, MAX_MAJOR, MAX_MINOR, MAX_PATH_LEN};
+pub use error::{Result, TargetError, SNIPPET_MAX};
+pub use message::PoolMessage;
+pub use pool::{BlockSize, PoolFeatures, ThinPoolTable};
+pub use simple::{
+    CorruptBioByte, DelayClass, DelayTable, Direction, ErrorTable, FlakeyFeatures, FlakeyTable,
+    LinearTable, WriteFault, ZeroTable,
+};
+pub use status::{
+    DiscardMode, NoSpacePolicy, PoolMode, PoolStatus, PoolUsageBytes, ThinPoolStatus, ThinStatus,
+    ThinUsage, METADATA_BLOCK_BYTES,
+};
+pub use thin::{ThinId, ThinTable};
+
+use error::snippet;
 
 /// One line of a device-mapper table, as the kernel takes it in `TABLE_LOAD`
 /// and reports it in `TABLE_STATUS`.
@@ -14,4 +55,429 @@ pub struct TableLine {
     pub target_type: String,
     /// Target parameters, as the target's constructor takes them.
     pub params: String,
+}
+
+/// Longest target type name the kernel takes, in bytes (`DM_MAX_TYPE_NAME` less the NUL).
+pub const MAX_TARGET_TYPE_LEN: usize = 15;
+
+impl TableLine {
+    /// A validated line (see [`TableLine::validate`]).
+    pub fn new(
+        start: u64,
+        length: u64,
+        target_type: impl Into<String>,
+        params: impl Into<String>,
+    ) -> Result<Self> {
+        let line = TableLine {
+            start,
+            length,
+            target_type: target_type.into(),
+            params: params.into(),
+        };
+        line.validate()?;
+        Ok(line)
+    }
+
+    /// Checks what the kernel checks of any line: a non-zero length, an end
+    /// that fits 64 bits, a target type of 1 to 15 bytes with no whitespace
+    /// or control characters, and parameters with no NUL or line break.
+    pub fn validate(&self) -> Result<()> {
+        if self.length == 0 {
+            return Err(TargetError::OutOfRange {
+                field: "table line length",
+                value: 0,
+                rule: "the kernel refuses zero-length targets",
+            });
+        }
+        if self.start.checked_add(self.length).is_none() {
+            return Err(TargetError::RangeOverflow {
+                start: self.start,
+                length: self.length,
+            });
+        }
+        check_target_type(&self.target_type)?;
+        if self.params.contains('\0') {
+            return Err(TargetError::InvalidParams {
+                context: "table line",
+                what: "a NUL byte, which would cut them short",
+            });
+        }
+        if self.params.contains(['\n', '\r']) {
+            return Err(TargetError::InvalidParams {
+                context: "table line",
+                what: "a line break",
+            });
+        }
+        Ok(())
+    }
+
+    /// Parses `<start> <length> <target_type> [<params>]`, the form `dmsetup
+    /// table` prints. The parameters are kept verbatim, less surrounding
+    /// whitespace.
+    pub fn parse(s: &str) -> Result<Self> {
+        const CTX: &str = "table line";
+        let rest = s.trim_start_matches(args::is_kernel_space);
+        if rest.is_empty() {
+            return Err(TargetError::Empty { context: CTX });
+        }
+        let (start, rest) = split_word(rest);
+        let start = args::parse_u64("table line start sector", start)?;
+        let (length, rest) = split_word(rest);
+        if length.is_empty() {
+            return Err(TargetError::Missing {
+                field: "table line length",
+            });
+        }
+        let length = args::parse_u64("table line length", length)?;
+        let (target_type, rest) = split_word(rest);
+        if target_type.is_empty() {
+            return Err(TargetError::Missing {
+                field: "table line target type",
+            });
+        }
+        let params = rest.trim_matches(args::is_kernel_space);
+        TableLine::new(start, length, target_type, params)
+    }
+
+    /// Parses a whole table: one line per non-blank line of `s`.
+    pub fn parse_table(s: &str) -> Result<Vec<Self>> {
+        s.lines()
+            .filter(|l| !l.trim_matches(args::is_kernel_space).is_empty())
+            .map(TableLine::parse)
+            .collect()
+    }
+
+    /// The end sector (exclusive), if it fits 64 bits.
+    pub fn end(&self) -> Option<u64> {
+        self.start.checked_add(self.length)
+    }
+}
+
+/// Splits off the first word of `s` (which starts with a non-space) and the
+/// rest after the separating whitespace.
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start_matches(args::is_kernel_space);
+    match s.find(args::is_kernel_space) {
+        Some(i) => {
+            let (w, r) = s.split_at(i);
+            (w, r.trim_start_matches(args::is_kernel_space))
+        }
+        None => (s, ""),
+    }
+}
+
+fn check_target_type(t: &str) -> Result<()> {
+    let reason = if t.is_empty() {
+        "it is empty"
+    } else if t.len() > MAX_TARGET_TYPE_LEN {
+        "it is longer than 15 bytes"
+    } else if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "it contains whitespace or a control character"
+    } else {
+        return Ok(());
+    };
+    Err(TargetError::InvalidTargetType {
+        found: snippet(t),
+        reason,
+    })
+}
+
+impl fmt::Display for TableLine {
+    /// `<start> <length> <target_type>` and, if not empty, ` <params>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.start, self.length, self.target_type)?;
+        if !self.params.is_empty() {
+            write!(f, " {}", self.params)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for TableLine {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self> {
+        TableLine::parse(s)
+    }
+}
+
+/// A typed target table: its parameters format with `Display` and parse with
+/// [`TargetTable::parse_params`].
+pub trait TargetTable: fmt::Display + Sized {
+    /// The kernel's target type name.
+    const TARGET_TYPE: &'static str;
+
+    /// Parses the parameters string (not the whole line).
+    fn parse_params(params: &str) -> Result<Self>;
+
+    /// The parameters string.
+    fn params(&self) -> String {
+        self.to_string()
+    }
+
+    /// A table line covering `length` sectors from `start`.
+    fn to_line(&self, start: u64, length: u64) -> TableLine {
+        TableLine {
+            start,
+            length,
+            target_type: Self::TARGET_TYPE.to_owned(),
+            params: self.params(),
+        }
+    }
+
+    /// Parses a line, which must be of this target type.
+    fn from_line(line: &TableLine) -> Result<Self> {
+        if line.target_type != Self::TARGET_TYPE {
+            return Err(TargetError::WrongTargetType {
+                expected: Self::TARGET_TYPE,
+                found: snippet(&line.target_type),
+            });
+        }
+        Self::parse_params(&line.params)
+    }
+}
+
+macro_rules! try_from_line {
+    ($($t:ty),*) => {$(
+        impl TryFrom<&TableLine> for $t {
+            type Error = TargetError;
+            fn try_from(line: &TableLine) -> Result<Self> {
+                <$t as TargetTable>::from_line(line)
+            }
+        }
+    )*};
+}
+try_from_line!(
+    ThinPoolTable,
+    ThinTable,
+    LinearTable,
+    ZeroTable,
+    ErrorTable,
+    FlakeyTable,
+    DelayTable
+);
+
+/// Any target this module knows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `thin-pool`.
+    ThinPool(ThinPoolTable),
+    /// `thin`.
+    Thin(ThinTable),
+    /// `linear`.
+    Linear(LinearTable),
+    /// `zero`.
+    Zero(ZeroTable),
+    /// `error`.
+    Error(ErrorTable),
+    /// `flakey`.
+    Flakey(FlakeyTable),
+    /// `delay`.
+    Delay(DelayTable),
+}
+
+/// The target type names [`Target`] handles.
+const KNOWN_TYPES: &str = "thin-pool, thin, linear, zero, error, flakey or delay";
+
+impl Target {
+    /// The kernel's target type name.
+    pub fn target_type(&self) -> &'static str {
+        match self {
+            Target::ThinPool(_) => ThinPoolTable::TARGET_TYPE,
+            Target::Thin(_) => ThinTable::TARGET_TYPE,
+            Target::Linear(_) => LinearTable::TARGET_TYPE,
+            Target::Zero(_) => ZeroTable::TARGET_TYPE,
+            Target::Error(_) => ErrorTable::TARGET_TYPE,
+            Target::Flakey(_) => FlakeyTable::TARGET_TYPE,
+            Target::Delay(_) => DelayTable::TARGET_TYPE,
+        }
+    }
+
+    /// The parameters string.
+    pub fn params(&self) -> String {
+        match self {
+            Target::ThinPool(t) => t.to_string(),
+            Target::Thin(t) => t.to_string(),
+            Target::Linear(t) => t.to_string(),
+            Target::Zero(t) => t.to_string(),
+            Target::Error(t) => t.to_string(),
+            Target::Flakey(t) => t.to_string(),
+            Target::Delay(t) => t.to_string(),
+        }
+    }
+
+    /// A table line covering `length` sectors from `start`.
+    pub fn to_line(&self, start: u64, length: u64) -> TableLine {
+        TableLine {
+            start,
+            length,
+            target_type: self.target_type().to_owned(),
+            params: self.params(),
+        }
+    }
+
+    /// Parses `params` for the target type `target_type`.
+    pub fn parse(target_type: &str, params: &str) -> Result<Self> {
+        Ok(match target_type {
+            ThinPoolTable::TARGET_TYPE => Target::ThinPool(ThinPoolTable::parse_params(params)?),
+            ThinTable::TARGET_TYPE => Target::Thin(ThinTable::parse_params(params)?),
+            LinearTable::TARGET_TYPE => Target::Linear(LinearTable::parse_params(params)?),
+            ZeroTable::TARGET_TYPE => {
+                Target::Zero(<ZeroTable as TargetTable>::parse_params(params)?)
+            }
+            ErrorTable::TARGET_TYPE => {
+                Target::Error(<ErrorTable as TargetTable>::parse_params(params)?)
+            }
+            FlakeyTable::TARGET_TYPE => Target::Flakey(FlakeyTable::parse_params(params)?),
+            DelayTable::TARGET_TYPE => Target::Delay(DelayTable::parse_params(params)?),
+            other => {
+                return Err(TargetError::UnknownKeyword {
+                    field: "target type",
+                    found: snippet(other),
+                    expected: KNOWN_TYPES,
+                })
+            }
+        })
+    }
+
+    /// Parses a table line of any known type.
+    pub fn from_line(line: &TableLine) -> Result<Self> {
+        Target::parse(&line.target_type, &line.params)
+    }
+}
+
+impl TryFrom<&TableLine> for Target {
+    type Error = TargetError;
+    fn try_from(line: &TableLine) -> Result<Self> {
+        Target::from_line(line)
+    }
+}
+
+impl fmt::Display for Target {
+    /// The parameters string.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::ThinPool(t) => t.fmt(f),
+            Target::Thin(t) => t.fmt(f),
+            Target::Linear(t) => t.fmt(f),
+            Target::Zero(t) => t.fmt(f),
+            Target::Error(t) => t.fmt(f),
+            Target::Flakey(t) => t.fmt(f),
+            Target::Delay(t) => t.fmt(f),
+        }
+    }
+}
+
+macro_rules! target_from {
+    ($($v:ident($t:ty)),*) => {$(
+        impl From<$t> for Target {
+            fn from(t: $t) -> Target {
+                Target::$v(t)
+            }
+        }
+    )*};
+}
+target_from!(
+    ThinPool(ThinPoolTable),
+    Thin(ThinTable),
+    Linear(LinearTable),
+    Zero(ZeroTable),
+    Error(ErrorTable),
+    Flakey(FlakeyTable),
+    Delay(DelayTable)
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn table_line_parse_and_format() {
+        let l: TableLine = "0 2097152 thin-pool 253:0 253:1 128 16384 0 "
+            .parse()
+            .unwrap();
+        assert_eq!(
+            l,
+            TableLine {
+                start: 0,
+                length: 2_097_152,
+                target_type: "thin-pool".into(),
+                params: "253:0 253:1 128 16384 0".into()
+            }
+        );
+        assert_eq!(l.to_string(), "0 2097152 thin-pool 253:0 253:1 128 16384 0");
+        let z: TableLine = "  8 8 zero  ".parse().unwrap();
+        assert_eq!(z.params, "");
+        assert_eq!(z.to_string(), "8 8 zero");
+        assert_eq!(z.end(), Some(16));
+        let t = TableLine::parse_table("0 8 zero\n\n8 8 error\n").unwrap();
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn table_line_errors_say_why() {
+        for (input, want) in [
+            ("", "table line: input is empty"),
+            ("0", "table line length is missing"),
+            ("0 8", "table line target type is missing"),
+            ("x 8 zero", "start sector: expected a decimal integer"),
+            ("0 0 zero", "zero-length"),
+            ("1 18446744073709551615 zero", "overflows 64 bits"),
+            ("0 8 a-very-long-target-type", "longer than 15 bytes"),
+            ("0 8 zero\u{a0}x", "whitespace"),
+        ] {
+            let e = TableLine::parse(input).unwrap_err();
+            assert!(e.to_string().contains(want), "{input:?}: {e}");
+        }
+        assert!(TableLine::new(0, 1, "linear", "7:0 0\0").is_err());
+        assert!(TableLine::new(0, 1, "linear", "7:0 0\n0 1 zero").is_err());
+        assert!(TableLine::new(0, 1, "", "").is_err());
+    }
+
+    #[test]
+    fn target_dispatches_on_type() {
+        let l: TableLine = "0 2048 thin 253:3 1".parse().unwrap();
+        let t = Target::try_from(&l).unwrap();
+        assert!(matches!(t, Target::Thin(_)));
+        assert_eq!(t.to_line(0, 2048), l);
+        let e = Target::parse("striped", "2 64 7:0 0 7:1 0").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("target type: unknown value \"striped\""),
+            "{e}"
+        );
+        assert_eq!(Target::from(ZeroTable).target_type(), "zero");
+    }
+
+    fn target_strategy() -> impl Strategy<Value = Target> {
+        prop_oneof![
+            pool::tests::pool_strategy().prop_map(Target::ThinPool),
+            thin::tests::thin_strategy().prop_map(Target::Thin),
+            simple::tests::linear_strategy().prop_map(Target::Linear),
+            Just(Target::Zero(ZeroTable)),
+            Just(Target::Error(ErrorTable)),
+            simple::tests::flakey_strategy().prop_map(Target::Flakey),
+            simple::tests::delay_strategy().prop_map(Target::Delay),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn target_round_trip(t in target_strategy(), start in 0u64..1 << 40, len in 1u64..1 << 40) {
+            let line = t.to_line(start, len);
+            prop_assert_eq!(line.validate(), Ok(()));
+            let text = line.to_string();
+            let back: TableLine = text.parse().unwrap();
+            prop_assert_eq!(&back, &line);
+            prop_assert_eq!(Target::from_line(&back), Ok(t));
+        }
+
+        #[test]
+        fn table_line_never_panics(s in "\\PC*") {
+            if let Ok(l) = s.parse::<TableLine>() {
+                let _ = Target::from_line(&l);
+                prop_assert_eq!(l.to_string().parse::<TableLine>(), Ok(l));
+            }
+        }
+    }
 }

@@ -1,0 +1,172 @@
+//! Internal helpers: splitting parameter strings the way the kernel does and
+//! reading numbers strictly.
+
+use super::error::{snippet, Result, TargetError};
+
+/// True for the ASCII bytes the kernel's `isspace()` treats as separators
+/// (`dm_split_args`): space, `\t`, `\n`, `\v`, `\f` and `\r`.
+#[inline]
+pub(crate) fn is_kernel_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+}
+
+/// A cursor over whitespace-separated arguments.
+pub(crate) struct Args<'a> {
+    iter: std::str::Split<'a, fn(char) -> bool>,
+    context: &'static str,
+}
+
+impl<'a> Args<'a> {
+    /// Splits `s` on the kernel's separators; `context` names the target in errors.
+    pub(crate) fn new(s: &'a str, context: &'static str) -> Self {
+        let f: fn(char) -> bool = is_kernel_space;
+        Args {
+            iter: s.split(f),
+            context,
+        }
+    }
+
+    /// The next non-empty token, if any.
+    #[inline]
+    pub(crate) fn next_token(&mut self) -> Option<&'a str> {
+        self.iter.by_ref().find(|t| !t.is_empty())
+    }
+
+    /// The next token, or [`TargetError::Missing`] naming `field`.
+    #[inline]
+    pub(crate) fn required(&mut self, field: &'static str) -> Result<&'a str> {
+        self.next_token().ok_or(TargetError::Missing { field })
+    }
+
+    /// The next token as a `u64`.
+    #[inline]
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64> {
+        parse_u64(field, self.required(field)?)
+    }
+
+    /// The next token as a `u32`.
+    #[inline]
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32> {
+        parse_u32(field, self.required(field)?)
+    }
+
+    /// Fails if any token is left.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        match self.next_token() {
+            None => Ok(()),
+            Some(t) => Err(TargetError::UnexpectedArgument {
+                context: self.context,
+                found: snippet(t),
+            }),
+        }
+    }
+
+    /// Counts the tokens left without consuming `self`'s position for the caller.
+    pub(crate) fn remaining(&self) -> u64 {
+        let mut n: u64 = 0;
+        for t in self.iter.clone() {
+            if !t.is_empty() {
+                n = n.saturating_add(1);
+            }
+        }
+        n
+    }
+
+    /// The context name given at construction.
+    pub(crate) fn context(&self) -> &'static str {
+        self.context
+    }
+}
+
+/// Parses a non-empty run of ASCII digits (no sign, no spaces) as a `u64`.
+#[inline]
+pub(crate) fn parse_u64(field: &'static str, s: &str) -> Result<u64> {
+    let bytes = s.as_bytes();
+    if bytes.is_empty() {
+        return Err(TargetError::NotANumber {
+            field,
+            found: String::new(),
+        });
+    }
+    let mut v: u64 = 0;
+    let mut overflow = false;
+    for &b in bytes {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(TargetError::NotANumber {
+                field,
+                found: snippet(s),
+            });
+        }
+        match v.checked_mul(10).and_then(|x| x.checked_add(u64::from(d))) {
+            Some(x) => v = x,
+            None => overflow = true,
+        }
+    }
+    if overflow {
+        return Err(TargetError::NumberTooLarge {
+            field,
+            found: snippet(s),
+            bits: 64,
+        });
+    }
+    Ok(v)
+}
+
+/// Parses like [`parse_u64`] and checks the value fits a `u32`.
+#[inline]
+pub(crate) fn parse_u32(field: &'static str, s: &str) -> Result<u32> {
+    let v = parse_u64(field, s).map_err(|e| match e {
+        TargetError::NumberTooLarge { field, found, .. } => TargetError::NumberTooLarge {
+            field,
+            found,
+            bits: 32,
+        },
+        other => other,
+    })?;
+    u32::try_from(v).map_err(|_| TargetError::NumberTooLarge {
+        field,
+        found: snippet(s),
+        bits: 32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_strict() {
+        assert_eq!(parse_u64("f", "0"), Ok(0));
+        assert_eq!(parse_u64("f", "007"), Ok(7));
+        assert_eq!(parse_u64("f", "18446744073709551615"), Ok(u64::MAX));
+        assert!(matches!(
+            parse_u64("f", "18446744073709551616"),
+            Err(TargetError::NumberTooLarge { bits: 64, .. })
+        ));
+        for bad in ["", "+1", "-1", "1 ", " 1", "0x10", "1e3", "１"] {
+            assert!(
+                matches!(parse_u64("f", bad), Err(TargetError::NotANumber { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(parse_u32("f", "4294967295"), Ok(u32::MAX));
+        assert!(matches!(
+            parse_u32("f", "4294967296"),
+            Err(TargetError::NumberTooLarge { bits: 32, .. })
+        ));
+        assert!(matches!(
+            parse_u32("f", "99999999999999999999999"),
+            Err(TargetError::NumberTooLarge { bits: 32, .. })
+        ));
+    }
+
+    #[test]
+    fn splits_like_the_kernel() {
+        let mut a = Args::new(" a\tb\x0bc\x0cd\r\ne  ", "t");
+        assert_eq!(a.remaining(), 5);
+        let toks: Vec<_> = std::iter::from_fn(|| a.next_token()).collect();
+        assert_eq!(toks, ["a", "b", "c", "d", "e"]);
+        assert!(a.finish().is_ok());
+    }
+}

@@ -1,0 +1,994 @@
+//! The plain and test targets: `linear`, `zero`, `error`, `flakey`, `delay`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::args::{parse_u64, Args};
+use super::device::DeviceRef;
+use super::error::{snippet, Result, TargetError};
+use super::TargetTable;
+
+// ---------------------------------------------------------------- linear
+
+/// A `linear` table: `<device> <offset>`, mapping onto `device` from sector `offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LinearTable {
+    device: DeviceRef,
+    offset: u64,
+}
+
+impl LinearTable {
+    /// Maps onto `device` starting at sector `offset`.
+    pub fn new(device: DeviceRef, offset: u64) -> Result<Self> {
+        device.validate_field("linear device")?;
+        Ok(LinearTable { device, offset })
+    }
+
+    /// The underlying device.
+    pub fn device(&self) -> &DeviceRef {
+        &self.device
+    }
+
+    /// The first sector used on the device.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Parses the parameters.
+    pub fn parse_params(params: &str) -> Result<Self> {
+        const CONTEXT: &str = "linear table";
+        let mut a = Args::new(params, CONTEXT);
+        if a.remaining() == 0 {
+            return Err(TargetError::Empty { context: CONTEXT });
+        }
+        let dev = DeviceRef::parse_field("linear device", a.required("linear device")?)?;
+        let offset = a.u64("linear offset")?;
+        a.finish()?;
+        LinearTable::new(dev, offset)
+    }
+}
+
+impl fmt::Display for LinearTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.device, self.offset)
+    }
+}
+
+impl TargetTable for LinearTable {
+    const TARGET_TYPE: &'static str = "linear";
+    fn parse_params(params: &str) -> Result<Self> {
+        LinearTable::parse_params(params)
+    }
+}
+
+// ---------------------------------------------------------------- zero, error
+
+/// A `zero` table: reads return zeroes, writes are discarded. No parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ZeroTable;
+
+/// An `error` table: every I/O fails. No parameters.
+///
+/// (Kernels from 6.10 accept an optional backing device for zoned use; that
+/// form is not supported here and is refused.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ErrorTable;
+
+fn no_params(context: &'static str, params: &str) -> Result<()> {
+    Args::new(params, context).finish()
+}
+
+impl fmt::Display for ZeroTable {
+    fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Ok(())
+    }
+}
+
+impl fmt::Display for ErrorTable {
+    fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Ok(())
+    }
+}
+
+impl TargetTable for ZeroTable {
+    const TARGET_TYPE: &'static str = "zero";
+    fn parse_params(params: &str) -> Result<Self> {
+        no_params("zero table (takes no parameters)", params).map(|()| ZeroTable)
+    }
+}
+
+impl TargetTable for ErrorTable {
+    const TARGET_TYPE: &'static str = "error";
+    fn parse_params(params: &str) -> Result<Self> {
+        no_params("error table (takes no parameters)", params).map(|()| ErrorTable)
+    }
+}
+
+// ---------------------------------------------------------------- flakey
+
+const FLAKEY: &str = "flakey table";
+
+/// What a flakey device does to writes while down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteFault {
+    /// `drop_writes`: writes are silently ignored.
+    Drop,
+    /// `error_writes`: writes fail.
+    Error,
+}
+
+/// Which I/O direction `corrupt_bio_byte` applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// `r`: reads.
+    Read,
+    /// `w`: writes.
+    Write,
+}
+
+/// `corrupt_bio_byte <nth_byte> <r|w> <value> <flags>`: while down, overwrite
+/// byte `nth_byte` (counting from 1) of matching bios with `value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CorruptBioByte {
+    /// The byte to replace, counting from 1 (must not be 0).
+    pub nth_byte: u32,
+    /// Reads or writes.
+    pub direction: Direction,
+    /// The value written.
+    pub value: u8,
+    /// Only bios with all these `bi_opf` flags set are corrupted (0: all bios).
+    pub flags: u32,
+}
+
+/// Optional `flakey` features. All off means every I/O fails while down.
+///
+/// `error_reads` and the `random_*` features need Linux 6.6 or newer. Newer
+/// kernels report a table given no features as `error_reads error_writes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlakeyFeatures {
+    /// `error_reads`: reads fail while down.
+    pub error_reads: bool,
+    /// `drop_writes` or `error_writes`.
+    pub writes: Option<WriteFault>,
+    /// `corrupt_bio_byte ...`.
+    pub corrupt_bio_byte: Option<CorruptBioByte>,
+    /// `random_read_corrupt <p>`: corrupt a random byte of reads with
+    /// probability p / 1e9 (p at most 1000000000).
+    pub random_read_corrupt: Option<u32>,
+    /// `random_write_corrupt <p>`: the same for writes.
+    pub random_write_corrupt: Option<u32>,
+}
+
+impl FlakeyFeatures {
+    /// Largest `random_*_corrupt` value (100 %).
+    pub const PROBABILITY_MAX: u32 = 1_000_000_000;
+
+    /// Number of feature arguments, counting each feature's own parameters.
+    pub fn arg_count(&self) -> u32 {
+        u32::from(self.error_reads)
+            + u32::from(self.writes.is_some())
+            + 5 * u32::from(self.corrupt_bio_byte.is_some())
+            + 2 * u32::from(self.random_read_corrupt.is_some())
+            + 2 * u32::from(self.random_write_corrupt.is_some())
+    }
+
+    /// Checks the values and combinations the kernel refuses.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(c) = &self.corrupt_bio_byte {
+            if c.nth_byte == 0 {
+                return Err(TargetError::OutOfRange {
+                    field: "flakey corrupt_bio_byte <Nth_byte>",
+                    value: 0,
+                    rule: "counts from 1, so it must not be 0",
+                });
+            }
+        }
+        for (field, p) in [
+            (
+                "flakey random_read_corrupt probability",
+                self.random_read_corrupt,
+            ),
+            (
+                "flakey random_write_corrupt probability",
+                self.random_write_corrupt,
+            ),
+        ] {
+            if let Some(p) = p {
+                if p > Self::PROBABILITY_MAX {
+                    return Err(TargetError::OutOfRange {
+                        field,
+                        value: u64::from(p),
+                        rule: "must be at most 1000000000 (100 %)",
+                    });
+                }
+            }
+        }
+        let corrupt_dir = self.corrupt_bio_byte.map(|c| c.direction);
+        if let Some(w) = self.writes {
+            let name = match w {
+                WriteFault::Drop => "drop_writes",
+                WriteFault::Error => "error_writes",
+            };
+            if corrupt_dir == Some(Direction::Write) {
+                return Err(TargetError::ConflictingFeatures {
+                    context: FLAKEY,
+                    first: name,
+                    second: "corrupt_bio_byte with direction w",
+                });
+            }
+            if self.random_write_corrupt.is_some() {
+                return Err(TargetError::ConflictingFeatures {
+                    context: FLAKEY,
+                    first: name,
+                    second: "random_write_corrupt",
+                });
+            }
+        }
+        if self.error_reads {
+            if corrupt_dir == Some(Direction::Read) {
+                return Err(TargetError::ConflictingFeatures {
+                    context: FLAKEY,
+                    first: "error_reads",
+                    second: "corrupt_bio_byte with direction r",
+                });
+            }
+            if self.random_read_corrupt.is_some() {
+                return Err(TargetError::ConflictingFeatures {
+                    context: FLAKEY,
+                    first: "error_reads",
+                    second: "random_read_corrupt",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn parse(a: &mut Args<'_>) -> Result<Self> {
+        let mut f = FlakeyFeatures::default();
+        let Some(n_tok) = a.next_token() else {
+            return Ok(f);
+        };
+        let n = parse_u64("flakey feature count", n_tok)?;
+        if n > 11 {
+            return Err(TargetError::TooManyFeatureArgs {
+                context: FLAKEY,
+                count: n,
+                max: 11,
+            });
+        }
+        let available = a.remaining();
+        if n > available {
+            return Err(TargetError::FeatureArgsShort {
+                context: FLAKEY,
+                declared: n,
+                available,
+            });
+        }
+        let mut left = n;
+        while left > 0 {
+            left -= 1;
+            let name = a.required("flakey feature")?;
+            let dup = |feature| TargetError::DuplicateFeature {
+                context: FLAKEY,
+                feature,
+            };
+            if name.eq_ignore_ascii_case("error_reads") {
+                if f.error_reads {
+                    return Err(dup("error_reads"));
+                }
+                f.error_reads = true;
+            } else if name.eq_ignore_ascii_case("drop_writes")
+                || name.eq_ignore_ascii_case("error_writes")
+            {
+                let (this, canon) = if name.eq_ignore_ascii_case("drop_writes") {
+                    (WriteFault::Drop, "drop_writes")
+                } else {
+                    (WriteFault::Error, "error_writes")
+                };
+                match f.writes {
+                    Some(prev) if prev == this => return Err(dup(canon)),
+                    Some(_) => {
+                        return Err(TargetError::ConflictingFeatures {
+                            context: FLAKEY,
+                            first: "drop_writes",
+                            second: "error_writes",
+                        })
+                    }
+                    None => f.writes = Some(this),
+                }
+            } else if name.eq_ignore_ascii_case("corrupt_bio_byte") {
+                if f.corrupt_bio_byte.is_some() {
+                    return Err(dup("corrupt_bio_byte"));
+                }
+                consume(&mut left, 4, "corrupt_bio_byte")?;
+                let nth_byte = a.u32("flakey corrupt_bio_byte <Nth_byte>")?;
+                let dir = a.required("flakey corrupt_bio_byte <direction>")?;
+                let direction = if dir.eq_ignore_ascii_case("r") {
+                    Direction::Read
+                } else if dir.eq_ignore_ascii_case("w") {
+                    Direction::Write
+                } else {
+                    return Err(TargetError::UnknownKeyword {
+                        field: "flakey corrupt_bio_byte <direction>",
+                        found: snippet(dir),
+                        expected: "r or w",
+                    });
+                };
+                let v_tok = a.required("flakey corrupt_bio_byte <value>")?;
+                let v = parse_u64("flakey corrupt_bio_byte <value>", v_tok)?;
+                let value = u8::try_from(v).map_err(|_| TargetError::OutOfRange {
+                    field: "flakey corrupt_bio_byte <value>",
+                    value: v,
+                    rule: "must be a byte value, 0 to 255",
+                })?;
+                let flags = a.u32("flakey corrupt_bio_byte <flags>")?;
+                f.corrupt_bio_byte = Some(CorruptBioByte {
+                    nth_byte,
+                    direction,
+                    value,
+                    flags,
+                });
+            } else if name.eq_ignore_ascii_case("random_read_corrupt")
+                || name.eq_ignore_ascii_case("random_write_corrupt")
+            {
+                let read = name.eq_ignore_ascii_case("random_read_corrupt");
+                let (slot, canon, field) = if read {
+                    (
+                        &mut f.random_read_corrupt,
+                        "random_read_corrupt",
+                        "flakey random_read_corrupt probability",
+                    )
+                } else {
+                    (
+                        &mut f.random_write_corrupt,
+                        "random_write_corrupt",
+                        "flakey random_write_corrupt probability",
+                    )
+                };
+                if slot.is_some() {
+                    return Err(dup(canon));
+                }
+                consume(&mut left, 1, canon)?;
+                *slot = Some(a.u32(field)?);
+            } else {
+                return Err(TargetError::UnknownKeyword {
+                    field: "flakey feature",
+                    found: snippet(name),
+                    expected: "error_reads, drop_writes, error_writes, corrupt_bio_byte, \
+                               random_read_corrupt or random_write_corrupt",
+                });
+            }
+        }
+        f.validate()?;
+        Ok(f)
+    }
+}
+
+/// Takes `k` arguments from what the feature count has left for `feature`.
+fn consume(left: &mut u64, k: u64, feature: &'static str) -> Result<()> {
+    match left.checked_sub(k) {
+        Some(l) => {
+            *left = l;
+            Ok(())
+        }
+        None => Err(TargetError::FeatureCountTooSmall {
+            context: FLAKEY,
+            feature,
+            needed: k,
+            left: *left,
+        }),
+    }
+}
+
+impl fmt::Display for FlakeyFeatures {
+    /// The feature group, `<n> <args>...`, empty when no feature is on.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.arg_count();
+        if n == 0 {
+            return Ok(());
+        }
+        write!(f, "{n}")?;
+        if self.error_reads {
+            f.write_str(" error_reads")?;
+        }
+        match self.writes {
+            Some(WriteFault::Drop) => f.write_str(" drop_writes")?,
+            Some(WriteFault::Error) => f.write_str(" error_writes")?,
+            None => {}
+        }
+        if let Some(c) = &self.corrupt_bio_byte {
+            let d = match c.direction {
+                Direction::Read => 'r',
+                Direction::Write => 'w',
+            };
+            write!(
+                f,
+                " corrupt_bio_byte {} {d} {} {}",
+                c.nth_byte, c.value, c.flags
+            )?;
+        }
+        if let Some(p) = self.random_read_corrupt {
+            write!(f, " random_read_corrupt {p}")?;
+        }
+        if let Some(p) = self.random_write_corrupt {
+            write!(f, " random_write_corrupt {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A `flakey` table:
+/// `<device> <offset> <up_interval> <down_interval> [<n> <feature args>...]`.
+///
+/// The device works for `up_interval` seconds, then misbehaves for
+/// `down_interval` seconds, over and over.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FlakeyTable {
+    device: DeviceRef,
+    offset: u64,
+    up_interval: u32,
+    down_interval: u32,
+    features: FlakeyFeatures,
+}
+
+impl FlakeyTable {
+    /// A flakey mapping onto `device` from sector `offset`; the two intervals
+    /// are in seconds and must not both be 0 nor add up past `u32::MAX`.
+    pub fn new(
+        device: DeviceRef,
+        offset: u64,
+        up_interval: u32,
+        down_interval: u32,
+    ) -> Result<Self> {
+        device.validate_field("flakey device")?;
+        match up_interval.checked_add(down_interval) {
+            Some(0) => Err(TargetError::OutOfRange {
+                field: "flakey up + down interval",
+                value: 0,
+                rule: "must not be 0",
+            }),
+            None => Err(TargetError::OutOfRange {
+                field: "flakey up + down interval",
+                value: u64::from(up_interval) + u64::from(down_interval),
+                rule: "must fit in 32 bits",
+            }),
+            Some(_) => Ok(FlakeyTable {
+                device,
+                offset,
+                up_interval,
+                down_interval,
+                features: FlakeyFeatures::default(),
+            }),
+        }
+    }
+
+    /// The same table with `features`, if the kernel would accept them.
+    pub fn with_features(mut self, features: FlakeyFeatures) -> Result<Self> {
+        features.validate()?;
+        self.features = features;
+        Ok(self)
+    }
+
+    /// The underlying device.
+    pub fn device(&self) -> &DeviceRef {
+        &self.device
+    }
+
+    /// The first sector used on the device.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Seconds the device works.
+    pub fn up_interval(&self) -> u32 {
+        self.up_interval
+    }
+
+    /// Seconds the device misbehaves.
+    pub fn down_interval(&self) -> u32 {
+        self.down_interval
+    }
+
+    /// The features.
+    pub fn features(&self) -> FlakeyFeatures {
+        self.features
+    }
+
+    /// Parses the parameters, as given to or reported by the kernel.
+    pub fn parse_params(params: &str) -> Result<Self> {
+        let mut a = Args::new(params, FLAKEY);
+        if a.remaining() == 0 {
+            return Err(TargetError::Empty { context: FLAKEY });
+        }
+        let dev = DeviceRef::parse_field("flakey device", a.required("flakey device")?)?;
+        let offset = a.u64("flakey offset")?;
+        let up = a.u32("flakey up interval")?;
+        let down = a.u32("flakey down interval")?;
+        let features = FlakeyFeatures::parse(&mut a)?;
+        a.finish()?;
+        FlakeyTable::new(dev, offset, up, down)?.with_features(features)
+    }
+}
+
+impl fmt::Display for FlakeyTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}",
+            self.device, self.offset, self.up_interval, self.down_interval
+        )?;
+        if self.features.arg_count() > 0 {
+            write!(f, " {}", self.features)?;
+        }
+        Ok(())
+    }
+}
+
+impl TargetTable for FlakeyTable {
+    const TARGET_TYPE: &'static str = "flakey";
+    fn parse_params(params: &str) -> Result<Self> {
+        FlakeyTable::parse_params(params)
+    }
+}
+
+// ---------------------------------------------------------------- delay
+
+const DELAY: &str = "delay table";
+
+/// One `<device> <offset> <delay_ms>` group of a `delay` table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DelayClass {
+    /// Device the I/O goes to (validated when given to a [`DelayTable`]).
+    pub device: DeviceRef,
+    /// First sector used on the device.
+    pub offset: u64,
+    /// Delay in milliseconds.
+    pub delay_ms: u32,
+}
+
+impl DelayClass {
+    fn parse(a: &mut Args<'_>, which: [&'static str; 3]) -> Result<Self> {
+        let [f_dev, f_off, f_delay] = which;
+        Ok(DelayClass {
+            device: DeviceRef::parse_field(f_dev, a.required(f_dev)?)?,
+            offset: a.u64(f_off)?,
+            delay_ms: a.u32(f_delay)?,
+        })
+    }
+}
+
+impl fmt::Display for DelayClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.device, self.offset, self.delay_ms)
+    }
+}
+
+/// A `delay` table: `<read class> [<write class> [<flush class>]]`, each
+/// class `<device> <offset> <delay_ms>` (3, 6 or 9 arguments).
+///
+/// With one class it applies to all I/O; with two, the second applies to
+/// writes and flushes; with three, the third applies to flushes (Linux 6.7+).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DelayTable {
+    read: DelayClass,
+    write: Option<DelayClass>,
+    flush: Option<DelayClass>,
+}
+
+impl DelayTable {
+    /// A delay table with one class for all I/O.
+    pub fn new(read: DelayClass) -> Result<Self> {
+        read.device.validate_field("delay read device")?;
+        Ok(DelayTable {
+            read,
+            write: None,
+            flush: None,
+        })
+    }
+
+    /// The same table with a separate class for writes.
+    pub fn with_write(mut self, write: DelayClass) -> Result<Self> {
+        write.device.validate_field("delay write device")?;
+        self.write = Some(write);
+        Ok(self)
+    }
+
+    /// The same table with a separate class for flushes; needs a write class.
+    pub fn with_flush(mut self, flush: DelayClass) -> Result<Self> {
+        flush.device.validate_field("delay flush device")?;
+        if self.write.is_none() {
+            return Err(TargetError::Missing {
+                field: "delay write class (a flush class needs one before it)",
+            });
+        }
+        self.flush = Some(flush);
+        Ok(self)
+    }
+
+    /// The class for reads (and for everything when alone).
+    pub fn read(&self) -> &DelayClass {
+        &self.read
+    }
+
+    /// The class for writes, if separate.
+    pub fn write(&self) -> Option<&DelayClass> {
+        self.write.as_ref()
+    }
+
+    /// The class for flushes, if separate.
+    pub fn flush(&self) -> Option<&DelayClass> {
+        self.flush.as_ref()
+    }
+
+    /// Parses the parameters.
+    pub fn parse_params(params: &str) -> Result<Self> {
+        let mut a = Args::new(params, DELAY);
+        let n = a.remaining();
+        if n == 0 {
+            return Err(TargetError::Empty { context: DELAY });
+        }
+        if n != 3 && n != 6 && n != 9 {
+            return Err(TargetError::OutOfRange {
+                field: "delay argument count",
+                value: n,
+                rule: "must be 3, 6 or 9",
+            });
+        }
+        let read = DelayClass::parse(
+            &mut a,
+            ["delay read device", "delay read offset", "delay read delay"],
+        )?;
+        let mut t = DelayTable::new(read)?;
+        if n >= 6 {
+            let w = DelayClass::parse(
+                &mut a,
+                [
+                    "delay write device",
+                    "delay write offset",
+                    "delay write delay",
+                ],
+            )?;
+            t = t.with_write(w)?;
+        }
+        if n >= 9 {
+            let fl = DelayClass::parse(
+                &mut a,
+                [
+                    "delay flush device",
+                    "delay flush offset",
+                    "delay flush delay",
+                ],
+            )?;
+            t = t.with_flush(fl)?;
+        }
+        a.finish()?;
+        Ok(t)
+    }
+}
+
+impl fmt::Display for DelayTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.read)?;
+        if let Some(w) = &self.write {
+            write!(f, " {w}")?;
+        }
+        if let Some(fl) = &self.flush {
+            write!(f, " {fl}")?;
+        }
+        Ok(())
+    }
+}
+
+impl TargetTable for DelayTable {
+    const TARGET_TYPE: &'static str = "delay";
+    fn parse_params(params: &str) -> Result<Self> {
+        DelayTable::parse_params(params)
+    }
+}
+
+macro_rules! from_str_via_params {
+    ($($t:ty),*) => {$(
+        impl FromStr for $t {
+            type Err = TargetError;
+            fn from_str(s: &str) -> Result<Self> {
+                <$t as TargetTable>::parse_params(s)
+            }
+        }
+    )*};
+}
+from_str_via_params!(LinearTable, ZeroTable, ErrorTable, FlakeyTable, DelayTable);
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::device::tests::device_strategy;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn mm(a: u32, b: u32) -> DeviceRef {
+        DeviceRef::MajorMinor(a, b)
+    }
+
+    #[test]
+    fn linear() {
+        let t: LinearTable = "7:0 2048".parse().unwrap();
+        assert_eq!((t.device(), t.offset()), (&mm(7, 0), 2048));
+        assert_eq!(t.to_string(), "7:0 2048");
+        assert_eq!(t.to_line(0, 10).to_string(), "0 10 linear 7:0 2048");
+        for (input, want) in [
+            ("", "empty"),
+            ("7:0", "linear offset is missing"),
+            ("7:0 x", "linear offset: expected a decimal integer"),
+            ("7:0 1 2", "unexpected extra argument \"2\""),
+        ] {
+            let e = input.parse::<LinearTable>().unwrap_err();
+            assert!(e.to_string().contains(want), "{input:?}: {e}");
+        }
+        assert!(LinearTable::new(DeviceRef::Path("/dev/a b".into()), 0).is_err());
+    }
+
+    #[test]
+    fn zero_and_error() {
+        assert_eq!("".parse(), Ok(ZeroTable));
+        assert_eq!(" ".parse(), Ok(ErrorTable));
+        assert_eq!(ZeroTable.to_line(0, 8).to_string(), "0 8 zero");
+        let e = "7:0".parse::<ErrorTable>().unwrap_err();
+        assert!(e.to_string().contains("takes no parameters"), "{e}");
+        assert!("1".parse::<ZeroTable>().is_err());
+    }
+
+    #[test]
+    fn flakey_parses_kernel_output() {
+        // Older kernels: "%s %llu %u %u " then "%u " and the features.
+        let t: FlakeyTable = "7:0 0 5 1 0 ".parse().unwrap();
+        assert_eq!(t.features(), FlakeyFeatures::default());
+        assert_eq!((t.up_interval(), t.down_interval()), (5, 1));
+        let t: FlakeyTable = "7:0 0 3 2 5 corrupt_bio_byte 1 w 255 0 ".parse().unwrap();
+        assert_eq!(
+            t.features().corrupt_bio_byte,
+            Some(CorruptBioByte {
+                nth_byte: 1,
+                direction: Direction::Write,
+                value: 255,
+                flags: 0
+            })
+        );
+        // Newer kernels report no features as error_reads + error_writes.
+        let t: FlakeyTable = "7:0 0 1 1 2 error_reads error_writes".parse().unwrap();
+        assert!(t.features().error_reads);
+        assert_eq!(t.features().writes, Some(WriteFault::Error));
+        let t =
+            "8:16 100 0 4 5 drop_writes random_read_corrupt 100000000 corrupt_bio_byte 32 r 1 0"
+                .parse::<FlakeyTable>();
+        // 1 + 2 + 5 = 8 args, but 5 declared: refused.
+        assert!(t.is_err());
+        let t: FlakeyTable =
+            "8:16 100 0 4 8 drop_writes random_read_corrupt 100000000 corrupt_bio_byte 32 r 1 0"
+                .parse()
+                .unwrap();
+        assert_eq!(t.features().random_read_corrupt, Some(100_000_000));
+        assert_eq!(
+            t.to_string(),
+            "8:16 100 0 4 8 drop_writes corrupt_bio_byte 32 r 1 0 random_read_corrupt 100000000"
+        );
+    }
+
+    #[test]
+    fn flakey_every_invalid_input_says_why() {
+        let cases: &[(&str, &str)] = &[
+            ("", "empty"),
+            ("7:0 0 1", "down interval is missing"),
+            ("7:0 0 0 0", "must not be 0"),
+            ("7:0 0 4294967295 1", "must fit in 32 bits"),
+            ("7:0 0 4294967296 1", "does not fit in 32 bits"),
+            ("7:0 0 1 1 12", "at most 11"),
+            ("7:0 0 1 1 2 drop_writes", "only 1 follow"),
+            ("7:0 0 1 1 1 bogus", "unknown value \"bogus\""),
+            (
+                "7:0 0 1 1 2 drop_writes drop_writes",
+                "drop_writes is given more than once",
+            ),
+            (
+                "7:0 0 1 1 2 drop_writes error_writes",
+                "drop_writes cannot be combined with error_writes",
+            ),
+            (
+                "7:0 0 1 1 2 error_reads error_reads",
+                "error_reads is given more than once",
+            ),
+            ("7:0 0 1 1 5 corrupt_bio_byte 0 r 1 0", "must not be 0"),
+            ("7:0 0 1 1 5 corrupt_bio_byte 1 x 1 0", "expected r or w"),
+            ("7:0 0 1 1 5 corrupt_bio_byte 1 r 256 0", "0 to 255"),
+            (
+                "7:0 0 1 1 5 corrupt_bio_byte 1 r 1 4294967296",
+                "does not fit in 32 bits",
+            ),
+            (
+                "7:0 0 1 1 4 corrupt_bio_byte 1 r 1 0",
+                "corrupt_bio_byte needs 4 more arguments, but the feature count leaves 3",
+            ),
+            (
+                "7:0 0 1 1 6 drop_writes corrupt_bio_byte 1 w 1 0",
+                "drop_writes cannot be combined with corrupt_bio_byte",
+            ),
+            (
+                "7:0 0 1 1 3 error_writes random_write_corrupt 5",
+                "error_writes cannot be combined with random_write_corrupt",
+            ),
+            (
+                "7:0 0 1 1 3 error_reads random_read_corrupt 5",
+                "error_reads cannot be combined with random_read_corrupt",
+            ),
+            (
+                "7:0 0 1 1 6 error_reads corrupt_bio_byte 1 r 1 0",
+                "error_reads cannot be combined",
+            ),
+            (
+                "7:0 0 1 1 2 random_read_corrupt 1000000001",
+                "at most 1000000000",
+            ),
+            (
+                "7:0 0 1 1 1 random_read_corrupt",
+                "random_read_corrupt needs 1 more arguments, but the feature count leaves 0",
+            ),
+            (
+                "7:0 0 1 1 1 random_read_corrupt 5",
+                "random_read_corrupt needs 1 more",
+            ),
+            (
+                "7:0 0 1 1 4 random_read_corrupt 1 random_read_corrupt 2",
+                "random_read_corrupt is given more than once",
+            ),
+            ("7:0 0 1 1 0 extra", "unexpected extra argument"),
+        ];
+        for (input, want) in cases {
+            let e = input.parse::<FlakeyTable>().unwrap_err();
+            assert!(
+                e.to_string().contains(want),
+                "{input:?}: got {e}, want {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn delay() {
+        let t: DelayTable = "7:0 0 500".parse().unwrap();
+        assert_eq!(t.read().delay_ms, 500);
+        assert_eq!(t.write(), None);
+        let t: DelayTable = "7:0 0 0 7:1 0 400 7:2 8 333".parse().unwrap();
+        assert_eq!(t.flush().map(|c| c.delay_ms), Some(333));
+        assert_eq!(t.to_string(), "7:0 0 0 7:1 0 400 7:2 8 333");
+        for (input, want) in [
+            ("", "empty"),
+            ("7:0 0", "must be 3, 6 or 9"),
+            ("7:0 0 1 2", "must be 3, 6 or 9"),
+            ("7:0 0 1 7:1 0 1 7:2 0 1 7:3", "must be 3, 6 or 9"),
+            ("7:0 x 1", "delay read offset: expected a decimal integer"),
+            (
+                "7:0 0 1 7:1 0 4294967296",
+                "delay write delay: 4294967296 does not fit in 32 bits",
+            ),
+            ("7:0 0 1 /dev/a\\b 0 1", "backslash"),
+        ] {
+            let e = input.parse::<DelayTable>().unwrap_err();
+            assert!(e.to_string().contains(want), "{input:?}: {e}");
+        }
+        let c = |d: DeviceRef| DelayClass {
+            device: d,
+            offset: 0,
+            delay_ms: 1,
+        };
+        let e = DelayTable::new(c(mm(1, 1)))
+            .unwrap()
+            .with_flush(c(mm(1, 2)))
+            .unwrap_err();
+        assert!(e.to_string().contains("flush class needs"), "{e}");
+        assert!(DelayTable::new(c(DeviceRef::Path(" ".into()))).is_err());
+    }
+
+    pub(crate) fn linear_strategy() -> impl Strategy<Value = LinearTable> {
+        (device_strategy(), any::<u64>()).prop_map(|(d, o)| LinearTable::new(d, o).unwrap())
+    }
+
+    pub(crate) fn flakey_features_strategy() -> impl Strategy<Value = FlakeyFeatures> {
+        (
+            any::<bool>(),
+            proptest::option::of(prop_oneof![Just(WriteFault::Drop), Just(WriteFault::Error)]),
+            proptest::option::of((
+                1u32..,
+                prop_oneof![Just(Direction::Read), Just(Direction::Write)],
+                any::<u8>(),
+                any::<u32>(),
+            )),
+            proptest::option::of(0u32..=FlakeyFeatures::PROBABILITY_MAX),
+            proptest::option::of(0u32..=FlakeyFeatures::PROBABILITY_MAX),
+        )
+            .prop_map(|(error_reads, writes, c, rr, rw)| FlakeyFeatures {
+                error_reads,
+                writes,
+                corrupt_bio_byte: c.map(|(nth_byte, direction, value, flags)| CorruptBioByte {
+                    nth_byte,
+                    direction,
+                    value,
+                    flags,
+                }),
+                random_read_corrupt: rr,
+                random_write_corrupt: rw,
+            })
+            .prop_filter("kernel-valid combination", |f| f.validate().is_ok())
+    }
+
+    pub(crate) fn flakey_strategy() -> impl Strategy<Value = FlakeyTable> {
+        (
+            device_strategy(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>(),
+            flakey_features_strategy(),
+        )
+            .prop_filter_map("valid intervals", |(d, o, up, down, f)| {
+                FlakeyTable::new(d, o, up, down).ok()?.with_features(f).ok()
+            })
+    }
+
+    fn delay_class_strategy() -> impl Strategy<Value = DelayClass> {
+        (device_strategy(), any::<u64>(), any::<u32>()).prop_map(|(device, offset, delay_ms)| {
+            DelayClass {
+                device,
+                offset,
+                delay_ms,
+            }
+        })
+    }
+
+    pub(crate) fn delay_strategy() -> impl Strategy<Value = DelayTable> {
+        (
+            delay_class_strategy(),
+            proptest::option::of((
+                delay_class_strategy(),
+                proptest::option::of(delay_class_strategy()),
+            )),
+        )
+            .prop_map(|(r, w)| {
+                let t = DelayTable::new(r).unwrap();
+                match w {
+                    None => t,
+                    Some((w, fl)) => {
+                        let t = t.with_write(w).unwrap();
+                        match fl {
+                            None => t,
+                            Some(fl) => t.with_flush(fl).unwrap(),
+                        }
+                    }
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn linear_round_trip(t in linear_strategy()) {
+            prop_assert_eq!(t.to_string().parse::<LinearTable>(), Ok(t.clone()));
+            prop_assert_eq!(LinearTable::try_from(&t.to_line(0, 1)), Ok(t));
+        }
+
+        #[test]
+        fn flakey_round_trip(t in flakey_strategy()) {
+            prop_assert_eq!(t.to_string().parse::<FlakeyTable>(), Ok(t.clone()));
+            prop_assert_eq!(format!("{t} ").parse::<FlakeyTable>(), Ok(t.clone()));
+            prop_assert_eq!(FlakeyTable::try_from(&t.to_line(0, 1)), Ok(t));
+        }
+
+        #[test]
+        fn delay_round_trip(t in delay_strategy()) {
+            prop_assert_eq!(t.to_string().parse::<DelayTable>(), Ok(t.clone()));
+            prop_assert_eq!(DelayTable::try_from(&t.to_line(0, 1)), Ok(t));
+        }
+
+        #[test]
+        fn never_panics(s in "\\PC*") {
+            let _ = s.parse::<LinearTable>();
+            let _ = s.parse::<FlakeyTable>();
+            let _ = s.parse::<DelayTable>();
+            let _ = s.parse::<ZeroTable>();
+        }
+    }
+}
