@@ -1,1 +1,397 @@
 //! Shared helpers for dmthin's real-kernel test suite.
+//!
+//! The tests in `ioctl-tests/tests/*.rs` run inside the VM booted by
+//! `ioctl-tests/run` (or on a host with device-mapper via `run --host`), one
+//! test binary at a time with `--test-threads=1`: device-mapper and loop
+//! devices are global kernel state. These helpers wrap the real command-line
+//! tools (util-linux `losetup`, `dmsetup`, mkfs, ...) for fixtures and for
+//! cross-checking dmthin against independent implementations.
+//!
+//! Environment set by the runner:
+//! - `DMTHIN_TEST_VM=1` inside the VM, `DMTHIN_TEST_HOST=1` with `run --host`;
+//! - `DMTHIN_TEST_UDEV=1` when systemd-udevd runs (`run --udev`);
+//! - `DMTHIN_SCRATCH=/dev/vda` (and `DMTHIN_SCRATCH_DEVS`) with `run --scratch`.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// `/dev/mapper/control`, the device-mapper control node.
+pub const DM_CONTROL: &str = "/dev/mapper/control";
+
+/// True inside the test VM.
+pub fn in_vm() -> bool {
+    env_flag("DMTHIN_TEST_VM")
+}
+
+/// True when systemd-udevd runs for this test run (`ioctl-tests/run --udev`).
+pub fn udev_expected() -> bool {
+    env_flag("DMTHIN_TEST_UDEV")
+}
+
+/// The persistent scratch disk (`ioctl-tests/run --scratch IMG`), if any.
+pub fn scratch_device() -> Option<PathBuf> {
+    std::env::var_os("DMTHIN_SCRATCH")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+/// Panics with a pointer to the runner when device-mapper is not there.
+pub fn require_device_mapper() {
+    if !Path::new(DM_CONTROL).exists() {
+        panic!(
+            "{DM_CONTROL} does not exist: these tests need a kernel with device-mapper; \
+             run them with `ioctl-tests/run` (boots a VM)"
+        );
+    }
+}
+
+/// Splits a `st_rdev`/`dev_t` into (major, minor) like glibc's `major()`/`minor()`.
+pub fn dev_major_minor(dev: u64) -> (u32, u32) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major as u32, minor as u32)
+}
+
+/// (major, minor) of a block or character device node.
+pub fn node_major_minor(path: impl AsRef<Path>) -> io::Result<(u32, u32)> {
+    let md = fs::metadata(path.as_ref())?;
+    let ft = md.file_type();
+    if !ft.is_block_device() && !ft.is_char_device() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a device node", path.as_ref().display()),
+        ));
+    }
+    Ok(dev_major_minor(md.rdev()))
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command and returns its output whatever the exit status.
+/// Panics only when the program cannot be started.
+pub fn output<I, S>(program: &str, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(&cmd)))
+}
+
+/// Runs a command, panics (with its stdout and stderr) unless it exits 0,
+/// and returns its stdout.
+pub fn run<I, S>(program: &str, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    checked(&mut cmd)
+}
+
+/// Runs a shell command line with `sh -c`; panics unless it exits 0 and
+/// returns its stdout.
+pub fn sh(script: &str) -> String {
+    checked(Command::new("sh").arg("-c").arg(script))
+}
+
+fn checked(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(cmd)));
+    if !out.status.success() {
+        panic!(
+            "`{}` failed ({}):\n--- stdout\n{}--- stderr\n{}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A unique name for a test fixture: `dmthin-test-<pid>-<n>-<tag>`.
+pub fn unique_name(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "dmthin-test-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A temporary directory, removed (recursively) on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique_name(tag));
+        fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Creates (or truncates) a sparse file of `size` bytes.
+pub fn sparse_file(path: impl AsRef<Path>, size: u64) -> PathBuf {
+    let path = path.as_ref();
+    let f =
+        fs::File::create(path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+    f.set_len(size)
+        .unwrap_or_else(|e| panic!("cannot size {} to {size}: {e}", path.display()));
+    path.to_path_buf()
+}
+
+/// A loop device attached with the real util-linux `losetup`, detached on drop.
+/// Use it for fixtures and cross-checks, not to test dmthin's own loop code.
+#[derive(Debug)]
+pub struct LoopDevice {
+    device: PathBuf,
+    backing: PathBuf,
+}
+
+impl LoopDevice {
+    /// `losetup -f --show FILE`.
+    pub fn attach(backing: impl AsRef<Path>) -> LoopDevice {
+        let backing = backing.as_ref().to_path_buf();
+        let out = run(
+            "losetup",
+            [OsStr::new("-f"), OsStr::new("--show"), backing.as_os_str()],
+        );
+        let device = PathBuf::from(out.trim());
+        assert!(
+            device.to_string_lossy().starts_with("/dev/loop"),
+            "losetup printed {out:?}, not a loop device"
+        );
+        LoopDevice { device, backing }
+    }
+
+    /// A new sparse file of `size` bytes in `dir`, attached.
+    pub fn with_sparse_file(dir: &Path, tag: &str, size: u64) -> LoopDevice {
+        let file = sparse_file(dir.join(format!("{tag}.img")), size);
+        LoopDevice::attach(file)
+    }
+
+    /// `/dev/loopN`.
+    pub fn path(&self) -> &Path {
+        &self.device
+    }
+
+    pub fn backing_file(&self) -> &Path {
+        &self.backing
+    }
+
+    /// `loopN`.
+    pub fn kernel_name(&self) -> String {
+        self.device
+            .file_name()
+            .expect("loop device path has a name")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// (major, minor) of the loop device.
+    pub fn major_minor(&self) -> (u32, u32) {
+        node_major_minor(&self.device).unwrap_or_else(|e| panic!("{}: {e}", self.device.display()))
+    }
+
+    /// "major:minor", the way device-mapper tables name a device.
+    pub fn dev_string(&self) -> String {
+        let (ma, mi) = self.major_minor();
+        format!("{ma}:{mi}")
+    }
+
+    /// Size in 512-byte sectors, from sysfs.
+    pub fn size_sectors(&self) -> u64 {
+        sysfs_block_size_sectors(&self.kernel_name())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let out = output("losetup", [OsStr::new("-d"), self.device.as_os_str()]);
+        if !out.status.success() {
+            eprintln!(
+                "warning: losetup -d {} failed: {}",
+                self.device.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// `/sys/block/NAME/size` (512-byte sectors).
+pub fn sysfs_block_size_sectors(kernel_name: &str) -> u64 {
+    let p = format!("/sys/block/{kernel_name}/size");
+    let s = fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {p}: {e}"));
+    s.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{p}: bad size {s:?}: {e}"))
+}
+
+/// A device created with `dmsetup create`, removed (`dmsetup remove --retry`)
+/// on drop. For fixtures and cross-checks with the reference implementation.
+#[derive(Debug)]
+pub struct DmsetupDevice {
+    name: String,
+}
+
+impl DmsetupDevice {
+    /// `dmsetup create NAME --table TABLE`.
+    pub fn create(name: &str, table: &str) -> DmsetupDevice {
+        run("dmsetup", ["create", name, "--table", table]);
+        DmsetupDevice {
+            name: name.to_string(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// (major, minor) as reported by `dmsetup info`.
+    pub fn major_minor(&self) -> (u32, u32) {
+        let out = run(
+            "dmsetup",
+            [
+                "info",
+                "-c",
+                "--noheadings",
+                "--separator",
+                ":",
+                "-o",
+                "major,minor",
+                &self.name,
+            ],
+        );
+        let mut it = out.trim().split(':').map(|n| {
+            n.trim()
+                .parse::<u32>()
+                .unwrap_or_else(|e| panic!("dmsetup info printed {out:?}: {e}"))
+        });
+        match (it.next(), it.next()) {
+            (Some(ma), Some(mi)) => (ma, mi),
+            _ => panic!("dmsetup info printed {out:?}"),
+        }
+    }
+
+    /// "major:minor".
+    pub fn dev_string(&self) -> String {
+        let (ma, mi) = self.major_minor();
+        format!("{ma}:{mi}")
+    }
+
+    /// `/dev/dm-N` (devtmpfs creates it; `/dev/mapper/NAME` needs udev or libdm).
+    pub fn dm_node(&self) -> PathBuf {
+        PathBuf::from(format!("/dev/dm-{}", self.major_minor().1))
+    }
+
+    /// `dmsetup status NAME`.
+    pub fn status(&self) -> String {
+        run("dmsetup", ["status", &self.name])
+    }
+
+    /// `dmsetup message NAME 0 MSG`.
+    pub fn message(&self, msg: &str) -> String {
+        run("dmsetup", ["message", &self.name, "0", msg])
+    }
+}
+
+impl Drop for DmsetupDevice {
+    fn drop(&mut self) {
+        let out = output("dmsetup", ["remove", "--retry", &self.name]);
+        if !out.status.success() {
+            eprintln!(
+                "warning: dmsetup remove {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// A filesystem mounted with the real `mount`, unmounted on drop.
+#[derive(Debug)]
+pub struct Mount {
+    target: PathBuf,
+}
+
+impl Mount {
+    /// `mount DEVICE TARGET` (the filesystem type is probed).
+    pub fn new(device: impl AsRef<Path>, target: impl AsRef<Path>) -> Mount {
+        let target = target.as_ref().to_path_buf();
+        fs::create_dir_all(&target)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", target.display()));
+        run("mount", [device.as_ref().as_os_str(), target.as_os_str()]);
+        Mount { target }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let out = output("umount", [self.target.as_os_str()]);
+        if !out.status.success() {
+            eprintln!(
+                "warning: umount {} failed: {}",
+                self.target.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_t_split_matches_glibc() {
+        assert_eq!(dev_major_minor(0x0a_ec), (10, 236));
+        assert_eq!(dev_major_minor(0x07_00), (7, 0));
+        // minor 256 of major 253: glibc encodes the high minor bits at 20..
+        let dev = (253u64 << 8) | ((256u64 & !0xff) << 12);
+        assert_eq!(dev_major_minor(dev), (253, 256));
+    }
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique_name("a"), unique_name("a"));
+    }
+}
