@@ -224,7 +224,7 @@ fn create_with_uuid_and_minor_info_and_list() {
         text.contains(&format!("Major, minor:      {}, 200", info.dev.major)),
         "{text}"
     );
-    assert!(text.contains("read-only"), "{text}");
+    assert!(text.contains("READ-ONLY"), "{text}");
     let list = c.list_devices().unwrap();
     let e = list.iter().find(|e| e.name == name).expect("listed");
     assert_eq!(e.dev, info.dev);
@@ -506,7 +506,7 @@ fn wait_event_returns_after_a_thin_pool_low_water_event() {
         move || {
             std::thread::sleep(Duration::from_millis(300));
             sh_ok(&format!(
-                "dd if=/dev/urandom of=/dev/mapper/{thin} bs=64k count=1 oflag=direct 2>/dev/null"
+                "dd if=/dev/urandom of=/dev/mapper/{thin} bs=64k count=4 oflag=direct 2>/dev/null"
             ));
         }
     });

@@ -179,6 +179,8 @@ pub struct SetStatus {
     pub filesystem: String,
     /// Base device size in bytes.
     pub base_size: u64,
+    /// The base device's thin id in the pool.
+    pub base_thin_id: u32,
 }
 
 /// What [`DeviceSet::remove_device_deferred`] did.
@@ -281,7 +283,6 @@ fn dev_of(path: &Path) -> Result<Dev> {
     }
     Ok(Dev::from_dev_t(meta.rdev()))
 }
-
 
 impl Cfg {
     fn device_name(&self, id: &str) -> String {
@@ -1284,6 +1285,58 @@ impl DeviceSet {
         })
     }
 
+    /// The options an existing set at `root` was created with, read from its
+    /// records (loop file sizes are the files' current sizes), or `None` when
+    /// no set exists there yet. Lets a caller reopen a set without repeating
+    /// its options.
+    pub fn recorded_options(root: impl AsRef<Path>) -> Result<Option<Options>> {
+        let root = root.as_ref();
+        if !root
+            .join(super::store::METADATA_DIR)
+            .join(super::store::SET_FILE)
+            .exists()
+        {
+            return Ok(None);
+        }
+        let prefix = name_prefix(root).map_err(|e| DeviceSetError::InvalidOption {
+            option: "root",
+            reason: format!("stat {}: {e}", root.display()),
+        })?;
+        let store = MetadataStore::open(root, max_id_len_for_prefix(&prefix))?;
+        let Some(set) = store.read_set()? else {
+            return Ok(None);
+        };
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let storage = match &set.storage {
+            Storage::LoopFiles {
+                data_file,
+                metadata_file,
+            } => StorageOptions::LoopFiles {
+                data_size: size(data_file),
+                metadata_size: size(metadata_file),
+            },
+            Storage::BlockDevices {
+                data_device,
+                metadata_device,
+            } => StorageOptions::BlockDevices {
+                data: data_device.clone(),
+                metadata: metadata_device.clone(),
+            },
+            Storage::AdoptedPool => StorageOptions::AdoptPool {
+                name: set.pool_name.clone(),
+            },
+        };
+        Ok(Some(Options {
+            storage,
+            data_block_size: set.data_block_size,
+            base_size: set.base_size,
+            filesystem: set.filesystem,
+            mkfs_options: set.mkfs_options.clone(),
+            mount_options: set.mount_options.clone(),
+            ..Options::default()
+        }))
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
         let guard = self.inner.lock().map_err(|_| DeviceSetError::Closed)?;
         check_open(&guard)?;
@@ -1588,7 +1641,9 @@ impl DeviceSet {
             PoolStatus::Fail => (None, "fail".to_string(), true, inner.transaction_id),
             PoolStatus::Error => (None, "error".to_string(), true, inner.transaction_id),
         };
-        let u = |f: fn(&crate::target::PoolUsageBytes) -> Option<u64>| usage.as_ref().and_then(f).unwrap_or(0);
+        let u = |f: fn(&crate::target::PoolUsageBytes) -> Option<u64>| {
+            usage.as_ref().and_then(f).unwrap_or(0)
+        };
         Ok(SetStatus {
             pool_name: self.cfg.pool_name.clone(),
             data_source,
@@ -1608,6 +1663,7 @@ impl DeviceSet {
                 .count(),
             filesystem: inner.set.filesystem.as_str().to_string(),
             base_size: inner.set.base_size,
+            base_thin_id: inner.set.base_thin_id,
         })
     }
 

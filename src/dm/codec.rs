@@ -282,7 +282,12 @@ pub fn device_info(h: &DmIoctl) -> DeviceInfo {
 pub fn payload<'a>(command: Command, h: &DmIoctl, buf: &'a [u8]) -> Result<&'a [u8]> {
     let start = h.data_start as usize;
     let end = h.data_size as usize;
-    if start < HEADER_SIZE || start > end || end > buf.len() {
+    // With no payload the kernel reports data_size = 305 (offsetof data),
+    // below data_start: that is an empty payload, not an error.
+    if end <= start && start >= HEADER_SIZE && start <= buf.len() {
+        return Ok(&buf[start..start]);
+    }
+    if start < HEADER_SIZE || end > buf.len() {
         return malformed(
             command,
             format!(
@@ -319,6 +324,10 @@ pub fn decode_name_list(payload: &[u8], with_trailer: bool) -> Result<Vec<Device
     let mut at = 0usize;
     loop {
         let Some(dev) = read_u64(payload, at) else {
+            if at == 0 {
+                // No devices: the kernel reports an empty payload.
+                return Ok(out);
+            }
             return malformed(CMD, format!("record at {at} is cut short"));
         };
         if dev == 0 && at == 0 {
@@ -636,7 +645,11 @@ mod tests {
 
     #[test]
     fn malformed_name_lists_are_errors() {
-        assert!(decode_name_list(&[], true).is_err());
+        assert!(
+            decode_name_list(&[], true).unwrap().is_empty(),
+            "empty payload = no devices"
+        );
+        assert!(decode_name_list(&[1, 2, 3], true).unwrap().is_empty());
         let mut bad = name_record(Dev::new(253, 0), "abc", None);
         bad[8..12].copy_from_slice(&4u32.to_ne_bytes()); // next too small
         bad.extend_from_slice(&[0; 16]);
@@ -713,5 +726,12 @@ mod tests {
         assert!(payload(Command::Version, &h, &buf).is_err());
         h.data_start = 10;
         assert!(payload(Command::Version, &h, &[0u8; 500]).is_err());
+        // The kernel's "no payload": data_size 305 < data_start 312.
+        h.data_start = 312;
+        h.data_size = 305;
+        assert_eq!(
+            payload(Command::Version, &h, &[0u8; 400]).unwrap(),
+            &[] as &[u8]
+        );
     }
 }

@@ -1,0 +1,574 @@
+//! Kernel suite for `dmthin::deviceset`: the device set against the real
+//! kernel, cross-checked with dmsetup, losetup and thin_dump.
+
+use dmthin::deviceset::{
+    DeviceSet, DeviceSetError, FsKind, Options, RemoveOutcome, StorageOptions,
+};
+use dmthin::dm::{Control, CreateOptions, DevId, RemoveOptions, UdevFlags};
+use dmthin::target::TableLine;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+fn sh(cmd: &str) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn sh_ok(cmd: &str) -> String {
+    let (ok, text) = sh(cmd);
+    assert!(ok, "`{cmd}` failed: {text}");
+    text
+}
+
+/// A fresh root directory; on drop, whatever the test left is torn down.
+struct Root(PathBuf);
+
+impl Root {
+    fn new(tag: &str) -> Root {
+        let p = PathBuf::from(format!("/tmp/dmthin-ds-{tag}"));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Root(p)
+    }
+
+    fn mnt(&self, name: &str) -> PathBuf {
+        self.0.join("mnt").join(name)
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        // Best-effort teardown of anything a failed test left behind.
+        let prefix = dmthin::deviceset::name_prefix(&self.0).unwrap_or_default();
+        let (_, mounts) = sh("cat /proc/self/mounts");
+        for line in mounts.lines() {
+            if let Some(mp) = line.split(' ').nth(1) {
+                if mp.starts_with(&self.0.display().to_string()) {
+                    let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        }
+        if let Ok(mut c) = Control::open() {
+            if let Ok(list) = c.list_devices() {
+                for pass in 0..2 {
+                    for e in &list {
+                        let is_pool = e.name.ends_with("pool");
+                        if e.name.starts_with(&prefix) && (is_pool == (pass == 1)) {
+                            let _ = c.remove(DevId::Name(&e.name), &RemoveOptions::default());
+                        }
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn options(fs: FsKind) -> Options {
+    Options {
+        storage: StorageOptions::LoopFiles {
+            data_size: 1024 * MIB,
+            metadata_size: 16 * MIB,
+        },
+        base_size: if fs == FsKind::Xfs {
+            320 * MIB
+        } else {
+            64 * MIB
+        },
+        filesystem: fs,
+        busy_retries: 3,
+        udev_timeout: Duration::from_secs(10),
+        ..Options::default()
+    }
+}
+
+/// Thin ids in the pool's own metadata, read with thin_dump from a metadata snapshot.
+fn pool_thin_ids(set: &DeviceSet) -> BTreeSet<u32> {
+    let pool = set.pool_name().to_string();
+    let meta = set.root().join("devicemapper/metadata");
+    let loopdev = sh_ok(&format!("losetup -j {} | cut -d: -f1", meta.display()));
+    let loopdev = loopdev
+        .lines()
+        .next()
+        .expect("metadata loop device")
+        .trim()
+        .to_string();
+    sh_ok(&format!("dmsetup message {pool} 0 reserve_metadata_snap"));
+    let (ok, xml) = sh(&format!("thin_dump --metadata-snap {loopdev}"));
+    sh_ok(&format!("dmsetup message {pool} 0 release_metadata_snap"));
+    assert!(ok, "thin_dump failed: {xml}");
+    xml.lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let rest = l.strip_prefix("<device dev_id=\"")?;
+            rest.split('"').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The pool holds exactly the thin ids the records name (plus the base).
+fn check_invariants(set: &DeviceSet) {
+    let status = set.status().unwrap();
+    let mut expected: BTreeSet<u32> = set.list().unwrap().iter().map(|d| d.thin_id).collect();
+    expected.insert(status.base_thin_id);
+    assert_eq!(pool_thin_ids(set), expected, "pool thin ids vs records");
+    let dm = sh_ok(&format!("dmsetup status {}", set.pool_name()));
+    let txn: u64 = dm.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(txn, status.transaction_id);
+}
+
+fn write_file(dir: &Path, name: &str, content: &str) {
+    std::fs::write(dir.join(name), content).unwrap();
+    sh_ok("sync");
+}
+
+#[test]
+fn walkthrough_ext4_snapshots_are_isolated() {
+    let root = Root::new("walk");
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    set.add_device("a", None).unwrap();
+    set.add_device("b", None).unwrap();
+    let (ma, mb) = (root.mnt("a"), root.mnt("b"));
+    set.mount_device("a", &ma, false).unwrap();
+    write_file(&ma, "hello", "from a");
+    set.mount_device("b", &mb, false).unwrap();
+    assert!(!mb.join("hello").exists(), "sibling must not see a's file");
+    assert!(
+        mb.join("lost+found").exists(),
+        "b carries the base filesystem"
+    );
+    // Snapshot of an active, mounted device: the origin is suspended around create_snap.
+    set.add_device("a2", Some("a")).unwrap();
+    let ma2 = root.mnt("a2");
+    set.mount_device("a2", &ma2, false).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(ma2.join("hello")).unwrap(),
+        "from a"
+    );
+    write_file(&ma2, "only-in-a2", "x");
+    assert!(
+        !ma.join("only-in-a2").exists(),
+        "parent must not see the child's writes"
+    );
+    // Cross-check with dmsetup.
+    let ls = sh_ok("dmsetup ls");
+    for id in ["a", "b", "a2"] {
+        assert!(
+            ls.contains(&set.device_name(id)),
+            "{id} missing from dmsetup ls: {ls}"
+        );
+    }
+    let list = set.list().unwrap();
+    let a = list.iter().find(|d| d.id == "a").unwrap();
+    assert!(a.active && a.mount_points == vec![ma.clone()]);
+    assert!(a.mapped_bytes.unwrap() > 0);
+    let table = sh_ok(&format!("dmsetup table {}", set.device_name("a")));
+    assert!(
+        table.trim().ends_with(&format!(" {}", a.thin_id)),
+        "{table}"
+    );
+    assert_eq!(a.size, 64 * MIB);
+    let a2 = list.iter().find(|d| d.id == "a2").unwrap();
+    assert_eq!(a2.parent.as_deref(), Some("a"));
+    let st = set.status().unwrap();
+    assert_eq!(st.mode, "rw");
+    assert_eq!(st.data_total, 1024 * MIB);
+    assert!(st.data_used > 0 && st.metadata_used > 0 && st.metadata_total == 16 * MIB);
+    assert_eq!(st.devices, 3);
+    check_invariants(&set);
+    // Mounted devices cannot be removed.
+    assert!(matches!(
+        set.remove_device("a"),
+        Err(DeviceSetError::Mounted { .. })
+    ));
+    for (id, m) in [("a", &ma), ("b", &mb), ("a2", &ma2)] {
+        set.unmount_device(id, m, true).unwrap();
+        assert!(!set.has_activated_device(id));
+    }
+    set.remove_device("b").unwrap();
+    assert!(!set.has_device("b"));
+    check_invariants(&set);
+    set.shutdown().unwrap();
+    let prefix = dmthin::deviceset::name_prefix(&root.0).unwrap();
+    assert!(
+        !sh_ok("dmsetup ls").contains(&prefix),
+        "shutdown left devices"
+    );
+    let (_, loops) = sh(&format!(
+        "losetup -j {}",
+        root.0.join("devicemapper/data").display()
+    ));
+    assert!(loops.trim().is_empty(), "loop device still bound: {loops}");
+    assert!(matches!(
+        set.add_device("z", None),
+        Err(DeviceSetError::Closed)
+    ));
+}
+
+#[test]
+fn xfs_snapshots_mount_side_by_side() {
+    let root = Root::new("xfs");
+    let set = DeviceSet::open(&root.0, options(FsKind::Xfs)).unwrap();
+    set.add_device("x1", None).unwrap();
+    set.add_device("x2", None).unwrap();
+    set.mount_device("x1", root.mnt("x1"), false).unwrap();
+    set.mount_device("x2", root.mnt("x2"), false).unwrap();
+    write_file(&root.mnt("x1"), "f", "1");
+    assert!(!root.mnt("x2").join("f").exists());
+    let fstype = sh_ok(&format!("stat -f -c %T {}", root.mnt("x2").display()));
+    assert_eq!(fstype.trim(), "xfs");
+    set.unmount_device("x1", root.mnt("x1"), true).unwrap();
+    set.unmount_device("x2", root.mnt("x2"), true).unwrap();
+    check_invariants(&set);
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn reopen_after_shutdown_and_after_exit_without_shutdown() {
+    let root = Root::new("reopen");
+    {
+        let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+        set.add_device("keep", None).unwrap();
+        set.mount_device("keep", root.mnt("keep"), false).unwrap();
+        write_file(&root.mnt("keep"), "data", "persisted");
+        set.set_initialized("keep", true).unwrap();
+        set.unmount_device("keep", root.mnt("keep"), true).unwrap();
+        set.shutdown().unwrap();
+    }
+    {
+        let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+        assert!(set.has_device("keep") && set.has_initialized_device("keep"));
+        set.mount_device("keep", root.mnt("keep"), false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.mnt("keep").join("data")).unwrap(),
+            "persisted"
+        );
+        check_invariants(&set);
+        // Dropped without shutdown: devices stay active and mounted.
+    }
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    assert!(set.has_activated_device("keep"));
+    let d = set
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == "keep")
+        .unwrap();
+    assert_eq!(
+        d.mount_points,
+        vec![root.mnt("keep")],
+        "existing mount adopted"
+    );
+    set.unmount_device("keep", root.mnt("keep"), true).unwrap();
+    set.remove_device("keep").unwrap();
+    check_invariants(&set);
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn eight_threads_add_mount_unmount_remove() {
+    let root = Root::new("threads");
+    let set = Arc::new(DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let set = Arc::clone(&set);
+            let base = root.0.join("mnt");
+            std::thread::spawn(move || {
+                for k in 0..3 {
+                    let id = format!("t{t}-{k}");
+                    let mp = base.join(&id);
+                    set.add_device(&id, None).unwrap();
+                    set.mount_device(&id, &mp, false).unwrap();
+                    std::fs::write(mp.join("id"), &id).unwrap();
+                    set.unmount_device(&id, &mp, true).unwrap();
+                    if k < 2 {
+                        set.remove_device(&id).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("worker thread");
+    }
+    let ids: BTreeSet<String> = set.list().unwrap().into_iter().map(|d| d.id).collect();
+    let expected: BTreeSet<String> = (0..8).map(|t| format!("t{t}-2")).collect();
+    assert_eq!(ids, expected);
+    check_invariants(&set);
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn refusals_have_clear_errors() {
+    let root = Root::new("refuse");
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    set.add_device("one", None).unwrap();
+    let e = set.add_device("one", None).unwrap_err();
+    assert!(matches!(e, DeviceSetError::DeviceExists(_)), "{e}");
+    let e = set.add_device("two", Some("nope")).unwrap_err();
+    assert!(matches!(e, DeviceSetError::UnknownParent { .. }), "{e}");
+    assert!(e.to_string().contains("nope"));
+    for reserved in ["pool", "base"] {
+        assert!(matches!(
+            set.add_device(reserved, None),
+            Err(DeviceSetError::ReservedId(_))
+        ));
+    }
+    for bad in ["", "../x", "a/b", ".", "..", "a b", "x\n", "é"] {
+        let e = set.add_device(bad, None).unwrap_err();
+        assert!(matches!(e, DeviceSetError::Id(_)), "{bad:?}: {e}");
+    }
+    let sha = "a".repeat(64);
+    set.add_device(&sha, None).unwrap();
+    let too_long = "b".repeat(set.max_id_len() + 1);
+    let e = set.add_device(&too_long, None).unwrap_err().to_string();
+    assert!(
+        e.contains(&set.max_id_len().to_string()),
+        "error must state the limit: {e}"
+    );
+    assert!(matches!(
+        set.remove_device("nope"),
+        Err(DeviceSetError::UnknownDevice(_))
+    ));
+    // A second opener of the same root.
+    let e = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap_err();
+    assert!(matches!(e, DeviceSetError::Lock(_)), "{e}");
+    check_invariants(&set);
+    set.shutdown().unwrap();
+    drop(set);
+    // Shrinking the base is refused, and so is changing the filesystem.
+    let mut small = options(FsKind::Ext4);
+    small.base_size = 32 * MIB;
+    let e = DeviceSet::open(&root.0, small).unwrap_err();
+    assert!(matches!(e, DeviceSetError::OptionMismatch { .. }), "{e}");
+    let e = DeviceSet::open(&root.0, options(FsKind::Xfs)).unwrap_err();
+    assert!(matches!(e, DeviceSetError::OptionMismatch { .. }), "{e}");
+}
+
+#[test]
+fn low_free_space_refuses_add_and_grow_pool_fixes_it() {
+    let root = Root::new("space");
+    let mut o = options(FsKind::Ext4);
+    o.storage = StorageOptions::LoopFiles {
+        data_size: 128 * MIB,
+        metadata_size: 8 * MIB,
+    };
+    o.base_size = 128 * MIB;
+    o.min_free_space_percent = 50;
+    let set = DeviceSet::open(&root.0, o).unwrap();
+    set.add_device("fill", None).unwrap();
+    set.mount_device("fill", root.mnt("fill"), false).unwrap();
+    sh_ok(&format!(
+        "dd if=/dev/urandom of={}/big bs=1M count=72 conv=fsync 2>&1",
+        root.mnt("fill").display()
+    ));
+    let st = set.status().unwrap();
+    assert!(
+        st.data_used * 2 > st.data_total,
+        "pool should be over half full: {st:?}"
+    );
+    let e = set.add_device("more", None).unwrap_err();
+    assert!(
+        matches!(e, DeviceSetError::LowSpace { what: "data", .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("50%"), "{e}");
+    set.grow_pool(512 * MIB).unwrap();
+    let st = set.status().unwrap();
+    assert_eq!(st.data_total, 512 * MIB);
+    let table = sh_ok(&format!("dmsetup table {}", set.pool_name()));
+    assert!(
+        table.starts_with(&format!("0 {} thin-pool", 512 * MIB / 512)),
+        "{table}"
+    );
+    set.add_device("more", None).unwrap();
+    assert_eq!(
+        std::fs::metadata(root.mnt("fill").join("big"))
+            .unwrap()
+            .len(),
+        72 * MIB
+    );
+    set.unmount_device("fill", root.mnt("fill"), true).unwrap();
+    check_invariants(&set);
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn corrupt_record_is_named_and_the_rest_of_the_set_works() {
+    let root = Root::new("corrupt");
+    {
+        let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+        set.add_device("good", None).unwrap();
+        set.add_device("bad", None).unwrap();
+        set.add_device("short", None).unwrap();
+        set.shutdown().unwrap();
+    }
+    let devices = root.0.join("metadata/devices");
+    std::fs::write(devices.join("bad.json"), b"\x00garbage{{").unwrap();
+    let full = std::fs::read(devices.join("short.json")).unwrap();
+    std::fs::write(devices.join("short.json"), &full[..full.len() / 2]).unwrap();
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    let named: Vec<String> = set
+        .problems()
+        .iter()
+        .map(|p| p.path.display().to_string())
+        .collect();
+    assert!(named.iter().any(|p| p.ends_with("bad.json")), "{named:?}");
+    assert!(named.iter().any(|p| p.ends_with("short.json")), "{named:?}");
+    assert!(set.has_device("good"));
+    assert!(!set.has_device("bad"));
+    set.mount_device("good", root.mnt("good"), false).unwrap();
+    set.unmount_device("good", root.mnt("good"), true).unwrap();
+    // New devices skip thin ids the damaged records still hold in the pool.
+    set.add_device("new", None).unwrap();
+    assert_eq!(
+        std::fs::read(devices.join("bad.json")).unwrap(),
+        b"\x00garbage{{",
+        "damaged record left untouched"
+    );
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn base_growth_reaches_new_snapshots() {
+    let root = Root::new("grow-base");
+    {
+        let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+        set.add_device("old", None).unwrap();
+        set.shutdown().unwrap();
+    }
+    let mut o = options(FsKind::Ext4);
+    o.base_size = 128 * MIB;
+    let set = DeviceSet::open(&root.0, o).unwrap();
+    assert_eq!(set.status().unwrap().base_size, 128 * MIB);
+    set.add_device("new", None).unwrap();
+    let list = set.list().unwrap();
+    assert_eq!(list.iter().find(|d| d.id == "old").unwrap().size, 64 * MIB);
+    assert_eq!(list.iter().find(|d| d.id == "new").unwrap().size, 128 * MIB);
+    set.mount_device("new", root.mnt("new"), false).unwrap();
+    let blocks: u64 = sh_ok(&format!("stat -f -c '%b %S' {}", root.mnt("new").display()))
+        .split_whitespace()
+        .map(|x| x.parse::<u64>().unwrap())
+        .product();
+    assert!(
+        blocks > 100 * MIB,
+        "filesystem was not grown: {blocks} bytes"
+    );
+    set.unmount_device("new", root.mnt("new"), true).unwrap();
+    check_invariants(&set);
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn busy_device_deferred_removal_and_id_reuse() {
+    let root = Root::new("deferred");
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    set.add_device("held", None).unwrap();
+    let path = set.activate_device("held").unwrap();
+    let thin = set.list().unwrap()[0].thin_id;
+    let holder = std::fs::File::open(&path).unwrap();
+    let e = set.remove_device("held").unwrap_err();
+    assert!(matches!(e, DeviceSetError::Busy { .. }), "{e}");
+    assert_eq!(
+        set.remove_device_deferred("held").unwrap(),
+        RemoveOutcome::Deferred
+    );
+    assert!(!set.has_device("held"));
+    assert!(matches!(
+        set.add_device("held", None),
+        Err(DeviceSetError::PendingDeletion(_))
+    ));
+    drop(holder);
+    std::thread::sleep(Duration::from_millis(200));
+    set.cleanup_deferred().unwrap();
+    assert!(!sh_ok("dmsetup ls").contains(&set.device_name("held")));
+    check_invariants(&set);
+    // The freed thin id is handed out again.
+    set.add_device("again", None).unwrap();
+    assert_eq!(set.list().unwrap()[0].thin_id, thin);
+    set.shutdown().unwrap();
+}
+
+fn loop_dev(file: &Path, mib: u64) -> String {
+    std::fs::File::create(file)
+        .unwrap()
+        .set_len(mib * MIB)
+        .unwrap();
+    sh_ok(&format!("losetup -f --show {}", file.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn block_devices_and_adopted_pools() {
+    let root = Root::new("blockdev");
+    let data = loop_dev(&root.0.join("d.img"), 512);
+    let meta = loop_dev(&root.0.join("m.img"), 16);
+    let set_root = root.0.join("set");
+    let mut o = options(FsKind::Ext4);
+    o.storage = StorageOptions::BlockDevices {
+        data: data.clone().into(),
+        metadata: meta.clone().into(),
+    };
+    let set = DeviceSet::open(&set_root, o).unwrap();
+    set.add_device("on-block", None).unwrap();
+    assert_eq!(set.status().unwrap().data_total, 512 * MIB);
+    check_invariants_by_status(&set);
+    set.shutdown().unwrap();
+    drop(set);
+
+    // Adopt a pool created by someone else (here: the dm layer directly).
+    let dm = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        let r = std::fs::metadata(p).unwrap().rdev();
+        format!("{}:{}", nix::sys::stat::major(r), nix::sys::stat::minor(r))
+    };
+    sh_ok(&format!(
+        "dd if=/dev/zero of={meta} bs=4096 count=1 conv=fsync 2>&1"
+    ));
+    let name = "dmthin-test-adopted-pool";
+    let mut c = Control::open().unwrap();
+    let params = format!("{} {} 128 32", dm(&meta), dm(&data));
+    let line = TableLine {
+        start: 0,
+        length: 512 * MIB / 512,
+        target_type: "thin-pool".into(),
+        params,
+    };
+    c.create_with_table(name, &CreateOptions::default(), &[line], UdevFlags::PRIVATE)
+        .unwrap();
+    let adopt_root = root.0.join("adopt");
+    let mut o = options(FsKind::Ext4);
+    o.storage = StorageOptions::AdoptPool { name: name.into() };
+    let set = DeviceSet::open(&adopt_root, o.clone()).unwrap();
+    set.add_device("in-adopted", None).unwrap();
+    set.shutdown().unwrap();
+    assert!(
+        c.exists(name).unwrap(),
+        "an adopted pool is not removed by shutdown"
+    );
+    // A pool that is not empty cannot be adopted by a new set.
+    let e = DeviceSet::open(root.0.join("adopt2"), o).unwrap_err();
+    assert!(matches!(e, DeviceSetError::Inconsistent { .. }), "{e}");
+    c.remove(DevId::Name(name), &RemoveOptions::default())
+        .unwrap();
+    sh(&format!("losetup -d {data}; losetup -d {meta}"));
+}
+
+fn check_invariants_by_status(set: &DeviceSet) {
+    let st = set.status().unwrap();
+    let dm = sh_ok(&format!("dmsetup status {}", set.pool_name()));
+    let txn: u64 = dm.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(txn, st.transaction_id);
+}
