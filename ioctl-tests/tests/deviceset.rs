@@ -1,132 +1,16 @@
 //! Kernel suite for `dmthin::deviceset`: the device set against the real
 //! kernel, cross-checked with dmsetup, losetup and thin_dump.
 
-use dmthin::deviceset::{
-    DeviceSet, DeviceSetError, FsKind, Options, RemoveOutcome, StorageOptions,
-};
+use dmthin::deviceset::{DeviceSet, DeviceSetError, FsKind, RemoveOutcome, StorageOptions};
 use dmthin::dm::{Control, CreateOptions, DevId, RemoveOptions, UdevFlags};
 use dmthin::target::TableLine;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const MIB: u64 = 1 << 20;
-
-fn sh(cmd: &str) -> (bool, String) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("run sh");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn sh_ok(cmd: &str) -> String {
-    let (ok, text) = sh(cmd);
-    assert!(ok, "`{cmd}` failed: {text}");
-    text
-}
-
-/// A fresh root directory; on drop, whatever the test left is torn down.
-struct Root(PathBuf);
-
-impl Root {
-    fn new(tag: &str) -> Root {
-        let p = PathBuf::from(format!("/tmp/dmthin-ds-{tag}"));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Root(p)
-    }
-
-    fn mnt(&self, name: &str) -> PathBuf {
-        self.0.join("mnt").join(name)
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        // Best-effort teardown of anything a failed test left behind.
-        let prefix = dmthin::deviceset::name_prefix(&self.0).unwrap_or_default();
-        let (_, mounts) = sh("cat /proc/self/mounts");
-        for line in mounts.lines() {
-            if let Some(mp) = line.split(' ').nth(1) {
-                if mp.starts_with(&self.0.display().to_string()) {
-                    let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
-        }
-        if let Ok(mut c) = Control::open() {
-            if let Ok(list) = c.list_devices() {
-                for pass in 0..2 {
-                    for e in &list {
-                        let is_pool = e.name.ends_with("pool");
-                        if e.name.starts_with(&prefix) && (is_pool == (pass == 1)) {
-                            let _ = c.remove(DevId::Name(&e.name), &RemoveOptions::default());
-                        }
-                    }
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn options(fs: FsKind) -> Options {
-    Options {
-        storage: StorageOptions::LoopFiles {
-            data_size: 1024 * MIB,
-            metadata_size: 16 * MIB,
-        },
-        base_size: if fs == FsKind::Xfs {
-            320 * MIB
-        } else {
-            64 * MIB
-        },
-        filesystem: fs,
-        busy_retries: 3,
-        udev_timeout: Duration::from_secs(10),
-        ..Options::default()
-    }
-}
-
-/// Thin ids in the pool's own metadata, read with thin_dump from a metadata snapshot.
-fn pool_thin_ids(set: &DeviceSet) -> BTreeSet<u32> {
-    let pool = set.pool_name().to_string();
-    let meta = set.root().join("devicemapper/metadata");
-    let loopdev = sh_ok(&format!("losetup -j {} | cut -d: -f1", meta.display()));
-    let loopdev = loopdev
-        .lines()
-        .next()
-        .expect("metadata loop device")
-        .trim()
-        .to_string();
-    sh_ok(&format!("dmsetup message {pool} 0 reserve_metadata_snap"));
-    let (ok, xml) = sh(&format!("thin_dump --metadata-snap {loopdev}"));
-    sh_ok(&format!("dmsetup message {pool} 0 release_metadata_snap"));
-    assert!(ok, "thin_dump failed: {xml}");
-    xml.lines()
-        .filter_map(|l| {
-            let l = l.trim_start();
-            let rest = l.strip_prefix("<device dev_id=\"")?;
-            rest.split('"').next()?.parse().ok()
-        })
-        .collect()
-}
-
-/// The pool holds exactly the thin ids the records name (plus the base).
-fn check_invariants(set: &DeviceSet) {
-    let status = set.status().unwrap();
-    let mut expected: BTreeSet<u32> = set.list().unwrap().iter().map(|d| d.thin_id).collect();
-    expected.insert(status.base_thin_id);
-    assert_eq!(pool_thin_ids(set), expected, "pool thin ids vs records");
-    let dm = sh_ok(&format!("dmsetup status {}", set.pool_name()));
-    let txn: u64 = dm.split_whitespace().nth(3).unwrap().parse().unwrap();
-    assert_eq!(txn, status.transaction_id);
-}
+mod common;
+use common::*;
 
 fn write_file(dir: &Path, name: &str, content: &str) {
     std::fs::write(dir.join(name), content).unwrap();

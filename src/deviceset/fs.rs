@@ -151,6 +151,55 @@ pub fn read_fs_uuid(kind: FsKind, device: &Path) -> Result<String, FsError> {
     Ok(format_uuid(&uuid))
 }
 
+/// The size in bytes the filesystem on `device` spans, from its superblock.
+pub fn read_fs_size(kind: FsKind, device: &Path) -> Result<u64, FsError> {
+    let dev = device.display().to_string();
+    let io = |source| FsError::Io {
+        device: dev.clone(),
+        source,
+    };
+    let mut f = std::fs::File::open(device).map_err(io)?;
+    let mut sb = [0u8; 2048];
+    f.read_exact(&mut sb).map_err(io)?;
+    let le32 = |at: usize| {
+        u64::from(u32::from_le_bytes([
+            sb[at],
+            sb[at + 1],
+            sb[at + 2],
+            sb[at + 3],
+        ]))
+    };
+    match kind {
+        FsKind::Ext4 => {
+            if sb[1024 + 56..1024 + 58] != [0x53, 0xEF] {
+                return Err(FsError::NoSuperblock {
+                    device: dev,
+                    kind: "ext4",
+                });
+            }
+            let log = le32(1024 + 24).min(16);
+            let mut blocks = le32(1024 + 4);
+            // INCOMPAT_64BIT: the high half of the block count is valid.
+            if le32(1024 + 0x60) & 0x80 != 0 {
+                blocks |= le32(1024 + 0x150) << 32;
+            }
+            Ok(blocks.saturating_mul(1024 << log))
+        }
+        FsKind::Xfs => {
+            if &sb[0..4] != b"XFSB" {
+                return Err(FsError::NoSuperblock {
+                    device: dev,
+                    kind: "xfs",
+                });
+            }
+            let bs = u64::from(u32::from_be_bytes([sb[4], sb[5], sb[6], sb[7]]));
+            let mut d = [0u8; 8];
+            d.copy_from_slice(&sb[8..16]);
+            Ok(u64::from_be_bytes(d).saturating_mul(bs))
+        }
+    }
+}
+
 /// Mount options for a device set mount: the user's, plus `nouuid` for xfs
 /// (snapshots share their parent's uuid).
 pub fn mount_data(kind: FsKind, options: &[String], discard: bool) -> String {

@@ -792,7 +792,7 @@ impl Cfg {
         let size = inner.set.base_size;
         let dev = self.activate(inner, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
         let node = crate::dm::udev::dm_node_path(dev);
-        let result = (|| -> Result<()> {
+        let result = (|| -> Result<u64> {
             let found = fsx::read_fs_uuid(inner.set.filesystem, &node)?;
             if let Some(expected) = &inner.set.base_fs_uuid {
                 if *expected != found {
@@ -802,13 +802,16 @@ impl Cfg {
                     });
                 }
             }
-            Ok(())
+            Ok(fsx::read_fs_size(inner.set.filesystem, &node)?)
         })();
         if !was_active {
             self.deactivate_once(inner, &self.base_name, false)?;
         }
-        result?;
-        if self.options.base_size > inner.set.base_size {
+        let fs_size = result?;
+        // A growth interrupted after its record was written left the
+        // filesystem smaller than the device: finish it.
+        let unfinished = fs_size < inner.set.base_size / 100 * 95;
+        if self.options.base_size > inner.set.base_size || unfinished {
             self.grow_base(inner)?;
         }
         Ok(())
@@ -879,7 +882,13 @@ impl Cfg {
                 continue;
             }
             let info = inner.ctl.info(DevId::Name(&entry.name))?;
-            if !info.active_table() {
+            if info.active_table() && info.suspended() {
+                // Left suspended by an interrupted snapshot: I/O to it would hang.
+                log::warn!("resuming {} left suspended", entry.name);
+                inner
+                    .ctl
+                    .resume(DevId::Name(&entry.name), UdevFlags::empty())?;
+            } else if !info.active_table() {
                 log::warn!("removing half-made device {}", entry.name);
                 self.deactivate_once(inner, &entry.name, false)?;
             }
