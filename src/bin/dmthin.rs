@@ -13,15 +13,32 @@ use dmthin::loopdev::{self, AttachOptions, LoopStatus};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 const USAGE: &str = "\
-Usage: dmthin <COMMAND> [ARGS...]
+Usage: dmthin [--root DIR] <COMMAND> [ARGS...]
 
-Commands:
+Device set (a thin pool, a base filesystem, one snapshot per id):
+  init       Create the set (or check an existing one)
+  create     Snapshot the base or another device under a new id
+  remove     Delete a device from the pool
+  activate   Activate a device
+  deactivate Deactivate a device
+  mount      Mount a device (activating it)
+  umount     Unmount a device (and deactivate it)
+  list       List the devices
+  status     Pool usage and mode
+  grow-pool  Grow the pool's data space
+  shutdown   Unmount, deactivate everything and remove the pool
+
+Loop devices:
   loop       Attach, detach, list and find loop devices
 
 Options:
+  --root DIR     The device set's directory ($DMTHIN_ROOT, else /var/lib/dmthin)
   -h, --help     Show this help (or a command's, after its name)
   -V, --version  Show the version
 ";
+
+#[path = "cli/set.rs"]
+mod set_cli;
 
 const LOOP_USAGE: &str = "\
 Usage: dmthin loop <SUBCOMMAND> [ARGS...]
@@ -117,6 +134,27 @@ fn main() {
 }
 
 fn run(args: &[OsString]) -> CliResult {
+    let mut args = args;
+    let mut root = std::env::var_os("DMTHIN_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(set_cli::DEFAULT_ROOT));
+    while let Some(first) = args.first().and_then(|a| a.to_str()) {
+        if first == "--root" {
+            let Some(dir) = args.get(1) else {
+                return Err(CliError::Usage(
+                    "--root needs a directory".into(),
+                    "dmthin --help",
+                ));
+            };
+            root = PathBuf::from(dir);
+            args = &args[2..];
+        } else if let Some(dir) = first.strip_prefix("--root=") {
+            root = PathBuf::from(dir);
+            args = &args[1..];
+        } else {
+            break;
+        }
+    }
     let Some(cmd) = args.first() else {
         eprint!("{USAGE}");
         return Err(CliError::Usage("missing command".into(), "dmthin --help"));
@@ -132,6 +170,7 @@ fn run(args: &[OsString]) -> CliResult {
             Ok(())
         }
         Some("loop") => loop_cmd(rest),
+        Some(name) if set_cli::is_set_command(name) => set_cli::set_cmd(root, name, rest),
         _ => Err(CliError::Usage(
             format!("unknown command '{}'", cmd.to_string_lossy()),
             "dmthin --help",

@@ -13,28 +13,6 @@ use std::sync::Arc;
 /// Default root of a device set.
 pub const DEFAULT_ROOT: &str = "/var/lib/dmthin";
 
-pub const SET_USAGE: &str = "\
-Usage: dmthin [--root DIR] <SUBCOMMAND> [ARGS...]
-
-Device set (a thin pool, a base filesystem, one snapshot per id):
-  init [OPTIONS]            Create the set (or check an existing one)
-  create ID [--from PARENT] Snapshot PARENT (default: the base) as ID
-  remove ID [--deferred]    Delete ID from the pool
-  activate ID               Activate ID; prints its device path
-  deactivate ID             Deactivate ID
-  mount ID PATH [--read-only]
-                            Mount ID at PATH (activating it)
-  umount ID PATH [--keep-active]
-                            Unmount ID from PATH (and deactivate it)
-  list [--json]             List the devices
-  status [--json]           Pool usage and mode
-  grow-pool SIZE            Grow the pool's data space to SIZE
-  shutdown                  Unmount, deactivate everything, remove the pool
-
---root DIR defaults to $DMTHIN_ROOT, else /var/lib/dmthin.
-Run 'dmthin SUBCOMMAND --help' for a subcommand's options.
-";
-
 const INIT_USAGE: &str = "\
 Usage: dmthin [--root DIR] init [OPTIONS]
 
@@ -113,8 +91,17 @@ Unmount what the set mounted, deactivate every device and remove the pool
 pub fn is_set_command(name: &str) -> bool {
     matches!(
         name,
-        "init" | "create" | "remove" | "activate" | "deactivate" | "mount" | "umount" | "list" | "status"
-            | "grow-pool" | "shutdown"
+        "init"
+            | "create"
+            | "remove"
+            | "activate"
+            | "deactivate"
+            | "mount"
+            | "umount"
+            | "list"
+            | "status"
+            | "grow-pool"
+            | "shutdown"
     )
 }
 
@@ -183,7 +170,8 @@ pub fn set_cmd(root: PathBuf, cmd: &str, args: &[OsString]) -> CliResult {
             }
             let id = one(&p, "ID", "dmthin create --help")?;
             let set = open(&root, None)?;
-            set.add_device(&id, value(&p, "--from").as_deref()).map_err(failed)?;
+            set.add_device(&id, value(&p, "--from").as_deref())
+                .map_err(failed)?;
             println!("{id}");
             Ok(())
         }
@@ -198,7 +186,9 @@ pub fn set_cmd(root: PathBuf, cmd: &str, args: &[OsString]) -> CliResult {
             if p.has("--deferred") {
                 match set.remove_device_deferred(&id).map_err(failed)? {
                     RemoveOutcome::Removed => println!("removed {id}"),
-                    RemoveOutcome::Deferred => println!("{id} is busy; it will be removed once closed"),
+                    RemoveOutcome::Deferred => {
+                        println!("{id} is busy; it will be removed once closed")
+                    }
                 }
             } else {
                 set.remove_device(&id).map_err(failed)?;
@@ -222,21 +212,31 @@ pub fn set_cmd(root: PathBuf, cmd: &str, args: &[OsString]) -> CliResult {
             Ok(())
         }
         "mount" | "umount" => {
-            let p = parse_args(args, &["--read-only", "--keep-active"], &[], "dmthin mount --help")?;
+            let p = parse_args(
+                args,
+                &["--read-only", "--keep-active"],
+                &[],
+                "dmthin mount --help",
+            )?;
             if p.help {
                 print!("{MOUNT_USAGE}");
                 return Ok(());
             }
             let [id, path] = p.positionals.as_slice() else {
-                return Err(CliError::Usage("expected ID and PATH".into(), "dmthin mount --help"));
+                return Err(CliError::Usage(
+                    "expected ID and PATH".into(),
+                    "dmthin mount --help",
+                ));
             };
             let id = id.to_string_lossy();
             let path = PathBuf::from(path);
             let set = open(&root, None)?;
             if cmd == "mount" {
-                set.mount_device(&id, &path, p.has("--read-only")).map_err(failed)?;
+                set.mount_device(&id, &path, p.has("--read-only"))
+                    .map_err(failed)?;
             } else {
-                set.unmount_device(&id, &path, !p.has("--keep-active")).map_err(failed)?;
+                set.unmount_device(&id, &path, !p.has("--keep-active"))
+                    .map_err(failed)?;
             }
             Ok(())
         }
@@ -251,7 +251,10 @@ pub fn set_cmd(root: PathBuf, cmd: &str, args: &[OsString]) -> CliResult {
             if p.has("--json") {
                 return print_json(&list);
             }
-            println!("{:<24} {:<16} {:>6} {:>10} {:>10} {:<6} MOUNTED", "ID", "PARENT", "THIN", "SIZE", "MAPPED", "ACTIVE");
+            println!(
+                "{:<24} {:<16} {:>6} {:>10} {:>10} {:<6} MOUNTED",
+                "ID", "PARENT", "THIN", "SIZE", "MAPPED", "ACTIVE"
+            );
             for d in list {
                 println!(
                     "{:<24} {:<16} {:>6} {:>10} {:>10} {:<6} {}",
@@ -261,7 +264,11 @@ pub fn set_cmd(root: PathBuf, cmd: &str, args: &[OsString]) -> CliResult {
                     human(d.size),
                     d.mapped_bytes.map(human).unwrap_or_else(|| "-".into()),
                     if d.active { "yes" } else { "no" },
-                    d.mount_points.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+                    d.mount_points
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 );
             }
             Ok(())
@@ -282,8 +289,9 @@ pub fn set_cmd(root: PathBuf, cmd: &str, args: &[OsString]) -> CliResult {
                 return Ok(());
             }
             let s = one(&p, "SIZE", "dmthin grow-pool --help")?;
-            let size =
-                parse_size(&s).ok_or_else(|| CliError::Usage(format!("'{s}' is not a size"), "dmthin grow-pool --help"))?;
+            let size = parse_size(&s).ok_or_else(|| {
+                CliError::Usage(format!("'{s}' is not a size"), "dmthin grow-pool --help")
+            })?;
             let set = open(&root, None)?;
             eprintln!("dmthin: growing the pool to {}...", human(size));
             set.grow_pool(size).map_err(failed)?;
@@ -298,7 +306,10 @@ pub fn set_cmd(root: PathBuf, cmd: &str, args: &[OsString]) -> CliResult {
             let set = open(&root, None)?;
             set.shutdown().map_err(failed)
         }
-        _ => Err(CliError::Usage(format!("unknown command '{cmd}'"), "dmthin --help")),
+        _ => Err(CliError::Usage(
+            format!("unknown command '{cmd}'"),
+            "dmthin --help",
+        )),
     }
 }
 
@@ -307,7 +318,13 @@ fn print_status(set: &DeviceSet, json: bool) -> CliResult {
     if json {
         return print_json(&st);
     }
-    let pct = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 };
+    let pct = |used: u64, total: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            used as f64 * 100.0 / total as f64
+        }
+    };
     println!("Pool:            {}", st.pool_name);
     if let Some(d) = &st.data_source {
         println!("Data:            {}", d.display());
@@ -328,7 +345,11 @@ fn print_status(set: &DeviceSet, json: bool) -> CliResult {
         pct(st.metadata_used, st.metadata_total)
     );
     println!("Block size:      {}", human(st.data_block_size));
-    println!("Mode:            {}{}", st.mode, if st.needs_check { " (needs_check)" } else { "" });
+    println!(
+        "Mode:            {}{}",
+        st.mode,
+        if st.needs_check { " (needs_check)" } else { "" }
+    );
     println!("Transaction id:  {}", st.transaction_id);
     println!("Base:            {} {}", st.filesystem, human(st.base_size));
     println!("Devices:         {}", st.devices);
@@ -360,11 +381,18 @@ fn init(root: PathBuf, args: &[OsString]) -> CliResult {
         return Ok(());
     }
     if let Some(extra) = p.positionals.first() {
-        return Err(CliError::Usage(format!("unexpected argument '{}'", extra.to_string_lossy()), HELP));
+        return Err(CliError::Usage(
+            format!("unexpected argument '{}'", extra.to_string_lossy()),
+            HELP,
+        ));
     }
     let recorded = DeviceSet::recorded_options(&root).map_err(failed)?;
     let mut o = recorded.clone().unwrap_or_default();
-    let storage = match (value(&p, "--data-dev"), value(&p, "--metadata-dev"), value(&p, "--pool")) {
+    let storage = match (
+        value(&p, "--data-dev"),
+        value(&p, "--metadata-dev"),
+        value(&p, "--pool"),
+    ) {
         (Some(d), Some(m), None) => Some(StorageOptions::BlockDevices {
             data: d.into(),
             metadata: m.into(),
@@ -389,7 +417,10 @@ fn init(root: PathBuf, args: &[OsString]) -> CliResult {
             metadata_size,
         } = &mut o.storage
         else {
-            return Err(CliError::Usage("--data-size and --metadata-size are for loop files".into(), HELP));
+            return Err(CliError::Usage(
+                "--data-size and --metadata-size are for loop files".into(),
+                HELP,
+            ));
         };
         if let Some(d) = data {
             *data_size = (*data_size).max(d);
@@ -408,14 +439,23 @@ fn init(root: PathBuf, args: &[OsString]) -> CliResult {
         o.filesystem = match fs.as_str() {
             "ext4" => FsKind::Ext4,
             "xfs" => FsKind::Xfs,
-            other => return Err(CliError::Usage(format!("--fs: '{other}' is not ext4 or xfs"), HELP)),
+            other => {
+                return Err(CliError::Usage(
+                    format!("--fs: '{other}' is not ext4 or xfs"),
+                    HELP,
+                ))
+            }
         };
     }
     if let Some(m) = value(&p, "--mkfs-options") {
         o.mkfs_options = m.split_whitespace().map(str::to_string).collect();
     }
     if let Some(m) = value(&p, "--mount-options") {
-        o.mount_options = m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        o.mount_options = m
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
     }
     if let Some(m) = value(&p, "--min-free") {
         o.min_free_space_percent = m
