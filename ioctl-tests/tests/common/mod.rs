@@ -123,3 +123,14 @@ pub fn check_invariants(set: &DeviceSet) {
     let txn: u64 = dm.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert_eq!(txn, status.transaction_id);
 }
+
+/// Runs thin_check on a metadata file (through a loop device: thin_check uses
+/// O_DIRECT, which the guest's tmpfs refuses). Returns its verdict and output.
+pub fn thin_check_file(meta: &std::path::Path) -> (bool, String) {
+    let dev = sh_ok(&format!("losetup -f --show {}", meta.display()))
+        .trim()
+        .to_string();
+    let result = sh(&format!("thin_check {dev}"));
+    sh(&format!("losetup -d {dev}"));
+    result
+}
