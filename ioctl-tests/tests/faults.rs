@@ -1,0 +1,337 @@
+//! Faults: a full pool, I/O errors under the pool, and bad state on disk.
+//! Each case has a defined outcome: an error that says what is wrong, a repair,
+//! or a clear refusal, never a hang, a panic or silent loss.
+
+mod common;
+use common::*;
+
+use dmthin::deviceset::{DeviceSet, DeviceSetError, FsKind, StorageOptions};
+use dmthin::dm::{Control, CreateOptions, DevId, RemoveOptions, UdevFlags};
+use dmthin::target::TableLine;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn md5(path: &Path) -> String {
+    sh_ok(&format!("md5sum {}", path.display()))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn full_pool_fails_writes_without_hanging_and_grow_pool_recovers() {
+    let root = Root::new("full");
+    let mut o = options(FsKind::Ext4);
+    o.storage = StorageOptions::LoopFiles {
+        data_size: 64 * MIB,
+        metadata_size: 8 * MIB,
+    };
+    o.base_size = 256 * MIB;
+    let set = DeviceSet::open(&root.0, o).unwrap();
+    set.add_device("w", None).unwrap();
+    let m = root.mnt("w");
+    set.mount_device("w", &m, false).unwrap();
+    sh_ok(&format!(
+        "dd if=/dev/urandom of={}/keep bs=1M count=8 conv=fsync 2>&1",
+        m.display()
+    ));
+    let sum = md5(&m.join("keep"));
+    // Fill the pool: the write must fail (error_if_no_space), not hang.
+    let start = Instant::now();
+    let (ok, out) = sh(&format!(
+        "dd if=/dev/urandom of={}/fill bs=1M count=128 oflag=direct 2>&1",
+        m.display()
+    ));
+    assert!(!ok, "writing past the pool's end must fail: {out}");
+    assert!(
+        start.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        start.elapsed()
+    );
+    let st = set.status().unwrap();
+    assert_eq!(st.mode, "out_of_data_space", "{st:?}");
+    let dm = sh_ok(&format!("dmsetup status {}", set.pool_name()));
+    assert!(
+        dm.contains("out_of_data_space") && dm.contains("error_if_no_space"),
+        "{dm}"
+    );
+    let e = set.add_device("refused", None).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DeviceSetError::PoolUnusable { .. } | DeviceSetError::LowSpace { .. }
+        ),
+        "{e}"
+    );
+    // Grow: the pool goes back to rw and the data written before is intact.
+    set.grow_pool(512 * MIB).unwrap();
+    let st = set.status().unwrap();
+    assert_eq!(st.mode, "rw", "{st:?}");
+    let _ = std::fs::remove_file(m.join("fill"));
+    set.unmount_device("w", &m, false).unwrap();
+    set.mount_device("w", &m, false).unwrap();
+    assert_eq!(
+        md5(&m.join("keep")),
+        sum,
+        "data written before the pool filled is intact"
+    );
+    set.add_device("after-grow", None).unwrap();
+    set.unmount_device("w", &m, true).unwrap();
+    check_invariants(&set);
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn low_metadata_space_refuses_add_device() {
+    let root = Root::new("meta-low");
+    let mut o = options(FsKind::Ext4);
+    o.storage = StorageOptions::LoopFiles {
+        data_size: 4096 * MIB,
+        metadata_size: 2 * MIB,
+    };
+    o.min_free_space_percent = 97;
+    let set = DeviceSet::open(&root.0, o).unwrap();
+    let st = set.status().unwrap();
+    let meta_free = 100.0 - st.metadata_used as f64 * 100.0 / st.metadata_total as f64;
+    let data_free = 100.0 - st.data_used as f64 * 100.0 / st.data_total as f64;
+    assert!(
+        data_free > 97.0 && meta_free < 97.0,
+        "setup: data {data_free}% meta {meta_free}% free"
+    );
+    let e = set.add_device("x", None).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DeviceSetError::LowSpace {
+                what: "metadata",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("metadata"), "{e}");
+    set.shutdown().unwrap();
+}
+
+fn majmin(path: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let r = std::fs::metadata(path).unwrap().rdev();
+    format!("{}:{}", nix::sys::stat::major(r), nix::sys::stat::minor(r))
+}
+
+fn flakey_line(dev: &str, sectors: u64, failing: bool) -> Vec<TableLine> {
+    // up 1 s / down 0 s = healthy; up 0 s / down 1 s with error_writes = every write fails.
+    let params = if failing {
+        format!("{} 0 0 1 1 error_writes", majmin(dev))
+    } else {
+        format!("{} 0 1 0", majmin(dev))
+    };
+    vec![TableLine {
+        start: 0,
+        length: sectors,
+        target_type: "flakey".into(),
+        params,
+    }]
+}
+
+#[test]
+fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
+    let root = Root::new("ioerr");
+    let mk = |name: &str, mib: u64| {
+        let f = root.0.join(format!("{name}.img"));
+        std::fs::File::create(&f)
+            .unwrap()
+            .set_len(mib * MIB)
+            .unwrap();
+        sh_ok(&format!("losetup -f --show {}", f.display()))
+            .trim()
+            .to_string()
+    };
+    let (data_loop, meta_loop) = (mk("data", 512), mk("meta", 16));
+    let mut c = Control::open().unwrap();
+    let fmeta = "dmthin-test-flakey-meta";
+    let fdata = "dmthin-test-flakey-data";
+    c.create_with_table(
+        fmeta,
+        &CreateOptions::default(),
+        &flakey_line(&meta_loop, 16 * MIB / 512, false),
+        UdevFlags::PRIVATE,
+    )
+    .unwrap();
+    c.create_with_table(
+        fdata,
+        &CreateOptions::default(),
+        &flakey_line(&data_loop, 512 * MIB / 512, false),
+        UdevFlags::PRIVATE,
+    )
+    .unwrap();
+    let set_root = root.0.join("set");
+    let mut o = options(FsKind::Ext4);
+    o.storage = StorageOptions::BlockDevices {
+        data: format!("/dev/mapper/{fdata}").into(),
+        metadata: format!("/dev/mapper/{fmeta}").into(),
+    };
+    let set = DeviceSet::open(&set_root, o.clone()).unwrap();
+    set.add_device("before", None).unwrap();
+    // Metadata writes now fail.
+    c.reload_table(
+        DevId::Name(fmeta),
+        &flakey_line(&meta_loop, 16 * MIB / 512, true),
+        UdevFlags::PRIVATE,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let e = set.add_device("during", None).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(60));
+    let text = e.to_string();
+    assert!(
+        !text.is_empty()
+            && matches!(
+                e,
+                DeviceSetError::Dm(_) | DeviceSetError::PoolUnusable { .. }
+            ),
+        "{text}"
+    );
+    let st = set.status().unwrap();
+    assert!(
+        st.mode != "rw" || st.needs_check,
+        "pool must report the failure: {st:?}"
+    );
+    // Heal the device: the set refuses changes and says the pool needs a check.
+    c.reload_table(
+        DevId::Name(fmeta),
+        &flakey_line(&meta_loop, 16 * MIB / 512, false),
+        UdevFlags::PRIVATE,
+    )
+    .unwrap();
+    let e = set.add_device("after", None).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DeviceSetError::PoolUnusable { .. } | DeviceSetError::Dm(_)
+        ),
+        "{e}"
+    );
+    let st = set.status().unwrap();
+    println!(
+        "after healing: mode {} needs_check {}",
+        st.mode, st.needs_check
+    );
+    set.shutdown().unwrap();
+    drop(set);
+    // Repair as an operator would: thin_check (and clear the flag), then reopen.
+    let (ok, out) = sh(&format!(
+        "thin_check --clear-needs-check-flag /dev/mapper/{fmeta}"
+    ));
+    println!("thin_check: ok={ok} {out}");
+    match DeviceSet::open(&set_root, o) {
+        Ok(set) => {
+            assert!(
+                set.has_device("before"),
+                "a device created before the fault is kept"
+            );
+            check_invariants_on(&set, &format!("/dev/mapper/{fmeta}"));
+            set.shutdown().unwrap();
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("needs_check") || text.contains("inconsistent"),
+                "unclear refusal: {text}"
+            );
+        }
+    }
+    for n in [fmeta, fdata] {
+        let _ = c.remove(DevId::Name(n), &RemoveOptions::default());
+    }
+    sh(&format!("losetup -d {data_loop}; losetup -d {meta_loop}"));
+}
+
+/// Pool thin ids vs records for a set whose metadata is on `meta_dev`.
+fn check_invariants_on(set: &DeviceSet, meta_dev: &str) {
+    let pool = set.pool_name();
+    sh_ok(&format!("dmsetup message {pool} 0 reserve_metadata_snap"));
+    let (ok, xml) = sh(&format!("thin_dump --metadata-snap {meta_dev}"));
+    sh_ok(&format!("dmsetup message {pool} 0 release_metadata_snap"));
+    assert!(ok, "{xml}");
+    let n = xml.matches("<device dev_id=").count();
+    assert_eq!(n, set.list().unwrap().len() + 1, "{xml}");
+}
+
+#[test]
+fn stale_lock_of_a_dead_process_is_taken_over() {
+    let root = Root::new("stale-lock");
+    DeviceSet::open(&root.0, options(FsKind::Ext4))
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    // A process that holds the lock and is killed.
+    let lock = root.0.join("lock");
+    let mut child = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "600"])
+        .spawn()
+        .expect("flock from util-linux");
+    std::thread::sleep(Duration::from_millis(300));
+    let e = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap_err();
+    assert!(matches!(e, DeviceSetError::Lock(_)), "{e}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = sh("pkill -9 -f 'sleep 600'");
+    std::thread::sleep(Duration::from_millis(200));
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn records_left_by_a_rolled_back_operation_and_foreign_pool_state() {
+    let root = Root::new("badstate");
+    {
+        let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+        set.add_device("real", None).unwrap();
+        set.shutdown().unwrap();
+    }
+    // A record whose thin id the pool does not have (a create rolled back in the
+    // pool, its record left behind): it loads, but activating it fails clearly.
+    let devices = root.0.join("metadata/devices");
+    let real = std::fs::read_to_string(devices.join("real.json")).unwrap();
+    let ghost = real
+        .replace("\"real\"", "\"ghost\"")
+        .replace("\"thin_id\": 1", "\"thin_id\": 4242");
+    std::fs::write(devices.join("ghost.json"), ghost).unwrap();
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    assert!(set.has_device("ghost"));
+    let e = set.activate_device("ghost").unwrap_err();
+    assert!(
+        e.to_string().contains("ghost") || matches!(e, DeviceSetError::Dm(_)),
+        "{e}"
+    );
+    assert!(
+        !sh_ok("dmsetup ls").contains(&set.device_name("ghost")),
+        "no half-made device left"
+    );
+    set.activate_device("real").unwrap();
+    set.shutdown().unwrap();
+    drop(set);
+    // A pool whose transaction id moved without us (someone else sent messages).
+    {
+        let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+        let pool = set.pool_name().to_string();
+        let txn = set.status().unwrap().transaction_id;
+        sh_ok(&format!(
+            "dmsetup message {pool} 0 set_transaction_id {txn} {}",
+            txn + 5
+        ));
+        drop(set);
+        let e = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap_err();
+        assert!(matches!(e, DeviceSetError::Inconsistent { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("{}", txn + 5)), "{e}");
+        sh_ok(&format!(
+            "dmsetup message {pool} 0 set_transaction_id {} {txn}",
+            txn + 5
+        ));
+    }
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    set.shutdown().unwrap();
+}
