@@ -259,6 +259,17 @@ fn check_invariants_on(set: &DeviceSet, meta_dev: &str) {
     assert_eq!(n, set.list().unwrap().len() + 1, "{xml}");
 }
 
+/// Child mode: take the set's lock and hold it until killed.
+#[test]
+fn lock_holder_child() {
+    let Ok(root) = std::env::var("DMTHIN_LOCK_HOLDER_ROOT") else {
+        return;
+    };
+    let _lock = dmthin::deviceset::lock::SetLock::acquire(Path::new(&root)).unwrap();
+    println!("LOCKED");
+    std::thread::sleep(Duration::from_secs(600));
+}
+
 #[test]
 fn stale_lock_of_a_dead_process_is_taken_over() {
     let root = Root::new("stale-lock");
@@ -266,20 +277,31 @@ fn stale_lock_of_a_dead_process_is_taken_over() {
         .unwrap()
         .shutdown()
         .unwrap();
-    // A process that holds the lock and is killed.
-    let lock = root.0.join("lock");
-    let mut child = std::process::Command::new("flock")
-        .arg(&lock)
-        .args(["sleep", "600"])
+    // Another process holds the lock, then dies without releasing it.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "lock_holder_child", "--nocapture"])
+        .env("DMTHIN_LOCK_HOLDER_ROOT", &root.0)
+        .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("flock from util-linux");
-    std::thread::sleep(Duration::from_millis(300));
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 256];
+    let mut seen = String::new();
+    while !seen.contains("LOCKED") {
+        let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+        assert!(n > 0, "lock holder exited: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
     let e = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap_err();
     assert!(matches!(e, DeviceSetError::Lock(_)), "{e}");
+    assert!(
+        e.to_string().contains(&child.id().to_string()),
+        "names the holder: {e}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    let _ = sh("pkill -9 -f 'sleep 600'");
-    std::thread::sleep(Duration::from_millis(200));
+    // The lock file is still there, but nobody holds it: the set opens.
+    assert!(root.0.join("lock").exists());
     let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
     set.shutdown().unwrap();
 }
