@@ -171,6 +171,12 @@ fn linear_over_loop_device_matches_dmsetup_table() {
         !sh(&format!("dmsetup info {name}")).0,
         "dmsetup must no longer see it"
     );
+    // udev removes its symlink while processing the event our cookie waited for;
+    // allow it a moment in case the link removal trails the notification.
+    let start = Instant::now();
+    while Path::new(&mapper).exists() && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!Path::new(&mapper).exists(), "mapper node removed");
 }
 
@@ -493,25 +499,35 @@ fn wait_event_returns_after_a_thin_pool_low_water_event() {
     c.target_message(DevId::Name(&pool), 0, "create_thin 0")
         .unwrap();
     let pool_dev = info.dev.to_string();
-    c.create_with_table(
-        &thin,
-        &CreateOptions::default(),
-        &[line(0, 8192, "thin", &format!("{pool_dev} 0"))],
-        UdevFlags::empty(),
-    )
-    .unwrap();
+    let thin_info = c
+        .create_with_table(
+            &thin,
+            &CreateOptions::default(),
+            &[line(0, 8192, "thin", &format!("{pool_dev} 0"))],
+            UdevFlags::empty(),
+        )
+        .unwrap();
     let ev = c.info(DevId::Name(&pool)).unwrap().event_nr;
-    let writer = std::thread::spawn({
-        let thin = thin.clone();
-        move || {
-            std::thread::sleep(Duration::from_millis(300));
-            sh_ok(&format!(
-                "dd if=/dev/urandom of=/dev/mapper/{thin} bs=64k count=4 oflag=direct 2>/dev/null"
-            ));
-        }
+    let node = format!("/dev/dm-{}", thin_info.dev.minor);
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        sh_ok(&format!(
+            "dd if=/dev/urandom of={node} bs=64k count=4 oflag=direct 2>/dev/null"
+        ));
+    });
+    // DEV_WAIT blocks in the kernel: run it on its own thread so a missing
+    // event fails the test instead of hanging the suite.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter_pool = pool.clone();
+    std::thread::spawn(move || {
+        let mut c = ctl();
+        let _ = tx.send(c.wait_event(DevId::Name(&waiter_pool), ev));
     });
     let start = Instant::now();
-    let (info, status) = c.wait_event(DevId::Name(&pool), ev).unwrap();
+    let (info, status) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("no event within 60 s")
+        .unwrap();
     writer.join().unwrap();
     assert!(
         info.event_nr > ev,
@@ -726,7 +742,9 @@ fn udev_cookies_are_released_and_a_dead_udev_does_not_hang() {
         !ipcs.contains("0x0d4d"),
         "cookie semaphores left after udev died: {ipcs}"
     );
-    sh("systemd-udevd --daemon; sleep 0.5");
+    let (ok, out) =
+        sh("/lib/systemd/systemd-udevd --daemon && udevadm settle -t 10 && udevadm control --ping");
+    assert!(ok, "restarting udevd failed: {out}");
 }
 
 #[test]
