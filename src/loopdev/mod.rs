@@ -585,7 +585,7 @@ fn configure(
     // READ_ONLY follows from the backing descriptor's mode; DIRECT_IO has its
     // own ioctl.
     info.lo_flags &= (LoopFlags::AUTOCLEAR | LoopFlags::PARTSCAN).bits();
-    match sys::loop_set_status64(dev, &info) {
+    match while_busy(|| sys::loop_set_status64(dev, &info)) {
         Ok(()) => {}
         Err(Errno::EINVAL) => {
             return Err(undo(LoopError::InvalidOption {
@@ -596,10 +596,11 @@ fn configure(
                 ),
             }))
         }
+        Err(Errno::EBUSY | Errno::EAGAIN) => return Err(undo(busy_configuring(device))),
         Err(e) => return Err(undo(sys_err("LOOP_SET_STATUS64", device, e))),
     }
     if let Some(bs) = opts.block_size {
-        match sys::loop_set_block_size(dev, bs) {
+        match while_busy(|| sys::loop_set_block_size(dev, bs)) {
             Ok(()) => {}
             Err(Errno::EINVAL) => {
                 return Err(undo(LoopError::InvalidOption {
@@ -607,6 +608,7 @@ fn configure(
                     reason: format!("block size {bs} refused by the loop driver"),
                 }))
             }
+            Err(Errno::EBUSY) => return Err(undo(busy_configuring(device))),
             Err(e) => return Err(undo(sys_err("LOOP_SET_BLOCK_SIZE", device, e))),
         }
     }
@@ -620,6 +622,35 @@ fn configure(
     Ok(())
 }
 
+/// Repeat `op` while it fails with `EBUSY`/`EAGAIN`, for up to about a second.
+///
+/// On a device we have just bound, these come from someone holding it open
+/// exclusively for a moment (newer kernels claim the device for
+/// `LOOP_SET_BLOCK_SIZE`/`LOOP_SET_DIRECT_IO`) or, on older kernels, from
+/// `LOOP_SET_STATUS64` finding cached pages it could not drop.
+fn while_busy(
+    mut op: impl FnMut() -> std::result::Result<(), Errno>,
+) -> std::result::Result<(), Errno> {
+    let start = Instant::now();
+    let mut delay = Duration::from_micros(200);
+    loop {
+        match op() {
+            Err(Errno::EBUSY | Errno::EAGAIN) if start.elapsed() < Duration::from_secs(1) => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn busy_configuring(device: &Path) -> LoopError {
+    LoopError::DeviceBusy {
+        device: device.into(),
+        reason: "held exclusively by another user while it was being configured".into(),
+    }
+}
+
 /// Switch direct I/O on if it is not on yet; where the backing filesystem (or
 /// the offset) does not allow it, the device stays on buffered I/O.
 fn enable_direct_io(dev: BorrowedFd<'_>, device: &Path) {
@@ -627,7 +658,7 @@ fn enable_direct_io(dev: BorrowedFd<'_>, device: &Path) {
         .map(|i| i.lo_flags & LoopFlags::DIRECT_IO.bits() != 0)
         .unwrap_or(false);
     if !on {
-        if let Err(e) = sys::loop_set_direct_io(dev, true) {
+        if let Err(e) = while_busy(|| sys::loop_set_direct_io(dev, true)) {
             log::debug!(
                 "{}: direct I/O not available ({e}), using buffered I/O",
                 device.display()
@@ -765,27 +796,63 @@ impl LoopDevice {
     /// returns [`LoopError::DeviceBusy`] and the device will be detached when
     /// they close it. [`LoopError::NotBound`] if nothing is bound.
     pub fn detach_within(self, grace: Duration) -> Result<()> {
-        let fd = self.fd.as_fd();
+        let start = Instant::now();
+        // Hold the device exclusively while detaching: binding needs an
+        // exclusive claim, so no one can bind it between our LOOP_CLR_FD and
+        // the checks below (kernels before 6.x clear synchronously inside
+        // LOOP_CLR_FD, leaving our descriptor on an unbound device that
+        // another attach could take). A concurrent attach that opened the
+        // device before we bound it holds such a claim for a moment only.
+        let mut delay = Duration::from_micros(100);
+        let exclusive = loop {
+            match self.reopen_exclusive() {
+                Ok(f) => break Some(OwnedFd::from(f)),
+                Err(Errno::EBUSY) if start.elapsed() < grace => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_millis(20));
+                }
+                Err(Errno::EBUSY) => break None,
+                Err(Errno::ENXIO) => return Err(LoopError::NotBound { device: self.path }),
+                Err(e) => return Err(sys_err("open O_EXCL", self.path, e)),
+            }
+        };
+        let LoopDevice { fd, path, .. } = self;
+        let Some(exclusive) = exclusive else {
+            // Held exclusively (mounted, in a device-mapper table, ...): the
+            // binding is ours, so ask for the detach on its last close.
+            return match sys::loop_clr_fd(fd.as_fd()) {
+                Ok(()) => Err(LoopError::DeviceBusy {
+                    device: path,
+                    reason: "held exclusively by another user (mounted or in use by \
+                             device-mapper?); it will be detached when released"
+                        .into(),
+                }),
+                Err(Errno::ENXIO) => Err(LoopError::NotBound { device: path }),
+                Err(e) => Err(sys_err("LOOP_CLR_FD", path, e)),
+            };
+        };
+        drop(fd);
+        let fd = exclusive.as_fd();
         match sys::loop_clr_fd(fd) {
             Ok(()) => {}
-            Err(Errno::ENXIO) => return Err(LoopError::NotBound { device: self.path }),
-            Err(e) => return Err(self.map_errno("LOOP_CLR_FD", e)),
+            Err(Errno::ENXIO) => return Err(LoopError::NotBound { device: path }),
+            Err(e) => return Err(sys_err("LOOP_CLR_FD", path, e)),
         }
-        let start = Instant::now();
         let mut delay = Duration::from_micros(200);
         loop {
-            // With this handle the only user left, LOOP_CLR_FD has put the
-            // device into rundown and status reads ENXIO; the detach completes
-            // when the handle is dropped below. Otherwise other users hold it.
+            // With our descriptor the only one left, LOOP_CLR_FD has detached
+            // the device or put it into rundown (finished when `exclusive` is
+            // dropped), and status reads ENXIO. Otherwise other users hold it
+            // open and the kernel has set autoclear.
             match sys::loop_get_status64(fd) {
                 Err(Errno::ENXIO) => return Ok(()),
-                Err(e) => return Err(self.map_errno("LOOP_GET_STATUS64", e)),
+                Err(e) => return Err(sys_err("LOOP_GET_STATUS64", path, e)),
                 Ok(_) => {}
             }
             let waited = start.elapsed();
             if waited >= grace {
                 return Err(LoopError::DeviceBusy {
-                    device: self.path.clone(),
+                    device: path,
                     reason: "held open by another user; it will be detached \
                              when the last user closes it"
                         .into(),
@@ -793,11 +860,41 @@ impl LoopDevice {
             }
             std::thread::sleep(delay.min(grace - waited));
             delay = (delay * 2).min(Duration::from_millis(50));
+            // Still ours: no one can have bound it while we hold the claim.
             match sys::loop_clr_fd(fd) {
                 Ok(()) | Err(Errno::ENXIO) => {}
-                Err(e) => return Err(self.map_errno("LOOP_CLR_FD", e)),
+                Err(e) => return Err(sys_err("LOOP_CLR_FD", path, e)),
             }
         }
+    }
+
+    /// A second, exclusive descriptor on the same device: through
+    /// `/proc/self/fd` (the same inode even if the node was renamed), or the
+    /// path where /proc is not mounted.
+    fn reopen_exclusive(&self) -> std::result::Result<File, Errno> {
+        let via_proc = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+        ));
+        let path = if via_proc.exists() {
+            via_proc
+        } else {
+            self.path.clone()
+        };
+        let open = |write: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .custom_flags(nix::libc::O_EXCL)
+                .open(&path)
+        };
+        match open(true) {
+            Err(e) if matches!(io_errno(&e), Errno::EROFS | Errno::EACCES | Errno::EPERM) => {
+                open(false)
+            }
+            r => r,
+        }
+        .map_err(|e| io_errno(&e))
     }
 
     fn map_errno(&self, op: &'static str, e: Errno) -> LoopError {
