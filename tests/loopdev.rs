@@ -1,6 +1,7 @@
 // Loop-device tests against the running kernel. They run on the host (loop
 // devices are real there) and, through `include!`, in the VM kernel suite
-// (ioctl-tests/tests/loopdev.rs), so this file uses only std and dmthin.
+// (ioctl-tests/tests/loopdev.rs), so this file uses only std, dmthin and nix
+// (a dependency of both crates) and has no inner attributes.
 //
 // Other test binaries may use loop devices at the same time: no test assumes a
 // device number, and no test detaches a device it did not attach. Every test
@@ -115,13 +116,9 @@ fn ino(p: &Path) -> (u64, u64) {
 }
 
 const O_EXCL: i32 = 0o200;
-const FS_IOC_GETFLAGS: u64 = 0x8008_6601;
-const FS_IOC_SETFLAGS: u64 = 0x4008_6602;
+const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
 const FS_IMMUTABLE_FL: i32 = 0x10;
-
-extern "C" {
-    fn ioctl(fd: i32, request: u64, ...) -> i32;
-}
 
 /// Set or clear the immutable attribute; false where the filesystem has none.
 fn set_immutable(p: &Path, on: bool) -> bool {
@@ -129,7 +126,8 @@ fn set_immutable(p: &Path, on: bool) -> bool {
     let Ok(f) = File::open(p) else { return false };
     let mut flags: i32 = 0;
     // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer, which is valid.
-    if unsafe { ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags as *mut i32) } != 0 {
+    let r = unsafe { nix::libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS as _, &mut flags) };
+    if r != 0 {
         return false;
     }
     if on {
@@ -138,7 +136,7 @@ fn set_immutable(p: &Path, on: bool) -> bool {
         flags &= !FS_IMMUTABLE_FL;
     }
     // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer, which is valid.
-    unsafe { ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &flags as *const i32) == 0 }
+    unsafe { nix::libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS as _, &flags) == 0 }
 }
 
 fn clear_immutable(p: &Path) {
@@ -148,19 +146,32 @@ fn clear_immutable(p: &Path) {
 /// Hold an unbound device with an exclusive open, so no one can bind it while
 /// the test looks at it. Returns its number and the claim.
 fn claim_unbound_device(ctl: &LoopControl) -> (u32, File) {
-    for _ in 0..100 {
-        let n = ctl.get_free().unwrap();
-        let Ok(claim) = OpenOptions::new()
-            .read(true)
-            .custom_flags(O_EXCL)
-            .open(ctl.device_path(n))
-        else {
-            continue;
-        };
-        match LoopDevice::open(ctl.device_path(n)) {
-            Err(LoopError::NotBound { .. }) => return (n, claim),
-            _ => continue, // bound by someone else in between
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        // The free device, then any other that sysfs shows unbound: under
+        // load from other tests, others may bind each first.
+        let mut candidates = vec![ctl.get_free().unwrap()];
+        if let Ok(rd) = fs::read_dir("/sys/block") {
+            candidates.extend(rd.flatten().filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n = name.strip_prefix("loop")?.parse::<u32>().ok()?;
+                (!e.path().join("loop").exists()).then_some(n)
+            }));
         }
+        for n in candidates {
+            let Ok(claim) = OpenOptions::new()
+                .read(true)
+                .custom_flags(O_EXCL)
+                .open(ctl.device_path(n))
+            else {
+                continue;
+            };
+            if let Err(LoopError::NotBound { .. }) = LoopDevice::open(ctl.device_path(n)) {
+                return (n, claim);
+            }
+            // Bound by someone else in between: let it go.
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
     panic!("could not claim an unbound loop device");
 }
@@ -568,15 +579,97 @@ fn unbound_and_busy_devices() {
     assert_eq!(wait_bound_count(&f, 0), vec![]);
 }
 
-/// The CLI, where this file is built as the main crate's test (the binary
-/// is not available to the VM suite).
+/// util-linux `losetup` with `--show` (busybox's has none), if there is one.
+fn losetup() -> Option<PathBuf> {
+    ["/usr/sbin/losetup", "/sbin/losetup", "/usr/bin/losetup"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| {
+            std::process::Command::new(p)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("util-linux"))
+        })
+}
+
+fn run_ok(cmd: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        cmd.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn agrees_with_losetup() {
+    if !loop_available() {
+        return;
+    }
+    let Some(losetup) = losetup() else {
+        eprintln!("skipped: no util-linux losetup");
+        return;
+    };
+    let scratch = Scratch::new("losetup");
+    let f = scratch.file("f", 4 * MIB);
+    let fs_ = f.to_str().unwrap();
+
+    // Attached by dmthin, seen by losetup.
+    let d = loopdev::attach(&f, &AttachOptions::new().offset(4096).read_only(true)).unwrap();
+    let seen = run_ok(&losetup, &["-n", "-O", "NAME,OFFSET,RO", "-j", fs_]);
+    let cols: Vec<&str> = seen.split_whitespace().collect();
+    assert_eq!(cols, [d.path().to_str().unwrap(), "4096", "1"], "{seen}");
+    d.detach().unwrap();
+    assert_eq!(wait_bound_count(&f, 0), vec![]);
+
+    // Attached by losetup, found, listed and detached by dmthin.
+    // losetup itself does not retry when the free device it picked is being
+    // run down by a concurrent detach (ENXIO), which the other tests in this
+    // binary cause on the host; give it a few tries.
+    let dev = (0..20)
+        .find_map(|_| {
+            let out = std::process::Command::new(&losetup)
+                .args(["-f", "--show", fs_])
+                .output()
+                .unwrap();
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+        .expect("losetup -f --show kept failing");
+    let found = loopdev::find_by_file(&f)
+        .unwrap()
+        .expect("losetup's device");
+    assert_eq!(found.path(), Path::new(&dev));
+    let listed = loopdev::list().unwrap();
+    let entry = listed.iter().find(|s| s.device == Path::new(&dev)).unwrap();
+    assert_eq!(entry.backing_file, fs::canonicalize(&f).unwrap());
+    found.detach().unwrap();
+    assert_eq!(wait_bound_count(&f, 0), vec![]);
+    assert_eq!(run_ok(&losetup, &["-n", "-j", fs_]).trim(), "");
+}
+
+/// The dmthin binary: cargo's for the main crate's tests, the guest's in the VM.
+fn cli_bin() -> Option<PathBuf> {
+    option_env!("CARGO_BIN_EXE_dmthin")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("DMTHIN_BIN").map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from("/usr/local/bin/dmthin")).filter(|p| p.exists()))
+}
+
 #[test]
 fn cli_attach_find_list_detach() {
-    let Some(bin) = option_env!("CARGO_BIN_EXE_dmthin") else {
+    let Some(bin) = cli_bin() else {
+        eprintln!("skipped: no dmthin binary");
         return;
     };
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .output()
+            .unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
