@@ -1,0 +1,296 @@
+//! Device ids (user-chosen names) and thin ids (the pool's 24-bit device numbers).
+//!
+//! A device id becomes both a file name (`<id>.json` in the metadata store) and
+//! part of a kernel device name (`dmthin-<maj>:<min>-<ino>-<id>`), so it is
+//! restricted to `[A-Za-z0-9_.:-]`, may not be `.` or `..`, and is bounded in
+//! length by the caller. No id that passes [`validate_device_id`] can name a
+//! path outside the directory it is placed in.
+
+use std::fmt;
+
+/// Longest device-mapper device name, in bytes (`DM_NAME_LEN` minus the NUL).
+pub const KERNEL_NAME_MAX: usize = 127;
+
+/// Largest thin id the pool accepts (`create_thin` takes 24 bits).
+pub const THIN_ID_MAX: u32 = 0xFF_FFFF;
+
+/// Number of thin ids in the 24-bit space.
+const THIN_ID_COUNT: usize = THIN_ID_MAX as usize + 1;
+const WORDS: usize = THIN_ID_COUNT / 64;
+
+/// Why a device id or thin id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The id is the empty string.
+    #[error("device id is empty")]
+    Empty,
+    /// The id is `.` or `..`, which would name a directory, not a file.
+    #[error("device id {id:?} is reserved: \".\" and \"..\" are not allowed")]
+    Reserved {
+        /// The refused id.
+        id: String,
+    },
+    /// The id holds a character outside `[A-Za-z0-9_.:-]`.
+    #[error(
+        "device id {id:?} contains {ch:?} at position {position}; \
+         only A-Z, a-z, 0-9, '_', '.', ':' and '-' are allowed"
+    )]
+    InvalidChar {
+        /// The refused id.
+        id: String,
+        /// The first offending character.
+        ch: char,
+        /// Its 0-based position, counted in characters.
+        position: usize,
+    },
+    /// The id is longer than the caller's limit.
+    #[error("device id {id:?} is {len} bytes long, over the limit of {max} bytes")]
+    TooLong {
+        /// The refused id.
+        id: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A thin id outside `0..=THIN_ID_MAX`.
+    #[error("thin id {id} is out of range: the pool's limit is {max}", max = THIN_ID_MAX)]
+    ThinIdOutOfRange {
+        /// The refused thin id.
+        id: u64,
+    },
+}
+
+/// Whether `c` may appear in a device id.
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')
+}
+
+/// The longest id that fits after `prefix` in a kernel device name.
+pub fn max_id_len_for_prefix(prefix: &str) -> usize {
+    KERNEL_NAME_MAX.saturating_sub(prefix.len())
+}
+
+/// Checks a device id: non-empty, only `[A-Za-z0-9_.:-]`, not `.` or `..`, and
+/// at most `max_len` bytes long.
+///
+/// The checks run in that order, so an id with a bad character is reported for
+/// the character even when it is also too long.
+pub fn validate_device_id(id: &str, max_len: usize) -> Result<(), IdError> {
+    if id.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if id == "." || id == ".." {
+        return Err(IdError::Reserved { id: id.to_owned() });
+    }
+    if let Some((position, ch)) = id.chars().enumerate().find(|&(_, c)| !is_id_char(c)) {
+        return Err(IdError::InvalidChar {
+            id: id.to_owned(),
+            ch,
+            position,
+        });
+    }
+    if id.len() > max_len {
+        return Err(IdError::TooLong {
+            id: id.to_owned(),
+            len: id.len(),
+            max: max_len,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that a thin id lies in the pool's 24-bit space.
+pub fn validate_thin_id(id: u64) -> Result<u32, IdError> {
+    if id <= u64::from(THIN_ID_MAX) {
+        // Lossless: id <= 0xFFFFFF.
+        Ok(id as u32)
+    } else {
+        Err(IdError::ThinIdOutOfRange { id })
+    }
+}
+
+/// A bitmap over the 24-bit thin id space (2 MiB), tracking which ids are in use.
+///
+/// Nothing is reserved here: a caller that keeps id 0 for the base device marks
+/// it used.
+#[derive(Clone)]
+pub struct ThinIdAllocator {
+    words: Vec<u64>,
+    used: usize,
+}
+
+impl fmt::Debug for ThinIdAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThinIdAllocator")
+            .field("used", &self.used)
+            .field("free", &self.free_count())
+            .finish()
+    }
+}
+
+impl Default for ThinIdAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ThinIdAllocator {
+    /// An allocator with every id free.
+    pub fn new() -> Self {
+        Self {
+            words: vec![0; WORDS],
+            used: 0,
+        }
+    }
+
+    fn slot(id: u32) -> Result<(usize, u64), IdError> {
+        let id = validate_thin_id(u64::from(id))?;
+        Ok(((id / 64) as usize, 1u64 << (id % 64)))
+    }
+
+    /// Marks `id` used. Returns whether it was free before.
+    pub fn mark_used(&mut self, id: u32) -> Result<bool, IdError> {
+        let (w, bit) = Self::slot(id)?;
+        let was_free = self.words[w] & bit == 0;
+        self.words[w] |= bit;
+        if was_free {
+            self.used += 1;
+        }
+        Ok(was_free)
+    }
+
+    /// Frees `id`. Returns whether it was used before.
+    pub fn release(&mut self, id: u32) -> Result<bool, IdError> {
+        let (w, bit) = Self::slot(id)?;
+        let was_used = self.words[w] & bit != 0;
+        self.words[w] &= !bit;
+        if was_used {
+            self.used -= 1;
+        }
+        Ok(was_used)
+    }
+
+    /// Whether `id` is used. Ids outside the 24-bit space are never used.
+    pub fn is_used(&self, id: u32) -> bool {
+        match Self::slot(id) {
+            Ok((w, bit)) => self.words[w] & bit != 0,
+            Err(_) => false,
+        }
+    }
+
+    /// How many ids are used.
+    pub fn used_count(&self) -> usize {
+        self.used
+    }
+
+    /// How many ids are free.
+    pub fn free_count(&self) -> usize {
+        THIN_ID_COUNT - self.used
+    }
+
+    /// The first free id at or after `hint`, wrapping past [`THIN_ID_MAX`] to 0,
+    /// without marking it. `None` when every id is used. A `hint` beyond the
+    /// space wraps to 0.
+    pub fn next_free(&self, hint: u32) -> Option<u32> {
+        if self.used >= THIN_ID_COUNT {
+            return None;
+        }
+        let hint = if hint > THIN_ID_MAX { 0 } else { hint };
+        let start_word = (hint / 64) as usize;
+        let start_bit = hint % 64;
+        // Free bits at or after the hint within its word.
+        let first = !self.words[start_word] & (!0u64 << start_bit);
+        if first != 0 {
+            return Some(Self::id_at(start_word, first));
+        }
+        let tail = (start_word + 1..WORDS).chain(0..=start_word);
+        for w in tail {
+            let free = !self.words[w];
+            if free != 0 {
+                return Some(Self::id_at(w, free));
+            }
+        }
+        None
+    }
+
+    fn id_at(word: usize, free: u64) -> u32 {
+        // word < 2^18 and trailing_zeros < 64, so this fits in 24 bits.
+        (word as u32) * 64 + free.trailing_zeros()
+    }
+
+    /// Takes the first free id at or after `hint` (wrapping), marks it used and
+    /// returns it. `None` when the space is exhausted.
+    pub fn allocate_from(&mut self, hint: u32) -> Option<u32> {
+        let id = self.next_free(hint)?;
+        let (w, bit) = Self::slot(id).ok()?;
+        self.words[w] |= bit;
+        self.used += 1;
+        Some(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "4e8a3b1f0c9d2e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
+
+    #[test]
+    fn worst_case_prefix_leaves_room_for_sha256() {
+        let prefix = format!("dmthin-{}:{}-{}-", u32::MAX, u32::MAX, u64::MAX);
+        let max = max_id_len_for_prefix(&prefix);
+        assert!(max >= 64, "max {max}");
+        assert_eq!(SHA.len(), 64);
+        validate_device_id(SHA, max).unwrap();
+        assert!(prefix.len() + SHA.len() <= KERNEL_NAME_MAX);
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        assert_eq!(validate_device_id("", 10), Err(IdError::Empty));
+        assert!(matches!(
+            validate_device_id("..", 10),
+            Err(IdError::Reserved { .. })
+        ));
+        let e = validate_device_id("ab/c", 10).unwrap_err();
+        assert_eq!(
+            e,
+            IdError::InvalidChar {
+                id: "ab/c".into(),
+                ch: '/',
+                position: 2
+            }
+        );
+        assert!(e.to_string().contains("'/' at position 2"), "{e}");
+        let e = validate_device_id("abcdef", 5).unwrap_err();
+        assert!(
+            e.to_string().contains("6 bytes long, over the limit of 5"),
+            "{e}"
+        );
+        let e = validate_device_id("é", 5).unwrap_err();
+        assert!(matches!(
+            e,
+            IdError::InvalidChar {
+                ch: 'é',
+                position: 0,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn allocator_basics() {
+        let mut a = ThinIdAllocator::new();
+        assert_eq!(a.allocate_from(0), Some(0));
+        assert_eq!(a.allocate_from(0), Some(1));
+        assert!(a.is_used(1));
+        assert_eq!(a.release(0), Ok(true));
+        assert_eq!(a.release(0), Ok(false));
+        assert_eq!(a.allocate_from(0), Some(0));
+        assert_eq!(a.used_count(), 2);
+        assert!(a.mark_used(THIN_ID_MAX + 1).is_err());
+        assert!(!a.is_used(THIN_ID_MAX + 1));
+        assert_eq!(a.next_free(THIN_ID_MAX + 5), Some(2));
+    }
+}
