@@ -1,0 +1,853 @@
+//! Host tests of the device set's metadata layer: ids, the thin id allocator,
+//! the JSON metadata store and the set lock. Plain file I/O, no root or kernel
+//! features needed.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dmthin::deviceset::ids::{
+    max_id_len_for_prefix, validate_device_id, IdError, ThinIdAllocator, KERNEL_NAME_MAX,
+    THIN_ID_MAX,
+};
+use dmthin::deviceset::lock::{LockError, SetLock};
+use dmthin::deviceset::store::{
+    DeviceRecord, FsKind, MetadataStore, ProblemReason, SetRecord, Storage, StoreError,
+    TransactionOp, TransactionRecord, FORMAT_VERSION,
+};
+use proptest::prelude::*;
+
+const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+/// The limit for the longest prefix the set can have.
+const MAX_ID: usize = KERNEL_NAME_MAX - 50;
+
+/// A scratch directory under cargo's target tmp dir, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "store-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn set_record() -> SetRecord {
+    SetRecord {
+        format_version: FORMAT_VERSION,
+        base_thin_id: 0,
+        base_size: 10 << 30,
+        base_fs_uuid: Some("0b7c8a0e-7a4e-4f2e-9d7b-2f1c3e5a6b7c".into()),
+        filesystem: FsKind::Ext4,
+        mkfs_options: vec!["-E".into(), "nodiscard".into()],
+        mount_options: vec!["noatime".into()],
+        data_block_size: 64 << 10,
+        pool_name: "dmthin-8:1-1234-pool".into(),
+        pool_owned: true,
+        storage: Storage::LoopFiles {
+            data_file: "/var/lib/dmthin/data".into(),
+            metadata_file: "/var/lib/dmthin/metadata".into(),
+        },
+        next_thin_id: 1,
+    }
+}
+
+fn dev(id: &str, thin_id: u32) -> DeviceRecord {
+    DeviceRecord::new(id, None, thin_id, 10 << 30)
+}
+
+fn open(s: &Scratch) -> MetadataStore {
+    MetadataStore::open(s.path(), MAX_ID).unwrap()
+}
+
+// ---------------------------------------------------------------- ids
+
+#[test]
+fn sha256_id_fits_worst_case_prefix() {
+    // maj/min as u32, ino as u64: the longest prefix possible.
+    let prefix = format!("dmthin-{}:{}-{}-", u32::MAX, u32::MAX, u64::MAX);
+    let max = max_id_len_for_prefix(&prefix);
+    assert_eq!(max, MAX_ID);
+    validate_device_id(SHA, max).unwrap();
+    assert!((prefix + SHA).len() <= KERNEL_NAME_MAX);
+}
+
+#[test]
+fn id_refusals() {
+    let cases: &[(&str, &str)] = &[
+        ("", "empty"),
+        (".", "reserved"),
+        ("..", "reserved"),
+        ("../x", "'/' at position 2"),
+        ("a/b", "'/' at position 1"),
+        ("/etc", "'/' at position 0"),
+        ("a b", "' ' at position 1"),
+        ("a\nb", "'\\n' at position 1"),
+        ("naïve", "'ï' at position 2"),
+        ("a\0", "'\\0' at position 1"),
+        ("x~1", "'~' at position 1"),
+        ("a\\b", "'\\\\' at position 1"),
+    ];
+    for (id, want) in cases {
+        let err = validate_device_id(id, MAX_ID).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(want), "{id:?}: {msg}");
+    }
+    let long = "a".repeat(MAX_ID + 1);
+    let err = validate_device_id(&long, MAX_ID).unwrap_err();
+    assert_eq!(
+        err,
+        IdError::TooLong {
+            id: long.clone(),
+            len: MAX_ID + 1,
+            max: MAX_ID
+        }
+    );
+    assert!(err.to_string().contains(&format!(
+        "{} bytes long, over the limit of {MAX_ID} bytes",
+        MAX_ID + 1
+    )));
+    for ok in [
+        "a",
+        "...",
+        ".hidden",
+        "A-b_c.d:e",
+        "sha256:abc",
+        &"z".repeat(MAX_ID),
+    ] {
+        validate_device_id(ok, MAX_ID).unwrap();
+    }
+}
+
+#[test]
+fn valid_ids_stay_inside_the_devices_dir() {
+    let s = Scratch::new("prop-id");
+    let store = open(&s);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(2000));
+    // Arbitrary printable text, and strings built from the id alphabet plus '/'.
+    let ids = prop_oneof!["\\PC{0,80}", "[A-Za-z0-9_.:/-]{0,8}"];
+    runner
+        .run(&ids, |id| {
+            match store.device_path(&id) {
+                Ok(path) => {
+                    prop_assert_eq!(path.parent(), Some(store.devices_dir()));
+                    prop_assert!(!id.contains('/') && id != "." && id != "..");
+                    prop_assert!(id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c)));
+                }
+                Err(StoreError::InvalidId(_)) => {}
+                Err(e) => prop_assert!(false, "unexpected {}", e),
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+// ---------------------------------------------------------------- allocator
+
+#[test]
+fn allocator_wraps_around() {
+    let mut a = ThinIdAllocator::new();
+    a.mark_used(THIN_ID_MAX).unwrap();
+    a.mark_used(THIN_ID_MAX - 1).unwrap();
+    a.mark_used(0).unwrap();
+    assert_eq!(a.allocate_from(THIN_ID_MAX - 1), Some(1));
+    assert_eq!(a.allocate_from(THIN_ID_MAX - 2), Some(THIN_ID_MAX - 2));
+    a.release(THIN_ID_MAX).unwrap();
+    assert_eq!(a.next_free(THIN_ID_MAX), Some(THIN_ID_MAX));
+    // Within one word, below the hint, is found last.
+    let mut b = ThinIdAllocator::new();
+    for id in 64..128 {
+        b.mark_used(id).unwrap();
+    }
+    b.mark_used(200).unwrap();
+    assert_eq!(b.next_free(70), Some(128));
+    assert_eq!(b.next_free(200), Some(201));
+}
+
+#[test]
+fn allocator_exhaustion() {
+    let mut a = ThinIdAllocator::new();
+    let mut next = 5;
+    for _ in 0..=THIN_ID_MAX {
+        let id = a.allocate_from(next).expect("space left");
+        next = id.wrapping_add(1);
+    }
+    assert_eq!(a.free_count(), 0);
+    assert_eq!(a.used_count(), THIN_ID_MAX as usize + 1);
+    assert_eq!(a.allocate_from(0), None);
+    assert_eq!(a.next_free(123), None);
+    a.release(777).unwrap();
+    assert_eq!(a.allocate_from(0), Some(777));
+    assert_eq!(a.allocate_from(0), None);
+    assert!(matches!(
+        a.release(THIN_ID_MAX + 1),
+        Err(IdError::ThinIdOutOfRange { .. })
+    ));
+}
+
+proptest! {
+    #[test]
+    fn allocator_matches_model(ops in prop::collection::vec((0u8..3, 0u32..300), 1..200)) {
+        // Ids near both ends of the space, to exercise wrapping.
+        let map = |x: u32| if x < 150 { x } else { THIN_ID_MAX - (x - 150) };
+        let mut a = ThinIdAllocator::new();
+        let mut model = BTreeSet::new();
+        for (op, x) in ops {
+            let id = map(x);
+            match op {
+                0 => prop_assert_eq!(a.mark_used(id).unwrap(), model.insert(id)),
+                1 => prop_assert_eq!(a.release(id).unwrap(), model.remove(&id)),
+                _ => {
+                    let want = model_next_free(&model, id);
+                    let got = a.allocate_from(id);
+                    prop_assert_eq!(got, want);
+                    if let Some(g) = got { model.insert(g); }
+                }
+            }
+            prop_assert_eq!(a.used_count(), model.len());
+        }
+    }
+}
+
+fn model_next_free(used: &BTreeSet<u32>, hint: u32) -> Option<u32> {
+    (hint..=THIN_ID_MAX)
+        .chain(0..hint)
+        .find(|id| !used.contains(id))
+}
+
+// ---------------------------------------------------------------- store
+
+#[test]
+fn round_trips_and_layout() {
+    let s = Scratch::new("roundtrip");
+    let store = open(&s);
+    let meta = s.path().join("metadata");
+    assert_eq!(
+        fs::metadata(&meta).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        fs::metadata(meta.join("devices"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+
+    let empty = store.load_all().unwrap();
+    assert!(empty.set.is_none() && empty.devices.is_empty() && empty.problems.is_empty());
+
+    let set = set_record();
+    store.write_set(&set).unwrap();
+    assert_eq!(store.read_set().unwrap(), Some(set.clone()));
+
+    let mut a = dev(SHA, 1);
+    let mut b = DeviceRecord::new("b", Some(SHA.into()), 2, 4096);
+    b.initialized = true;
+    store.write_device(&a).unwrap();
+    store.write_device(&b).unwrap();
+    a.deferred_delete = true;
+    store.write_device(&a).unwrap(); // replace
+
+    let path = store.device_path(SHA).unwrap();
+    assert_eq!(path, meta.join("devices").join(format!("{SHA}.json")));
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("\n  \"thin_id\": 1,\n"),
+        "pretty JSON: {text}"
+    );
+    assert!(text.contains("\"parent\": null"), "{text}");
+
+    let rep = store.load_all().unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert_eq!(rep.set, Some(set));
+    assert_eq!(rep.devices.len(), 2);
+    assert_eq!(rep.devices[SHA], a);
+    assert_eq!(rep.devices["b"], b);
+    assert_eq!(store.read_device("b").unwrap(), Some(b));
+    assert_eq!(store.read_device("nope").unwrap(), None);
+
+    assert!(store.remove_device_record("b").unwrap());
+    assert!(!store.remove_device_record("b").unwrap());
+    let rep = store.load_all().unwrap();
+    assert_eq!(rep.devices.keys().collect::<Vec<_>>(), vec![SHA]);
+
+    // A second store on the same root sees the same thing.
+    let again = MetadataStore::open(s.path(), MAX_ID).unwrap();
+    assert_eq!(again.load_all().unwrap().devices.len(), 1);
+}
+
+#[test]
+fn every_storage_kind_round_trips() {
+    let s = Scratch::new("storage");
+    let store = open(&s);
+    for storage in [
+        Storage::BlockDevices {
+            data_device: "/dev/vdb".into(),
+            metadata_device: "/dev/vdc".into(),
+        },
+        Storage::AdoptedPool,
+    ] {
+        let mut set = set_record();
+        set.storage = storage;
+        set.filesystem = FsKind::Xfs;
+        set.base_fs_uuid = None;
+        store.write_set(&set).unwrap();
+        assert_eq!(store.read_set().unwrap(), Some(set));
+    }
+    let text = fs::read_to_string(store.set_path()).unwrap();
+    assert!(text.contains("\"kind\": \"adopted-pool\""), "{text}");
+    assert!(text.contains("\"filesystem\": \"xfs\""), "{text}");
+}
+
+#[test]
+fn writes_refuse_invalid_records() {
+    let s = Scratch::new("invalid");
+    let store = open(&s);
+    let err = store.write_device(&dev("../evil", 1)).unwrap_err();
+    assert!(matches!(err, StoreError::InvalidId(_)), "{err}");
+    let mut r = dev("ok", THIN_ID_MAX + 1);
+    let err = store.write_device(&r).unwrap_err();
+    assert!(err.to_string().contains("ok.json"), "{err}");
+    assert!(err.to_string().contains("24-bit"), "{err}");
+    r.thin_id = 1;
+    r.size = 0;
+    assert!(store.write_device(&r).is_err());
+    let mut set = set_record();
+    set.data_block_size = 4096;
+    let err = store.write_set(&set).unwrap_err();
+    assert!(err.to_string().contains("data_block_size"), "{err}");
+    set = set_record();
+    set.storage = Storage::LoopFiles {
+        data_file: "relative".into(),
+        metadata_file: "/x".into(),
+    };
+    assert!(store.write_set(&set).is_err());
+    assert!(store.load_all().unwrap().devices.is_empty());
+    assert!(!store.devices_dir().join("ok.json").exists());
+}
+
+#[test]
+fn one_write_touches_one_file() {
+    let s = Scratch::new("o1");
+    let store = open(&s);
+    store.write_device(&dev("a", 1)).unwrap();
+    let before = fs::metadata(store.device_path("a").unwrap()).unwrap();
+    store.write_device(&dev("b", 2)).unwrap();
+    store.remove_device_record("b").unwrap();
+    let after = fs::metadata(store.device_path("a").unwrap()).unwrap();
+    assert_eq!(before.ino(), after.ino());
+    assert_eq!(before.mtime_nsec(), after.mtime_nsec());
+    // No temp files stay behind.
+    let names: Vec<_> = fs::read_dir(store.devices_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec!["a.json"]);
+}
+
+#[test]
+fn leftover_temp_files_are_removed_and_never_applied() {
+    let s = Scratch::new("tmp");
+    let store = open(&s);
+    let old = dev("a", 1);
+    store.write_device(&old).unwrap();
+    store.write_set(&set_record()).unwrap();
+    // An interrupted write of a newer "a" (and of the set): the temp file was
+    // written but never renamed, so the old content must be what loads.
+    let mut newer = old.clone();
+    newer.thin_id = 9;
+    let tmp_dev = store.devices_dir().join(".tmp~4242-17a-0~3");
+    fs::write(&tmp_dev, serde_json::to_vec(&newer).unwrap()).unwrap();
+    let tmp_half = store.devices_dir().join(".tmp~4242-17a-0~4");
+    fs::write(&tmp_half, b"{\"id\": \"a\", \"thin").unwrap();
+    let tmp_set = store.metadata_dir().join(".tmp~4242-17a-0~5");
+    fs::write(&tmp_set, b"garbage").unwrap();
+
+    let rep = store.load_all().unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert_eq!(rep.devices["a"], old);
+    assert_eq!(rep.set, Some(set_record()));
+    let mut removed = rep.removed_temp_files.clone();
+    removed.sort();
+    let mut want = vec![tmp_dev.clone(), tmp_half.clone(), tmp_set.clone()];
+    want.sort();
+    assert_eq!(removed, want);
+    assert!(!tmp_dev.exists() && !tmp_half.exists() && !tmp_set.exists());
+    assert!(store.load_all().unwrap().removed_temp_files.is_empty());
+}
+
+#[test]
+fn damaged_records_are_reported_and_the_rest_load() {
+    let s = Scratch::new("corrupt");
+    let store = open(&s);
+    for (i, id) in ["good1", "good2", "good3"].iter().enumerate() {
+        store.write_device(&dev(id, i as u32 + 1)).unwrap();
+    }
+    let d = store.devices_dir().to_path_buf();
+    let full = serde_json::to_vec_pretty(&dev("trunc", 10)).unwrap();
+    fs::write(d.join("trunc.json"), &full[..full.len() / 2]).unwrap();
+    fs::write(d.join("empty.json"), b"").unwrap();
+    fs::write(d.join("zeros.json"), [0u8; 200]).unwrap();
+    fs::write(d.join("garbage.json"), [0xffu8, 0xfe, 0x00, 0x41, 0x7b]).unwrap();
+    fs::write(d.join("array.json"), b"[1, 2, 3]").unwrap();
+    fs::write(
+        d.join("shape.json"),
+        br#"{"id": "shape", "thin_id": "seven"}"#,
+    )
+    .unwrap();
+    fs::write(
+        d.join("misnamed.json"),
+        serde_json::to_vec(&dev("other", 11)).unwrap(),
+    )
+    .unwrap();
+    let mut bad = dev("range", 12);
+    bad.thin_id = THIN_ID_MAX + 1;
+    fs::write(d.join("range.json"), serde_json::to_vec(&bad).unwrap()).unwrap();
+    fs::write(d.join("has space.json"), b"{}").unwrap();
+    fs::write(d.join("README"), b"hello").unwrap();
+    fs::create_dir(d.join("dir.json")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", d.join("link.json")).unwrap();
+    fs::write(d.join("huge.json"), vec![b' '; (1 << 20) + 1]).unwrap();
+    // Deep nesting in an unknown field: skipped without recursion, then the
+    // missing fields are reported.
+    let deep = format!("{{\"x\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    fs::write(d.join("deep.json"), deep).unwrap();
+    // Unknown fields are fine (forward compatibility).
+    fs::write(
+        d.join("future.json"),
+        br#"{"id":"future","thin_id":20,"size":512,"initialized":true,
+            "created_at":1,"new_field":{"x":[1]}}"#,
+    )
+    .unwrap();
+
+    let rep = store.load_all().unwrap();
+    let loaded: Vec<_> = rep.devices.keys().map(String::as_str).collect();
+    assert_eq!(loaded, ["future", "good1", "good2", "good3"]);
+    let by_name = |name: &str| {
+        rep.problems
+            .iter()
+            .find(|p| p.path == d.join(name))
+            .unwrap_or_else(|| panic!("no problem reported for {name}: {:?}", rep.problems))
+    };
+    type Check = fn(&ProblemReason) -> bool;
+    let expect: &[(&str, Check)] = &[
+        ("trunc.json", |r| matches!(r, ProblemReason::Truncated(_))),
+        ("empty.json", |r| matches!(r, ProblemReason::Empty)),
+        ("zeros.json", |r| matches!(r, ProblemReason::NotJson(_))),
+        ("garbage.json", |r| matches!(r, ProblemReason::NotJson(_))),
+        ("array.json", |r| matches!(r, ProblemReason::WrongShape(_))),
+        ("shape.json", |r| matches!(r, ProblemReason::WrongShape(_))),
+        ("misnamed.json", |r| {
+            matches!(r, ProblemReason::NameMismatch { file_id, record_id }
+                if file_id == "misnamed" && record_id == "other")
+        }),
+        ("range.json", |r| {
+            matches!(r, ProblemReason::InvalidValue(_))
+        }),
+        ("has space.json", |r| {
+            matches!(r, ProblemReason::BadFileName(_))
+        }),
+        ("README", |r| matches!(r, ProblemReason::BadFileName(_))),
+        ("dir.json", |r| matches!(r, ProblemReason::NotRegularFile)),
+        ("link.json", |r| matches!(r, ProblemReason::NotRegularFile)),
+        ("huge.json", |r| matches!(r, ProblemReason::TooLarge { .. })),
+        (
+            "deep.json",
+            |r| matches!(r, ProblemReason::WrongShape(m) if m.contains("missing field")),
+        ),
+    ];
+    assert_eq!(rep.problems.len(), expect.len(), "{:#?}", rep.problems);
+    for (name, check) in expect {
+        let p = by_name(name);
+        assert!(check(&p.reason), "{name}: {:?}", p.reason);
+        let msg = p.to_string();
+        assert!(msg.contains(&d.join(name).display().to_string()), "{msg}");
+        println!("{msg}");
+    }
+    // Nothing was deleted or rewritten.
+    assert_eq!(
+        fs::read(d.join("trunc.json")).unwrap(),
+        &full[..full.len() / 2]
+    );
+    assert!(d.join("empty.json").exists());
+    // A direct read of a damaged record is a typed error naming the file.
+    let err = store.read_device("trunc").unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }));
+    assert!(err.to_string().contains("trunc.json"), "{err}");
+}
+
+#[test]
+fn quarantine_moves_aside_explicitly() {
+    let s = Scratch::new("quarantine");
+    let store = open(&s);
+    store.write_set(&set_record()).unwrap();
+    let d = store.devices_dir().to_path_buf();
+    fs::write(d.join("x.json"), b"{broken").unwrap();
+    let rep = store.load_all().unwrap();
+    assert_eq!(rep.problems.len(), 1);
+    let moved = store.quarantine(&rep.problems[0].path).unwrap();
+    assert_eq!(moved, d.join("x.json.corrupt"));
+    fs::write(d.join("x.json"), b"{broken again").unwrap();
+    assert_eq!(
+        store.quarantine(&d.join("x.json")).unwrap(),
+        d.join("x.json.corrupt.1")
+    );
+    let rep = store.load_all().unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert_eq!(rep.quarantined.len(), 2);
+    assert_eq!(fs::read(&moved).unwrap(), b"{broken");
+    // The id can be used again.
+    store.write_device(&dev("x", 3)).unwrap();
+    assert_eq!(store.load_all().unwrap().devices.len(), 1);
+    // Only device record files can be quarantined.
+    for bad in [
+        store.set_path(),
+        d.join("..").join("set.json"),
+        PathBuf::from("x.json"),
+        s.path().join("elsewhere.json"),
+    ] {
+        let err = store.quarantine(&bad).unwrap_err();
+        assert!(matches!(err, StoreError::NotQuarantinable { .. }), "{err}");
+    }
+    assert!(store.set_path().exists());
+}
+
+#[test]
+fn damaged_set_or_transaction_record_is_an_error() {
+    let s = Scratch::new("setcorrupt");
+    let store = open(&s);
+    store.write_device(&dev("a", 1)).unwrap();
+    let set_path = store.set_path();
+    for (content, want) in [
+        (&b""[..], "empty file"),
+        (b"{\"format_version\": 1, \"base_thin", "truncated"),
+        (b"\x00\x00", "not valid JSON"),
+        (b"{\"format_version\": 1}", "not a valid record"),
+    ] {
+        fs::write(&set_path, content).unwrap();
+        let err = store.load_all().unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{msg}");
+        assert!(msg.contains(&set_path.display().to_string()), "{msg}");
+        assert!(msg.contains(want), "{msg}");
+    }
+    let mut future = serde_json::to_value(set_record()).unwrap();
+    future["format_version"] = (FORMAT_VERSION + 1).into();
+    future["something_new"] = true.into();
+    fs::write(&set_path, serde_json::to_vec(&future).unwrap()).unwrap();
+    let err = store.load_all().unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnsupportedVersion { found, .. } if found == FORMAT_VERSION + 1),
+        "{err}"
+    );
+    let mut bad_uuid = set_record();
+    bad_uuid.base_fs_uuid = Some("not/a uuid".into());
+    fs::write(&set_path, serde_json::to_vec(&bad_uuid).unwrap()).unwrap();
+    let msg = store.load_all().unwrap_err().to_string();
+    assert!(msg.contains("base_fs_uuid"), "{msg}");
+
+    store.write_set(&set_record()).unwrap();
+    let txn_path = store.transaction_path();
+    fs::write(
+        &txn_path,
+        b"{\"open_transaction_id\": 3, \"op\": {\"kind\": \"create\"",
+    )
+    .unwrap();
+    let err = store.load_all().unwrap_err();
+    assert!(err.to_string().contains("transaction.json"), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+    fs::write(
+        &txn_path,
+        br#"{"open_transaction_id": 3, "op": {"kind": "create", "device_id": "../x", "thin_id": 1}}"#,
+    )
+    .unwrap();
+    let err = store.pending().unwrap_err();
+    assert!(err.to_string().contains("invalid value"), "{err}");
+    // Both files were left as they were.
+    assert!(txn_path.exists());
+}
+
+#[test]
+fn transaction_begin_pending_clear() {
+    let s = Scratch::new("txn");
+    let store = open(&s);
+    assert_eq!(store.pending().unwrap(), None);
+    let txn = TransactionRecord {
+        open_transaction_id: 7,
+        op: TransactionOp::Create {
+            device_id: SHA.into(),
+            thin_id: 5,
+        },
+    };
+    store.begin(&txn).unwrap();
+    assert_eq!(store.pending().unwrap(), Some(txn.clone()));
+    assert_eq!(store.load_all().unwrap().transaction, Some(txn.clone()));
+    let text = fs::read_to_string(store.transaction_path()).unwrap();
+    assert!(text.contains("\"kind\": \"create\""), "{text}");
+
+    let other = TransactionRecord {
+        open_transaction_id: 8,
+        op: TransactionOp::BaseCreate { thin_id: 0 },
+    };
+    let err = store.begin(&other).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::TransactionPending {
+                open_transaction_id: Some(7),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("open id 7"), "{err}");
+    assert_eq!(store.pending().unwrap(), Some(txn));
+
+    assert!(store.clear().unwrap());
+    assert!(!store.clear().unwrap());
+    assert_eq!(store.pending().unwrap(), None);
+    store.begin(&other).unwrap();
+    assert_eq!(store.pending().unwrap(), Some(other.clone()));
+    assert_eq!(other.op.thin_id(), 0);
+    assert_eq!(other.op.device_id(), None);
+    store.clear().unwrap();
+    let del = TransactionRecord {
+        open_transaction_id: 9,
+        op: TransactionOp::Delete {
+            device_id: "d".into(),
+            thin_id: THIN_ID_MAX,
+        },
+    };
+    store.begin(&del).unwrap();
+    assert_eq!(store.pending().unwrap(), Some(del));
+    // No temp files stay behind.
+    let names: Vec<_> = fs::read_dir(store.metadata_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(names, ["devices", "transaction.json"]);
+}
+
+#[test]
+fn concurrent_writers_and_loader() {
+    let s = Scratch::new("threads");
+    let store = open(&s);
+    std::thread::scope(|sc| {
+        for t in 0..8u32 {
+            let store = &store;
+            sc.spawn(move || {
+                for i in 0..25u32 {
+                    store
+                        .write_device(&dev(&format!("t{t}-{i}"), t * 100 + i))
+                        .unwrap();
+                }
+            });
+        }
+        // A load in the middle must not disturb the writers' temp files.
+        sc.spawn(|| {
+            for _ in 0..5 {
+                let rep = store.load_all().unwrap();
+                assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+                assert!(rep.removed_temp_files.is_empty());
+            }
+        });
+    });
+    assert_eq!(store.load_all().unwrap().devices.len(), 200);
+}
+
+#[test]
+fn opening_ten_thousand_records() {
+    let s = Scratch::new("10k");
+    let store = open(&s);
+    for i in 0..10_000u32 {
+        let r = dev(&format!("{i:064x}"), i + 1);
+        // Seeding without fsync; load_all reads them the same way.
+        fs::write(
+            store.device_path(&r.id).unwrap(),
+            serde_json::to_vec_pretty(&r).unwrap(),
+        )
+        .unwrap();
+    }
+    let t = Instant::now();
+    let store = open(&s);
+    let rep = store.load_all().unwrap();
+    let took = t.elapsed();
+    println!("open + load_all of 10,000 records: {took:?}");
+    assert_eq!(rep.devices.len(), 10_000);
+    assert!(rep.problems.is_empty());
+    // Generous for unoptimized builds; the release figure is in the bench.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+// ---------------------------------------------------------------- lock
+
+const CHILD_ENV: &str = "DMTHIN_TEST_LOCK_ROOT";
+const CHILD_MARK: &str = "DMTHIN-CHILD-HOLDS-LOCK";
+
+/// Not a test on its own: run by `lock_of_dead_process_is_free` as a child
+/// process that takes the lock and waits to be killed.
+#[test]
+fn lock_holder_child() {
+    let Some(root) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let _lock = SetLock::acquire(Path::new(&root)).unwrap();
+    println!("\n{CHILD_MARK}");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn second_open_in_process_is_refused() {
+    let s = Scratch::new("lock1");
+    let root = s.path().join("set");
+    let lock = SetLock::acquire(&root).unwrap();
+    assert_eq!(lock.path(), root.join("lock"));
+    assert_eq!(
+        fs::read_to_string(root.join("lock")).unwrap(),
+        format!("{}\n", std::process::id())
+    );
+    let err = SetLock::acquire(&root).unwrap_err();
+    match &err {
+        LockError::Held { path, pid } => {
+            assert_eq!(path, &root.join("lock"));
+            assert_eq!(*pid, Some(std::process::id()));
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "device set is in use: {} is locked by process {}",
+            root.join("lock").display(),
+            std::process::id()
+        )
+    );
+    drop(lock);
+    let again = SetLock::acquire(&root).unwrap();
+    drop(again);
+    // The pid is cleared on release, so a holder that writes none is unknown.
+    assert_eq!(fs::read_to_string(root.join("lock")).unwrap(), "");
+}
+
+#[test]
+fn lock_of_dead_process_is_free() {
+    let s = Scratch::new("lock2");
+    let root = s.path().join("set");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "lock_holder_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "child exited early");
+        if line.contains(CHILD_MARK) {
+            break;
+        }
+    }
+    let err = SetLock::acquire(&root).unwrap_err();
+    assert!(
+        matches!(&err, LockError::Held { pid: Some(p), .. } if *p == child.id()),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with(&format!("is locked by process {}", child.id())),
+        "{err}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The lock file is still there, naming the dead process; the lock is free.
+    assert_eq!(
+        fs::read_to_string(root.join("lock")).unwrap(),
+        format!("{}\n", child.id())
+    );
+    let lock = SetLock::acquire(&root).unwrap();
+    assert_eq!(
+        fs::read_to_string(lock.path()).unwrap(),
+        format!("{}\n", std::process::id())
+    );
+}
+
+#[test]
+fn lock_held_by_foreign_tool_has_unknown_pid() {
+    if !Path::new("/usr/bin/flock").exists() {
+        eprintln!("flock(1) not installed; skipping");
+        return;
+    }
+    let s = Scratch::new("lock3");
+    let root = s.path().join("set");
+    fs::create_dir_all(&root).unwrap();
+    // Garbage in the file: a holder that did not write a pid.
+    fs::write(root.join("lock"), b"not a pid").unwrap();
+    // -o: only flock(1) itself holds the lock, not the command it runs. Its
+    // own process group, so that the whole group can be killed by id.
+    let mut child = Command::new("/usr/bin/flock")
+        .args(["-n", "-x", "-o"])
+        .arg(root.join("lock"))
+        .args(["-c", "echo held; exec sleep 120"])
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "held\n");
+    let err = SetLock::acquire(&root).unwrap_err();
+    assert!(matches!(err, LockError::Held { pid: None, .. }), "{err:?}");
+    assert!(err.to_string().ends_with("(pid unknown)"), "{err}");
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    loop {
+        match SetLock::acquire(&root) {
+            Ok(_) => break,
+            Err(LockError::Held { .. }) if t.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
