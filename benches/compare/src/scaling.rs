@@ -1,0 +1,343 @@
+//! Scaling: the cost of add_device + remove_device as a DeviceSet grows,
+//! next to the seed's strategy (the whole set's JSON rewritten and fsynced on
+//! every change), on the same pool and the same filesystem. Then the peak
+//! resident memory of the dmthin CLI against that set.
+
+use dmthin::deviceset::{DeviceSet, Options, StorageOptions};
+use dmthin::dm::{Control, DevId, SuspendOptions, UdevFlags};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Opts {
+    root: PathBuf,
+    sizes: Vec<u32>,
+    probes: u32,
+    budget: Duration,
+    clis: Vec<String>,
+}
+
+fn parse(a: &[String]) -> Opts {
+    let mut o = Opts {
+        root: PathBuf::new(),
+        sizes: vec![10, 100, 1000, 10000],
+        probes: 10,
+        budget: Duration::from_secs(1800),
+        clis: Vec::new(),
+    };
+    let mut i = 0;
+    while i < a.len() {
+        let v = a.get(i + 1).cloned().unwrap_or_default();
+        match a[i].as_str() {
+            "--root" => o.root = PathBuf::from(v),
+            "--sizes" => o.sizes = v.split(',').map(|s| s.parse().expect("--sizes")).collect(),
+            "--probes" => o.probes = v.parse().expect("--probes"),
+            "--budget" => o.budget = Duration::from_secs(v.parse().expect("--budget")),
+            "--cli" => o.clis = v.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+            x => panic!("scaling: unknown option {x}"),
+        }
+        i += 2;
+    }
+    assert!(!o.root.as_os_str().is_empty(), "scaling needs --root DIR");
+    o
+}
+
+/// One device record as the seed kept it (the fields Docker's driver wrote).
+#[derive(Serialize)]
+struct SeedRecord {
+    hash: String,
+    device_id: u32,
+    size: u64,
+    transaction_id: u64,
+    initialized: bool,
+    deleted: bool,
+}
+
+#[derive(Serialize)]
+struct SeedFile<'a> {
+    next_device_id: u32,
+    base_device_uuid: &'a str,
+    base_device_filesystem: &'a str,
+    devices: &'a BTreeMap<String, SeedRecord>,
+}
+
+/// The seed's persistence: every change rewrites the whole set as one JSON
+/// file (write a temp file, fsync it, rename it over the old one).
+struct SeedSet {
+    path: PathBuf,
+    devices: BTreeMap<String, SeedRecord>,
+    next_id: u32,
+    bytes: usize,
+}
+
+impl SeedSet {
+    fn save(&mut self) {
+        let file = SeedFile {
+            next_device_id: self.next_id,
+            base_device_uuid: "5f0c2a3e-8d1b-4c7e-9a2f-0b1c2d3e4f50",
+            base_device_filesystem: "ext4",
+            devices: &self.devices,
+        };
+        let json = serde_json::to_vec(&file).expect("json");
+        self.bytes = json.len();
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp).expect("seed tmp");
+        f.write_all(&json).expect("seed write");
+        f.sync_all().expect("seed fsync");
+        drop(f);
+        std::fs::rename(&tmp, &self.path).expect("seed rename");
+    }
+
+    fn record(&self, id: u32) -> SeedRecord {
+        SeedRecord {
+            hash: format!("{:064x}", u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            device_id: id,
+            size: 64 << 20,
+            transaction_id: u64::from(id),
+            initialized: true,
+            deleted: false,
+        }
+    }
+}
+
+/// One seed add_device + remove_device: the same pool messages as the set
+/// (create_snap of the base, later delete), each followed by a full rewrite.
+fn seed_probe(ctl: &mut Control, seed: &mut SeedSet, pool: &str, base: &str, base_id: u32, id: u32) {
+    let base_active = ctl
+        .info(DevId::Name(base))
+        .map(|i| i.active_table() && !i.suspended())
+        .unwrap_or(false);
+    if base_active {
+        ctl.suspend(DevId::Name(base), &SuspendOptions::default()).expect("suspend base");
+    }
+    ctl.target_message(DevId::Name(pool), 0, &format!("create_snap {id} {base_id}"))
+        .expect("seed create_snap");
+    if base_active {
+        ctl.resume(DevId::Name(base), UdevFlags::empty()).expect("resume base");
+    }
+    let rec = seed.record(id);
+    seed.devices.insert(rec.hash.clone(), rec);
+    seed.next_id = id + 1;
+    seed.save();
+    ctl.target_message(DevId::Name(pool), 0, &format!("delete {id}"))
+        .expect("seed delete");
+    let hash = seed.record(id).hash;
+    seed.devices.remove(&hash);
+    seed.save();
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub fn main(a: &[String]) {
+    let o = parse(a);
+    let t_all = Instant::now();
+    let set_root = o.root.join("set");
+    let seed_dir = o.root.join("seed");
+    std::fs::create_dir_all(&seed_dir).expect("seed dir");
+    let opts = Options {
+        storage: StorageOptions::LoopFiles {
+            data_size: 8 << 30,
+            metadata_size: 1 << 30,
+        },
+        base_size: 64 << 20,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let set = DeviceSet::open(&set_root, opts).expect("DeviceSet::open");
+    let open_new = t0.elapsed();
+    let status = set.status().expect("status");
+    let pool = set.pool_name().to_string();
+    let base = set.base_name().to_string();
+    let base_id = status.base_thin_id;
+    eprintln!(
+        "dmthin-compare scaling: set opened in {:.1} s (pool {pool}, base thin id {base_id})",
+        open_new.as_secs_f64()
+    );
+    let mut ctl = Control::open().expect("control");
+    let mut seed = SeedSet {
+        path: seed_dir.join("devicemapper.json"),
+        devices: BTreeMap::new(),
+        next_id: 0,
+        bytes: 0,
+    };
+
+    struct Row {
+        size: u32,
+        populate: Duration,
+        populated: u32,
+        dmthin: Duration,
+        seed: Duration,
+        seed_bytes: usize,
+        probes: u32,
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    let mut count: u32 = 0;
+    let mut skipped: Vec<u32> = Vec::new();
+    let mut populate_total = Duration::ZERO;
+    for &size in &o.sizes {
+        // Grow the set to `size` devices (add_device = create_snap only).
+        if size > count {
+            let per_add = if count > 0 {
+                populate_total.as_secs_f64() / f64::from(count)
+            } else {
+                0.0
+            };
+            let eta = per_add * f64::from(size - count);
+            if t_all.elapsed().as_secs_f64() + eta > o.budget.as_secs_f64() {
+                eprintln!(
+                    "dmthin-compare scaling: skipping {size}: populating would take ~{eta:.0} s more \
+                     (budget {} s)",
+                    o.budget.as_secs()
+                );
+                skipped.push(size);
+                continue;
+            }
+        }
+        let t0 = Instant::now();
+        let from = count;
+        while count < size {
+            set.add_device(&format!("d{count:05}"), None)
+                .unwrap_or_else(|e| panic!("add_device d{count:05}: {e}"));
+            count += 1;
+            if count % 500 == 0 {
+                eprintln!(
+                    "dmthin-compare scaling: {count} devices after {:.0} s",
+                    t_all.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let populate = t0.elapsed();
+        populate_total += populate;
+        // The seed's set holds the same number of records.
+        while (seed.devices.len() as u32) < size {
+            let id = 1_000_000 + seed.devices.len() as u32;
+            let rec = seed.record(id);
+            seed.devices.insert(rec.hash.clone(), rec);
+        }
+        seed.save();
+        let probes = if size >= 10000 { o.probes.min(5).max(1) } else { o.probes };
+        let mut d_dm = Duration::ZERO;
+        let mut d_seed = Duration::ZERO;
+        for j in 0..probes {
+            // Interleaved, so that both see the same machine load.
+            let id = format!("probe{j}");
+            let t = Instant::now();
+            set.add_device(&id, None).expect("probe add_device");
+            set.remove_device(&id).expect("probe remove_device");
+            d_dm += t.elapsed();
+            let t = Instant::now();
+            seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, 16_000_000 + j);
+            d_seed += t.elapsed();
+        }
+        eprintln!(
+            "dmthin-compare scaling: {size:>6} devices: dmthin {:.2} ms, seed {:.2} ms per add+remove",
+            ms(d_dm) / f64::from(probes),
+            ms(d_seed) / f64::from(probes)
+        );
+        rows.push(Row {
+            size,
+            populate,
+            populated: size - from,
+            dmthin: d_dm,
+            seed: d_seed,
+            seed_bytes: seed.bytes,
+            probes,
+        });
+    }
+    drop(set);
+
+    // Reopen at full size (what every CLI call pays), then the CLI's memory.
+    let t0 = Instant::now();
+    let set = DeviceSet::open(&set_root, DeviceSet::recorded_options(&set_root).ok().flatten().unwrap_or_default())
+        .expect("reopen");
+    let reopen = t0.elapsed();
+    drop(set);
+
+    let mut rss_rows: Vec<(String, String, i64, f64, bool)> = Vec::new();
+    let root_s = set_root.to_string_lossy().into_owned();
+    for cli in &o.clis {
+        let cmds: Vec<Vec<String>> = vec![
+            vec!["--version".into()],
+            vec!["loop".into(), "list".into()],
+            vec!["--root".into(), root_s.clone(), "status".into()],
+            vec!["--root".into(), root_s.clone(), "list".into()],
+            vec!["--root".into(), root_s.clone(), "create".into(), "rssprobe".into()],
+            vec!["--root".into(), root_s.clone(), "activate".into(), "rssprobe".into()],
+            vec!["--root".into(), root_s.clone(), "remove".into(), "rssprobe".into()],
+        ];
+        for c in cmds {
+            let (kib, wall, ok) = crate::peak_rss(cli, &c);
+            let shown = c.join(" ").replace(&root_s, "R");
+            eprintln!("dmthin-compare rss: {cli} {shown}: {kib} KiB, {:.0} ms, ok={ok}", ms(wall));
+            rss_rows.push((cli.clone(), shown, kib, ms(wall), ok));
+        }
+    }
+    if let Some(cli) = o.clis.first() {
+        let _ = crate::peak_rss(cli, &["--root".into(), root_s.clone(), "shutdown".into()]);
+    }
+
+    println!(
+        "=== BEGIN dmthin-compare scaling (udev {}) ===",
+        if crate::udev_running() { "running" } else { "not running" }
+    );
+    println!();
+    println!(
+        "DeviceSet on ext4 (virtio disk), loop files; each probe = add_device (create_snap of the base) \
+         + remove_device; seed = the same two pool messages, each followed by the whole set's JSON \
+         written to a temp file, fsynced and renamed."
+    );
+    println!();
+    println!("| devices in set | dmthin add+remove ms | seed add+remove ms | seed / dmthin | seed JSON size | probes | populate: adds, s (ms/add) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let dm = ms(r.dmthin) / f64::from(r.probes);
+        let sd = ms(r.seed) / f64::from(r.probes);
+        let per = if r.populated > 0 {
+            format!(
+                "{}, {:.1} s ({:.1})",
+                r.populated,
+                r.populate.as_secs_f64(),
+                ms(r.populate) / f64::from(r.populated)
+            )
+        } else {
+            "-".into()
+        };
+        println!(
+            "| {} | {dm:.2} | {sd:.2} | {:.1}x | {} KiB | {} | {per} |",
+            r.size,
+            sd / dm,
+            r.seed_bytes / 1024,
+            r.probes
+        );
+    }
+    for s in &skipped {
+        println!("| {s} | skipped: populating would exceed the --budget | | | | | |");
+    }
+    println!();
+    println!(
+        "Reopening the set with {count} devices (DeviceSet::open): {:.0} ms. Total scaling run {:.0} s.",
+        ms(reopen),
+        t_all.elapsed().as_secs_f64()
+    );
+    println!();
+    if !rss_rows.is_empty() {
+        println!("CLI peak resident memory (VmHWM read at exit through ptrace), set with {count} devices:");
+        println!();
+        println!("| binary | command | peak RSS | wall ms | ok |");
+        println!("|---|---|---:|---:|---|");
+        for (cli, cmd, kib, wall, ok) in &rss_rows {
+            println!(
+                "| {} | dmthin {cmd} | {:.2} MiB | {wall:.0} | {} |",
+                Path::new(cli).display(),
+                *kib as f64 / 1024.0,
+                if *ok { "yes" } else { "FAILED" }
+            );
+        }
+        println!();
+    }
+    println!("=== END dmthin-compare scaling ===");
+}
