@@ -572,7 +572,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(encode_table(&[], &mut out).is_err());
         assert!(encode_table(&[line(0, 1, "a-very-long-target-type", "")], &mut out).is_err());
-        assert!(encode_table(&[line(0, 1, "linear", "7:0\00")], &mut out).is_err());
+        assert!(encode_table(&[line(0, 1, "linear", "7:0\u{0}0")], &mut out).is_err());
         assert!(encode_table(&[line(0, 0, "zero", "")], &mut out).is_err());
     }
 
