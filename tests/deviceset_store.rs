@@ -587,7 +587,7 @@ fn damaged_set_or_transaction_record_is_an_error() {
     assert!(err.to_string().contains("truncated"), "{err}");
     fs::write(
         &txn_path,
-        br#"{"open_transaction_id": 3, "op": {"kind": "create", "device_id": "../x", "thin_id": 1}}"#,
+        br#"{"committed_transaction_id": 2, "open": {"open_transaction_id": 3, "op": {"kind": "create", "device_id": "../x", "thin_id": 1}}}"#,
     )
     .unwrap();
     let err = store.pending().unwrap_err();
@@ -850,4 +850,42 @@ fn lock_held_by_foreign_tool_has_unknown_pid() {
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+#[test]
+fn transaction_file_remembers_the_committed_id() {
+    let dir = Scratch::new("committed");
+    let store = open(&dir);
+    assert_eq!(store.committed().unwrap(), None);
+    let txn = TransactionRecord {
+        open_transaction_id: 5,
+        op: TransactionOp::BaseCreate { thin_id: 0 },
+    };
+    store.begin(&txn).unwrap();
+    assert_eq!(
+        store.committed().unwrap(),
+        Some(4),
+        "before the first commit: open - 1"
+    );
+    store.commit(5).unwrap();
+    assert_eq!(store.committed().unwrap(), Some(5));
+    assert_eq!(store.pending().unwrap(), None);
+    let next = TransactionRecord {
+        open_transaction_id: 6,
+        op: TransactionOp::Create {
+            device_id: "a".into(),
+            thin_id: 1,
+        },
+    };
+    store.begin(&next).unwrap();
+    assert_eq!(store.pending().unwrap(), Some(next));
+    assert!(store.clear().unwrap(), "roll back");
+    assert_eq!(
+        store.committed().unwrap(),
+        Some(5),
+        "a roll back keeps the committed id"
+    );
+    assert!(!store.clear().unwrap());
+    let text = fs::read_to_string(store.transaction_path()).unwrap();
+    assert!(text.contains("\"committed_transaction_id\": 5"), "{text}");
 }

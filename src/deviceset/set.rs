@@ -652,8 +652,23 @@ impl Cfg {
     /// Repairs an interrupted operation: committed in the pool → finish it;
     /// not committed → make sure its device is gone.
     fn recover(&self, inner: &mut Inner, txn: Option<TransactionRecord>) -> Result<bool> {
-        let Some(txn) = txn else { return Ok(false) };
         let pool = inner.transaction_id;
+        let Some(txn) = txn else {
+            // No operation was under way: the pool must be where we left it.
+            if let Some(committed) = inner.store.committed()? {
+                if committed != pool {
+                    return Err(DeviceSetError::Inconsistent {
+                        pool: self.pool_name.clone(),
+                        root: self.root.clone(),
+                        reason: format!(
+                            "the pool's transaction id is {pool} but the records end at {committed}: the pool is {} the records (changed by another tool, or metadata restored from a backup)",
+                            if pool > committed { "ahead of" } else { "behind" }
+                        ),
+                    });
+                }
+            }
+            return Ok(false);
+        };
         let committed = if pool == txn.open_transaction_id {
             true
         } else if pool + 1 == txn.open_transaction_id {
@@ -707,7 +722,7 @@ impl Cfg {
                 }
             }
         }
-        inner.store.clear()?;
+        inner.store.commit(inner.transaction_id)?;
         Ok(redo_base)
     }
 
@@ -782,7 +797,7 @@ impl Cfg {
         inner.store.write_set(&inner.set)?;
         inner.set_written = true;
         fail_point!("init.after_write_set");
-        inner.store.clear()?;
+        inner.store.commit(inner.transaction_id)?;
         Ok(())
     }
 
@@ -1082,7 +1097,7 @@ impl Cfg {
         }
         fail_point!("add.after_set_transaction");
         inner.devices.insert(id.to_string(), record);
-        inner.store.clear()?;
+        inner.store.commit(inner.transaction_id)?;
         Ok(())
     }
 
@@ -1151,7 +1166,7 @@ impl Cfg {
         fail_point!("remove.after_remove_record");
         inner.devices.remove(id);
         let _ = inner.ids.release(thin);
-        inner.store.clear()?;
+        inner.store.commit(inner.transaction_id)?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! <root>/metadata/set.json           SetRecord
-//! <root>/metadata/transaction.json   TransactionRecord, only while one is open
+//! <root>/metadata/transaction.json   TransactionState: last committed id, open transaction
 //! <root>/metadata/devices/<id>.json  DeviceRecord, one per device
 //! ```
 //!
@@ -323,8 +323,19 @@ impl TransactionOp {
     }
 }
 
-/// An open pool transaction, `transaction.json`; present only between
-/// [`MetadataStore::begin`] and [`MetadataStore::clear`].
+/// What `transaction.json` holds: the last committed pool transaction id and
+/// the open transaction, if an operation is under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionState {
+    /// The pool's transaction id after the last committed operation.
+    pub committed_transaction_id: u64,
+    /// The operation under way, if any.
+    #[serde(default)]
+    pub open: Option<TransactionRecord>,
+}
+
+/// An open pool transaction, kept in `transaction.json` between
+/// [`MetadataStore::begin`] and [`MetadataStore::commit`] or [`MetadataStore::clear`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransactionRecord {
     /// The pool transaction id that will be set when the operation commits.
@@ -682,8 +693,10 @@ impl MetadataStore {
     }
 
     /// Durably records the start of a transaction. Refused with
-    /// [`StoreError::TransactionPending`] while another is recorded: the new
-    /// file is hard-linked into place, which never replaces an existing one.
+    /// [`StoreError::TransactionPending`] while another is open.
+    ///
+    /// `transaction.json` always names the last committed pool transaction id
+    /// as well, so an open can tell a pool that moved without us.
     pub fn begin(&self, txn: &TransactionRecord) -> Result<(), StoreError> {
         let path = self.transaction_path();
         txn.validate(self.max_id_len)
@@ -691,41 +704,69 @@ impl MetadataStore {
                 path: path.clone(),
                 reason,
             })?;
-        let bytes = to_json(txn, &path)?;
-        let tmp = self.write_temp(&self.meta_dir, &bytes)?;
-        let linked = fs::hard_link(&tmp, &path);
-        if let Err(e) = fs::remove_file(&tmp) {
-            log::warn!("removing temp file {}: {e}", tmp.display());
+        let state = self.transaction_state()?;
+        if let Some(open) = state.as_ref().and_then(|s| s.open.as_ref()) {
+            return Err(StoreError::TransactionPending {
+                path,
+                open_transaction_id: Some(open.open_transaction_id),
+            });
         }
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let open_transaction_id =
-                    self.pending().ok().flatten().map(|t| t.open_transaction_id);
-                return Err(StoreError::TransactionPending {
-                    path,
-                    open_transaction_id,
-                });
-            }
-            Err(e) => return Err(io_err("link transaction record", &path)(e)),
-        }
-        self.meta_dir_file
-            .sync_all()
-            .map_err(io_err("fsync directory", &self.meta_dir))
+        let committed = state.map_or(txn.open_transaction_id.saturating_sub(1), |s| {
+            s.committed_transaction_id
+        });
+        self.write_transaction_state(&TransactionState {
+            committed_transaction_id: committed,
+            open: Some(txn.clone()),
+        })
     }
 
-    /// Durably removes the transaction record. Returns whether there was one.
+    /// Durably drops the open transaction without committing it (a roll back).
+    /// Returns whether one was open.
     pub fn clear(&self) -> Result<bool, StoreError> {
-        remove_durably(
-            &self.transaction_path(),
-            &self.meta_dir,
-            &self.meta_dir_file,
-        )
+        match self.transaction_state()? {
+            Some(TransactionState {
+                committed_transaction_id,
+                open: Some(_),
+            }) => {
+                self.write_transaction_state(&TransactionState {
+                    committed_transaction_id,
+                    open: None,
+                })?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Durably records that the pool's transaction id is now `transaction_id`,
+    /// closing any open transaction.
+    pub fn commit(&self, transaction_id: u64) -> Result<(), StoreError> {
+        self.write_transaction_state(&TransactionState {
+            committed_transaction_id: transaction_id,
+            open: None,
+        })
+    }
+
+    /// The last committed pool transaction id, or `None` before the first.
+    pub fn committed(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .transaction_state()?
+            .map(|s| s.committed_transaction_id))
     }
 
     /// The open transaction, if any. A damaged record is
     /// [`StoreError::Corrupt`].
     pub fn pending(&self) -> Result<Option<TransactionRecord>, StoreError> {
+        Ok(self.transaction_state()?.and_then(|s| s.open))
+    }
+
+    fn write_transaction_state(&self, state: &TransactionState) -> Result<(), StoreError> {
+        let path = self.transaction_path();
+        let bytes = to_json(state, &path)?;
+        self.write_atomic(&self.meta_dir, &self.meta_dir_file, &path, &bytes)
+    }
+
+    fn transaction_state(&self) -> Result<Option<TransactionState>, StoreError> {
         let path = self.transaction_path();
         let bytes = match read_record_file(&path) {
             Ok(bytes) => bytes,
@@ -738,10 +779,12 @@ impl MetadataStore {
             path: path.clone(),
             reason,
         };
-        let txn: TransactionRecord = parse(&bytes).map_err(corrupt)?;
-        txn.validate(self.max_id_len)
-            .map_err(|e| corrupt(ProblemReason::InvalidValue(e)))?;
-        Ok(Some(txn))
+        let state: TransactionState = parse(&bytes).map_err(corrupt)?;
+        if let Some(txn) = &state.open {
+            txn.validate(self.max_id_len)
+                .map_err(|e| corrupt(ProblemReason::InvalidValue(e)))?;
+        }
+        Ok(Some(state))
     }
 
     /// Loads the set record, the open transaction and every device record.
