@@ -214,7 +214,9 @@ fn crash_at_every_fail_point() {
             &shared.0
         };
         let tag = i.to_string();
+        let t0 = std::time::Instant::now();
         prepare(op, root, &tag);
+        let t_prepare = t0.elapsed();
         let size = grow_target(op, root);
         let status = Command::new(&me)
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
@@ -230,9 +232,16 @@ fn crash_at_every_fail_point() {
             Some(nix::libc::SIGABRT),
             "{fp}: the child must abort at the fail point (status {status:?})"
         );
+        let t_child = t0.elapsed();
         verify_and_retry(op, root, fp, &tag, size);
         covered.push(*fp);
-        println!("fail point {fp}: crashed, recovered, retried, thin_check clean");
+        println!(
+            "fail point {fp}: crashed, recovered, retried, thin_check clean \
+             (prepare {:.1} s, child {:.1} s, verify {:.1} s)",
+            t_prepare.as_secs_f64(),
+            (t_child - t_prepare).as_secs_f64(),
+            (t0.elapsed() - t_child).as_secs_f64()
+        );
     }
     assert_eq!(covered.len(), FAIL_POINTS.len());
     println!(
