@@ -344,6 +344,13 @@ impl Control {
         })
     }
 
+    /// A command with no payload in or out; returns the device state.
+    fn simple(&mut self, command: Command, id: DevId<'_>, flags: DmFlags) -> Result<DeviceInfo> {
+        self.payload.clear();
+        let h = self.run(command, Some(id), flags, 0, false, None)?;
+        Ok(codec::device_info(&h))
+    }
+
     fn reply_payload(&self, command: Command, h: &DmIoctl) -> Result<&[u8]> {
         codec::payload(command, h, &self.buf)
     }
@@ -544,7 +551,6 @@ impl Control {
 
     /// `DM_DEV_SUSPEND` with `SUSPEND`: stops I/O to the device.
     pub fn suspend(&mut self, id: DevId<'_>, options: &SuspendOptions) -> Result<DeviceInfo> {
-        self.payload.clear();
         let mut flags = DmFlags::SUSPEND;
         if options.noflush {
             flags |= DmFlags::NOFLUSH;
@@ -552,8 +558,7 @@ impl Control {
         if options.skip_lockfs {
             flags |= DmFlags::SKIP_LOCKFS;
         }
-        let h = self.run(Command::DevSuspend, Some(id), flags, 0, false, None)?;
-        Ok(codec::device_info(&h))
+        self.simple(Command::DevSuspend, id, flags)
     }
 
     /// `DM_DEV_SUSPEND` without `SUSPEND`: resumes, making a loaded inactive table live.
@@ -572,16 +577,7 @@ impl Control {
 
     /// `DM_DEV_STATUS`: the device's state.
     pub fn info(&mut self, id: DevId<'_>) -> Result<DeviceInfo> {
-        self.payload.clear();
-        let h = self.run(
-            Command::DevStatus,
-            Some(id),
-            DmFlags::empty(),
-            0,
-            false,
-            None,
-        )?;
-        Ok(codec::device_info(&h))
+        self.simple(Command::DevStatus, id, DmFlags::empty())
     }
 
     /// `DM_DEV_WAIT`: blocks until the device's event counter passes `event_nr`,
@@ -640,16 +636,7 @@ impl Control {
 
     /// `DM_TABLE_CLEAR`: drops the inactive table.
     pub fn table_clear(&mut self, id: DevId<'_>) -> Result<DeviceInfo> {
-        self.payload.clear();
-        let h = self.run(
-            Command::TableClear,
-            Some(id),
-            DmFlags::empty(),
-            0,
-            false,
-            None,
-        )?;
-        Ok(codec::device_info(&h))
+        self.simple(Command::TableClear, id, DmFlags::empty())
     }
 
     /// `DM_TABLE_DEPS`: the devices the table uses.
