@@ -45,7 +45,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 if ((quick)); then
-    run_args=(--rounds 1 --iters cycle=5,snapshot=5,list=20,status=20 --strace-iters 2)
+    run_args=(--rounds 1 --iters cycle=5,snapshot=5,list=20,status=20 --paired cycle=5,snapshot=5,list=30,status=30 --strace-iters 2)
     [[ $sizes == 10,100,1000,10000 ]] && sizes=10,100,1000
 fi
 
@@ -105,7 +105,8 @@ vm() { # name, runner args...
     local name=$1 log=$WORK/$1.log
     shift
     say "VM run '$name'"
-    "$ROOT/ioctl-tests/run" --log "$log" --scratch "$img" "$@" --script "$CRATE/guest.sh" ||
+    # (the guest's console goes to stderr; the tables are taken from the log)
+    "$ROOT/ioctl-tests/run" --log "$log" --scratch "$img" "$@" --script "$CRATE/guest.sh" >&2 ||
         say "VM run '$name' exited with $? (see $log)"
     logs+=("$log")
 }

@@ -40,6 +40,11 @@ rc=0
 if [ "${COMPARE_RUN_ARGS:-}" != skip ]; then
     # shellcheck disable=SC2086 # word splitting of the extra arguments is wanted
     dmthin-compare run --libdm "$B/bin/dmthin-compare-libdm" ${COMPARE_RUN_ARGS:-} || rc=1
+    # Every benchmark device is gone now: whatever nodes remain were left behind.
+    echo "compare-guest: after the run: $(dmsetup ls | grep -vc '^No devices') dm devices," \
+        "$(find /dev -maxdepth 1 -name 'dm-*' | wc -l) /dev/dm-* nodes," \
+        "$(find /dev/mapper -mindepth 1 ! -name control | wc -l) /dev/mapper entries," \
+        "$(ipcs -s 2>/dev/null | grep -c '^0x0d4d') dm udev cookies left"
 fi
 
 if [ -n "${COMPARE_SCALING:-}" ]; then

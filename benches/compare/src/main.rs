@@ -28,11 +28,12 @@ const PEERS: [&str; 5] = ["dmthin", "floor", "libdm", "devicemapper", "dmsetup"]
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dmthin-compare run [--rounds N] [--iters W=N,...] [--peers P,...] [--workloads W,...]
+        "usage: dmthin-compare run [--rounds N] [--iters W=N,...] [--paired W=N,...] [--peers P,...] [--workloads W,...]
                           [--libdm PATH] [--strace-iters N] [--list-devices N] [--workdir DIR]
-       dmthin-compare peer PEER WORKLOAD ITERS POOL POOL_DEV FIRST_ID SIZE ORIGIN ORIGIN_ID
+       dmthin-compare peer PEER|paired WORKLOAD ITERS POOL POOL_DEV FIRST_ID SIZE ORIGIN ORIGIN_ID
        dmthin-compare scaling --root DIR [--sizes 10,100,1000,10000] [--probes N]
                           [--budget SECS] [--cli PATH,...]
+       dmthin-compare probe set|seed ROOT K   (used by scaling, under strace)
        dmthin-compare rss CMD [ARGS...]"
     );
     std::process::exit(2)
@@ -44,6 +45,7 @@ fn main() {
         Some("peer") => peer_main(&args[2..]),
         Some("run") => driver_main(&args[2..]),
         Some("scaling") => scaling::main(&args[2..]),
+        Some("probe") if args.len() == 5 => scaling::probe_main(&args[2..]),
         Some("rss") => {
             if args.len() < 3 {
                 usage();
@@ -60,6 +62,21 @@ fn peer_main(a: &[String]) {
         usage();
     }
     let job = Job::from_args(&a[1..]);
+    if a[0] == "paired" {
+        for (peer, mut t) in peers::run_paired(&job) {
+            t.sort();
+            let q = |f: f64| t[((t.len() - 1) as f64 * f).round() as usize].as_nanos();
+            let mean = t.iter().map(|d| d.as_nanos()).sum::<u128>() / t.len() as u128;
+            println!(
+                "PAIRED peer={peer} n={} median_ns={} p10_ns={} p90_ns={} mean_ns={mean}",
+                t.len(),
+                q(0.5),
+                q(0.1),
+                q(0.9)
+            );
+        }
+        return;
+    }
     let out = match a[0].as_str() {
         "dmthin" => peers::run_dmthin(&job),
         "devicemapper" => peers::run_devmapper(&job),
@@ -162,6 +179,7 @@ struct Opts {
     workloads: Vec<String>,
     libdm: PathBuf,
     strace_iters: u32,
+    paired: BTreeMap<String, u32>,
     list_devices: u32,
     workdir: PathBuf,
 }
@@ -178,6 +196,10 @@ fn parse_opts(a: &[String]) -> Opts {
         workloads: WORKLOADS.iter().map(|s| s.to_string()).collect(),
         libdm: exe.with_file_name("dmthin-compare-libdm"),
         strace_iters: 3,
+        paired: [("cycle", 30), ("snapshot", 30), ("list", 300), ("status", 300)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
         list_devices: 1000,
         workdir: PathBuf::from("/tmp/dmthin-compare"),
     };
@@ -190,6 +212,12 @@ fn parse_opts(a: &[String]) -> Opts {
                 for kv in v.split(',') {
                     let (k, n) = kv.split_once('=').expect("--iters W=N");
                     o.iters.insert(k.to_string(), n.parse().expect("--iters N"));
+                }
+            }
+            "--paired" => {
+                for kv in v.split(',') {
+                    let (k, n) = kv.split_once('=').expect("--paired W=N");
+                    o.paired.insert(k.to_string(), n.parse().expect("--paired N"));
                 }
             }
             "--peers" => o.peers = v.split(',').map(String::from).collect(),
@@ -230,7 +258,7 @@ pub fn udev_running() -> bool {
     Path::new("/run/udev/control").exists()
 }
 
-fn in_path(tool: &str) -> bool {
+pub fn in_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false)
@@ -342,13 +370,17 @@ impl Bench {
     /// Puts the pool back as it was after a peer run (ids first..=first+iters,
     /// the last one the warm-up's).
     fn clean_after(&mut self, job: &Job, failed: bool) {
+        self.clean_ids(job, job.first..=job.first + job.iters, failed)
+    }
+
+    fn clean_ids(&mut self, job: &Job, ids: std::ops::RangeInclusive<u32>, failed: bool) {
         use dmthin::dm::{DevId, RemoveOptions};
         if job.workload == "snapshot" || failed {
             if failed {
                 // A failed run may have left the origin suspended.
                 let _ = self.ctl.resume(DevId::Name(ORIGIN), Default::default());
             }
-            for id in job.first..=job.first + job.iters {
+            for id in ids {
                 if failed {
                     let name = format!("cmp-{id}");
                     let _ = self.ctl.remove(DevId::Name(&name), &RemoveOptions::default());
@@ -471,6 +503,16 @@ fn median(v: &[f64]) -> Option<f64> {
     Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
 }
 
+/// dmsetup costs a process per step: a quarter of the iterations (at least
+/// 5) for the cheap workloads keeps a run bounded.
+fn peer_iters(peer: &str, workload: &str, iters: u32) -> u32 {
+    if peer == "dmsetup" && matches!(workload, "list" | "status") {
+        (iters / 4).max(5).min(iters)
+    } else {
+        iters
+    }
+}
+
 fn driver_main(a: &[String]) {
     let o = parse_opts(a);
     let udev = udev_running();
@@ -500,6 +542,7 @@ fn driver_main(a: &[String]) {
             let n = o.peers.len();
             for k in 0..n {
                 let p = &o.peers[(k + round as usize) % n];
+                let iters = peer_iters(p, w, iters);
                 let job = b.job(w, iters, next_id);
                 next_id += iters + 1;
                 let r = run_peer(&o, p, &job, None);
@@ -523,6 +566,42 @@ fn driver_main(a: &[String]) {
             }
         }
     }
+    // Paired: dmthin, floor and the devicemapper crate in one process, their
+    // operations alternated, so host load hits them alike.
+    let mut paired: BTreeMap<String, Vec<(String, f64, f64, f64)>> = BTreeMap::new();
+    for w in &o.workloads {
+        let n = o.paired.get(w.as_str()).copied().unwrap_or(0);
+        if n == 0 {
+            continue;
+        }
+        let job = b.job(w, n, next_id);
+        let ids = next_id..=next_id + 3 * n + 2;
+        next_id += 3 * n + 3;
+        let exe = std::env::current_exe().expect("current_exe");
+        let out = Command::new(exe)
+            .arg("peer")
+            .arg("paired")
+            .args(job.to_args())
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn paired");
+        b.clean_ids(&job, ids, !out.status.success());
+        if !out.status.success() {
+            let e = format!("paired {w} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            eprintln!("dmthin-compare: {e}");
+            cells.entry((w.clone(), "dmthin".into())).or_default().errors.push(e);
+            continue;
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(rest) = line.strip_prefix("PAIRED ") else { continue };
+            let kv: BTreeMap<&str, &str> = rest.split_whitespace().filter_map(|x| x.split_once('=')).collect();
+            let ms = |k: &str| kv.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN) / 1e6;
+            let peer = kv.get("peer").copied().unwrap_or("?").to_string();
+            eprintln!("dmthin-compare: paired {w:<8} {peer:<12} median {:9.3} ms/op", ms("median_ns"));
+            paired.entry(w.clone()).or_default().push((peer, ms("median_ns"), ms("p10_ns"), ms("p90_ns")));
+        }
+    }
+
     let have_strace = o.strace_iters > 0 && in_path("strace");
     if have_strace {
         let log = o.workdir.join("strace.log");
@@ -574,7 +653,12 @@ fn driver_main(a: &[String]) {
         } else {
             String::new()
         };
-        println!("#### {w}: {title}{list_note}, {iters} ops per run");
+        let fewer = if peer_iters("dmsetup", w, iters) != iters {
+            format!(" ({} for dmsetup)", peer_iters("dmsetup", w, iters))
+        } else {
+            String::new()
+        };
+        println!("#### {w}: {title}{list_note}, {iters} ops per run{fewer}");
         println!();
         println!("| peer | ms/op | ops/s | time vs dmthin | time vs floor | range ms/op | ioctls/op (strace) | ioctls/op (counted in code) |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|");
@@ -618,6 +702,35 @@ fn driver_main(a: &[String]) {
                 ratio(floor),
                 fmt_opt(c.ioctls_strace, 1),
                 fmt_opt(c.ioctls_code, 1),
+            );
+        }
+        println!();
+    }
+    if !paired.is_empty() {
+        println!("#### Paired: dmthin, floor and devicemapper crate in one process, operations alternated");
+        println!();
+        println!("Median per-operation time in ms (10th–90th percentile); the ratio is of medians.");
+        println!();
+        println!("| workload | ops per peer | dmthin | floor | devicemapper crate | floor + dmthin's decoding | dmthin / floor | devicemapper / floor |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (w, rows) in &paired {
+            let get = |p: &str| rows.iter().find(|r| r.0 == p);
+            let cell = |p: &str| {
+                get(p).map_or("-".to_string(), |r| format!("{:.3} ({:.3}–{:.3})", r.1, r.2, r.3))
+            };
+            let ratio = |p: &str| match (get(p), get("floor")) {
+                (Some(a), Some(f)) => format!("{:.3}x", a.1 / f.1),
+                _ => "-".into(),
+            };
+            println!(
+                "| {w} | {} | {} | {} | {} | {} | {} | {} |",
+                o.paired.get(w.as_str()).copied().unwrap_or(0),
+                cell("dmthin"),
+                cell("floor"),
+                cell("devicemapper"),
+                cell("floor+decode"),
+                ratio("dmthin"),
+                ratio("devicemapper")
             );
         }
         println!();

@@ -73,13 +73,22 @@ fn bad_workload(w: &str) -> ! {
 
 // ------------------------------------------------------------------ dmthin
 
-pub fn run_dmthin(job: &Job) -> Outcome {
-    use dmthin::dm::{Control, CreateOptions, DevId, RemoveOptions, StatusOptions, SuspendOptions, UdevFlags};
-    use dmthin::target::{PoolStatus, TableLine};
-    // Control::open issues DM_VERSION (the others' warm-up does the same).
-    let mut ctl = Control::open().expect("open /dev/mapper/control");
-    let mut sink = 0usize;
-    let mut op = |ctl: &mut Control, id: u32| {
+pub struct DmthinPeer {
+    pub ctl: dmthin::dm::Control,
+    sink: usize,
+}
+
+impl DmthinPeer {
+    /// Control::open issues DM_VERSION (the others' warm-up does the same).
+    pub fn new() -> DmthinPeer {
+        let ctl = dmthin::dm::Control::open().expect("open /dev/mapper/control");
+        DmthinPeer { ctl, sink: 0 }
+    }
+
+    pub fn op(&mut self, job: &Job, id: u32) {
+        use dmthin::dm::{CreateOptions, DevId, RemoveOptions, StatusOptions, SuspendOptions, UdevFlags};
+        use dmthin::target::{PoolStatus, TableLine};
+        let ctl = &mut self.ctl;
         let pool = DevId::Name(&job.pool);
         match job.workload.as_str() {
             "cycle" => {
@@ -103,79 +112,97 @@ pub fn run_dmthin(job: &Job) -> Outcome {
                     .expect("create_snap");
                 ctl.resume(origin, UdevFlags::empty()).expect("resume");
             }
-            "list" => sink += ctl.list_devices().expect("list").len(),
+            "list" => self.sink += ctl.list_devices().expect("list").len(),
             "status" => {
                 let (_, lines) = ctl.table_status(pool, &StatusOptions::default()).expect("status");
                 match PoolStatus::parse(&lines[0].params).expect("parse") {
-                    PoolStatus::Active(s) => sink += s.used_data_blocks as usize,
-                    _ => sink += 1,
+                    PoolStatus::Active(s) => self.sink += s.used_data_blocks as usize,
+                    _ => self.sink += 1,
                 }
             }
             w => bad_workload(w),
         }
-    };
-    op(&mut ctl, job.first + job.iters); // warm-up
+        std::hint::black_box(self.sink);
+    }
+}
+
+pub fn run_dmthin(job: &Job) -> Outcome {
+    let mut p = DmthinPeer::new();
+    p.op(job, job.first + job.iters); // warm-up
     marker();
-    let before = ctl.ioctl_count();
+    let before = p.ctl.ioctl_count();
     let t0 = Instant::now();
     for i in 0..job.iters {
-        op(&mut ctl, job.first + i);
+        p.op(job, job.first + i);
     }
     let elapsed = t0.elapsed();
-    let ioctls = ctl.ioctl_count() - before;
+    let ioctls = p.ctl.ioctl_count() - before;
     marker();
-    std::hint::black_box(sink);
     Outcome { elapsed, ioctls: Some(ioctls) }
 }
 
 // ------------------------------------------------------------ devicemapper
 
+pub struct DevmapperPeer {
+    dm: devicemapper::DM,
+    sink: usize,
+}
+
+impl DevmapperPeer {
+    pub fn new() -> DevmapperPeer {
+        let dm = devicemapper::DM::new().expect("DM::new");
+        dm.version().expect("version");
+        DevmapperPeer { dm, sink: 0 }
+    }
+
+    pub fn op(&mut self, job: &Job, id: u32) {
+        use devicemapper::{DevId, DmFlags, DmName, DmOptions};
+        let dm = &self.dm;
+        let pool = DevId::Name(DmName::new(&job.pool).expect("pool name"));
+        match job.workload.as_str() {
+            "cycle" => {
+                let name = job.name(id);
+                let dname = DmName::new(&name).expect("name");
+                let did = DevId::Name(dname);
+                dm.target_msg(&pool, None, &format!("create_thin {id}")).expect("create_thin");
+                dm.device_create(dname, None, DmOptions::default()).expect("create");
+                let table = [(0u64, job.size, "thin".to_string(), format!("{} {id}", job.pool_dev))];
+                dm.table_load(&did, &table, DmOptions::default()).expect("load");
+                dm.device_suspend(&did, DmOptions::default()).expect("resume");
+                dm.device_remove(&did, DmOptions::default()).expect("remove");
+                dm.target_msg(&pool, None, &format!("delete {id}")).expect("delete");
+            }
+            "snapshot" => {
+                let origin = DevId::Name(DmName::new(&job.origin).expect("origin"));
+                dm.device_suspend(&origin, DmOptions::default().set_flags(DmFlags::DM_SUSPEND))
+                    .expect("suspend");
+                dm.target_msg(&pool, None, &format!("create_snap {id} {}", job.origin_id))
+                    .expect("create_snap");
+                dm.device_suspend(&origin, DmOptions::default()).expect("resume");
+            }
+            "list" => self.sink += dm.list_devices().expect("list").len(),
+            "status" => {
+                let (_, lines) = dm.table_status(&pool, DmOptions::default()).expect("status");
+                // The crate's typed thin-pool status needs a ThinPoolDev it set up
+                // itself; take the used-data field out of the line instead.
+                self.sink += lines[0].3.split_whitespace().nth(2).map_or(0, |f| f.len());
+            }
+            w => bad_workload(w),
+        }
+        std::hint::black_box(self.sink);
+    }
+}
+
 pub fn run_devmapper(job: &Job) -> Outcome {
-    use devicemapper::{DevId, DmFlags, DmName, DmOptions, DM};
-    let dm = DM::new().expect("DM::new");
-    dm.version().expect("version");
-    let pool_name = DmName::new(&job.pool).expect("pool name");
-    let pool = DevId::Name(pool_name);
-    let mut sink = 0usize;
-    let mut op = |id: u32| match job.workload.as_str() {
-        "cycle" => {
-            let name = job.name(id);
-            let dname = DmName::new(&name).expect("name");
-            let did = DevId::Name(dname);
-            dm.target_msg(&pool, None, &format!("create_thin {id}")).expect("create_thin");
-            dm.device_create(dname, None, DmOptions::default()).expect("create");
-            let table = [(0u64, job.size, "thin".to_string(), format!("{} {id}", job.pool_dev))];
-            dm.table_load(&did, &table, DmOptions::default()).expect("load");
-            dm.device_suspend(&did, DmOptions::default()).expect("resume");
-            dm.device_remove(&did, DmOptions::default()).expect("remove");
-            dm.target_msg(&pool, None, &format!("delete {id}")).expect("delete");
-        }
-        "snapshot" => {
-            let origin = DevId::Name(DmName::new(&job.origin).expect("origin"));
-            dm.device_suspend(&origin, DmOptions::default().set_flags(DmFlags::DM_SUSPEND))
-                .expect("suspend");
-            dm.target_msg(&pool, None, &format!("create_snap {id} {}", job.origin_id))
-                .expect("create_snap");
-            dm.device_suspend(&origin, DmOptions::default()).expect("resume");
-        }
-        "list" => sink += dm.list_devices().expect("list").len(),
-        "status" => {
-            let (_, lines) = dm.table_status(&pool, DmOptions::default()).expect("status");
-            // The crate's typed thin-pool status needs a ThinPoolDev it set up
-            // itself; take the used-data field out of the line instead.
-            sink += lines[0].3.split_whitespace().nth(2).map_or(0, |f| f.len());
-        }
-        w => bad_workload(w),
-    };
-    op(job.first + job.iters); // warm-up
+    let mut p = DevmapperPeer::new();
+    p.op(job, job.first + job.iters); // warm-up
     marker();
     let t0 = Instant::now();
     for i in 0..job.iters {
-        op(job.first + i);
+        p.op(job, job.first + i);
     }
     let elapsed = t0.elapsed();
     marker();
-    std::hint::black_box(sink);
     Outcome { elapsed, ioctls: None }
 }
 
@@ -197,8 +224,8 @@ fn dmsetup(args: &[&str]) {
     std::hint::black_box(out.stdout.len());
 }
 
-pub fn run_dmsetup(job: &Job) -> Outcome {
-    let op = |id: u32| match job.workload.as_str() {
+fn dmsetup_op(job: &Job, id: u32) {
+    match job.workload.as_str() {
         "cycle" => {
             let name = job.name(id);
             dmsetup(&["message", &job.pool, "0", &format!("create_thin {id}")]);
@@ -215,12 +242,15 @@ pub fn run_dmsetup(job: &Job) -> Outcome {
         "list" => dmsetup(&["ls"]),
         "status" => dmsetup(&["status", &job.pool]),
         w => bad_workload(w),
-    };
-    op(job.first + job.iters); // warm-up
+    }
+}
+
+pub fn run_dmsetup(job: &Job) -> Outcome {
+    dmsetup_op(job, job.first + job.iters); // warm-up
     marker();
     let t0 = Instant::now();
     for i in 0..job.iters {
-        op(job.first + i);
+        dmsetup_op(job, job.first + i);
     }
     let elapsed = t0.elapsed();
     marker();
@@ -229,12 +259,60 @@ pub fn run_dmsetup(job: &Job) -> Outcome {
 
 // -------------------------------------------------------------------- floor
 
-pub fn run_floor(job: &Job) -> Outcome {
-    let mut raw = Raw::open().expect("open /dev/mapper/control");
-    raw.must(&mut Req::version(), "version");
-    // Every buffer of the timed loop is built here, before it: one group per
-    // operation, the warm-up's (id first+iters) first.
-    let group = |id: u32| -> Vec<Req> {
+/// The floor's state: every buffer it will issue, built before any timing.
+pub struct FloorPeer {
+    pub raw: Raw,
+    /// Per-operation request groups (cycle, snapshot), by thin id.
+    groups: std::collections::HashMap<u32, Vec<Req>>,
+    /// One reusable request (list, status) and its pristine header.
+    template: Option<(Req, [u8; crate::raw::HEADER])>,
+    /// Decode the reply with dmthin's own decoders (list, status): the floor
+    /// plus exactly dmthin's decoding, to split dmthin's cost in two.
+    pub decode: bool,
+    sink: usize,
+}
+
+impl FloorPeer {
+    /// Prepares the buffers for the operations on `ids`.
+    pub fn new(job: &Job, ids: impl Iterator<Item = u32>) -> FloorPeer {
+        let mut raw = Raw::open().expect("open /dev/mapper/control");
+        raw.must(&mut Req::version(), "version");
+        let mut groups = std::collections::HashMap::new();
+        let mut template = None;
+        match job.workload.as_str() {
+            "cycle" | "snapshot" => {
+                for id in ids {
+                    groups.insert(id, Self::group(job, id));
+                }
+            }
+            // The list buffer is the smallest power of two from 16 KiB that
+            // holds the reply, i.e. where a growing buffer settles.
+            "list" => {
+                let mut size = 16 * 1024;
+                let req = loop {
+                    let mut probe = Req::list(size);
+                    raw.must(&mut probe, "list");
+                    if probe.flags() & crate::raw::FLAG_BUFFER_FULL == 0 {
+                        break Req::list(size);
+                    }
+                    size *= 2;
+                };
+                let mut h = [0u8; crate::raw::HEADER];
+                h.copy_from_slice(&req.buf[..crate::raw::HEADER]);
+                template = Some((req, h));
+            }
+            "status" => {
+                let req = Req::status(&job.pool, 16 * 1024);
+                let mut h = [0u8; crate::raw::HEADER];
+                h.copy_from_slice(&req.buf[..crate::raw::HEADER]);
+                template = Some((req, h));
+            }
+            w => bad_workload(w),
+        }
+        FloorPeer { raw, groups, template, decode: false, sink: 0 }
+    }
+
+    fn group(job: &Job, id: u32) -> Vec<Req> {
         match job.workload.as_str() {
             "cycle" => {
                 let name = job.name(id);
@@ -254,58 +332,98 @@ pub fn run_floor(job: &Job) -> Outcome {
             ],
             _ => Vec::new(),
         }
-    };
-    // Repeatable requests (list, status): one buffer, header restored before
-    // each use. The list buffer is the smallest power of two from 16 KiB that
-    // holds the reply, i.e. where a growing buffer settles.
-    let mut template = match job.workload.as_str() {
-        "list" => {
-            let mut size = 16 * 1024;
-            loop {
-                let mut probe = Req::list(size);
-                raw.must(&mut probe, "list");
-                if probe.flags() & crate::raw::FLAG_BUFFER_FULL == 0 {
-                    break Some(Req::list(size));
+    }
+
+    #[inline]
+    pub fn op(&mut self, id: u32) {
+        if let Some((req, header)) = self.template.as_mut() {
+            req.buf[..crate::raw::HEADER].copy_from_slice(header);
+            if let Err(e) = self.raw.issue(req) {
+                panic!("raw ioctl nr {}: {e}", req.nr);
+            }
+            if self.decode {
+                self.sink += decode_reply(req);
+            }
+        } else {
+            let group = self.groups.get_mut(&id).expect("prepared id");
+            for r in group.iter_mut() {
+                if let Err(e) = self.raw.issue(r) {
+                    panic!("raw ioctl nr {}: {e}", r.nr);
                 }
-                size *= 2;
             }
         }
-        "status" => Some(Req::status(&job.pool, 16 * 1024)),
-        "cycle" | "snapshot" => None,
-        w => bad_workload(w),
-    };
-    let mut header = [0u8; crate::raw::HEADER];
-    if let Some(t) = &template {
-        header.copy_from_slice(&t.buf[..crate::raw::HEADER]);
     }
-    let mut warm = group(job.first + job.iters);
-    let mut reqs: Vec<Req> = (0..job.iters).flat_map(|i| group(job.first + i)).collect();
-    let repeat = |raw: &mut Raw, t: &mut Req| {
-        t.buf[..crate::raw::HEADER].copy_from_slice(&header);
-        raw.must(t, &job.workload);
-    };
-    // warm-up
-    match template.as_mut() {
-        Some(t) => repeat(&mut raw, t),
-        None => warm.iter_mut().for_each(|r| raw.must(r, "warm-up")),
-    }
-    marker();
-    let before = raw.ioctls;
-    let t0 = Instant::now();
-    if let Some(t) = template.as_mut() {
-        for _ in 0..job.iters {
-            repeat(&mut raw, t);
-        }
+}
+
+/// dmthin's decoding of a LIST_DEVICES or TABLE_STATUS reply (its public
+/// codec and status parser), applied to the floor's buffer.
+fn decode_reply(req: &Req) -> usize {
+    use dmthin::dm::codec;
+    use dmthin::dm::Command;
+    let u32_at = |off: usize| u32::from_ne_bytes(req.buf[off..off + 4].try_into().unwrap());
+    let (start, end, count) = (u32_at(16) as usize, u32_at(12) as usize, u32_at(20));
+    let payload = &req.buf[start..end.max(start).min(req.buf.len())];
+    if req.nr == crate::raw::LIST_DEVICES {
+        codec::decode_name_list(payload, true).expect("decode list").len()
     } else {
-        for r in reqs.iter_mut() {
-            let what = r.nr;
-            if let Err(e) = raw.issue(r) {
-                panic!("raw ioctl nr {what}: {e}");
-            }
+        let lines = codec::decode_specs(Command::TableStatus, payload, count).expect("decode status");
+        match dmthin::target::PoolStatus::parse(&lines[0].params).expect("parse") {
+            dmthin::target::PoolStatus::Active(s) => s.used_data_blocks as usize,
+            _ => 1,
         }
+    }
+}
+
+pub fn run_floor(job: &Job) -> Outcome {
+    let mut p = FloorPeer::new(job, job.first..=job.first + job.iters);
+    p.op(job.first + job.iters); // warm-up
+    marker();
+    let before = p.raw.ioctls;
+    let t0 = Instant::now();
+    for i in 0..job.iters {
+        p.op(job.first + i);
     }
     let elapsed = t0.elapsed();
-    let ioctls = raw.ioctls - before;
+    let ioctls = p.raw.ioctls - before;
     marker();
     Outcome { elapsed, ioctls: Some(ioctls) }
+}
+
+// ------------------------------------------------------------------- paired
+
+/// Per-operation times of the in-process peers, their operations alternated
+/// (order rotated every operation), so that all see the same machine load.
+/// Peers: dmthin, floor, devicemapper crate and, for list and status,
+/// "floor+decode" (the floor's ioctl followed by dmthin's decoding). Ids:
+/// operation i of peer k uses first + 3*i + k; the warm-ups use i = iters.
+pub fn run_paired(job: &Job) -> Vec<(&'static str, Vec<Duration>)> {
+    let n = job.iters;
+    let id = |i: u32, k: u32| job.first + 3 * i + k;
+    let mut dmthin = DmthinPeer::new();
+    let mut floor = FloorPeer::new(job, (0..=n).map(|i| id(i, 1)));
+    let mut crate_ = DevmapperPeer::new();
+    let decoding = matches!(job.workload.as_str(), "list" | "status");
+    let mut floor_dec = FloorPeer::new(job, std::iter::empty());
+    floor_dec.decode = true;
+    let peers = if decoding { 4 } else { 3 };
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); peers];
+    let mut op = |k: usize, i: u32| match k {
+        0 => dmthin.op(job, id(i, 0)),
+        1 => floor.op(id(i, 1)),
+        2 => crate_.op(job, id(i, 2)),
+        _ => floor_dec.op(0),
+    };
+    for k in 0..peers {
+        op(k, n); // warm-up
+    }
+    for i in 0..n {
+        for j in 0..peers {
+            let k = (i as usize + j) % peers;
+            let t0 = Instant::now();
+            op(k, i);
+            times[k].push(t0.elapsed());
+        }
+    }
+    let names = ["dmthin", "floor", "devicemapper", "floor+decode"];
+    names.iter().copied().zip(times).collect()
 }

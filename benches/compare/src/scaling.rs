@@ -132,6 +132,98 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// `probe set|seed ROOT K`: K add+remove pairs against the set at ROOT/set
+/// (or the seed strategy with as many records), between two getppid()
+/// markers, for strace to count the system calls of one operation.
+pub fn probe_main(a: &[String]) {
+    let (kind, root, k) = (a[0].as_str(), PathBuf::from(&a[1]), a[2].parse::<u32>().expect("K"));
+    let set_root = root.join("set");
+    let opts = DeviceSet::recorded_options(&set_root).ok().flatten().unwrap_or_default();
+    let set = DeviceSet::open(&set_root, opts).expect("open set");
+    let marker = || unsafe {
+        libc::getppid();
+    };
+    if kind == "set" {
+        marker();
+        for j in 0..k {
+            let id = format!("sprobe{j}");
+            set.add_device(&id, None).expect("add_device");
+            set.remove_device(&id).expect("remove_device");
+        }
+        marker();
+    } else {
+        let n = set.status().expect("status").devices as u32;
+        let pool = set.pool_name().to_string();
+        let base = set.base_name().to_string();
+        let base_id = set.status().expect("status").base_thin_id;
+        let mut ctl = Control::open().expect("control");
+        let mut seed = SeedSet {
+            path: root.join("seed").join("devicemapper.json"),
+            devices: BTreeMap::new(),
+            next_id: 0,
+            bytes: 0,
+        };
+        for i in 0..n {
+            let rec = seed.record(1_000_000 + i);
+            seed.devices.insert(rec.hash.clone(), rec);
+        }
+        seed.save();
+        marker();
+        for j in 0..k {
+            seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, 16_500_000 + j);
+        }
+        marker();
+    }
+}
+
+/// System calls by name between the first and last getppid() of an strace -f
+/// log; ioctls split into device-mapper ones and the rest.
+fn count_syscalls(log: &str) -> BTreeMap<String, u64> {
+    let lines: Vec<&str> = log.lines().collect();
+    let marks: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains("getppid()")).collect();
+    let mut out = BTreeMap::new();
+    if marks.len() < 2 {
+        return out;
+    }
+    for l in &lines[marks[0] + 1..marks[marks.len() - 1]] {
+        let l = l.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start();
+        if l.starts_with("<...") || l.starts_with("+++") || l.starts_with("---") {
+            continue;
+        }
+        let Some(name) = l.split('(').next() else { continue };
+        let mut name = name.to_string();
+        if name == "ioctl" {
+            name = if l.contains("DM_") || l.contains("0xc138fd") { "ioctl (dm)".into() } else { "ioctl (other)".into() };
+        }
+        *out.entry(name).or_insert(0) += 1;
+    }
+    out
+}
+
+fn strace_probe(kind: &str, root: &Path, k: u32) -> Option<BTreeMap<String, u64>> {
+    let exe = std::env::current_exe().ok()?;
+    let log = root.join(format!("strace-{kind}.log"));
+    let st = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e"])
+        .arg("trace=ioctl,fsync,fdatasync,sync_file_range,rename,renameat,renameat2,openat,write,pwrite64,unlink,unlinkat,mkdir,semget,semop,semtimedop,getppid")
+        .arg("-o")
+        .arg(&log)
+        .arg(exe)
+        .args(["probe", kind])
+        .arg(root)
+        .arg(k.to_string())
+        .stdin(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !st.success() {
+        eprintln!("dmthin-compare scaling: strace probe {kind} failed: {st}");
+        return None;
+    }
+    let text = std::fs::read_to_string(&log).ok()?;
+    let _ = std::fs::remove_file(&log);
+    Some(count_syscalls(&text))
+}
+
 pub fn main(a: &[String]) {
     let o = parse(a);
     let t_all = Instant::now();
@@ -257,6 +349,16 @@ pub fn main(a: &[String]) {
     let reopen = t0.elapsed();
     drop(set);
 
+    let strace_k = 3u32;
+    let traced: Vec<(&str, BTreeMap<String, u64>)> = if crate::in_path("strace") {
+        ["set", "seed"]
+            .iter()
+            .filter_map(|k| strace_probe(k, &o.root, strace_k).map(|m| (*k, m)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
     let mut rss_rows: Vec<(String, String, i64, f64, bool)> = Vec::new();
     let root_s = set_root.to_string_lossy().into_owned();
     for cli in &o.clis {
@@ -324,6 +426,29 @@ pub fn main(a: &[String]) {
         t_all.elapsed().as_secs_f64()
     );
     println!();
+    if !traced.is_empty() {
+        let mut names: Vec<&String> = traced.iter().flat_map(|(_, m)| m.keys()).collect();
+        names.sort();
+        names.dedup();
+        println!(
+            "System calls per add+remove at {count} devices (strace -f, {strace_k} probes, averaged):"
+        );
+        println!();
+        println!("| syscall | dmthin DeviceSet | seed (whole JSON) |");
+        println!("|---|---:|---:|");
+        for n in names {
+            let get = |kind: &str| {
+                traced
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map_or("-".to_string(), |(_, m)| {
+                        format!("{:.1}", *m.get(n).unwrap_or(&0) as f64 / f64::from(strace_k))
+                    })
+            };
+            println!("| {n} | {} | {} |", get("set"), get("seed"));
+        }
+        println!();
+    }
     if !rss_rows.is_empty() {
         println!("CLI peak resident memory (VmHWM read at exit through ptrace), set with {count} devices:");
         println!();
