@@ -748,6 +748,34 @@ fn udev_cookies_are_released_and_a_dead_udev_does_not_hang() {
 }
 
 #[test]
+fn private_devices_are_removed_right_after_creation_without_ebusy() {
+    // With udev running, its probes (blkid) could hold a fresh device open
+    // and make an immediate remove fail with EBUSY; private devices skip them.
+    let name = format!("{PREFIX}private");
+    let _g = Cleanup::new(&[&name]);
+    let mut c = ctl();
+    for i in 0..20 {
+        c.create_with_table(
+            &name,
+            &CreateOptions::default(),
+            &zero(&name, 2048),
+            UdevFlags::PRIVATE,
+        )
+        .unwrap();
+        if let Err(e) = c.remove(
+            DevId::Name(&name),
+            &RemoveOptions {
+                udev_flags: UdevFlags::PRIVATE,
+                ..Default::default()
+            },
+        ) {
+            panic!("cycle {i}: remove right after create failed: {e}");
+        }
+    }
+    assert!(!c.exists(&name).unwrap());
+}
+
+#[test]
 fn zz_nothing_left_behind() {
     let list = ctl().list_devices().unwrap();
     let left: Vec<_> = list.iter().filter(|e| e.name.starts_with(PREFIX)).collect();

@@ -73,6 +73,51 @@ pub struct DmTargetSpec {
     pub target_type: [u8; MAX_TYPE_NAME],
 }
 
+/// `struct dm_target_deps` header; `count` device numbers (u64) follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct DmTargetDeps {
+    /// Number of devices.
+    pub count: u32,
+    /// Unused.
+    pub padding: u32,
+}
+
+/// `struct dm_name_list` header; the NUL-terminated name starts at offset 12
+/// (inside the C struct's tail padding), followed on 4.38+ by an 8-aligned
+/// `event_nr: u32, flags: u32` and, with `HAS_UUID`, the uuid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct DmNameList {
+    /// Device number, huge-encoded.
+    pub dev: u64,
+    /// Offset of the next record from this one; 0 for the last.
+    pub next: u32,
+    /// Start of the name (the C struct's padding).
+    pub name_start: [u8; 4],
+}
+
+/// Offset of the name in a `dm_name_list` record.
+pub const NAME_LIST_NAME_OFFSET: usize = 12;
+
+/// `struct dm_target_versions` header; the NUL-terminated name follows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct DmTargetVersions {
+    /// Offset of the next record from this one; 0 for the last.
+    pub next: u32,
+    /// Target version.
+    pub version: [u32; 3],
+}
+
+/// `struct dm_target_msg` header; the NUL-terminated message follows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct DmTargetMsg {
+    /// Sector the message is for.
+    pub sector: u64,
+}
+
 const _: () = {
     assert!(core::mem::size_of::<DmIoctl>() == HEADER_SIZE);
     assert!(core::mem::align_of::<DmIoctl>() == 8);
@@ -90,6 +135,13 @@ const _: () = {
     assert!(core::mem::offset_of!(DmTargetSpec, status) == 16);
     assert!(core::mem::offset_of!(DmTargetSpec, next) == 20);
     assert!(core::mem::offset_of!(DmTargetSpec, target_type) == 24);
+    assert!(core::mem::size_of::<DmTargetDeps>() == 8);
+    assert!(core::mem::size_of::<DmNameList>() == 16);
+    assert!(core::mem::offset_of!(DmNameList, next) == 8);
+    assert!(core::mem::offset_of!(DmNameList, name_start) == NAME_LIST_NAME_OFFSET);
+    assert!(core::mem::size_of::<DmTargetVersions>() == 16);
+    assert!(core::mem::offset_of!(DmTargetVersions, version) == 4);
+    assert!(core::mem::size_of::<DmTargetMsg>() == 8);
 };
 
 bitflags! {

@@ -5,11 +5,13 @@
 //! out-of-bounds read. The fuzz targets drive them directly.
 
 use super::abi::{
-    Command, Dev, DmFlags, DmIoctl, DmTargetSpec, Version, HEADER_SIZE, MAX_TYPE_NAME, NAME_LEN,
-    NAME_LIST_HAS_UUID, NAME_LIST_NO_UUID, TARGET_SPEC_SIZE, UUID_LEN,
+    Command, Dev, DmFlags, DmIoctl, DmTargetDeps, DmTargetMsg, DmTargetSpec, DmTargetVersions,
+    Version, HEADER_SIZE, MAX_TYPE_NAME, NAME_LEN, NAME_LIST_HAS_UUID, NAME_LIST_NAME_OFFSET,
+    NAME_LIST_NO_UUID, TARGET_SPEC_SIZE, UUID_LEN,
 };
 use super::error::{DmError, Result};
 use crate::target::TableLine;
+use std::mem::size_of;
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// How a request names the device it acts on.
@@ -238,7 +240,7 @@ pub fn encode_message(sector: u64, message: &str, out: &mut Vec<u8>) -> Result<(
         });
     }
     out.clear();
-    out.extend_from_slice(&sector.to_ne_bytes());
+    out.extend_from_slice(DmTargetMsg { sector }.as_bytes());
     out.extend_from_slice(message.as_bytes());
     out.push(0);
     out.resize(out.len().next_multiple_of(8), 0);
@@ -340,7 +342,7 @@ pub fn decode_name_list(payload: &[u8], with_trailer: bool) -> Result<Vec<Device
             at.saturating_add(next).min(payload.len())
         };
         let record = &payload[at..end];
-        let Some((name, nul)) = read_cstr(record, 12) else {
+        let Some((name, nul)) = read_cstr(record, NAME_LIST_NAME_OFFSET) else {
             return malformed(CMD, format!("name of record at {at} is not NUL-terminated"));
         };
         let mut entry = DeviceEntry {
@@ -429,11 +431,11 @@ pub fn decode_specs(command: Command, payload: &[u8], count: u32) -> Result<Vec<
 /// Decodes a `dm_target_deps` payload.
 pub fn decode_deps(payload: &[u8]) -> Result<Vec<Dev>> {
     const CMD: Command = Command::TableDeps;
-    let Some(count) = read_u32(payload, 0) else {
+    let Ok((head, _)) = DmTargetDeps::read_from_prefix(payload) else {
         return malformed(CMD, "reply has no dependency count");
     };
-    let count = count as usize;
-    let available = payload.len().saturating_sub(8) / 8;
+    let count = head.count as usize;
+    let available = payload.len().saturating_sub(size_of::<DmTargetDeps>()) / 8;
     if count > available {
         return malformed(
             CMD,
@@ -441,7 +443,7 @@ pub fn decode_deps(payload: &[u8]) -> Result<Vec<Dev>> {
         );
     }
     Ok((0..count)
-        .filter_map(|i| read_u64(payload, 8 + i * 8))
+        .filter_map(|i| read_u64(payload, size_of::<DmTargetDeps>() + i * 8))
         .map(Dev::huge_decode)
         .collect())
 }
@@ -451,20 +453,17 @@ pub fn decode_versions(command: Command, payload: &[u8]) -> Result<Vec<TargetVer
     let mut out = Vec::new();
     let mut at = 0usize;
     loop {
-        let (Some(next), Some(a), Some(b), Some(c)) = (
-            read_u32(payload, at),
-            read_u32(payload, at + 4),
-            read_u32(payload, at + 8),
-            read_u32(payload, at + 12),
-        ) else {
+        let Some(Ok((head, _))) = payload.get(at..).map(DmTargetVersions::read_from_prefix) else {
             return malformed(command, format!("version record at {at} is cut short"));
         };
-        let Some((name, _)) = read_cstr(payload, at + 16) else {
+        let Some((name, _)) = read_cstr(payload, at + size_of::<DmTargetVersions>()) else {
             return malformed(
                 command,
                 format!("target name at {at} is not NUL-terminated"),
             );
         };
+        let [a, b, c] = head.version;
+        let next = head.next;
         out.push(TargetVersion {
             name,
             version: Version::new(a, b, c),
@@ -577,6 +576,79 @@ mod tests {
     }
 
     #[test]
+    fn golden_headers_for_every_command() {
+        let all = [
+            Command::Version,
+            Command::RemoveAll,
+            Command::ListDevices,
+            Command::DevCreate,
+            Command::DevRemove,
+            Command::DevRename,
+            Command::DevSuspend,
+            Command::DevStatus,
+            Command::DevWait,
+            Command::TableLoad,
+            Command::TableClear,
+            Command::TableDeps,
+            Command::TableStatus,
+            Command::ListVersions,
+            Command::TargetMsg,
+            Command::DevSetGeometry,
+            Command::DevArmPoll,
+            Command::GetTargetVersion,
+        ];
+        for (nr, cmd) in all.into_iter().enumerate() {
+            assert_eq!(cmd.nr() as usize, nr);
+            let mut h = header(cmd, Some(DevId::Name("dev0")), DmFlags::SKIP_LOCKFS, 7);
+            let mut buf = Vec::new();
+            write_request(&mut buf, &mut h, b"payload\0", 0);
+            let v = cmd.min_version();
+            let mut expected = vec![0u8; HEADER_SIZE + 8];
+            expected[0..4].copy_from_slice(&v.major.to_ne_bytes());
+            expected[4..8].copy_from_slice(&v.minor.to_ne_bytes());
+            expected[12..16].copy_from_slice(&320u32.to_ne_bytes());
+            expected[16..20].copy_from_slice(&312u32.to_ne_bytes());
+            expected[28..32].copy_from_slice(&(1u32 << 10).to_ne_bytes());
+            expected[32..36].copy_from_slice(&7u32.to_ne_bytes());
+            expected[48..52].copy_from_slice(b"dev0");
+            expected[312..320].copy_from_slice(b"payload\0");
+            assert_eq!(buf, expected, "{cmd}");
+        }
+    }
+
+    #[test]
+    fn golden_rename_and_geometry_payloads() {
+        let mut out = Vec::new();
+        encode_string("new-name", &mut out);
+        assert_eq!(out, b"new-name\0\0\0\0\0\0\0\0");
+        encode_string("1 64 32 0", &mut out);
+        assert_eq!(out, b"1 64 32 0\0\0\0\0\0\0\0");
+        let mut h = header(
+            Command::DevRemove,
+            Some(DevId::Uuid("U-1")),
+            DmFlags::DEFERRED_REMOVE,
+            0,
+        );
+        let mut buf = Vec::new();
+        write_request(&mut buf, &mut h, &[], 0);
+        assert_eq!(&buf[28..32], &(1u32 << 17).to_ne_bytes());
+        assert_eq!(
+            &buf[48..52],
+            &[0u8; 4],
+            "name empty when addressing by uuid"
+        );
+        assert_eq!(&buf[176..180], b"U-1\0");
+        let mut h = header(
+            Command::DevStatus,
+            Some(DevId::Dev(Dev::new(254, 3))),
+            DmFlags::empty(),
+            0,
+        );
+        write_request(&mut buf, &mut h, &[], 0);
+        assert_eq!(&buf[40..48], &((254u64 << 8) | 3).to_ne_bytes());
+    }
+
+    #[test]
     fn golden_message() {
         let mut out = Vec::new();
         encode_message(0, "create_thin 5", &mut out).unwrap();
@@ -587,9 +659,12 @@ mod tests {
     }
 
     fn name_record(dev: Dev, name: &str, trailer: Option<(u32, u32, Option<&str>)>) -> Vec<u8> {
-        let mut r = Vec::new();
-        r.extend_from_slice(&dev.huge_encode().to_ne_bytes());
-        r.extend_from_slice(&0u32.to_ne_bytes());
+        let head = crate::dm::abi::DmNameList {
+            dev: dev.huge_encode(),
+            next: 0,
+            name_start: [0; 4],
+        };
+        let mut r = head.as_bytes()[..NAME_LIST_NAME_OFFSET].to_vec();
         r.extend_from_slice(name.as_bytes());
         r.push(0);
         r.resize(r.len().next_multiple_of(8), 0);
