@@ -82,35 +82,55 @@ impl<'a> Args<'a> {
 #[inline]
 pub(crate) fn parse_u64(field: &'static str, s: &str) -> Result<u64> {
     let bytes = s.as_bytes();
-    if bytes.is_empty() {
-        return Err(TargetError::NotANumber {
-            field,
-            found: String::new(),
-        });
+    if !bytes.is_empty() && bytes.len() <= 19 {
+        // Fast path: 19 digits are at most 9_999_999_999_999_999_999 < u64::MAX,
+        // so the wrapping operations below never actually wrap.
+        let mut v: u64 = 0;
+        for &b in bytes {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return Err(not_a_number(field, s));
+            }
+            v = v.wrapping_mul(10).wrapping_add(u64::from(d));
+        }
+        return Ok(v);
     }
     let mut v: u64 = 0;
     let mut overflow = false;
     for &b in bytes {
         let d = b.wrapping_sub(b'0');
         if d > 9 {
-            return Err(TargetError::NotANumber {
-                field,
-                found: snippet(s),
-            });
+            return Err(not_a_number(field, s));
         }
         match v.checked_mul(10).and_then(|x| x.checked_add(u64::from(d))) {
             Some(x) => v = x,
             None => overflow = true,
         }
     }
+    if bytes.is_empty() {
+        return Err(not_a_number(field, s));
+    }
     if overflow {
-        return Err(TargetError::NumberTooLarge {
-            field,
-            found: snippet(s),
-            bits: 64,
-        });
+        return Err(too_large(field, s, 64));
     }
     Ok(v)
+}
+
+#[cold]
+fn not_a_number(field: &'static str, s: &str) -> TargetError {
+    TargetError::NotANumber {
+        field,
+        found: snippet(s),
+    }
+}
+
+#[cold]
+fn too_large(field: &'static str, s: &str, bits: u32) -> TargetError {
+    TargetError::NumberTooLarge {
+        field,
+        found: snippet(s),
+        bits,
+    }
 }
 
 /// Parses like [`parse_u64`] and checks the value fits a `u32`.
@@ -124,11 +144,7 @@ pub(crate) fn parse_u32(field: &'static str, s: &str) -> Result<u32> {
         },
         other => other,
     })?;
-    u32::try_from(v).map_err(|_| TargetError::NumberTooLarge {
-        field,
-        found: snippet(s),
-        bits: 32,
-    })
+    u32::try_from(v).map_err(|_| too_large(field, s, 32))
 }
 
 #[cfg(test)]

@@ -145,24 +145,143 @@ pub enum ThinStatus {
 const POOL: &str = "thin-pool status";
 const THIN: &str = "thin status";
 
-/// Splits on ASCII whitespace (the kernel emits single spaces).
+/// Iterates over the tokens of `s` separated by ASCII whitespace, without
+/// allocating (a byte scanner; faster than `split_ascii_whitespace`).
+#[derive(Clone)]
+struct Tokens<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let b = self.s.as_bytes();
+        let mut i = self.pos;
+        while let Some(c) = b.get(i) {
+            if !c.is_ascii_whitespace() {
+                break;
+            }
+            i += 1;
+        }
+        let start = i;
+        while let Some(c) = b.get(i) {
+            if c.is_ascii_whitespace() {
+                break;
+            }
+            i += 1;
+        }
+        self.pos = i;
+        // Both ends sit next to ASCII bytes or at the ends, so on char boundaries.
+        if start == i {
+            None
+        } else {
+            self.s.get(start..i)
+        }
+    }
+}
+
+impl Tokens<'_> {
+    /// Fast path for a number of at most 19 digits ending at whitespace or
+    /// the end. On anything else the position is left unchanged and `None`
+    /// returned, so the caller can take the token and report precisely.
+    #[inline]
+    fn fast_u64(&mut self, before_slash: bool) -> Option<u64> {
+        let b = self.s.as_bytes();
+        let mut i = self.pos;
+        while let Some(c) = b.get(i) {
+            if !c.is_ascii_whitespace() {
+                break;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u64 = 0;
+        while let Some(&c) = b.get(i) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                // The used half of a ratio ends at `/`; a number ends at whitespace.
+                if (before_slash && c == b'/') || (!before_slash && c.is_ascii_whitespace()) {
+                    break;
+                }
+                return None;
+            }
+            // At most 19 digits (checked below), which cannot wrap.
+            v = v.wrapping_mul(10).wrapping_add(u64::from(d));
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 || n > 19 || (before_slash && b.get(i) != Some(&b'/')) {
+            return None;
+        }
+        self.pos = i;
+        Some(v)
+    }
+
+    #[inline]
+    fn fast_ratio_if(&mut self, fast: bool) -> Option<(u64, u64)> {
+        if fast {
+            self.fast_ratio()
+        } else {
+            None
+        }
+    }
+
+    /// Fast path for `<used>/<total>` with `used <= total`; see [`Self::fast_u64`].
+    #[inline]
+    fn fast_ratio(&mut self) -> Option<(u64, u64)> {
+        let save = self.pos;
+        let r = (|| {
+            let used = self.fast_u64(true)?;
+            // fast_u64(true) stopped on a `/`.
+            self.pos += 1;
+            // No whitespace may follow the slash.
+            if self
+                .s
+                .as_bytes()
+                .get(self.pos)
+                .map_or(true, u8::is_ascii_whitespace)
+            {
+                return None;
+            }
+            let total = self.fast_u64(false)?;
+            (used <= total).then_some((used, total))
+        })();
+        if r.is_none() {
+            self.pos = save;
+        }
+        r
+    }
+}
+
 #[inline]
-fn tokens(s: &str) -> std::str::SplitAsciiWhitespace<'_> {
-    s.split_ascii_whitespace()
+fn tokens(s: &str) -> Tokens<'_> {
+    Tokens { s, pos: 0 }
 }
 
 #[inline]
 fn need<'a>(it: &mut impl Iterator<Item = &'a str>, field: &'static str) -> Result<&'a str> {
-    it.next().ok_or(TargetError::Missing { field })
+    match it.next() {
+        Some(t) => Ok(t),
+        None => Err(missing(field)),
+    }
+}
+
+#[cold]
+fn missing(field: &'static str) -> TargetError {
+    TargetError::Missing { field }
 }
 
 #[inline]
 fn ratio(field: &'static str, tok: &str) -> Result<(u64, u64)> {
-    let Some((u, t)) = tok.split_once('/') else {
-        return Err(TargetError::NotARatio {
-            field,
-            found: snippet(tok),
-        });
+    let Some(slash) = tok.bytes().position(|b| b == b'/') else {
+        return Err(not_a_ratio(field, tok));
+    };
+    // `/` is ASCII, so both sides are on char boundaries.
+    let (Some(u), Some(t)) = (tok.get(..slash), tok.get(slash + 1..)) else {
+        return Err(not_a_ratio(field, tok));
     };
     let used = parse_u64(field, u)?;
     let total = parse_u64(field, t)?;
@@ -172,23 +291,21 @@ fn ratio(field: &'static str, tok: &str) -> Result<(u64, u64)> {
     Ok((used, total))
 }
 
-#[inline]
-fn keyword<T: Copy>(
-    field: &'static str,
-    tok: &str,
-    table: &[(&str, T)],
-    expected: &'static str,
-) -> Result<T> {
-    for (k, v) in table {
-        if *k == tok {
-            return Ok(*v);
-        }
+#[cold]
+fn not_a_ratio(field: &'static str, tok: &str) -> TargetError {
+    TargetError::NotARatio {
+        field,
+        found: snippet(tok),
     }
-    Err(TargetError::UnknownKeyword {
+}
+
+#[cold]
+fn unknown(field: &'static str, tok: &str, expected: &'static str) -> TargetError {
+    TargetError::UnknownKeyword {
         field,
         found: snippet(tok),
         expected,
-    })
+    }
 }
 
 fn finish<'a>(mut it: impl Iterator<Item = &'a str>, context: &'static str) -> Result<()> {
@@ -207,60 +324,67 @@ impl ThinPoolStatus {
     pub fn parse(s: &str) -> Result<Self> {
         let mut it = tokens(s);
         let first = it.next().ok_or(TargetError::Empty { context: POOL })?;
-        Self::parse_rest(first, it)
+        Self::parse_rest::<true>(first, it)
     }
 
-    fn parse_rest<'a>(first: &'a str, mut it: impl Iterator<Item = &'a str>) -> Result<Self> {
+    /// Parses the fields after the first token. With `FAST` off, it skips
+    /// the byte-level fast paths (tests compare the two).
+    fn parse_rest<const FAST: bool>(first: &str, mut it: Tokens<'_>) -> Result<Self> {
         let transaction_id = parse_u64("thin-pool status transaction id", first)?;
-        let (used_metadata_blocks, total_metadata_blocks) = ratio(
-            "thin-pool status metadata usage",
-            need(&mut it, "thin-pool status metadata usage")?,
-        )?;
-        let (used_data_blocks, total_data_blocks) = ratio(
-            "thin-pool status data usage",
-            need(&mut it, "thin-pool status data usage")?,
-        )?;
+        const F_META: &str = "thin-pool status metadata usage";
+        let (used_metadata_blocks, total_metadata_blocks) = match it.fast_ratio_if(FAST) {
+            Some(r) => r,
+            None => ratio(F_META, need(&mut it, F_META)?)?,
+        };
+        const F_DATA: &str = "thin-pool status data usage";
+        let (used_data_blocks, total_data_blocks) = match it.fast_ratio_if(FAST) {
+            Some(r) => r,
+            None => ratio(F_DATA, need(&mut it, F_DATA)?)?,
+        };
         let held = need(&mut it, "thin-pool status held metadata root")?;
         let held_metadata_root = if held == "-" {
             None
         } else {
             Some(parse_u64("thin-pool status held metadata root", held)?)
         };
-        let mode = keyword(
-            "thin-pool status mode",
-            need(&mut it, "thin-pool status mode")?,
-            &[
-                ("rw", PoolMode::ReadWrite),
-                ("ro", PoolMode::ReadOnly),
-                ("out_of_data_space", PoolMode::OutOfDataSpace),
-            ],
-            "rw, ro or out_of_data_space",
-        )?;
-        let discard = keyword(
-            "thin-pool status discard mode",
-            need(&mut it, "thin-pool status discard mode")?,
-            &[
-                ("discard_passdown", DiscardMode::Passdown),
-                ("no_discard_passdown", DiscardMode::NoPassdown),
-                ("ignore_discard", DiscardMode::Ignore),
-            ],
-            "discard_passdown, no_discard_passdown or ignore_discard",
-        )?;
-        let no_space = keyword(
-            "thin-pool status no-space policy",
-            need(&mut it, "thin-pool status no-space policy")?,
-            &[
-                ("queue_if_no_space", NoSpacePolicy::Queue),
-                ("error_if_no_space", NoSpacePolicy::Error),
-            ],
-            "queue_if_no_space or error_if_no_space",
-        )?;
-        let needs_check = keyword(
-            "thin-pool status needs_check",
-            need(&mut it, "thin-pool status needs_check")?,
-            &[("needs_check", true), ("-", false)],
-            "needs_check or -",
-        )?;
+        const F_MODE: &str = "thin-pool status mode";
+        let mode = match need(&mut it, F_MODE)? {
+            "rw" => PoolMode::ReadWrite,
+            "ro" => PoolMode::ReadOnly,
+            "out_of_data_space" => PoolMode::OutOfDataSpace,
+            t => return Err(unknown(F_MODE, t, "rw, ro or out_of_data_space")),
+        };
+        const F_DISCARD: &str = "thin-pool status discard mode";
+        let discard = match need(&mut it, F_DISCARD)? {
+            "discard_passdown" => DiscardMode::Passdown,
+            "no_discard_passdown" => DiscardMode::NoPassdown,
+            "ignore_discard" => DiscardMode::Ignore,
+            t => {
+                return Err(unknown(
+                    F_DISCARD,
+                    t,
+                    "discard_passdown, no_discard_passdown or ignore_discard",
+                ))
+            }
+        };
+        const F_NO_SPACE: &str = "thin-pool status no-space policy";
+        let no_space = match need(&mut it, F_NO_SPACE)? {
+            "queue_if_no_space" => NoSpacePolicy::Queue,
+            "error_if_no_space" => NoSpacePolicy::Error,
+            t => {
+                return Err(unknown(
+                    F_NO_SPACE,
+                    t,
+                    "queue_if_no_space or error_if_no_space",
+                ))
+            }
+        };
+        const F_CHECK: &str = "thin-pool status needs_check";
+        let needs_check = match need(&mut it, F_CHECK)? {
+            "needs_check" => true,
+            "-" => false,
+            t => return Err(unknown(F_CHECK, t, "needs_check or -")),
+        };
         let metadata_low_watermark = it
             .next()
             .map(|t| parse_u64("thin-pool status metadata low watermark", t))
@@ -382,7 +506,7 @@ impl PoolStatus {
         match first {
             "Fail" => finish(it, POOL).map(|()| PoolStatus::Fail),
             "Error" => finish(it, POOL).map(|()| PoolStatus::Error),
-            _ => ThinPoolStatus::parse_rest(first, it).map(PoolStatus::Active),
+            _ => ThinPoolStatus::parse_rest::<true>(first, it).map(PoolStatus::Active),
         }
     }
 
@@ -685,7 +809,63 @@ pub(crate) mod tests {
         ]
     }
 
+    fn parse_with<const FAST: bool>(s: &str) -> Result<ThinPoolStatus> {
+        let mut it = tokens(s);
+        let first = it.next().ok_or(TargetError::Empty { context: POOL })?;
+        ThinPoolStatus::parse_rest::<FAST>(first, it)
+    }
+
+    #[test]
+    fn fast_path_edge_cases_match_slow_path() {
+        for s in [
+            "0 1/2 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 1/2 3/4\0 - rw discard_passdown queue_if_no_space -",
+            "0 1 /2 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 1/ 2 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 1//2 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 /2 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 2/ 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 3/2 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 1/2/3 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 12345678901234567890/99999999999999999999 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 1/18446744073709551615 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 1/18446744073709551616 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 1/2\t3/4\n- rw discard_passdown queue_if_no_space -",
+            "0 1/2é 3/4 - rw discard_passdown queue_if_no_space -",
+            "0 1/2",
+            "0 1/2 ",
+            "0 1",
+        ] {
+            assert_eq!(parse_with::<true>(s), parse_with::<false>(s), "{s:?}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn fast_path_matches_slow_path(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    "[0-9]{1,21}/[0-9]{1,21}",
+                    "[0-9/ ]{0,8}",
+                    "[0-9]{1,3}",
+                    Just("-".to_string()),
+                    Just("rw".to_string()),
+                    Just("discard_passdown".to_string()),
+                    Just("queue_if_no_space".to_string()),
+                    "[\\PC]{0,3}",
+                ],
+                1..12,
+            ),
+            seps in proptest::collection::vec(prop_oneof![Just(" "), Just("  "), Just("\t"), Just(""), Just("/")], 12),
+        ) {
+            let mut s = String::new();
+            for (p, sep) in parts.iter().zip(seps.iter()) {
+                s.push_str(p);
+                s.push_str(sep);
+            }
+            prop_assert_eq!(parse_with::<true>(&s), parse_with::<false>(&s), "{:?}", s);
+        }
+
         #[test]
         fn pool_round_trip(s in pool_status_strategy()) {
             prop_assert_eq!(ThinPoolStatus::parse(&s.to_string()), Ok(s));
