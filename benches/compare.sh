@@ -2,7 +2,7 @@
 # Reproduces dmthin's side-by-side benchmark (benches/compare/RESULTS.md) with
 # one command:
 #
-#   benches/compare.sh [--quick] [--no-udev-run] [--no-scaling] [--sizes LIST]
+#   benches/compare.sh [--quick] [--no-plain-run] [--no-udev-run] [--no-scaling] [--sizes LIST]
 #
 # 1. installs what the peers need to build (libdevmapper-dev, libclang-dev,
 #    gcc; strace to count ioctls in the guest) when missing;
@@ -30,6 +30,7 @@ MUSL=x86_64-unknown-linux-musl
 
 quick=0
 udev_run=1
+plain_run=1
 scaling=1
 sizes=10,100,1000,10000
 run_args=()
@@ -37,6 +38,7 @@ while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) quick=1 ;;
         --no-udev-run) udev_run=0 ;;
+        --no-plain-run) plain_run=0 ;;
         --no-scaling) scaling=0 ;;
         --sizes) sizes=$2; shift ;;
         -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
@@ -45,7 +47,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 if ((quick)); then
-    run_args=(--rounds 1 --iters cycle=5,snapshot=5,list=20,status=20 --paired cycle=5,snapshot=5,list=30,status=30 --strace-iters 2)
+    run_args=(--rounds 1 --iters cycle=5,snapshot=5,list=20,status=20,nodes=3 --paired cycle=5,snapshot=5,list=30,status=30 --strace-iters 2)
     [[ $sizes == 10,100,1000,10000 ]] && sizes=10,100,1000
 fi
 
@@ -113,8 +115,12 @@ vm() { # name, runner args...
 run_env=(--env "COMPARE_RUN_ARGS=${run_args[*]:-}")
 scal_env=(--env "COMPARE_SCALING=")
 ((scaling)) && scal_env=(--env "COMPARE_SCALING=$sizes" --env "COMPARE_SCALING_ARGS=--budget 2400")
-vm plain --timeout 4800 "${run_env[@]}" "${scal_env[@]}" --env COMPARE_WALKTHROUGH=1
-((udev_run)) && vm udev --udev --timeout 1800 "${run_env[@]}" --env COMPARE_SCALING=
+((plain_run)) && vm plain --timeout 4800 "${run_env[@]}" "${scal_env[@]}" --env COMPARE_WALKTHROUGH=1
+# With udev every activation waits for udevd under TCG: 3 rounds keep it bounded.
+udev_rounds=()
+((quick)) || udev_rounds=(--rounds 3)
+((udev_run)) && vm udev --udev --timeout 2400 --env "COMPARE_RUN_ARGS=${run_args[*]:-} ${udev_rounds[*]:-}" \
+    --env COMPARE_SCALING=
 
 # ------------------------------------------------------------------ report
 {

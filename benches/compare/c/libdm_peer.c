@@ -4,7 +4,8 @@
  * devicemapper driver did. A comparison tool only; never linked into dmthin.
  *
  * Usage: dmthin-compare-libdm WORKLOAD ITERS POOL POOL_DEV FIRST_ID SIZE ORIGIN ORIGIN_ID
- *   WORKLOAD  cycle | snapshot | list | status
+ *   WORKLOAD  cycle | snapshot | list | status | nodes (the cycle, checking
+ *             /dev/mapper/<name> after activation and after removal)
  *   POOL      pool device name;  POOL_DEV  its MAJ:MIN
  *   FIRST_ID  first thin id to use (ids FIRST_ID .. FIRST_ID+ITERS)
  *   SIZE      thin device size in sectors
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void die(const char *what)
@@ -139,19 +141,33 @@ struct job {
 	unsigned origin_id;
 	uint64_t size;
 	struct dm_pool *mem;
-	uint64_t sink;
+	uint64_t sink, missing, stale;
 };
+
+/* The "nodes" workload: is /dev/mapper/<name> there when the call returned? */
+static int node_exists(const char *name)
+{
+	char path[128];
+	struct stat st;
+	snprintf(path, sizeof path, "/dev/mapper/%s", name);
+	return lstat(path, &st) == 0;
+}
 
 static void one_op(struct job *j, unsigned id)
 {
 	char msg[64], name[64], params[64];
-	if (!strcmp(j->workload, "cycle")) {
+	int nodes = !strcmp(j->workload, "nodes");
+	if (!strcmp(j->workload, "cycle") || nodes) {
 		snprintf(msg, sizeof msg, "create_thin %u", id);
 		message(j->pool, msg);
 		snprintf(name, sizeof name, "cmp-%u", id);
 		snprintf(params, sizeof params, "%s %u", j->pool_dev, id);
 		create_thin_dev(name, j->size, params);
+		if (nodes && !node_exists(name))
+			j->missing++;
 		remove_dev(name);
+		if (nodes && node_exists(name))
+			j->stale++;
 		snprintf(msg, sizeof msg, "delete %u", id);
 		message(j->pool, msg);
 	} else if (!strcmp(j->workload, "snapshot")) {
@@ -204,7 +220,10 @@ int main(int argc, char **argv)
 	getppid();
 
 	dm_pool_destroy(j.mem);
-	printf("RESULT peer=libdm workload=%s iters=%u ns=%" PRIu64 " sink=%" PRIu64 "\n", j.workload,
+	printf("RESULT peer=libdm workload=%s iters=%u ns=%" PRIu64 " sink=%" PRIu64, j.workload,
 	       iters, t1 - t0, j.sink);
+	if (!strcmp(j.workload, "nodes"))
+		printf(" missing=%" PRIu64 " stale=%" PRIu64, j.missing, j.stale);
+	printf("\n");
 	return 0;
 }

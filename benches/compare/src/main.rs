@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const WORKLOADS: [&str; 4] = ["cycle", "snapshot", "list", "status"];
-const PEERS: [&str; 5] = ["dmthin", "floor", "libdm", "devicemapper", "dmsetup"];
+const WORKLOADS: [&str; 5] = ["cycle", "snapshot", "list", "status", "nodes"];
+const PEERS: [&str; 6] = ["dmthin", "floor", "libdm", "devicemapper", "dmsetup", "dmthin-private"];
 
 fn usage() -> ! {
     eprintln!(
@@ -78,7 +78,8 @@ fn peer_main(a: &[String]) {
         return;
     }
     let out = match a[0].as_str() {
-        "dmthin" => peers::run_dmthin(&job),
+        "dmthin" => peers::run_dmthin(&job, false),
+        "dmthin-private" => peers::run_dmthin(&job, true),
         "devicemapper" => peers::run_devmapper(&job),
         "dmsetup" => peers::run_dmsetup(&job),
         "floor" => peers::run_floor(&job),
@@ -93,6 +94,10 @@ fn peer_main(a: &[String]) {
     );
     if let Some(n) = out.ioctls {
         print!(" ioctls={n}");
+    }
+    if job.workload == "nodes" && a[0] != "floor" {
+        use std::sync::atomic::Ordering::Relaxed;
+        print!(" missing={} stale={}", peers::MISSING.load(Relaxed), peers::STALE.load(Relaxed));
     }
     println!();
 }
@@ -188,7 +193,7 @@ fn parse_opts(a: &[String]) -> Opts {
     let exe = std::env::current_exe().expect("current_exe");
     let mut o = Opts {
         rounds: 5,
-        iters: [("cycle", 20), ("snapshot", 20), ("list", 200), ("status", 100)]
+        iters: [("cycle", 20), ("snapshot", 20), ("list", 200), ("status", 100), ("nodes", 10)]
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
@@ -415,20 +420,28 @@ fn peer_command(o: &Opts, peer: &str, job: &Job) -> (String, Vec<String>) {
 struct RunResult {
     ns: u128,
     ioctls: Option<u64>,
+    /// "nodes" workload: /dev/mapper/<name> missing after activation, still there after removal.
+    nodes: Option<(u64, u64)>,
 }
 
 fn parse_result(stdout: &str) -> Option<RunResult> {
     let line = stdout.lines().find(|l| l.starts_with("RESULT "))?;
     let mut ns = None;
     let mut ioctls = None;
+    let (mut missing, mut stale) = (None, None);
     for kv in line.split_whitespace() {
         if let Some(v) = kv.strip_prefix("ns=") {
             ns = v.parse().ok();
         } else if let Some(v) = kv.strip_prefix("ioctls=") {
             ioctls = v.parse().ok();
+        } else if let Some(v) = kv.strip_prefix("missing=") {
+            missing = v.parse().ok();
+        } else if let Some(v) = kv.strip_prefix("stale=") {
+            stale = v.parse().ok();
         }
     }
-    Some(RunResult { ns: ns?, ioctls })
+    let nodes = missing.zip(stale);
+    Some(RunResult { ns: ns?, ioctls, nodes })
 }
 
 fn run_peer(o: &Opts, peer: &str, job: &Job, strace_out: Option<&Path>) -> Result<RunResult, String> {
@@ -487,6 +500,7 @@ fn count_dm_ioctls(log: &str) -> Option<u64> {
 
 #[derive(Default)]
 struct Cell {
+    nodes: Option<(u64, u64, u64)>,
     ms_per_op: Vec<f64>,
     ioctls_code: Option<f64>,
     ioctls_strace: Option<f64>,
@@ -555,6 +569,10 @@ fn driver_main(a: &[String]) {
                         if let Some(n) = r.ioctls {
                             cell.ioctls_code = Some(n as f64 / iters as f64);
                         }
+                        if let Some((m, st)) = r.nodes {
+                            let (a, b, c) = cell.nodes.unwrap_or((0, 0, 0));
+                            cell.nodes = Some((a + u64::from(iters), b + m, c + st));
+                        }
                         b.clean_after(&job, false);
                     }
                     Err(e) => {
@@ -571,7 +589,9 @@ fn driver_main(a: &[String]) {
     let mut paired: BTreeMap<String, Vec<(String, f64, f64, f64)>> = BTreeMap::new();
     for w in &o.workloads {
         let n = o.paired.get(w.as_str()).copied().unwrap_or(0);
-        if n == 0 {
+        // With udev running the floor does not wait for its uevents, and in one
+        // process their processing would be charged to the next peer's op.
+        if n == 0 || (udev && matches!(w.as_str(), "cycle" | "snapshot" | "nodes")) {
             continue;
         }
         let job = b.job(w, n, next_id);
@@ -605,7 +625,7 @@ fn driver_main(a: &[String]) {
     let have_strace = o.strace_iters > 0 && in_path("strace");
     if have_strace {
         let log = o.workdir.join("strace.log");
-        for w in &o.workloads {
+        for w in o.workloads.iter().filter(|w| *w != "nodes") {
             for p in &o.peers {
                 let job = b.job(w, o.strace_iters, next_id);
                 next_id += o.strace_iters + 1;
@@ -646,6 +666,7 @@ fn driver_main(a: &[String]) {
             "snapshot" => "snapshot of an active origin (suspend + create_snap + resume)",
             "list" => "list devices",
             "status" => "thin-pool status (TABLE_STATUS, no noflush)",
+            "nodes" => "the cycle again, checking /dev/mapper/<name> after activate and after deactivate",
             _ => w,
         };
         let list_note = if w == "list" {
@@ -684,6 +705,7 @@ fn driver_main(a: &[String]) {
             };
             let name = match p.as_str() {
                 "dmthin" => "dmthin (library)",
+                "dmthin-private" => "dmthin, UdevFlags::PRIVATE (no blkid/disk rules)",
                 "floor" => "floor (raw ioctls, buffers prepared)",
                 "libdm" => "libdevmapper in-process (C)",
                 "devicemapper" => "devicemapper crate 0.34",
@@ -703,6 +725,21 @@ fn driver_main(a: &[String]) {
                 fmt_opt(c.ioctls_strace, 1),
                 fmt_opt(c.ioctls_code, 1),
             );
+        }
+        println!();
+    }
+    let node_rows: Vec<(&String, (u64, u64, u64))> = o
+        .peers
+        .iter()
+        .filter_map(|p| cells.get(&("nodes".to_string(), p.clone())).and_then(|c| c.nodes).map(|n| (p, n)))
+        .collect();
+    if !node_rows.is_empty() {
+        println!("#### Nodes: /dev/mapper/<name> when the call returns (cycle, all rounds)");
+        println!();
+        println!("| peer | activations | missing right after activate | still there right after deactivate |");
+        println!("|---|---:|---:|---:|");
+        for (p, (n, m, st)) in node_rows {
+            println!("| {p} | {n} | {m} | {st} |");
         }
         println!();
     }

@@ -67,6 +67,24 @@ fn marker() {
     }
 }
 
+/// The "nodes" workload is the cycle with checks: is /dev/mapper/<name>
+/// there right after the activation returned, and gone right after the
+/// deactivation returned? (Untimed; it is about correctness.)
+pub static MISSING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static STALE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn check_active(job: &Job, name: &str) {
+    if job.workload == "nodes" && !std::path::Path::new("/dev/mapper").join(name).exists() {
+        MISSING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn check_removed(job: &Job, name: &str) {
+    if job.workload == "nodes" && std::fs::symlink_metadata(std::path::Path::new("/dev/mapper").join(name)).is_ok() {
+        STALE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn bad_workload(w: &str) -> ! {
     panic!("unknown workload {w}")
 }
@@ -76,22 +94,26 @@ fn bad_workload(w: &str) -> ! {
 pub struct DmthinPeer {
     pub ctl: dmthin::dm::Control,
     sink: usize,
+    /// udev rule flags for activate/resume/remove: empty (all rules, as
+    /// libdevmapper by default), or `UdevFlags::PRIVATE` for the
+    /// "dmthin-private" peer (node made, no blkid/disk/other rules).
+    pub flags: dmthin::dm::UdevFlags,
 }
 
 impl DmthinPeer {
     /// Control::open issues DM_VERSION (the others' warm-up does the same).
     pub fn new() -> DmthinPeer {
         let ctl = dmthin::dm::Control::open().expect("open /dev/mapper/control");
-        DmthinPeer { ctl, sink: 0 }
+        DmthinPeer { ctl, sink: 0, flags: dmthin::dm::UdevFlags::empty() }
     }
 
     pub fn op(&mut self, job: &Job, id: u32) {
-        use dmthin::dm::{CreateOptions, DevId, RemoveOptions, StatusOptions, SuspendOptions, UdevFlags};
+        use dmthin::dm::{CreateOptions, DevId, RemoveOptions, StatusOptions, SuspendOptions};
         use dmthin::target::{PoolStatus, TableLine};
         let ctl = &mut self.ctl;
         let pool = DevId::Name(&job.pool);
         match job.workload.as_str() {
-            "cycle" => {
+            "cycle" | "nodes" => {
                 let name = job.name(id);
                 ctl.target_message(pool, 0, &format!("create_thin {id}")).expect("create_thin");
                 let line = TableLine {
@@ -100,9 +122,12 @@ impl DmthinPeer {
                     target_type: "thin".into(),
                     params: format!("{} {id}", job.pool_dev),
                 };
-                ctl.create_with_table(&name, &CreateOptions::default(), &[line], UdevFlags::empty())
+                ctl.create_with_table(&name, &CreateOptions::default(), &[line], self.flags)
                     .expect("activate");
-                ctl.remove(DevId::Name(&name), &RemoveOptions::default()).expect("deactivate");
+                check_active(job, &name);
+                let opts = RemoveOptions { udev_flags: self.flags, ..Default::default() };
+                ctl.remove(DevId::Name(&name), &opts).expect("deactivate");
+                check_removed(job, &name);
                 ctl.target_message(pool, 0, &format!("delete {id}")).expect("delete");
             }
             "snapshot" => {
@@ -110,7 +135,7 @@ impl DmthinPeer {
                 ctl.suspend(origin, &SuspendOptions::default()).expect("suspend");
                 ctl.target_message(pool, 0, &format!("create_snap {id} {}", job.origin_id))
                     .expect("create_snap");
-                ctl.resume(origin, UdevFlags::empty()).expect("resume");
+                ctl.resume(origin, self.flags).expect("resume");
             }
             "list" => self.sink += ctl.list_devices().expect("list").len(),
             "status" => {
@@ -126,8 +151,11 @@ impl DmthinPeer {
     }
 }
 
-pub fn run_dmthin(job: &Job) -> Outcome {
+pub fn run_dmthin(job: &Job, private: bool) -> Outcome {
     let mut p = DmthinPeer::new();
+    if private {
+        p.flags = dmthin::dm::UdevFlags::PRIVATE;
+    }
     p.op(job, job.first + job.iters); // warm-up
     marker();
     let before = p.ctl.ioctl_count();
@@ -160,7 +188,7 @@ impl DevmapperPeer {
         let dm = &self.dm;
         let pool = DevId::Name(DmName::new(&job.pool).expect("pool name"));
         match job.workload.as_str() {
-            "cycle" => {
+            "cycle" | "nodes" => {
                 let name = job.name(id);
                 let dname = DmName::new(&name).expect("name");
                 let did = DevId::Name(dname);
@@ -169,7 +197,9 @@ impl DevmapperPeer {
                 let table = [(0u64, job.size, "thin".to_string(), format!("{} {id}", job.pool_dev))];
                 dm.table_load(&did, &table, DmOptions::default()).expect("load");
                 dm.device_suspend(&did, DmOptions::default()).expect("resume");
+                check_active(job, &name);
                 dm.device_remove(&did, DmOptions::default()).expect("remove");
+                check_removed(job, &name);
                 dm.target_msg(&pool, None, &format!("delete {id}")).expect("delete");
             }
             "snapshot" => {
@@ -226,12 +256,14 @@ fn dmsetup(args: &[&str]) {
 
 fn dmsetup_op(job: &Job, id: u32) {
     match job.workload.as_str() {
-        "cycle" => {
+        "cycle" | "nodes" => {
             let name = job.name(id);
             dmsetup(&["message", &job.pool, "0", &format!("create_thin {id}")]);
             let table = format!("0 {} thin {} {id}", job.size, job.pool_dev);
             dmsetup(&["create", &name, "--table", &table]);
+            check_active(job, &name);
             dmsetup(&["remove", &name]);
+            check_removed(job, &name);
             dmsetup(&["message", &job.pool, "0", &format!("delete {id}")]);
         }
         "snapshot" => {
@@ -280,7 +312,7 @@ impl FloorPeer {
         let mut groups = std::collections::HashMap::new();
         let mut template = None;
         match job.workload.as_str() {
-            "cycle" | "snapshot" => {
+            "cycle" | "snapshot" | "nodes" => {
                 for id in ids {
                     groups.insert(id, Self::group(job, id));
                 }
@@ -314,7 +346,7 @@ impl FloorPeer {
 
     fn group(job: &Job, id: u32) -> Vec<Req> {
         match job.workload.as_str() {
-            "cycle" => {
+            "cycle" | "nodes" => {
                 let name = job.name(id);
                 vec![
                     Req::message(&job.pool, &format!("create_thin {id}")),
