@@ -449,7 +449,7 @@ fn run_peer(o: &Opts, peer: &str, job: &Job, strace_out: Option<&Path>) -> Resul
     let mut c = match strace_out {
         Some(f) => {
             let mut c = Command::new("strace");
-            c.args(["-f", "-qq", "-e", "trace=ioctl,getppid", "-o"])
+            c.args(["-f", "-qq", "-o"])
                 .arg(f)
                 .arg(&cmd)
                 .args(&args);
@@ -477,8 +477,9 @@ fn run_peer(o: &Opts, peer: &str, job: &Job, strace_out: Option<&Path>) -> Resul
     parse_result(&stdout).ok_or_else(|| format!("{peer}: no RESULT line in {stdout:?}"))
 }
 
-/// Device-mapper ioctls between the two getppid() markers of an strace -f log.
-fn count_dm_ioctls(log: &str) -> Option<u64> {
+/// Device-mapper ioctls and all system calls between the two getppid()
+/// markers of an strace -f log (children included).
+fn count_dm_ioctls(log: &str) -> Option<(u64, u64)> {
     let lines: Vec<&str> = log.lines().collect();
     let marks: Vec<usize> = lines
         .iter()
@@ -490,12 +491,16 @@ fn count_dm_ioctls(log: &str) -> Option<u64> {
         return None;
     }
     let (a, b) = (marks[0], marks[marks.len() - 1]);
-    Some(
-        lines[a..b]
-            .iter()
-            .filter(|l| l.contains("ioctl(") && (l.contains("DM_") || l.contains("0xc138fd")))
-            .count() as u64,
-    )
+    let calls: Vec<&str> = lines[a + 1..b]
+        .iter()
+        .map(|l| l.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start())
+        .filter(|l| !l.starts_with("<...") && !l.starts_with("+++") && !l.starts_with("---"))
+        .collect();
+    let dm = calls
+        .iter()
+        .filter(|l| l.starts_with("ioctl(") && (l.contains("DM_") || l.contains("0xc138fd")))
+        .count() as u64;
+    Some((dm, calls.len() as u64))
 }
 
 #[derive(Default)]
@@ -504,6 +509,7 @@ struct Cell {
     ms_per_op: Vec<f64>,
     ioctls_code: Option<f64>,
     ioctls_strace: Option<f64>,
+    syscalls_strace: Option<f64>,
     errors: Vec<String>,
 }
 
@@ -571,7 +577,8 @@ fn driver_main(a: &[String]) {
                         }
                         if let Some((m, st)) = r.nodes {
                             let (a, b, c) = cell.nodes.unwrap_or((0, 0, 0));
-                            cell.nodes = Some((a + u64::from(iters), b + m, c + st));
+                            // the counters include the warm-up operation
+                            cell.nodes = Some((a + u64::from(iters) + 1, b + m, c + st));
                         }
                         b.clean_after(&job, false);
                     }
@@ -635,7 +642,10 @@ fn driver_main(a: &[String]) {
                 let count = std::fs::read_to_string(&log).ok().and_then(|s| count_dm_ioctls(&s));
                 let cell = cells.entry((w.clone(), p.clone())).or_default();
                 match (r, count) {
-                    (Ok(_), Some(n)) => cell.ioctls_strace = Some(n as f64 / o.strace_iters as f64),
+                    (Ok(_), Some((dm, all))) => {
+                        cell.ioctls_strace = Some(dm as f64 / o.strace_iters as f64);
+                        cell.syscalls_strace = Some(all as f64 / o.strace_iters as f64);
+                    }
                     (Err(e), _) => cell.errors.push(format!("under strace: {e}")),
                     (Ok(_), None) => cell.errors.push("strace log without markers".into()),
                 }
@@ -681,8 +691,8 @@ fn driver_main(a: &[String]) {
         };
         println!("#### {w}: {title}{list_note}, {iters} ops per run{fewer}");
         println!();
-        println!("| peer | ms/op | ops/s | time vs dmthin | time vs floor | range ms/op | ioctls/op (strace) | ioctls/op (counted in code) |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| peer | ms/op | ops/s | time vs dmthin | time vs floor | range ms/op | dm ioctls/op (strace) | dm ioctls/op (counted in code) | all syscalls/op (strace) |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         let base = cells.get(&(w.clone(), "dmthin".into())).and_then(|c| median(&c.ms_per_op));
         let floor = cells.get(&(w.clone(), "floor".into())).and_then(|c| median(&c.ms_per_op));
         for p in &o.peers {
@@ -717,13 +727,14 @@ fn driver_main(a: &[String]) {
                 err = format!(" ⚠ {} failed run(s)", c.errors.len());
             }
             println!(
-                "| {name}{err} | {} | {} | {} | {} | {range} | {} | {} |",
+                "| {name}{err} | {} | {} | {} | {} | {range} | {} | {} | {} |",
                 fmt_opt(m, 2),
                 fmt_opt(m.map(|m| 1000.0 / m), 1),
                 ratio(base),
                 ratio(floor),
                 fmt_opt(c.ioctls_strace, 1),
                 fmt_opt(c.ioctls_code, 1),
+                fmt_opt(c.syscalls_strace, 1),
             );
         }
         println!();
