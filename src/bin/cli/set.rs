@@ -422,11 +422,14 @@ fn init(root: PathBuf, args: &[OsString]) -> CliResult {
                 HELP,
             ));
         };
+        // A new set takes the sizes as given; existing files only ever grow.
+        let existing = recorded.is_some();
+        let pick = |have: u64, want: u64| if existing { have.max(want) } else { want };
         if let Some(d) = data {
-            *data_size = (*data_size).max(d);
+            *data_size = pick(*data_size, d);
         }
         if let Some(m) = meta {
-            *metadata_size = (*metadata_size).max(m);
+            *metadata_size = pick(*metadata_size, m);
         }
     }
     if let Some(bs) = p.size("--block-size", HELP)? {
