@@ -10,26 +10,50 @@ pub(crate) fn is_kernel_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
 }
 
-/// A cursor over whitespace-separated arguments.
+/// True for the same separators as [`is_kernel_space`], as a byte.
+#[inline]
+fn is_space_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// A cursor over whitespace-separated arguments (a byte scanner: the
+/// separators are ASCII, so every cut falls on a char boundary).
+#[derive(Clone)]
 pub(crate) struct Args<'a> {
-    iter: std::str::Split<'a, fn(char) -> bool>,
+    s: &'a str,
+    pos: usize,
     context: &'static str,
 }
 
 impl<'a> Args<'a> {
     /// Splits `s` on the kernel's separators; `context` names the target in errors.
     pub(crate) fn new(s: &'a str, context: &'static str) -> Self {
-        let f: fn(char) -> bool = is_kernel_space;
-        Args {
-            iter: s.split(f),
-            context,
-        }
+        Args { s, pos: 0, context }
     }
 
     /// The next non-empty token, if any.
     #[inline]
     pub(crate) fn next_token(&mut self) -> Option<&'a str> {
-        self.iter.by_ref().find(|t| !t.is_empty())
+        let b = self.s.as_bytes();
+        let mut i = self.pos;
+        while b.get(i).is_some_and(|c| is_space_byte(*c)) {
+            i += 1;
+        }
+        let start = i;
+        while b.get(i).is_some_and(|c| !is_space_byte(*c)) {
+            i += 1;
+        }
+        self.pos = i;
+        if start == i {
+            None
+        } else {
+            self.s.get(start..i)
+        }
+    }
+
+    /// True if no token is left.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.clone().next_token().is_none()
     }
 
     /// The next token, or [`TargetError::Missing`] naming `field`.
@@ -61,13 +85,12 @@ impl<'a> Args<'a> {
         }
     }
 
-    /// Counts the tokens left without consuming `self`'s position for the caller.
+    /// Counts the tokens left, without moving the cursor.
     pub(crate) fn remaining(&self) -> u64 {
+        let mut c = self.clone();
         let mut n: u64 = 0;
-        for t in self.iter.clone() {
-            if !t.is_empty() {
-                n = n.saturating_add(1);
-            }
+        while c.next_token().is_some() {
+            n = n.saturating_add(1);
         }
         n
     }
@@ -179,10 +202,12 @@ mod tests {
 
     #[test]
     fn splits_like_the_kernel() {
-        let mut a = Args::new(" a\tb\x0bc\x0cd\r\ne  ", "t");
-        assert_eq!(a.remaining(), 5);
+        let mut a = Args::new(" a\tb\x0bc\x0cd\r\ne \u{a0}é ", "t");
+        assert_eq!(a.remaining(), 6);
+        assert!(!a.is_empty());
         let toks: Vec<_> = std::iter::from_fn(|| a.next_token()).collect();
-        assert_eq!(toks, ["a", "b", "c", "d", "e"]);
+        assert_eq!(toks, ["a", "b", "c", "d", "e", "\u{a0}é"]);
+        assert!(a.is_empty());
         assert!(a.finish().is_ok());
     }
 }

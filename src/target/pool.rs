@@ -271,7 +271,7 @@ impl ThinPoolTable {
     /// the kernel; a trailing space is fine.
     pub fn parse_params(params: &str) -> Result<Self> {
         let mut a = Args::new(params, CONTEXT);
-        if a.remaining() == 0 {
+        if a.is_empty() {
             return Err(TargetError::Empty { context: CONTEXT });
         }
         let meta = DeviceRef::parse_field(

@@ -38,7 +38,7 @@ impl LinearTable {
     pub fn parse_params(params: &str) -> Result<Self> {
         const CONTEXT: &str = "linear table";
         let mut a = Args::new(params, CONTEXT);
-        if a.remaining() == 0 {
+        if a.is_empty() {
             return Err(TargetError::Empty { context: CONTEXT });
         }
         let dev = DeviceRef::parse_field("linear device", a.required("linear device")?)?;
@@ -497,7 +497,7 @@ impl FlakeyTable {
     /// Parses the parameters, as given to or reported by the kernel.
     pub fn parse_params(params: &str) -> Result<Self> {
         let mut a = Args::new(params, FLAKEY);
-        if a.remaining() == 0 {
+        if a.is_empty() {
             return Err(TargetError::Empty { context: FLAKEY });
         }
         let dev = DeviceRef::parse_field("flakey device", a.required("flakey device")?)?;

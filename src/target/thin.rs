@@ -136,7 +136,7 @@ impl ThinTable {
     /// Parses the parameters, as given to or reported by the kernel.
     pub fn parse_params(params: &str) -> Result<Self> {
         let mut a = Args::new(params, CONTEXT);
-        if a.remaining() == 0 {
+        if a.is_empty() {
             return Err(TargetError::Empty { context: CONTEXT });
         }
         let pool = DeviceRef::parse_field("thin pool device", a.required("thin pool device")?)?;
