@@ -3,6 +3,7 @@
 # one command:
 #
 #   benches/compare.sh [--quick] [--no-plain-run] [--no-udev-run] [--no-scaling] [--sizes LIST]
+#                      [--run-args "ARGS for dmthin-compare run, e.g. --peers dmthin,floor"]
 #
 # 1. installs what the peers need to build (libdevmapper-dev, libclang-dev,
 #    gcc; strace to count ioctls in the guest) when missing;
@@ -34,6 +35,7 @@ plain_run=1
 scaling=1
 sizes=10,100,1000,10000
 run_args=()
+extra_run_args=
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) quick=1 ;;
@@ -41,7 +43,8 @@ while [[ $# -gt 0 ]]; do
         --no-plain-run) plain_run=0 ;;
         --no-scaling) scaling=0 ;;
         --sizes) sizes=$2; shift ;;
-        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+        --run-args) extra_run_args=$2; shift ;;
+        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -112,6 +115,8 @@ vm() { # name, runner args...
         say "VM run '$name' exited with $? (see $log)"
     logs+=("$log")
 }
+# shellcheck disable=SC2206 # split the extra arguments on purpose
+run_args+=($extra_run_args)
 run_env=(--env "COMPARE_RUN_ARGS=${run_args[*]:-}")
 scal_env=(--env "COMPARE_SCALING=")
 ((scaling)) && scal_env=(--env "COMPARE_SCALING=$sizes" --env "COMPARE_SCALING_ARGS=--budget 2400")
@@ -119,7 +124,7 @@ scal_env=(--env "COMPARE_SCALING=")
 # With udev every activation waits for udevd under TCG: 3 rounds keep it bounded.
 udev_rounds=()
 ((quick)) || udev_rounds=(--rounds 3)
-((udev_run)) && vm udev --udev --timeout 2400 --env "COMPARE_RUN_ARGS=${run_args[*]:-} ${udev_rounds[*]:-}" \
+((udev_run)) && vm udev --udev --timeout 2400 --env "COMPARE_RUN_ARGS=${udev_rounds[*]:-} ${run_args[*]:-}" \
     --env COMPARE_SCALING=
 
 # ------------------------------------------------------------------ report

@@ -82,7 +82,8 @@ fn peer_main(a: &[String]) {
         "dmthin-private" => peers::run_dmthin(&job, true),
         "devicemapper" => peers::run_devmapper(&job),
         "dmsetup" => peers::run_dmsetup(&job),
-        "floor" => peers::run_floor(&job),
+        "floor" => peers::run_floor(&job, false),
+        "floor-nodewait" => peers::run_floor(&job, true),
         p => panic!("unknown peer {p}"),
     };
     print!(
@@ -716,6 +717,7 @@ fn driver_main(a: &[String]) {
             let name = match p.as_str() {
                 "dmthin" => "dmthin (library)",
                 "dmthin-private" => "dmthin, UdevFlags::PRIVATE (no blkid/disk rules)",
+                "floor-nodewait" => "floor + poll for /dev/mapper/<name> (no cookie)",
                 "floor" => "floor (raw ioctls, buffers prepared)",
                 "libdm" => "libdevmapper in-process (C)",
                 "devicemapper" => "devicemapper crate 0.34",

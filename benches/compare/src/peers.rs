@@ -47,6 +47,19 @@ impl Job {
         ]
     }
 
+    fn dummy() -> Job {
+        Job {
+            workload: String::new(),
+            iters: 0,
+            pool: String::new(),
+            pool_dev: String::new(),
+            first: 0,
+            size: 0,
+            origin: String::new(),
+            origin_id: 0,
+        }
+    }
+
     fn name(&self, id: u32) -> String {
         format!("cmp-{id}")
     }
@@ -301,7 +314,24 @@ pub struct FloorPeer {
     /// Decode the reply with dmthin's own decoders (list, status): the floor
     /// plus exactly dmthin's decoding, to split dmthin's cost in two.
     pub decode: bool,
+    /// "floor-nodewait": after the resume of a new device, poll until
+    /// /dev/mapper/<name> exists; after its removal, until it is gone. No
+    /// cookie, so udev's dm rules spawn no `dmsetup udevflags/udevcomplete`:
+    /// a udev-correct floor for the cycle.
+    pub wait_nodes: bool,
+    nodes_check: bool,
     sink: usize,
+}
+
+fn wait_node(name: &str, present: bool) {
+    let path = std::path::Path::new("/dev/mapper").join(name);
+    let t0 = Instant::now();
+    while std::fs::symlink_metadata(&path).is_ok() != present {
+        if t0.elapsed() > Duration::from_secs(30) {
+            panic!("{} did not {} within 30 s", path.display(), if present { "appear" } else { "go" });
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
 }
 
 impl FloorPeer {
@@ -341,7 +371,15 @@ impl FloorPeer {
             }
             w => bad_workload(w),
         }
-        FloorPeer { raw, groups, template, decode: false, sink: 0 }
+        FloorPeer {
+            raw,
+            groups,
+            template,
+            decode: false,
+            wait_nodes: false,
+            nodes_check: job.workload == "nodes",
+            sink: 0,
+        }
     }
 
     fn group(job: &Job, id: u32) -> Vec<Req> {
@@ -378,9 +416,24 @@ impl FloorPeer {
             }
         } else {
             let group = self.groups.get_mut(&id).expect("prepared id");
-            for r in group.iter_mut() {
+            let cycle = group.len() == 6;
+            for (i, r) in group.iter_mut().enumerate() {
                 if let Err(e) = self.raw.issue(r) {
                     panic!("raw ioctl nr {}: {e}", r.nr);
+                }
+                if cycle && (self.wait_nodes || self.nodes_check) && (i == 3 || i == 4) {
+                    let name = format!("cmp-{id}");
+                    if self.wait_nodes {
+                        wait_node(&name, i == 3);
+                    }
+                    if self.nodes_check {
+                        let job_nodes = Job { workload: "nodes".into(), ..Job::dummy() };
+                        if i == 3 {
+                            check_active(&job_nodes, &name);
+                        } else {
+                            check_removed(&job_nodes, &name);
+                        }
+                    }
                 }
             }
         }
@@ -406,8 +459,9 @@ fn decode_reply(req: &Req) -> usize {
     }
 }
 
-pub fn run_floor(job: &Job) -> Outcome {
+pub fn run_floor(job: &Job, wait_nodes: bool) -> Outcome {
     let mut p = FloorPeer::new(job, job.first..=job.first + job.iters);
+    p.wait_nodes = wait_nodes;
     p.op(job.first + job.iters); // warm-up
     marker();
     let before = p.raw.ioctls;
