@@ -1,0 +1,49 @@
+//! Decoding kernel reply buffers with the `dm` decoders, from arbitrary bytes.
+//!
+//! The first byte picks the decoder; the rest is the reply (a whole buffer
+//! with header for the header and payload paths, a bare payload otherwise).
+//! Nothing may panic or read out of bounds, whatever the kernel wrote.
+#![no_main]
+
+use dmthin::dm::codec;
+use dmthin::dm::Command;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    match selector % 6 {
+        0 => {
+            // A whole reply: header, then its payload bounded by data_size.
+            if let Ok(h) = codec::decode_header(Command::TableStatus, rest) {
+                let _ = codec::device_info(&h);
+                if let Ok(p) = codec::payload(Command::TableStatus, &h, rest) {
+                    assert!(p.len() <= rest.len());
+                    let _ = codec::decode_specs(Command::TableStatus, p, h.target_count);
+                    let _ = codec::decode_message_reply(&h, p);
+                }
+            }
+        }
+        1 => {
+            let _ = codec::decode_name_list(rest, true);
+        }
+        2 => {
+            let _ = codec::decode_name_list(rest, false);
+        }
+        3 => {
+            let count = rest.first().copied().unwrap_or(0) as u32;
+            if let Ok(lines) = codec::decode_specs(Command::DevWait, rest.get(1..).unwrap_or(&[]), count) {
+                assert_eq!(lines.len(), count as usize);
+            }
+        }
+        4 => {
+            if let Ok(devs) = codec::decode_deps(rest) {
+                assert!(devs.len() * 8 + 8 <= rest.len());
+            }
+        }
+        _ => {
+            let _ = codec::decode_versions(Command::ListVersions, rest);
+        }
+    }
+});
