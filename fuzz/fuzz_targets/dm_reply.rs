@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
         }
         3 => {
             let count = rest.first().copied().unwrap_or(0) as u32;
-            if let Ok(lines) = codec::decode_specs(Command::DevWait, rest.get(1..).unwrap_or(&[]), count) {
+            if let Ok(lines) =
+                codec::decode_specs(Command::DevWait, rest.get(1..).unwrap_or(&[]), count)
+            {
                 assert_eq!(lines.len(), count as usize);
             }
         }
