@@ -289,7 +289,7 @@ pub fn payload<'a>(command: Command, h: &DmIoctl, buf: &'a [u8]) -> Result<&'a [
     if end <= start && start >= HEADER_SIZE && start <= buf.len() {
         return Ok(&buf[start..start]);
     }
-    if start < HEADER_SIZE || end > buf.len() {
+    if start < HEADER_SIZE || start > end || end > buf.len() {
         return malformed(
             command,
             format!(
@@ -801,6 +801,11 @@ mod tests {
         assert!(payload(Command::Version, &h, &buf).is_err());
         h.data_start = 10;
         assert!(payload(Command::Version, &h, &[0u8; 500]).is_err());
+        // Found by the dm_reply fuzz target: data_start past both data_size
+        // and the buffer must be an error, not a slice panic.
+        h.data_start = 100_000;
+        h.data_size = 320;
+        assert!(payload(Command::Version, &h, &[0u8; 400]).is_err());
         // The kernel's "no payload": data_size 305 < data_start 312.
         h.data_start = 312;
         h.data_size = 305;
