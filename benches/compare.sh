@@ -136,7 +136,8 @@ udev_rounds=()
     echo
     for log in "${logs[@]}"; do
         tr -d '\r' <"$log" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' |
-            awk '/^=== BEGIN /{on=1; next} /^=== END /{on=0; print ""; next} on' |
+            awk '/^=== BEGIN /{on=1; sub(/^=== BEGIN /, "### "); sub(/ ===$/, ""); print; print ""; next}
+                 /^=== END /{on=0; print ""; next} on' |
             sed '/^dmthin-compare[: ]/d'
         grep -a -h '^compare-guest:' "$log" | tr -d '\r' | sed 's/^/    /' | head -5
         echo

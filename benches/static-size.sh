@@ -29,11 +29,16 @@ s_static=$(size "$tmp")
 dmsetup=$(command -v dmsetup || echo /usr/sbin/dmsetup)
 dmsetup=$(readlink -f -- "$dmsetup")
 total=$(size "$dmsetup")
+own=$total # without the C runtime (libc, libm, ld.so) that most programs share
 rows="| $dmsetup | $(kib "$total") |"$'\n'
 while IFS= read -r lib; do
     real=$(readlink -f -- "$lib")
     s=$(size "$real")
     total=$((total + s))
+    case $(basename -- "$lib") in
+        libc.so* | libm.so* | ld-linux*) ;;
+        *) own=$((own + s)) ;;
+    esac
     rows+="| $lib | $(kib "$s") |"$'\n'
 done < <(ldd -- "$dmsetup" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' | sort -u)
 
@@ -41,6 +46,7 @@ echo "| binary | size |"
 echo "|---|---:|"
 echo "| dmthin (musl, release, stripped; $static_kind; ldd: $dynamic) | $(mib "$s_static") ($s_static bytes) |"
 echo "| dmsetup + its shared libraries (ldd) | $(mib "$total") ($total bytes) |"
+echo "| dmsetup + its libraries other than libc, libm and ld.so | $(mib "$own") ($own bytes) |"
 echo
 echo "dmsetup's part, as installed here ($(dpkg-query -W -f='dmsetup ${Version}' dmsetup 2>/dev/null || true)):"
 echo
