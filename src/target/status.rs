@@ -242,7 +242,7 @@ impl Tokens<'_> {
                 .s
                 .as_bytes()
                 .get(self.pos)
-                .map_or(true, u8::is_ascii_whitespace)
+                .is_none_or(u8::is_ascii_whitespace)
             {
                 return None;
             }
