@@ -178,6 +178,15 @@ fn linear_over_loop_device_matches_dmsetup_table() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!Path::new(&mapper).exists(), "mapper node removed");
+    let dm_node = format!("/dev/dm-{}", info.dev.minor);
+    let start = Instant::now();
+    while Path::new(&dm_node).exists() && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !Path::new(&dm_node).exists(),
+        "{dm_node} left behind after remove"
+    );
 }
 
 #[test]
@@ -575,7 +584,10 @@ fn error_duplicate_name_is_busy() {
     let name = format!("{PREFIX}dup");
     let _g = Cleanup::new(&[&name]);
     let mut c = ctl();
-    c.create(&name, &CreateOptions::default()).unwrap();
+    let info = c.create(&name, &CreateOptions::default()).unwrap();
+    // No table yet: the kernel has not registered the disk, and we make no
+    // /dev/dm-<minor> of our own that would outlive the device.
+    assert!(!Path::new(&format!("/dev/dm-{}", info.dev.minor)).exists());
     let err = c.create(&name, &CreateOptions::default()).unwrap_err();
     assert!(err.is_busy(), "{err}");
     assert!(err.to_string().contains(&name), "{err}");

@@ -392,13 +392,24 @@ impl Control {
         }
     }
 
-    fn after_node_created(&self, info: &DeviceInfo) -> Result<()> {
+    /// Nodes after create: `/dev/mapper/<name>` when we manage nodes. The
+    /// kernel registers the disk (and devtmpfs its `/dev/dm-<minor>`) only on
+    /// the first table load, so nothing else is made here: a node made now
+    /// would not be devtmpfs's and would outlive the device.
+    fn after_create(&self, info: &DeviceInfo) -> Result<()> {
+        if self.nodes == NodeMode::Direct {
+            udev::ensure_block_node(&udev::mapper_path(info.name.as_str()), info.dev)?;
+        }
+        Ok(())
+    }
+
+    /// Nodes after resume: the mapper node, and `/dev/dm-<minor>` only where
+    /// /dev is not devtmpfs and nobody made it.
+    fn after_resume(&self, info: &DeviceInfo) -> Result<()> {
+        self.after_create(info)?;
         let dm_node = udev::dm_node_path(info.dev);
         if !dm_node.exists() {
             udev::ensure_block_node(&dm_node, info.dev)?;
-        }
-        if self.nodes == NodeMode::Direct {
-            udev::ensure_block_node(&udev::mapper_path(info.name.as_str()), info.dev)?;
         }
         Ok(())
     }
@@ -469,7 +480,7 @@ impl Control {
             &set_uuid_and_minor,
         ))?;
         let info = codec::device_info(&h);
-        if let Err(e) = self.after_node_created(&info) {
+        if let Err(e) = self.after_create(&info) {
             let _ = self.remove(DevId::Name(name), &RemoveOptions::default());
             return Err(e);
         }
@@ -571,7 +582,7 @@ impl Control {
             &|_| {},
         )?;
         let info = codec::device_info(&h);
-        self.after_node_created(&info)?;
+        self.after_resume(&info)?;
         Ok(info)
     }
 
