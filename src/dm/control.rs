@@ -16,6 +16,8 @@ use std::time::Duration;
 pub const INITIAL_BUFFER: usize = 16 * 1024;
 /// The buffer never grows past this.
 pub const MAX_BUFFER: usize = 64 * 1024 * 1024;
+/// Tries of a removal that meets EBUSY while udev runs (50 ms apart).
+pub const REMOVE_RETRIES_WITH_UDEV: u32 = 20;
 
 /// Who makes `/dev/mapper/<name>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -499,7 +501,26 @@ impl Control {
             self.check_supported(Command::DevRemove, Version::new(4, 27, 0))?;
             flags |= DmFlags::DEFERRED_REMOVE;
         }
-        self.run_with_cookie(Command::DevRemove, id, flags, options.udev_flags, &|_| {})?;
+        // With udev running, closing a device that was written to makes udev
+        // probe it (its inotify watch), which holds it open for a moment: an
+        // EBUSY then is usually udev's, so retry briefly, as libdm's
+        // dm_task_retry_remove does. A device really held open still fails.
+        let attempts = if matches!(self.nodes, NodeMode::Udev { .. }) && !options.deferred {
+            REMOVE_RETRIES_WITH_UDEV
+        } else {
+            1
+        };
+        for attempt in 1..=attempts {
+            match self.run_with_cookie(Command::DevRemove, id, flags, options.udev_flags, &|_| {}) {
+                Err(e) if e.is_busy() && attempt < attempts => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         if self.nodes == NodeMode::Direct {
             if let Some(name) = name {
                 let gone = !options.deferred
