@@ -7,10 +7,11 @@
 use super::abi::{
     Command, Dev, DmFlags, DmIoctl, DmTargetDeps, DmTargetMsg, DmTargetSpec, DmTargetVersions,
     Version, HEADER_SIZE, MAX_TYPE_NAME, NAME_LEN, NAME_LIST_HAS_UUID, NAME_LIST_NAME_OFFSET,
-    NAME_LIST_NO_UUID, TARGET_SPEC_SIZE, UUID_LEN,
+    TARGET_SPEC_SIZE, UUID_LEN,
 };
 use super::error::{DmError, Result};
 use crate::target::TableLine;
+use std::borrow::Cow;
 use std::mem::size_of;
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
@@ -311,29 +312,152 @@ fn read_u64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes.try_into().ok()?))
 }
 
-/// Reads a NUL-terminated string starting at `at`; returns it and the index of its NUL.
-fn read_cstr(b: &[u8], at: usize) -> Option<(String, usize)> {
+/// Reads a NUL-terminated string starting at `at`; returns its bytes (without
+/// the NUL) and the index of its NUL.
+fn read_cstr_bytes(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let rest = b.get(at..)?;
     let nul = rest.iter().position(|&c| c == 0)?;
-    Some((String::from_utf8_lossy(&rest[..nul]).into_owned(), at + nul))
+    Some((&rest[..nul], at + nul))
 }
 
-/// Decodes a `DM_LIST_DEVICES` payload. `with_trailer` says whether the kernel
-/// (interface 4.38+) writes the event number and flags after each name.
-pub fn decode_name_list(payload: &[u8], with_trailer: bool) -> Result<Vec<DeviceEntry>> {
-    const CMD: Command = Command::ListDevices;
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    loop {
+/// Reads a NUL-terminated string starting at `at`; returns it and the index of its NUL.
+fn read_cstr(b: &[u8], at: usize) -> Option<(String, usize)> {
+    read_cstr_bytes(b, at).map(|(s, nul)| (String::from_utf8_lossy(s).into_owned(), nul))
+}
+
+/// One entry of a `DM_LIST_DEVICES` reply, borrowed from the reply buffer.
+///
+/// The strings borrow the buffer; only a name or uuid that is not UTF-8 is
+/// copied (invalid sequences become U+FFFD, as in [`DeviceEntry`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameListEntry<'a> {
+    /// Device number.
+    pub dev: Dev,
+    /// Device name.
+    pub name: Cow<'a, str>,
+    /// Event counter (interface 4.38 and later).
+    pub event_nr: Option<u32>,
+    /// Uuid, when the kernel returned uuids and the device has one.
+    pub uuid: Option<Cow<'a, str>>,
+}
+
+impl NameListEntry<'_> {
+    /// The owned entry, as [`decode_name_list`] returns it.
+    pub fn into_owned(self) -> DeviceEntry {
+        DeviceEntry {
+            name: self.name.into_owned(),
+            dev: self.dev,
+            event_nr: self.event_nr,
+            uuid: self.uuid.map(Cow::into_owned),
+        }
+    }
+}
+
+/// A `DM_LIST_DEVICES` payload, decoded lazily: iterating it walks the
+/// records in place, allocating nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct NameList<'a> {
+    payload: &'a [u8],
+    with_trailer: bool,
+}
+
+impl<'a> NameList<'a> {
+    /// Wraps a payload. `with_trailer` says whether the kernel (interface
+    /// 4.38+) writes the event number and flags after each name.
+    pub fn new(payload: &'a [u8], with_trailer: bool) -> Self {
+        NameList {
+            payload,
+            with_trailer,
+        }
+    }
+
+    /// The entries in kernel order. A malformed record yields one error,
+    /// after the entries before it, and ends the iteration.
+    pub fn iter(&self) -> NameListIter<'a> {
+        NameListIter {
+            payload: self.payload,
+            with_trailer: self.with_trailer,
+            at: 0,
+            state: IterState::Record,
+        }
+    }
+
+    /// Every entry, owned; the first malformed record makes it an error.
+    pub fn to_vec(&self) -> Result<Vec<DeviceEntry>> {
+        self.iter()
+            .map(|e| e.map(NameListEntry::into_owned))
+            .collect()
+    }
+}
+
+impl<'a> IntoIterator for NameList<'a> {
+    type Item = Result<NameListEntry<'a>>;
+    type IntoIter = NameListIter<'a>;
+    fn into_iter(self) -> NameListIter<'a> {
+        self.iter()
+    }
+}
+
+impl<'a> IntoIterator for &NameList<'a> {
+    type Item = Result<NameListEntry<'a>>;
+    type IntoIter = NameListIter<'a>;
+    fn into_iter(self) -> NameListIter<'a> {
+        self.iter()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum IterState {
+    /// A record starts at `at`.
+    Record,
+    /// The record at `at` pointed `next` bytes ahead, outside the reply.
+    BadNext { next: usize },
+    /// Finished (last record, empty list or after an error).
+    Done,
+}
+
+/// Iterator over a `DM_LIST_DEVICES` payload; see [`NameList`].
+#[derive(Clone, Debug)]
+pub struct NameListIter<'a> {
+    payload: &'a [u8],
+    with_trailer: bool,
+    at: usize,
+    state: IterState,
+}
+
+impl<'a> NameListIter<'a> {
+    fn fail(&mut self, reason: String) -> Option<Result<NameListEntry<'a>>> {
+        self.state = IterState::Done;
+        Some(malformed(Command::ListDevices, reason))
+    }
+}
+
+impl<'a> Iterator for NameListIter<'a> {
+    type Item = Result<NameListEntry<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let payload = self.payload;
+        let at = self.at;
+        match self.state {
+            IterState::Record => {}
+            IterState::BadNext { next } => {
+                return self.fail(format!(
+                    "record at {at} points to {next} bytes ahead, outside the reply"
+                ));
+            }
+            IterState::Done => return None,
+        }
         let Some(dev) = read_u64(payload, at) else {
             if at == 0 {
                 // No devices: the kernel reports an empty payload.
-                return Ok(out);
+                self.state = IterState::Done;
+                return None;
             }
-            return malformed(CMD, format!("record at {at} is cut short"));
+            return self.fail(format!("record at {at} is cut short"));
         };
         if dev == 0 && at == 0 {
-            return Ok(out); // empty list
+            self.state = IterState::Done; // empty list
+            return None;
         }
         let next = read_u32(payload, at + 8).unwrap_or(0) as usize;
         let end = if next == 0 {
@@ -342,46 +466,51 @@ pub fn decode_name_list(payload: &[u8], with_trailer: bool) -> Result<Vec<Device
             at.saturating_add(next).min(payload.len())
         };
         let record = &payload[at..end];
-        let Some((name, nul)) = read_cstr(record, NAME_LIST_NAME_OFFSET) else {
-            return malformed(CMD, format!("name of record at {at} is not NUL-terminated"));
+        let Some((name, nul)) = read_cstr_bytes(record, NAME_LIST_NAME_OFFSET) else {
+            return self.fail(format!("name of record at {at} is not NUL-terminated"));
         };
-        let mut entry = DeviceEntry {
-            name,
+        let mut entry = NameListEntry {
             dev: Dev::huge_decode(dev),
+            name: String::from_utf8_lossy(name),
             event_nr: None,
             uuid: None,
         };
-        if with_trailer {
+        if self.with_trailer {
+            // `nul` is relative to the record; the trailer is 8-aligned in the payload.
             let t = (at + nul + 1).next_multiple_of(8) - at;
             if let (Some(ev), Some(flags)) = (read_u32(record, t), read_u32(record, t + 4)) {
                 entry.event_nr = Some(ev);
                 if flags & NAME_LIST_HAS_UUID != 0 {
-                    match read_cstr(record, t + 8) {
-                        Some((uuid, _)) => entry.uuid = Some(uuid),
+                    match read_cstr_bytes(record, t + 8) {
+                        Some((uuid, _)) => entry.uuid = Some(String::from_utf8_lossy(uuid)),
                         None => {
-                            return malformed(
-                                CMD,
-                                format!("uuid of {:?} is not NUL-terminated", entry.name),
-                            )
+                            return self
+                                .fail(format!("uuid of {:?} is not NUL-terminated", entry.name))
                         }
                     }
-                } else if flags & NAME_LIST_NO_UUID != 0 {
-                    entry.uuid = None;
                 }
+                // NAME_LIST_NO_UUID, or neither flag: no uuid.
             }
         }
-        out.push(entry);
-        if next == 0 {
-            return Ok(out);
-        }
-        if next < 12 || at + next >= payload.len() {
-            return malformed(
-                CMD,
-                format!("record at {at} points to {next} bytes ahead, outside the reply"),
-            );
-        }
-        at += next;
+        self.state = if next == 0 {
+            IterState::Done
+        } else if next < 12 || at.saturating_add(next) >= payload.len() {
+            IterState::BadNext { next }
+        } else {
+            self.at = at + next;
+            IterState::Record
+        };
+        Some(Ok(entry))
     }
+}
+
+impl std::iter::FusedIterator for NameListIter<'_> {}
+
+/// Decodes a `DM_LIST_DEVICES` payload into owned entries (a collecting
+/// wrapper over [`NameList`]). `with_trailer` says whether the kernel
+/// (interface 4.38+) writes the event number and flags after each name.
+pub fn decode_name_list(payload: &[u8], with_trailer: bool) -> Result<Vec<DeviceEntry>> {
+    NameList::new(payload, with_trailer).to_vec()
 }
 
 /// Decodes the target specs of a `DM_TABLE_STATUS` or `DM_DEV_WAIT` reply.
@@ -498,6 +627,7 @@ pub fn decode_message_reply(h: &DmIoctl, payload: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dm::abi::NAME_LIST_NO_UUID;
 
     fn line(start: u64, length: u64, tt: &str, params: &str) -> TableLine {
         TableLine {
@@ -732,6 +862,201 @@ mod tests {
         let mut unterminated = Dev::new(253, 0).huge_encode().to_ne_bytes().to_vec();
         unterminated.extend_from_slice(&[0, 0, 0, 0, b'a', b'b']);
         assert!(decode_name_list(&unterminated, false).is_err());
+    }
+
+    /// Two records exactly as a 4.38+ kernel writes them (native endian).
+    fn golden_name_list() -> Vec<u8> {
+        let mut g = Vec::new();
+        // Record 0: 253:0 "pool", event 3, uuid "UUID-1"; 40 bytes.
+        g.extend_from_slice(&0xfd00u64.to_ne_bytes());
+        g.extend_from_slice(&40u32.to_ne_bytes());
+        g.extend_from_slice(b"pool\0\0\0\0\0\0\0\0");
+        g.extend_from_slice(&3u32.to_ne_bytes());
+        g.extend_from_slice(&NAME_LIST_HAS_UUID.to_ne_bytes());
+        g.extend_from_slice(b"UUID-1\0\0");
+        // Record 1 (last, next 0): 253:1 "thin", event 0, no uuid; 32 bytes.
+        g.extend_from_slice(&0xfd01u64.to_ne_bytes());
+        g.extend_from_slice(&0u32.to_ne_bytes());
+        g.extend_from_slice(b"thin\0\0\0\0\0\0\0\0");
+        g.extend_from_slice(&0u32.to_ne_bytes());
+        g.extend_from_slice(&NAME_LIST_NO_UUID.to_ne_bytes());
+        g
+    }
+
+    fn reason(e: DmError) -> String {
+        match e {
+            DmError::Malformed { command, reason } => {
+                assert_eq!(command, Command::ListDevices);
+                reason
+            }
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn borrowed_name_list_matches_golden_bytes() {
+        let g = golden_name_list();
+        assert_eq!(g.len(), 72);
+        assert_eq!(
+            g,
+            chain(vec![
+                name_record(
+                    Dev::new(253, 0),
+                    "pool",
+                    Some((3, NAME_LIST_HAS_UUID, Some("UUID-1"))),
+                ),
+                name_record(Dev::new(253, 1), "thin", Some((0, NAME_LIST_NO_UUID, None))),
+            ])
+        );
+        let list = NameList::new(&g, true);
+        let entries: Vec<NameListEntry<'_>> = list.iter().map(|e| e.unwrap()).collect();
+        assert_eq!(
+            entries,
+            vec![
+                NameListEntry {
+                    dev: Dev::new(253, 0),
+                    name: Cow::Borrowed("pool"),
+                    event_nr: Some(3),
+                    uuid: Some(Cow::Borrowed("UUID-1")),
+                },
+                NameListEntry {
+                    dev: Dev::new(253, 1),
+                    name: Cow::Borrowed("thin"),
+                    event_nr: Some(0),
+                    uuid: None,
+                },
+            ]
+        );
+        // Borrowed from the payload, not copied.
+        assert!(matches!(entries[0].name, Cow::Borrowed(_)));
+        assert!(matches!(entries[0].uuid, Some(Cow::Borrowed(_))));
+        assert_eq!(entries[0].name.as_ptr(), g[12..].as_ptr());
+        assert_eq!(entries[1].name.as_ptr(), g[52..].as_ptr());
+        // The owned decoder is the same walk, collected.
+        let owned = decode_name_list(&g, true).unwrap();
+        let converted: Vec<DeviceEntry> = entries.into_iter().map(|e| e.into_owned()).collect();
+        assert_eq!(owned, converted);
+        assert_eq!(list.to_vec().unwrap(), owned);
+        // Without the trailer the same bytes give names only.
+        let old: Vec<_> = NameList::new(&g, false)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .collect();
+        assert_eq!(old.len(), 2);
+        assert_eq!((old[0].event_nr, old[0].uuid.as_deref()), (None, None));
+        assert_eq!(old[1].name, "thin");
+        // Iterating twice gives the same entries; `&NameList` iterates too.
+        assert_eq!((&list).into_iter().count(), 2);
+        assert_eq!(list.iter().count(), 2);
+    }
+
+    #[test]
+    fn borrowed_name_list_empty_replies() {
+        for payload in [&[][..], &[1, 2, 3][..], &[0u8; 16][..], &[0u8; 8][..]] {
+            for trailer in [true, false] {
+                let mut it = NameList::new(payload, trailer).iter();
+                assert!(it.next().is_none(), "{payload:?}");
+                assert!(it.next().is_none());
+                assert!(decode_name_list(payload, trailer).unwrap().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn borrowed_name_list_errors_name_the_fault() {
+        let g = golden_name_list();
+        // `next` of record 0 too small: the record (bounded by it) has no
+        // room for its name.
+        let mut bad = g.clone();
+        bad[8..12].copy_from_slice(&4u32.to_ne_bytes());
+        let mut it = NameList::new(&bad, true).iter();
+        assert_eq!(
+            reason(it.next().unwrap().unwrap_err()),
+            "name of record at 0 is not NUL-terminated"
+        );
+        assert!(it.next().is_none(), "fused after an error");
+        // `next` past the end: entry 0, then the error, then nothing.
+        bad[8..12].copy_from_slice(&72u32.to_ne_bytes());
+        let mut it = NameList::new(&bad, true).iter();
+        assert_eq!(it.next().unwrap().unwrap().name, "pool");
+        assert_eq!(
+            reason(it.next().unwrap().unwrap_err()),
+            "record at 0 points to 72 bytes ahead, outside the reply"
+        );
+        assert!(it.next().is_none());
+        assert_eq!(
+            reason(decode_name_list(&bad, true).unwrap_err()),
+            "record at 0 points to 72 bytes ahead, outside the reply"
+        );
+        // Record 1 cut short: fewer than 8 bytes for its dev.
+        let e = NameList::new(&g[..44], true).iter().nth(1).unwrap();
+        assert_eq!(reason(e.unwrap_err()), "record at 40 is cut short");
+        // Record 1's name without its NUL.
+        let e = NameList::new(&g[..56], true).iter().nth(1).unwrap();
+        assert_eq!(
+            reason(e.unwrap_err()),
+            "name of record at 40 is not NUL-terminated"
+        );
+        // Record 0's uuid without its NUL (the uuid fills the record).
+        let mut bad = g.clone();
+        bad[32..40].copy_from_slice(b"UUID-123");
+        let mut it = NameList::new(&bad, true).iter();
+        assert_eq!(
+            reason(it.next().unwrap().unwrap_err()),
+            "uuid of \"pool\" is not NUL-terminated"
+        );
+        assert!(it.next().is_none(), "fused after an error");
+        // Without the trailer the uuid is not read, so not an error.
+        assert_eq!(NameList::new(&bad, false).to_vec().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn borrowed_name_list_non_utf8_is_lossy_like_the_owned_decoder() {
+        let r = name_record(
+            Dev::new(253, 7),
+            "ab\u{0}",
+            Some((1, NAME_LIST_HAS_UUID, Some("u"))),
+        );
+        let mut r = r;
+        r[12..14].copy_from_slice(&[0xff, b'x']); // name "\xffx"
+        let e = NameList::new(&r, true).iter().next().unwrap().unwrap();
+        assert_eq!(e.name, "\u{fffd}x");
+        assert!(matches!(e.name, Cow::Owned(_)));
+        assert_eq!(decode_name_list(&r, true).unwrap()[0].name, "\u{fffd}x");
+    }
+
+    #[test]
+    fn borrowed_and_owned_name_lists_agree_on_damaged_payloads() {
+        let g = golden_name_list();
+        let mut cases: Vec<Vec<u8>> = (0..=g.len()).map(|n| g[..n].to_vec()).collect();
+        for i in 0..g.len() {
+            for v in [0u8, 0x01, 0x28, 0xff] {
+                let mut c = g.clone();
+                c[i] = v;
+                cases.push(c);
+            }
+        }
+        for c in &cases {
+            for trailer in [true, false] {
+                let mut it = NameList::new(c, trailer).iter();
+                let mut borrowed = Vec::new();
+                let mut error = None;
+                for e in it.by_ref() {
+                    match e {
+                        Ok(e) => borrowed.push(e.into_owned()),
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                assert!(it.next().is_none(), "fused: {c:?}");
+                match decode_name_list(c, trailer) {
+                    Ok(owned) => assert_eq!((owned, None), (borrowed, error), "{c:?}"),
+                    Err(e) => assert_eq!(Some(e.to_string()), error, "{c:?}"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The control handle on `/dev/mapper/control` and every DM command.
 
 use super::abi::{Command, Dev, DmFlags, DmIoctl, Version, CONTROL_PATH, HEADER_SIZE};
-use super::codec::{self, DevId, DeviceEntry, DeviceInfo, TargetVersion};
+use super::codec::{self, DevId, DeviceEntry, DeviceInfo, NameList, TargetVersion};
 use super::error::{DmError, ErrorKind, Result};
 use super::names::{validate_name, validate_uuid, NamePolicy};
 use super::udev::{self, Cookie, UdevFlags};
@@ -443,10 +443,32 @@ impl Control {
 
     /// `DM_LIST_DEVICES`: every device with its number, event count and uuid.
     pub fn list_devices(&mut self) -> Result<Vec<DeviceEntry>> {
+        self.list_devices_view()?.to_vec()
+    }
+
+    /// `DM_LIST_DEVICES` without copying: the entries are decoded lazily from
+    /// this handle's buffer, which the view borrows until it is dropped.
+    /// Iterating allocates nothing (only a name or uuid that is not UTF-8 is
+    /// copied); a malformed record yields an error and ends the iteration.
+    /// One ioctl, more only while the reply outgrows the buffer (which then
+    /// stays grown).
+    ///
+    /// ```no_run
+    /// # fn main() -> dmthin::dm::Result<()> {
+    /// let mut ctl = dmthin::dm::Control::open()?;
+    /// for entry in ctl.list_devices_view()? {
+    ///     let entry = entry?;
+    ///     println!("{} {}", entry.dev, entry.name);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn list_devices_view(&mut self) -> Result<NameList<'_>> {
         self.payload.clear();
         let h = self.run(Command::ListDevices, None, DmFlags::UUID, 0, true, None)?;
         let with_trailer = self.version.supports(Version::new(4, 38, 0));
-        codec::decode_name_list(self.reply_payload(Command::ListDevices, &h)?, with_trailer)
+        let payload = self.reply_payload(Command::ListDevices, &h)?;
+        Ok(NameList::new(payload, with_trailer))
     }
 
     /// `DM_DEV_CREATE`: a new device with no table.

@@ -12,7 +12,9 @@ pub mod names;
 pub mod udev;
 
 pub use abi::{Command, Dev, DmFlags, Version};
-pub use codec::{DevId, DeviceEntry, DeviceInfo, TargetVersion};
+pub use codec::{
+    DevId, DeviceEntry, DeviceInfo, NameList, NameListEntry, NameListIter, TargetVersion,
+};
 pub use control::{
     Control, ControlOptions, CreateOptions, NodeMode, RemoveOptions, StatusKind, StatusOptions,
     SuspendOptions, INITIAL_BUFFER, MAX_BUFFER,
