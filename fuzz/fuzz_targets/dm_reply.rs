@@ -25,12 +25,8 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        1 => {
-            let _ = codec::decode_name_list(rest, true);
-        }
-        2 => {
-            let _ = codec::decode_name_list(rest, false);
-        }
+        1 => name_list(rest, true),
+        2 => name_list(rest, false),
         3 => {
             let count = rest.first().copied().unwrap_or(0) as u32;
             if let Ok(lines) =
@@ -49,3 +45,28 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The borrowing iterator: entries, at most one error, then nothing; and the
+/// owned decoder gives the same entries or the same error.
+fn name_list(payload: &[u8], with_trailer: bool) {
+    let mut it = codec::NameList::new(payload, with_trailer).iter();
+    let mut entries = Vec::new();
+    let mut error = None;
+    for e in it.by_ref() {
+        match e {
+            Ok(e) => {
+                assert!(e.name.len() <= payload.len() * 3);
+                entries.push(e.into_owned());
+            }
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    assert!(it.next().is_none(), "fused");
+    match codec::decode_name_list(payload, with_trailer) {
+        Ok(owned) => assert!(error.is_none() && owned == entries),
+        Err(e) => assert_eq!(Some(e.to_string()), error),
+    }
+}
