@@ -19,7 +19,7 @@ use dmthin::deviceset::ids::{
 use dmthin::deviceset::lock::{LockError, SetLock};
 use dmthin::deviceset::store::{
     DeviceRecord, FsKind, MetadataStore, ProblemReason, SetRecord, Storage, StoreError,
-    TransactionOp, TransactionRecord, FORMAT_VERSION,
+    TransactionOp, TransactionRecord, CACHE_FILE, CACHE_SETTLE_SECS, FORMAT_VERSION,
 };
 use proptest::prelude::*;
 
@@ -614,11 +614,13 @@ fn transaction_begin_pending_clear() {
     let text = fs::read_to_string(store.transaction_path()).unwrap();
     assert!(text.contains("\"kind\": \"create\""), "{text}");
 
-    let other = TransactionRecord {
-        open_transaction_id: 8,
+    // A transaction with the same id (or a lower one) was never committed
+    // as far as the store can tell: refused.
+    let same = TransactionRecord {
+        open_transaction_id: 7,
         op: TransactionOp::BaseCreate { thin_id: 0 },
     };
-    let err = store.begin(&other).unwrap_err();
+    let err = store.begin(&same).unwrap_err();
     assert!(
         matches!(
             err,
@@ -630,18 +632,37 @@ fn transaction_begin_pending_clear() {
         "{err}"
     );
     assert!(err.to_string().contains("open id 7"), "{err}");
-    assert_eq!(store.pending().unwrap(), Some(txn));
+    assert_eq!(store.pending().unwrap(), Some(txn.clone()));
+    // The next id replaces it: transaction 7 committed when the pool reached 7,
+    // so no commit write is needed in between.
+    let other = TransactionRecord {
+        open_transaction_id: 8,
+        op: TransactionOp::BaseCreate { thin_id: 0 },
+    };
+    store.begin(&other).unwrap();
+    assert_eq!(store.pending().unwrap(), Some(other.clone()));
+    assert_eq!(store.committed().unwrap(), Some(7));
+    store.clear().unwrap();
+    let txn9 = TransactionRecord {
+        open_transaction_id: 9,
+        ..txn.clone()
+    };
+    store.begin(&txn9).unwrap();
 
     assert!(store.clear().unwrap());
     assert!(!store.clear().unwrap());
     assert_eq!(store.pending().unwrap(), None);
+    let other = TransactionRecord {
+        open_transaction_id: 10,
+        ..other
+    };
     store.begin(&other).unwrap();
     assert_eq!(store.pending().unwrap(), Some(other.clone()));
     assert_eq!(other.op.thin_id(), 0);
     assert_eq!(other.op.device_id(), None);
     store.clear().unwrap();
     let del = TransactionRecord {
-        open_transaction_id: 9,
+        open_transaction_id: 11,
         op: TransactionOp::Delete {
             device_id: "d".into(),
             thin_id: THIN_ID_MAX,
@@ -888,4 +909,59 @@ fn transaction_file_remembers_the_committed_id() {
     assert!(!store.clear().unwrap());
     let text = fs::read_to_string(store.transaction_path()).unwrap();
     assert!(text.contains("\"committed_transaction_id\": 5"), "{text}");
+}
+
+#[test]
+fn record_cache_is_used_only_where_each_file_still_matches() {
+    let s = Scratch::new("cache");
+    let store = open(&s);
+    let n = 100u32;
+    for i in 0..n {
+        store
+            .write_device(&DeviceRecord::new(format!("d{i:03}"), None, i + 1, 1 << 30))
+            .unwrap();
+    }
+    let cache = store.metadata_dir().join(CACHE_FILE);
+    // Files younger than the settle time are never cached.
+    let first = store.load_all().unwrap();
+    assert_eq!((first.cache_hits, first.cache_misses), (0, n as usize));
+    std::thread::sleep(Duration::from_secs(CACHE_SETTLE_SECS as u64 + 1));
+    let second = store.load_all().unwrap();
+    assert_eq!(second.devices, first.devices);
+    assert_eq!(second.cache_misses, n as usize);
+    assert!(cache.exists(), "enough misses: the cache is written");
+    let third = store.load_all().unwrap();
+    assert_eq!((third.cache_hits, third.cache_misses), (n as usize, 0));
+    assert_eq!(
+        third.devices, first.devices,
+        "the cache gives the same records"
+    );
+
+    // Our own rewrite makes a new inode; a hand edit in place changes ctime;
+    // a removed file is gone whatever the cache says.
+    let mut changed = DeviceRecord::new("d001", None, 9999, 2 << 30);
+    changed.initialized = true;
+    store.write_device(&changed).unwrap();
+    fs::write(store.device_path("d002").unwrap(), b"{ garbage").unwrap();
+    assert!(store.remove_device_record("d003").unwrap());
+    let fourth = store.load_all().unwrap();
+    assert_eq!(fourth.devices["d001"], changed);
+    assert!(!fourth.devices.contains_key("d002"));
+    assert_eq!(fourth.problems.len(), 1, "{:?}", fourth.problems);
+    assert!(fourth.problems[0].path.ends_with("d002.json"));
+    assert!(!fourth.devices.contains_key("d003"));
+    assert_eq!(fourth.devices.len(), n as usize - 2);
+    assert_eq!(fourth.cache_hits, n as usize - 3);
+
+    // A damaged cache only costs time.
+    fs::write(&cache, b"\0\0\0 not json").unwrap();
+    let fifth = store.load_all().unwrap();
+    assert_eq!(fifth.devices, fourth.devices);
+    assert_eq!(fifth.cache_hits, 0);
+    assert_eq!(fifth.problems.len(), 1);
+    let text = fs::read_to_string(store.device_path("d004").unwrap()).unwrap();
+    assert!(
+        text.contains("\"d004\""),
+        "records stay human-readable JSON: {text}"
+    );
 }

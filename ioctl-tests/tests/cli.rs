@@ -127,6 +127,16 @@ fn cli_drives_the_device_set() {
         dm.starts_with(&format!("0 {} thin-pool", (2u64 << 30) / 512)),
         "{dm}"
     );
+    let meta_before = st["metadata_total"].as_u64().unwrap();
+    ok(r, &["grow-pool", "--metadata", "24M"]);
+    let st: serde_json::Value = serde_json::from_str(&ok(r, &["status", "--json"])).unwrap();
+    assert_eq!(st["metadata_total"], 24u64 << 20, "was {meta_before}");
+    assert_eq!(st["data_total"], 2u64 << 30, "data untouched");
+    let out = dmthin(r, &["grow-pool", "--metadata", "4M"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never shrinks"));
+    let out = dmthin(r, &["grow-pool", "--metadata", "32M", "3G"]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
     ok(r, &["remove", "img"]);
     ok(r, &["shutdown"]);
     assert!(!sh_ok("dmsetup ls").contains(&pool));

@@ -114,6 +114,135 @@ fn low_metadata_space_refuses_add_device() {
     set.shutdown().unwrap();
 }
 
+/// Writes one 4 KiB block of zeros at each MiB offset given, bypassing the
+/// page cache, then fsyncs (a flush: the pool commits its metadata).
+fn write_blocks(node: &Path, mib_offsets: &[u64]) -> (bool, String) {
+    let cmds: Vec<String> = mib_offsets
+        .iter()
+        .map(|m| {
+            format!(
+                "dd if=/dev/urandom of={} bs=4k count=1 seek={} oflag=direct conv=notrunc,fsync 2>&1",
+                node.display(),
+                m * 256
+            )
+        })
+        .collect();
+    sh(&format!("set -e; {}", cmds.join("; ")))
+}
+
+#[test]
+fn metadata_space_runs_out_refuses_and_grow_pool_metadata_recovers() {
+    let root = Root::new("meta-full");
+    let mut o = options(FsKind::Ext4);
+    o.storage = StorageOptions::LoopFiles {
+        data_size: 2048 * MIB,
+        metadata_size: 2 * MIB,
+    };
+    o.base_size = 64 * MIB;
+    let set = DeviceSet::open(&root.0, o.clone()).unwrap();
+    // A device whose mapping tree spans several leaves: every block mapped.
+    set.add_device("src", None).unwrap();
+    let node = set.activate_device("src").unwrap();
+    sh_ok(&format!(
+        "dd if=/dev/urandom of={} bs=1M count=64 oflag=direct conv=fsync 2>&1",
+        node.display()
+    ));
+    let src_sum = md5(&node);
+    set.deactivate_device("src").unwrap();
+    // Snapshots of it, each written in 8 far-apart blocks: every write
+    // unshares a different leaf, so metadata fills ~10 blocks per snapshot.
+    let offsets: Vec<u64> = (0..8).map(|i| i * 8 + 3).collect();
+    let mut snaps: Vec<String> = Vec::new();
+    let fill = |set: &DeviceSet, snaps: &mut Vec<String>| -> Option<DeviceSetError> {
+        for _ in 0..400 {
+            let id = format!("s{}", snaps.len());
+            if let Err(e) = set.add_device(&id, Some("src")) {
+                return Some(e);
+            }
+            snaps.push(id.clone());
+            let node = set.activate_device(&id).unwrap();
+            let start = Instant::now();
+            let (ok, out) = write_blocks(&node, &offsets);
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "a write took {:?}: {out}",
+                start.elapsed()
+            );
+            set.deactivate_device(&id).unwrap();
+            if !ok {
+                // Out of metadata: the write failed (EIO), it did not hang.
+                assert!(out.contains("error"), "{out}");
+                return None;
+            }
+        }
+        panic!("metadata never ran out after {} snapshots", snaps.len());
+    };
+    // 1. The default 10% minimum: add_device refuses before the kernel runs out.
+    let e = fill(&set, &mut snaps).expect("add_device refused at the minimum");
+    assert!(
+        matches!(
+            e,
+            DeviceSetError::LowSpace {
+                what: "metadata",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let st = set.status().unwrap();
+    assert_eq!(st.mode, "rw", "{st:?}");
+    let refused_at = snaps.len();
+    drop(set);
+    // 2. With no minimum, snapshots go on until the kernel's metadata is full:
+    //    the pool turns read-only and writes fail at once.
+    let mut no_min = o.clone();
+    no_min.min_free_space_percent = 0;
+    let set = DeviceSet::open(&root.0, no_min.clone()).unwrap();
+    let refused = fill(&set, &mut snaps);
+    let st = set.status().unwrap();
+    assert_eq!(st.mode, "out_of_metadata_space", "{st:?} after {refused:?}");
+    assert!(!st.needs_check, "{st:?}");
+    assert_eq!(st.metadata_used, st.metadata_total, "{st:?}");
+    let dm = sh_ok(&format!("dmsetup status {}", set.pool_name()));
+    assert!(dm.contains(" ro "), "{dm}");
+    let e = set.add_device("refused", Some("src")).unwrap_err();
+    assert!(
+        matches!(e, DeviceSetError::PoolUnusable { .. }) && e.to_string().contains("metadata"),
+        "{e}"
+    );
+    eprintln!(
+        "metadata full after {} snapshots (add_device refused at {refused_at} with 10% minimum)",
+        snaps.len()
+    );
+    // 3. Growing the metadata: rw again, everything written before intact.
+    let e = set.grow_pool_metadata(MIB).unwrap_err();
+    assert!(e.to_string().contains("never shrinks"), "{e}");
+    set.grow_pool_metadata(16 * MIB).unwrap();
+    let st = set.status().unwrap();
+    assert_eq!(st.mode, "rw", "{st:?}");
+    assert_eq!(st.metadata_total, 16 * MIB, "{st:?}");
+    let node = set.activate_device("src").unwrap();
+    assert_eq!(md5(&node), src_sum, "the origin's data is intact");
+    set.deactivate_device("src").unwrap();
+    set.add_device("after-grow", Some("src")).unwrap();
+    let node = set.activate_device("after-grow").unwrap();
+    let (ok, out) = write_blocks(&node, &offsets);
+    assert!(ok, "{out}");
+    set.deactivate_device("after-grow").unwrap();
+    check_invariants(&set);
+    // The new size survives a restart, and thin_check is clean.
+    set.shutdown().unwrap();
+    drop(set);
+    let meta = root.0.join("devicemapper/metadata");
+    assert_eq!(std::fs::metadata(&meta).unwrap().len(), 16 * MIB);
+    let (ok, out) = thin_check_file(&meta);
+    assert!(ok, "thin_check: {out}");
+    let set = DeviceSet::open(&root.0, no_min).unwrap();
+    assert_eq!(set.status().unwrap().metadata_total, 16 * MIB);
+    assert!(set.has_device("after-grow"));
+    set.shutdown().unwrap();
+}
+
 fn majmin(path: &str) -> String {
     use std::os::unix::fs::MetadataExt;
     let r = std::fs::metadata(path).unwrap().rdev();

@@ -13,6 +13,6 @@ pub mod store;
 pub use error::{DeviceSetError, Result};
 pub use set::{
     name_prefix, DeviceSet, DeviceSummary, Options, Progress, RemoveOutcome, SetStatus,
-    StorageOptions,
+    StorageOptions, MAX_METADATA_BYTES,
 };
 pub use store::FsKind;

@@ -167,7 +167,8 @@ pub struct SetStatus {
     pub metadata_used: u64,
     /// Metadata space total, bytes.
     pub metadata_total: u64,
-    /// Pool mode: `rw`, `ro`, `out_of_data_space` or `fail`.
+    /// Pool mode: `rw`, `ro`, `out_of_data_space`, `out_of_metadata_space`
+    /// (the kernel's `ro` with every metadata block used) or `fail`.
     pub mode: String,
     /// Whether the pool wants `thin_check`.
     pub needs_check: bool,
@@ -251,6 +252,11 @@ pub fn name_prefix(root: &Path) -> std::io::Result<String> {
         meta.ino()
     ))
 }
+
+/// The most metadata a thin-pool uses: 255 × (2^14 − 64) blocks of 4 KiB
+/// (the kernel's DM_SM_METADATA_MAX_BLOCKS); the rest of a bigger device is
+/// ignored.
+pub const MAX_METADATA_BYTES: u64 = 255 * ((1 << 14) - 64) * 4096;
 
 fn sectors(bytes: u64) -> u64 {
     bytes / SECTOR
@@ -365,17 +371,16 @@ impl Cfg {
     fn writable_pool(&self, inner: &mut Inner) -> Result<ThinPoolStatus> {
         let s = self.pool_status(inner)?;
         if s.mode != PoolMode::ReadWrite || s.needs_check {
+            let hint = if s.needs_check {
+                ", needs_check (run thin_check)"
+            } else if out_of_metadata_space(&s) {
+                " (grow it with grow-pool --metadata)"
+            } else {
+                ""
+            };
             return Err(DeviceSetError::PoolUnusable {
                 pool: self.pool_name.clone(),
-                reason: format!(
-                    "mode {}{}",
-                    s.mode.as_str(),
-                    if s.needs_check {
-                        ", needs_check (run thin_check)"
-                    } else {
-                        ""
-                    }
-                ),
+                reason: format!("mode {}{hint}", mode_name(&s)),
             });
         }
         Ok(s)
@@ -651,42 +656,52 @@ impl Cfg {
 
     /// Repairs an interrupted operation: committed in the pool → finish it;
     /// not committed → make sure its device is gone.
+    ///
+    /// `transaction.json` keeps the last operation begun. Committed and
+    /// complete (the normal case after a clean return) costs nothing here.
     fn recover(&self, inner: &mut Inner, txn: Option<TransactionRecord>) -> Result<bool> {
         let pool = inner.transaction_id;
+        let mismatch = |recorded: u64| {
+            DeviceSetError::Inconsistent {
+            pool: self.pool_name.clone(),
+            root: self.root.clone(),
+            reason: format!(
+                "the pool's transaction id is {pool} but the records end at {recorded}: the pool is {} the records (changed by another tool, or metadata restored from a backup)",
+                if pool > recorded { "ahead of" } else { "behind" }
+            ),
+        }
+        };
         let Some(txn) = txn else {
             // No operation was under way: the pool must be where we left it.
             if let Some(committed) = inner.store.committed()? {
                 if committed != pool {
-                    return Err(DeviceSetError::Inconsistent {
-                        pool: self.pool_name.clone(),
-                        root: self.root.clone(),
-                        reason: format!(
-                            "the pool's transaction id is {pool} but the records end at {committed}: the pool is {} the records (changed by another tool, or metadata restored from a backup)",
-                            if pool > committed { "ahead of" } else { "behind" }
-                        ),
-                    });
+                    return Err(mismatch(committed));
                 }
             }
             return Ok(false);
         };
-        let committed = if pool == txn.open_transaction_id {
+        let open = txn.open_transaction_id;
+        let committed = if pool == open {
             true
-        } else if pool + 1 == txn.open_transaction_id {
+        } else if pool + 1 == open {
             false
+        } else if pool > open {
+            return Err(mismatch(open));
         } else {
-            return Err(DeviceSetError::Inconsistent {
-                pool: self.pool_name.clone(),
-                root: self.root.clone(),
-                reason: format!(
-                    "an open transaction {} is recorded but the pool's transaction id is {pool}",
-                    txn.open_transaction_id
-                ),
-            });
+            return Err(mismatch(open - 1));
         };
+        let complete = committed
+            && match &txn.op {
+                TransactionOp::Create { .. } => true,
+                TransactionOp::Delete { device_id, .. } => !inner.devices.contains_key(device_id),
+                TransactionOp::BaseCreate { .. } => inner.set_written,
+            };
+        if complete {
+            return Ok(false);
+        }
         log::warn!(
-            "recovering interrupted {:?} (transaction {}, {})",
+            "recovering interrupted {:?} (transaction {open}, {})",
             txn.op,
-            txn.open_transaction_id,
             if committed {
                 "committed"
             } else {
@@ -696,16 +711,16 @@ impl Cfg {
         let mut redo_base = false;
         match &txn.op {
             TransactionOp::Create { device_id, thin_id } => {
-                if !committed {
-                    let name = self.device_name(device_id);
-                    self.deactivate_once(inner, &name, false)?;
-                    self.delete_thin(inner, *thin_id)?;
-                    inner.store.remove_device_record(device_id)?;
-                    inner.devices.remove(device_id);
-                    let _ = inner.ids.release(*thin_id);
-                }
+                // Only reached when not committed: roll back.
+                let name = self.device_name(device_id);
+                self.deactivate_once(inner, &name, false)?;
+                self.delete_thin(inner, *thin_id)?;
+                inner.store.remove_device_record(device_id)?;
+                inner.devices.remove(device_id);
+                let _ = inner.ids.release(*thin_id);
             }
             TransactionOp::Delete { device_id, thin_id } => {
+                // The delete may have reached the pool: finish it either way.
                 let name = self.device_name(device_id);
                 self.deactivate_once(inner, &name, false)?;
                 self.delete_thin(inner, *thin_id)?;
@@ -714,12 +729,10 @@ impl Cfg {
                 let _ = inner.ids.release(*thin_id);
             }
             TransactionOp::BaseCreate { thin_id } => {
-                if !committed || !inner.set_written {
-                    self.deactivate_once(inner, &self.base_name, false)?;
-                    self.delete_thin(inner, *thin_id)?;
-                    let _ = inner.ids.release(*thin_id);
-                    redo_base = true;
-                }
+                self.deactivate_once(inner, &self.base_name, false)?;
+                self.delete_thin(inner, *thin_id)?;
+                let _ = inner.ids.release(*thin_id);
+                redo_base = true;
             }
         }
         inner.store.commit(inner.transaction_id)?;
@@ -742,7 +755,7 @@ impl Cfg {
                 Ok(()) => break open,
                 Err(e) if e.kind() == Some(ErrorKind::Exists) => {
                     // Taken in the pool though no record names it: skip it for good.
-                    inner.store.clear()?;
+                    inner.store.commit(inner.transaction_id)?;
                     thin = inner.ids.allocate_from(thin).ok_or_else(|| {
                         DeviceSetError::PoolUnusable {
                             pool: self.pool_name.clone(),
@@ -751,7 +764,7 @@ impl Cfg {
                     })?;
                 }
                 Err(e) => {
-                    inner.store.clear()?;
+                    inner.store.commit(inner.transaction_id)?;
                     let _ = inner.ids.release(thin);
                     return Err(e.into());
                 }
@@ -761,7 +774,7 @@ impl Cfg {
         let undo = |cfg: &Cfg, inner: &mut Inner| {
             let _ = cfg.deactivate_once(inner, &cfg.base_name, false);
             let _ = cfg.delete_thin(inner, thin);
-            let _ = inner.store.clear();
+            let _ = inner.store.commit(inner.transaction_id);
             let _ = inner.ids.release(thin);
         };
         if let Err(e) = self.set_transaction(inner, open) {
@@ -797,7 +810,6 @@ impl Cfg {
         inner.store.write_set(&inner.set)?;
         inner.set_written = true;
         fail_point!("init.after_write_set");
-        inner.store.commit(inner.transaction_id)?;
         Ok(())
     }
 
@@ -1035,7 +1047,7 @@ impl Cfg {
                     .ctl
                     .suspend(DevId::Name(&origin_name), &SuspendOptions::default())
                 {
-                    let _ = inner.store.clear();
+                    let _ = inner.store.commit(inner.transaction_id);
                     let _ = inner.ids.release(thin);
                     return Err(e.into());
                 }
@@ -1057,7 +1069,7 @@ impl Cfg {
                     if snap.is_ok() {
                         let _ = self.delete_thin(inner, thin);
                     }
-                    let _ = inner.store.clear();
+                    let _ = inner.store.commit(inner.transaction_id);
                     let _ = inner.ids.release(thin);
                     return Err(e.into());
                 }
@@ -1065,14 +1077,14 @@ impl Cfg {
             match snap {
                 Ok(()) => break open,
                 Err(e) if e.kind() == Some(ErrorKind::Exists) => {
-                    inner.store.clear()?;
+                    inner.store.commit(inner.transaction_id)?;
                     log::warn!(
                         "thin id {thin} exists in the pool though no record names it; skipping it"
                     );
                     thin = inner.ids.allocate_from(thin).ok_or_else(no_ids)?;
                 }
                 Err(e) => {
-                    let _ = inner.store.clear();
+                    let _ = inner.store.commit(inner.transaction_id);
                     let _ = inner.ids.release(thin);
                     return Err(e.into());
                 }
@@ -1091,13 +1103,14 @@ impl Cfg {
         if let Err(e) = committed {
             let _ = self.delete_thin(inner, thin);
             let _ = inner.store.remove_device_record(id);
-            let _ = inner.store.clear();
+            let _ = inner.store.commit(inner.transaction_id);
             let _ = inner.ids.release(thin);
             return Err(e);
         }
         fail_point!("add.after_set_transaction");
+        // Committed: the pool's transaction id now equals the recorded one.
+        // transaction.json is left as it is and replaced by the next begin.
         inner.devices.insert(id.to_string(), record);
-        inner.store.commit(inner.transaction_id)?;
         Ok(())
     }
 
@@ -1153,7 +1166,7 @@ impl Cfg {
         )?;
         fail_point!("remove.after_begin");
         if let Err(e) = self.delete_thin(inner, thin) {
-            let _ = inner.store.clear();
+            let _ = inner.store.commit(inner.transaction_id);
             return Err(e);
         }
         fail_point!("remove.after_delete");
@@ -1166,8 +1179,24 @@ impl Cfg {
         fail_point!("remove.after_remove_record");
         inner.devices.remove(id);
         let _ = inner.ids.release(thin);
-        inner.store.commit(inner.transaction_id)?;
         Ok(())
+    }
+}
+
+/// Whether a pool is read-only because its metadata is full: the kernel
+/// reports `ro` and counts its metadata reserve as used, so used == total.
+fn out_of_metadata_space(s: &ThinPoolStatus) -> bool {
+    s.mode == PoolMode::ReadOnly
+        && s.total_metadata_blocks > 0
+        && s.used_metadata_blocks >= s.total_metadata_blocks
+}
+
+/// The pool's mode as the set reports it (see [`SetStatus::mode`]).
+fn mode_name(s: &ThinPoolStatus) -> &'static str {
+    if out_of_metadata_space(s) {
+        "out_of_metadata_space"
+    } else {
+        s.mode.as_str()
     }
 }
 
@@ -1658,7 +1687,7 @@ impl DeviceSet {
         let (usage, mode, needs_check, txn) = match parsed {
             PoolStatus::Active(s) => (
                 Some(s.usage_bytes(bs)),
-                s.mode.as_str().to_string(),
+                mode_name(&s).to_string(),
                 s.needs_check,
                 s.transaction_id,
             ),
@@ -1755,6 +1784,96 @@ impl DeviceSet {
             .ctl
             .reload_table(DevId::Name(&cfg.pool_name), &[new_line], UdevFlags::PRIVATE)?;
         fail_point!("grow_pool.after_reload");
+        Ok(())
+    }
+
+    /// Grows the pool's metadata device to `new_metadata_size` bytes: a loop
+    /// file is extended in place, a block device must already be that big.
+    /// The pool is then reloaded (suspend, resume) so the kernel takes the
+    /// new space; a pool that had run out of metadata space (`ro`, without
+    /// `needs_check`) becomes writable again. Shrinking is refused, and so is
+    /// more than the kernel can use ([`MAX_METADATA_BYTES`], ~15.9 GiB).
+    pub fn grow_pool_metadata(&self, new_metadata_size: u64) -> Result<()> {
+        if new_metadata_size > MAX_METADATA_BYTES {
+            return Err(DeviceSetError::InvalidOption {
+                option: "metadata size",
+                reason: format!(
+                    "{new_metadata_size} bytes is more than the {MAX_METADATA_BYTES} bytes a thin-pool can use"
+                ),
+            });
+        }
+        let mut inner = self.lock()?;
+        let cfg = &self.cfg;
+        let (_, table) = inner.ctl.table_status(
+            DevId::Name(&cfg.pool_name),
+            &StatusOptions {
+                kind: StatusKind::Table,
+                ..Default::default()
+            },
+        )?;
+        let line = table
+            .first()
+            .cloned()
+            .ok_or_else(|| DeviceSetError::PoolUnusable {
+                pool: cfg.pool_name.clone(),
+                reason: "no table".into(),
+            })?;
+        let smaller = |current: u64| {
+            DeviceSetError::InvalidOption {
+            option: "metadata size",
+            reason: format!(
+                "{new_metadata_size} bytes is smaller than the metadata device's {current} bytes; metadata never shrinks"
+            ),
+        }
+        };
+        match inner.set.storage.clone() {
+            Storage::LoopFiles { metadata_file, .. } => {
+                let current = std::fs::metadata(&metadata_file)
+                    .map_err(|e| DeviceSetError::PoolUnusable {
+                        pool: cfg.pool_name.clone(),
+                        reason: format!("cannot stat {}: {e}", metadata_file.display()),
+                    })?
+                    .len();
+                if new_metadata_size < current {
+                    return Err(smaller(current));
+                }
+                loopdev::create_sparse_file(&metadata_file, new_metadata_size)?;
+                match loopdev::find_by_file(&metadata_file)? {
+                    Some(d) => d.set_capacity()?,
+                    None => {
+                        return Err(DeviceSetError::PoolUnusable {
+                            pool: cfg.pool_name.clone(),
+                            reason: format!(
+                                "no loop device is bound to {}",
+                                metadata_file.display()
+                            ),
+                        })
+                    }
+                }
+            }
+            Storage::BlockDevices {
+                metadata_device, ..
+            } => {
+                let have = block_device_size(&metadata_device)?;
+                if have < new_metadata_size {
+                    return Err(DeviceSetError::InvalidOption {
+                        option: "metadata size",
+                        reason: format!("{} holds only {have} bytes", metadata_device.display()),
+                    });
+                }
+            }
+            Storage::AdoptedPool => {
+                return Err(DeviceSetError::InvalidOption {
+                    option: "metadata size",
+                    reason: "an adopted pool is grown by its owner".into(),
+                })
+            }
+        }
+        // The same table: the pool re-reads its metadata device's size on
+        // resume (pool_preresume), and a reload lets it leave read-only mode.
+        inner
+            .ctl
+            .reload_table(DevId::Name(&cfg.pool_name), &[line], UdevFlags::PRIVATE)?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 //! <root>/metadata/set.json           SetRecord
 //! <root>/metadata/transaction.json   TransactionState: last committed id, open transaction
 //! <root>/metadata/devices/<id>.json  DeviceRecord, one per device
+//! <root>/metadata/devices.cache      RecordCache: a derived copy, never trusted alone
 //! ```
 //!
 //! Every write goes to a fresh temp file in the target's directory (named
@@ -22,6 +23,16 @@
 //! cannot be opened safely without it. Damaged files are never deleted or
 //! overwritten: they stay in place until [`MetadataStore::quarantine`] moves
 //! one aside.
+//!
+//! Opening a big set reads `devices.cache` first: a copy of every record
+//! with its file's inode, size, mtime and ctime. A cached record is used only
+//! when one `stat` of its file still matches; any other file is read as
+//! usual. Our own writes always make a new inode, and a hand edit changes the
+//! ctime, so a stale or damaged cache costs time, never correctness. The
+//! cache is rewritten (without fsync: it is only an optimisation) when many
+//! records had to be read, and holds only files whose ctime is at least
+//! [`CACHE_SETTLE_SECS`] older than the cache, so a file changed within one
+//! timestamp tick of being cached cannot be mistaken for the cached one.
 //!
 //! The store may be shared between threads. [`MetadataStore::load_all`]
 //! removes temp files left by earlier processes (never by this store), so it
@@ -56,6 +67,16 @@ pub const MAX_RECORD_BYTES: u64 = 1 << 20;
 /// Longest device id the store accepts whatever the caller's limit, so that
 /// `<id>.json` fits in a 255-byte file name.
 pub const MAX_FILE_ID_LEN: usize = 255 - RECORD_EXT.len();
+
+/// The record cache's file name (in the metadata directory).
+pub const CACHE_FILE: &str = "devices.cache";
+/// Files changed less than this many seconds before a cache is written are
+/// left out of it.
+pub const CACHE_SETTLE_SECS: i64 = 2;
+/// The cache is rewritten when at least this many records were read from
+/// their files (and they are at least 1/16 of all records).
+const CACHE_REWRITE_MIN_MISSES: usize = 64;
+const CACHE_VERSION: u32 = 1;
 
 const RECORD_EXT: &str = ".json";
 const TEMP_PREFIX: &str = ".tmp~";
@@ -323,8 +344,9 @@ impl TransactionOp {
     }
 }
 
-/// What `transaction.json` holds: the last committed pool transaction id and
-/// the open transaction, if an operation is under way.
+/// What `transaction.json` holds: the committed pool transaction id and the
+/// last transaction begun, which is committed once the pool's transaction id
+/// equals its `open_transaction_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransactionState {
     /// The pool's transaction id after the last committed operation.
@@ -523,6 +545,50 @@ pub struct LoadReport {
     /// Temp files of interrupted writes that were removed (they never held
     /// committed data).
     pub removed_temp_files: Vec<PathBuf>,
+    /// Records taken from the record cache (their files were only stat'ed).
+    pub cache_hits: usize,
+    /// Records read from their files.
+    pub cache_misses: usize,
+}
+
+/// A file's identity as far as the record cache is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct FileStamp {
+    ino: u64,
+    size: i64,
+    mtime: i64,
+    mtime_ns: i64,
+    ctime: i64,
+    ctime_ns: i64,
+}
+
+impl FileStamp {
+    fn of(st: &nix::sys::stat::FileStat) -> Self {
+        FileStamp {
+            ino: st.st_ino,
+            size: st.st_size,
+            mtime: st.st_mtime,
+            mtime_ns: st.st_mtime_nsec,
+            ctime: st.st_ctime,
+            ctime_ns: st.st_ctime_nsec,
+        }
+    }
+}
+
+/// One cached record: its file name, the file's stamp when it was read, and
+/// the validated record.
+#[derive(Debug, Serialize, Deserialize)]
+struct CachedRecord {
+    name: String,
+    stamp: FileStamp,
+    record: DeviceRecord,
+}
+
+/// What `devices.cache` holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordCache {
+    version: u32,
+    records: Vec<CachedRecord>,
 }
 
 /// Process-wide counter that makes each store's temp file names unique.
@@ -692,11 +758,17 @@ impl MetadataStore {
         Ok(Some(record))
     }
 
-    /// Durably records the start of a transaction. Refused with
-    /// [`StoreError::TransactionPending`] while another is open.
+    /// Durably records the start of a transaction.
     ///
-    /// `transaction.json` always names the last committed pool transaction id
-    /// as well, so an open can tell a pool that moved without us.
+    /// The record of the previous operation is simply replaced: an operation
+    /// is committed by the pool's transaction id reaching its
+    /// `open_transaction_id`, so no second write is needed to close it.
+    /// Refused with [`StoreError::TransactionPending`] while the recorded
+    /// transaction has an id at or past the new one (it never committed and
+    /// must be recovered or cleared first).
+    ///
+    /// `transaction.json` also names the committed pool transaction id the
+    /// operation starts from, so an open can tell a pool that moved without us.
     pub fn begin(&self, txn: &TransactionRecord) -> Result<(), StoreError> {
         let path = self.transaction_path();
         txn.validate(self.max_id_len)
@@ -706,16 +778,15 @@ impl MetadataStore {
             })?;
         let state = self.transaction_state()?;
         if let Some(open) = state.as_ref().and_then(|s| s.open.as_ref()) {
-            return Err(StoreError::TransactionPending {
-                path,
-                open_transaction_id: Some(open.open_transaction_id),
-            });
+            if open.open_transaction_id >= txn.open_transaction_id {
+                return Err(StoreError::TransactionPending {
+                    path,
+                    open_transaction_id: Some(open.open_transaction_id),
+                });
+            }
         }
-        let committed = state.map_or(txn.open_transaction_id.saturating_sub(1), |s| {
-            s.committed_transaction_id
-        });
         self.write_transaction_state(&TransactionState {
-            committed_transaction_id: committed,
+            committed_transaction_id: txn.open_transaction_id.saturating_sub(1),
             open: Some(txn.clone()),
         })
     }
@@ -801,6 +872,8 @@ impl MetadataStore {
         report.transaction = self.pending()?;
 
         let entries = self.scan_dir(&self.devices_dir, &mut report)?;
+        let mut cache = self.read_cache();
+        let mut fresh: Vec<CachedRecord> = Vec::new();
         // One buffer for every record: records are small and this is the
         // hot loop of opening a large set.
         let mut buf = Vec::new();
@@ -815,9 +888,32 @@ impl MetadataStore {
                     Err(ProblemReason::BadFileName(e.to_string()))
                 } else if !is_file {
                     Err(ProblemReason::NotRegularFile)
+                } else if let Some(record) = cache.remove(&name).and_then(|c| {
+                    let now = nix::sys::stat::fstatat(
+                        &self.devices_dir_file,
+                        name.as_str(),
+                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .ok()?;
+                    (FileStamp::of(&now) == c.stamp && c.record.id == stem).then_some(c)
+                }) {
+                    report.cache_hits += 1;
+                    let r = record.record.clone();
+                    fresh.push(record);
+                    Ok(r)
                 } else {
-                    read_record_at(&self.devices_dir_file, &name, &mut buf)
-                        .and_then(|len| self.parse_device(stem, &buf[..len]))
+                    report.cache_misses += 1;
+                    read_record_at(&self.devices_dir_file, &name, &mut buf).and_then(
+                        |(len, stamp)| {
+                            let r = self.parse_device(stem, &buf[..len])?;
+                            fresh.push(CachedRecord {
+                                name: name.clone(),
+                                stamp,
+                                record: r.clone(),
+                            });
+                            Ok(r)
+                        },
+                    )
                 }
             } else {
                 Err(ProblemReason::BadFileName(
@@ -834,7 +930,73 @@ impl MetadataStore {
                 }),
             }
         }
+        let total = report.cache_hits + report.cache_misses;
+        if report.cache_misses >= CACHE_REWRITE_MIN_MISSES && report.cache_misses * 16 >= total {
+            self.write_cache(fresh);
+        }
         Ok(report)
+    }
+
+    /// The record cache by file name; empty when missing or unreadable.
+    fn read_cache(&self) -> std::collections::HashMap<String, CachedRecord> {
+        let path = self.meta_dir.join(CACHE_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                if e.kind() != ErrorKind::NotFound {
+                    log::debug!("record cache {}: {e}", path.display());
+                }
+                return Default::default();
+            }
+        };
+        match serde_json::from_slice::<RecordCache>(&bytes) {
+            Ok(c) if c.version == CACHE_VERSION => {
+                c.records.into_iter().map(|r| (r.name.clone(), r)).collect()
+            }
+            Ok(c) => {
+                log::debug!("record cache {}: version {}", path.display(), c.version);
+                Default::default()
+            }
+            Err(e) => {
+                log::debug!("record cache {} ignored: {e}", path.display());
+                Default::default()
+            }
+        }
+    }
+
+    /// Replaces the record cache with `records`, leaving out files changed
+    /// in the last [`CACHE_SETTLE_SECS`]. Best effort: failures are logged.
+    fn write_cache(&self, mut records: Vec<CachedRecord>) {
+        let now = now_unix() as i64;
+        records.retain(|r| r.stamp.ctime + CACHE_SETTLE_SECS < now);
+        let cache = RecordCache {
+            version: CACHE_VERSION,
+            records,
+        };
+        let bytes = match serde_json::to_vec(&cache) {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("record cache: {e}");
+                return;
+            }
+        };
+        let target = self.meta_dir.join(CACHE_FILE);
+        let tmp = self.meta_dir.join(format!(
+            "{}{}",
+            self.temp_tag,
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&bytes))
+            .and_then(|()| fs::rename(&tmp, &target));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            log::warn!("writing record cache {}: {e}", target.display());
+        }
     }
 
     /// Moves a device record file aside to `<name>.corrupt` (or
@@ -1060,7 +1222,13 @@ fn read_record_file(path: &Path) -> Result<Vec<u8>, ProblemReason> {
 /// back shorter than asked is taken as the end of the file, which is what
 /// reads of regular files do. The size bound holds whatever the file turns
 /// out to be.
-fn read_record_at(dir: &File, name: &str, buf: &mut Vec<u8>) -> Result<usize, ProblemReason> {
+/// Reads a record file into `buf`; returns its length and the stamp of the
+/// file that was read (fstat of the open file, so the two always agree).
+fn read_record_at(
+    dir: &File,
+    name: &str,
+    buf: &mut Vec<u8>,
+) -> Result<(usize, FileStamp), ProblemReason> {
     let fd = nix::fcntl::openat(
         dir,
         name,
@@ -1086,8 +1254,11 @@ fn read_record_at(dir: &File, name: &str, buf: &mut Vec<u8>) -> Result<usize, Pr
             Err(e) => return Err(ProblemReason::Unreadable(e)),
         }
     };
+    let stamp = nix::sys::stat::fstat(&file)
+        .map(|st| FileStamp::of(&st))
+        .map_err(|e| ProblemReason::Unreadable(e.into()))?;
     if n < READ_CHUNK {
-        return Ok(n);
+        return Ok((n, stamp));
     }
     // A big record (or not a record at all): read the rest, bounded.
     buf.truncate(READ_CHUNK);
@@ -1099,7 +1270,7 @@ fn read_record_at(dir: &File, name: &str, buf: &mut Vec<u8>) -> Result<usize, Pr
             len: buf.len() as u64,
         });
     }
-    Ok(buf.len())
+    Ok((buf.len(), stamp))
 }
 
 fn remove_durably(path: &Path, dir: &Path, dir_file: &File) -> Result<bool, StoreError> {

@@ -76,8 +76,11 @@ Usage: dmthin [--root DIR] list [--json]
 
 const GROW_USAGE: &str = "\
 Usage: dmthin [--root DIR] grow-pool SIZE
+       dmthin [--root DIR] grow-pool --metadata SIZE
 
-Grow the pool's data space to SIZE (loop files are grown in place).
+Grow the pool's data space (or, with --metadata, its metadata device) to
+SIZE. Loop files are grown in place; block devices must already be that big.
+A pool that ran out of metadata space is writable again after --metadata.
 ";
 
 const SHUTDOWN_USAGE: &str = "\
@@ -283,15 +286,33 @@ pub fn set_cmd(root: PathBuf, cmd: &str, args: &[OsString]) -> CliResult {
             print_status(&set, p.has("--json"))
         }
         "grow-pool" => {
-            let p = parse_args(args, &[], &[], "dmthin grow-pool --help")?;
+            let p = parse_args(args, &[], &["--metadata"], "dmthin grow-pool --help")?;
             if p.help {
                 print!("{GROW_USAGE}");
                 return Ok(());
             }
-            let s = one(&p, "SIZE", "dmthin grow-pool --help")?;
-            let size = parse_size(&s).ok_or_else(|| {
-                CliError::Usage(format!("'{s}' is not a size"), "dmthin grow-pool --help")
-            })?;
+            let size_of = |s: String| {
+                parse_size(&s).ok_or_else(|| {
+                    CliError::Usage(format!("'{s}' is not a size"), "dmthin grow-pool --help")
+                })
+            };
+            if let Some(m) = value(&p, "--metadata") {
+                if let Some(extra) = p.positionals.first() {
+                    return Err(CliError::Usage(
+                        format!(
+                            "unexpected argument '{}' (grow data and metadata in two calls)",
+                            extra.to_string_lossy()
+                        ),
+                        "dmthin grow-pool --help",
+                    ));
+                }
+                let size = size_of(m)?;
+                let set = open(&root, None)?;
+                eprintln!("dmthin: growing the pool's metadata to {}...", human(size));
+                set.grow_pool_metadata(size).map_err(failed)?;
+                return print_status(&set, false);
+            }
+            let size = size_of(one(&p, "SIZE", "dmthin grow-pool --help")?)?;
             let set = open(&root, None)?;
             eprintln!("dmthin: growing the pool to {}...", human(size));
             set.grow_pool(size).map_err(failed)?;
