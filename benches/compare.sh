@@ -3,7 +3,8 @@
 # one command:
 #
 #   benches/compare.sh [--quick] [--no-plain-run] [--no-udev-run] [--no-scaling] [--sizes LIST]
-#                      [--run-args "ARGS for dmthin-compare run, e.g. --peers dmthin,floor"]
+#                      [--run-args "ARGS for dmthin-compare run, e.g. --peers dmthin,floor"; "skip": none]
+#                      [--scaling-args "ARGS for dmthin-compare scaling, e.g. --populate direct --probes 20"]
 #
 # 1. installs what the peers need to build (libdevmapper-dev, libclang-dev,
 #    gcc; strace to count ioctls in the guest) when missing;
@@ -26,7 +27,7 @@ ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 CRATE=$ROOT/benches/compare
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$CARGO_TARGET_DIR/compare-results.md}
-WORK=$CARGO_TARGET_DIR/compare-vm
+WORK=${COMPARE_WORK:-$CARGO_TARGET_DIR/compare-vm}
 MUSL=x86_64-unknown-linux-musl
 
 quick=0
@@ -36,6 +37,7 @@ scaling=1
 sizes=10,100,1000,10000
 run_args=()
 extra_run_args=
+scaling_args=
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) quick=1 ;;
@@ -44,7 +46,8 @@ while [[ $# -gt 0 ]]; do
         --no-scaling) scaling=0 ;;
         --sizes) sizes=$2; shift ;;
         --run-args) extra_run_args=$2; shift ;;
-        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+        --scaling-args) scaling_args=$2; shift ;;
+        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -119,7 +122,7 @@ vm() { # name, runner args...
 run_args+=($extra_run_args)
 run_env=(--env "COMPARE_RUN_ARGS=${run_args[*]:-}")
 scal_env=(--env "COMPARE_SCALING=")
-((scaling)) && scal_env=(--env "COMPARE_SCALING=$sizes" --env "COMPARE_SCALING_ARGS=--budget 2400")
+((scaling)) && scal_env=(--env "COMPARE_SCALING=$sizes" --env "COMPARE_SCALING_ARGS=--budget 2400 $scaling_args")
 ((plain_run)) && vm plain --timeout 4800 "${run_env[@]}" "${scal_env[@]}" --env COMPARE_WALKTHROUGH=1
 # With udev every activation waits for udevd under TCG: 3 rounds keep it bounded.
 udev_rounds=()

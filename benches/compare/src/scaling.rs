@@ -3,6 +3,7 @@
 //! every change), on the same pool and the same filesystem. Then the peak
 //! resident memory of the dmthin CLI against that set.
 
+use dmthin::deviceset::store::DeviceRecord;
 use dmthin::deviceset::{DeviceSet, Options, StorageOptions};
 use dmthin::dm::{Control, DevId, SuspendOptions, UdevFlags};
 use serde::Serialize;
@@ -11,12 +12,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// First thin id of directly populated devices: add_device takes the lowest
+/// free id, so the probes use ids below this and never collide.
+const DIRECT_THIN_BASE: u32 = 1000;
+
 struct Opts {
     root: PathBuf,
     sizes: Vec<u32>,
     probes: u32,
     budget: Duration,
     clis: Vec<String>,
+    /// Populate with pool messages and record files written directly
+    /// (`--populate direct`) instead of `add_device` (`api`, the default).
+    direct: bool,
 }
 
 fn parse(a: &[String]) -> Opts {
@@ -26,6 +34,7 @@ fn parse(a: &[String]) -> Opts {
         probes: 10,
         budget: Duration::from_secs(1800),
         clis: Vec::new(),
+        direct: false,
     };
     let mut i = 0;
     while i < a.len() {
@@ -36,6 +45,13 @@ fn parse(a: &[String]) -> Opts {
             "--probes" => o.probes = v.parse().expect("--probes"),
             "--budget" => o.budget = Duration::from_secs(v.parse().expect("--budget")),
             "--cli" => o.clis = v.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+            "--populate" => {
+                o.direct = match v.as_str() {
+                    "direct" => true,
+                    "api" => false,
+                    x => panic!("scaling: --populate api|direct, not {x}"),
+                }
+            }
             x => panic!("scaling: unknown option {x}"),
         }
         i += 2;
@@ -239,12 +255,13 @@ pub fn main(a: &[String]) {
         ..Default::default()
     };
     let t0 = Instant::now();
-    let set = DeviceSet::open(&set_root, opts).expect("DeviceSet::open");
+    let mut set = Some(DeviceSet::open(&set_root, opts).expect("DeviceSet::open"));
     let open_new = t0.elapsed();
-    let status = set.status().expect("status");
-    let pool = set.pool_name().to_string();
-    let base = set.base_name().to_string();
+    let status = set.as_ref().unwrap().status().expect("status");
+    let pool = set.as_ref().unwrap().pool_name().to_string();
+    let base = set.as_ref().unwrap().base_name().to_string();
     let base_id = status.base_thin_id;
+    let base_size = status.base_size;
     eprintln!(
         "dmthin-compare scaling: set opened in {:.1} s (pool {pool}, base thin id {base_id})",
         open_new.as_secs_f64()
@@ -265,6 +282,8 @@ pub fn main(a: &[String]) {
         seed: Duration,
         seed_bytes: usize,
         probes: u32,
+        /// DeviceSet::open right after populating (direct populate only).
+        open: Option<Duration>,
     }
     let mut rows: Vec<Row> = Vec::new();
     let mut count: u32 = 0;
@@ -291,8 +310,39 @@ pub fn main(a: &[String]) {
         }
         let t0 = Instant::now();
         let from = count;
+        let mut open = None;
+        if o.direct && count < size {
+            // The same state add_device leaves (a snapshot of the base in the
+            // pool, one record file), made without the per-add fsyncs and
+            // status calls. The set is closed meanwhile so that it reloads.
+            drop(set.take());
+            let devices = set_root.join("metadata").join("devices");
+            while count < size {
+                let thin = DIRECT_THIN_BASE + count;
+                ctl.target_message(DevId::Name(&pool), 0, &format!("create_snap {thin} {base_id}"))
+                    .unwrap_or_else(|e| panic!("populate create_snap {thin}: {e}"));
+                let rec = DeviceRecord::new(format!("d{count:05}"), None, thin, base_size);
+                std::fs::write(
+                    devices.join(format!("{}.json", rec.id)),
+                    serde_json::to_vec_pretty(&rec).expect("record json"),
+                )
+                .expect("write record");
+                count += 1;
+                if count % 2000 == 0 {
+                    eprintln!(
+                        "dmthin-compare scaling: {count} devices after {:.0} s",
+                        t_all.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            let t = Instant::now();
+            let opts = DeviceSet::recorded_options(&set_root).ok().flatten().unwrap_or_default();
+            set = Some(DeviceSet::open(&set_root, opts).expect("reopen after populating"));
+            open = Some(t.elapsed());
+        }
+        let set_ref = set.as_ref().expect("set is open");
         while count < size {
-            set.add_device(&format!("d{count:05}"), None)
+            set_ref.add_device(&format!("d{count:05}"), None)
                 .unwrap_or_else(|e| panic!("add_device d{count:05}: {e}"));
             count += 1;
             if count % 500 == 0 {
@@ -304,6 +354,11 @@ pub fn main(a: &[String]) {
         }
         let populate = t0.elapsed();
         populate_total += populate;
+        // Let writeback of the populate finish before probing, so that it
+        // does not land on whichever strategy happens to run next.
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        std::thread::sleep(Duration::from_millis(500));
         // The seed's set holds the same number of records.
         while (seed.devices.len() as u32) < size {
             let id = 1_000_000 + seed.devices.len() as u32;
@@ -318,8 +373,8 @@ pub fn main(a: &[String]) {
             // Interleaved, so that both see the same machine load.
             let id = format!("probe{j}");
             let t = Instant::now();
-            set.add_device(&id, None).expect("probe add_device");
-            set.remove_device(&id).expect("probe remove_device");
+            set_ref.add_device(&id, None).expect("probe add_device");
+            set_ref.remove_device(&id).expect("probe remove_device");
             d_dm += t.elapsed();
             let t = Instant::now();
             seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, 16_000_000 + j);
@@ -338,9 +393,16 @@ pub fn main(a: &[String]) {
             seed: d_seed,
             seed_bytes: seed.bytes,
             probes,
+            open,
         });
     }
     drop(set);
+    let direct_note = if o.direct {
+        " Populated directly (create_snap messages and record files, the state add_device leaves), \
+         not through add_device."
+    } else {
+        ""
+    };
 
     // Reopen at full size (what every CLI call pays), then the CLI's memory.
     let t0 = Instant::now();
@@ -390,11 +452,11 @@ pub fn main(a: &[String]) {
     println!(
         "DeviceSet on ext4 (virtio disk), loop files; each probe = add_device (create_snap of the base) \
          + remove_device; seed = the same two pool messages, each followed by the whole set's JSON \
-         written to a temp file, fsynced and renamed."
+         written to a temp file, fsynced and renamed.{direct_note}"
     );
     println!();
-    println!("| devices in set | dmthin add+remove ms | seed add+remove ms | seed / dmthin | seed JSON size | probes | populate: adds, s (ms/add) |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| devices in set | dmthin add+remove ms | seed add+remove ms | seed / dmthin | seed JSON size | probes | populate: adds, s (ms/add) | DeviceSet::open ms |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let dm = ms(r.dmthin) / f64::from(r.probes);
         let sd = ms(r.seed) / f64::from(r.probes);
@@ -409,15 +471,16 @@ pub fn main(a: &[String]) {
             "-".into()
         };
         println!(
-            "| {} | {dm:.2} | {sd:.2} | {:.1}x | {} KiB | {} | {per} |",
+            "| {} | {dm:.2} | {sd:.2} | {:.1}x | {} KiB | {} | {per} | {} |",
             r.size,
             sd / dm,
             r.seed_bytes / 1024,
-            r.probes
+            r.probes,
+            r.open.map_or("-".to_string(), |d| format!("{:.0}", ms(d)))
         );
     }
     for s in &skipped {
-        println!("| {s} | skipped: populating would exceed the --budget | | | | | |");
+        println!("| {s} | skipped: populating would exceed the --budget | | | | | | |");
     }
     println!();
     println!(
