@@ -953,8 +953,22 @@ fn record_cache_is_used_only_where_each_file_still_matches() {
     assert_eq!(fourth.devices.len(), n as usize - 2);
     assert_eq!(fourth.cache_hits, n as usize - 3);
 
+    // A cache cut mid-line: the lines before the cut are used, the rest of
+    // the records are read from their files.
+    let text = fs::read_to_string(&cache).unwrap();
+    assert!(text.starts_with("dmthin-record-cache 2\n"), "{text:.80}");
+    let cut = text.len() / 2;
+    fs::write(&cache, &text.as_bytes()[..cut]).unwrap();
+    let partial = store.load_all().unwrap();
+    assert_eq!(partial.devices, fourth.devices);
+    assert!(
+        partial.cache_hits > 10 && partial.cache_misses > 10,
+        "{} hits, {} misses",
+        partial.cache_hits,
+        partial.cache_misses
+    );
     // A damaged cache only costs time.
-    fs::write(&cache, b"\0\0\0 not json").unwrap();
+    fs::write(&cache, b"\0\0\0 not a cache").unwrap();
     let fifth = store.load_all().unwrap();
     assert_eq!(fifth.devices, fourth.devices);
     assert_eq!(fifth.cache_hits, 0);

@@ -7,7 +7,7 @@
 //! <root>/metadata/set.json           SetRecord
 //! <root>/metadata/transaction.json   TransactionState: last committed id, open transaction
 //! <root>/metadata/devices/<id>.json  DeviceRecord, one per device
-//! <root>/metadata/devices.cache      RecordCache: a derived copy, never trusted alone
+//! <root>/metadata/devices.cache      a derived copy of the records, never trusted alone
 //! ```
 //!
 //! Every write goes to a fresh temp file in the target's directory (named
@@ -76,7 +76,8 @@ pub const CACHE_SETTLE_SECS: i64 = 2;
 /// The cache is rewritten when at least this many records were read from
 /// their files (and they are at least 1/16 of all records).
 const CACHE_REWRITE_MIN_MISSES: usize = 64;
-const CACHE_VERSION: u32 = 1;
+/// First line of the record cache (its format and version).
+const CACHE_HEADER: &str = "dmthin-record-cache 2";
 
 const RECORD_EXT: &str = ".json";
 const TEMP_PREFIX: &str = ".tmp~";
@@ -552,7 +553,7 @@ pub struct LoadReport {
 }
 
 /// A file's identity as far as the record cache is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
     ino: u64,
     size: i64,
@@ -575,20 +576,157 @@ impl FileStamp {
     }
 }
 
-/// One cached record: its file name, the file's stamp when it was read, and
-/// the validated record.
-#[derive(Debug, Serialize, Deserialize)]
-struct CachedRecord {
+/// One line of the record cache: a record file's name and stamp, and the
+/// record it held.
+///
+/// ```text
+/// <name> <ino> <size> <mtime> <mtime_ns> <ctime> <ctime_ns> <thin_id> <bytes> <initialized> <created_at> <deferred_delete> <parent or />
+/// ```
+///
+/// Device ids have no spaces and cannot be `/`, so the line splits cleanly.
+/// Lines are sorted by name, like the directory scan they are joined with.
+struct CacheLine {
     name: String,
     stamp: FileStamp,
     record: DeviceRecord,
 }
 
-/// What `devices.cache` holds.
-#[derive(Debug, Serialize, Deserialize)]
-struct RecordCache {
-    version: u32,
-    records: Vec<CachedRecord>,
+impl CacheLine {
+    fn parse(line: &str) -> Option<CacheLine> {
+        let mut f = line.split(' ');
+        let mut next = || f.next();
+        let name = next()?.to_owned();
+        let stamp = FileStamp {
+            ino: next()?.parse().ok()?,
+            size: next()?.parse().ok()?,
+            mtime: next()?.parse().ok()?,
+            mtime_ns: next()?.parse().ok()?,
+            ctime: next()?.parse().ok()?,
+            ctime_ns: next()?.parse().ok()?,
+        };
+        let flag = |v: &str| match v {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        };
+        let thin_id = next()?.parse().ok()?;
+        let size = next()?.parse().ok()?;
+        let initialized = flag(next()?)?;
+        let created_at = next()?.parse().ok()?;
+        let deferred_delete = flag(next()?)?;
+        let parent = match next()? {
+            "/" => None,
+            p => Some(p.to_owned()),
+        };
+        if next().is_some() {
+            return None;
+        }
+        let id = name.strip_suffix(RECORD_EXT)?.to_owned();
+        Some(CacheLine {
+            name,
+            stamp,
+            record: DeviceRecord {
+                id,
+                parent,
+                thin_id,
+                size,
+                initialized,
+                created_at,
+                deferred_delete,
+            },
+        })
+    }
+
+    fn write(name: &str, st: &FileStamp, r: &DeviceRecord, out: &mut impl Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "{name} {} {} {} {} {} {} {} {} {} {} {} {}",
+            st.ino,
+            st.size,
+            st.mtime,
+            st.mtime_ns,
+            st.ctime,
+            st.ctime_ns,
+            r.thin_id,
+            r.size,
+            u8::from(r.initialized),
+            r.created_at,
+            u8::from(r.deferred_delete),
+            r.parent.as_deref().unwrap_or("/")
+        )
+    }
+}
+
+/// Reads the record cache line by line, in name order, for a merge join
+/// with the sorted directory scan. A damaged line ends it (the rest of the
+/// records are read from their files).
+struct CacheReader {
+    input: Option<io::BufReader<File>>,
+    line: String,
+    current: Option<CacheLine>,
+}
+
+impl CacheReader {
+    fn open(path: &Path) -> CacheReader {
+        let mut reader = CacheReader {
+            input: None,
+            line: String::new(),
+            current: None,
+        };
+        match File::open(path) {
+            Ok(f) => {
+                let mut input = io::BufReader::with_capacity(64 << 10, f);
+                let mut header = String::new();
+                match io::BufRead::read_line(&mut input, &mut header) {
+                    Ok(_) if header.trim_end() == CACHE_HEADER => {
+                        reader.input = Some(input);
+                        reader.advance();
+                    }
+                    Ok(_) => log::debug!("record cache {}: unknown format", path.display()),
+                    Err(e) => log::debug!("record cache {}: {e}", path.display()),
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => log::debug!("record cache {}: {e}", path.display()),
+        }
+        reader
+    }
+
+    fn advance(&mut self) {
+        self.current = None;
+        let Some(input) = self.input.as_mut() else {
+            return;
+        };
+        self.line.clear();
+        match io::BufRead::read_line(input, &mut self.line) {
+            Ok(n) if n > 0 && self.line.ends_with('\n') => {
+                self.current = CacheLine::parse(&self.line[..self.line.len() - 1]);
+                if self.current.is_none() {
+                    log::debug!("record cache: damaged line, ignoring the rest");
+                }
+            }
+            _ => {}
+        }
+        if self.current.is_none() {
+            self.input = None;
+        }
+    }
+
+    /// The cached line for `name`, skipping lines of files that are gone.
+    fn take(&mut self, name: &str) -> Option<CacheLine> {
+        loop {
+            let here = self.current.as_ref()?.name.as_str();
+            match here.cmp(name) {
+                std::cmp::Ordering::Less => self.advance(),
+                std::cmp::Ordering::Equal => {
+                    let line = self.current.take();
+                    self.advance();
+                    return line;
+                }
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+    }
 }
 
 /// Process-wide counter that makes each store's temp file names unique.
@@ -872,8 +1010,9 @@ impl MetadataStore {
         report.transaction = self.pending()?;
 
         let entries = self.scan_dir(&self.devices_dir, &mut report)?;
-        let mut cache = self.read_cache();
-        let mut fresh: Vec<CachedRecord> = Vec::new();
+        let mut cache = CacheReader::open(&self.meta_dir.join(CACHE_FILE));
+        // (file name, stamp) of every record that loaded, for a cache rewrite.
+        let mut stamps: Vec<(String, FileStamp)> = Vec::new();
         // One buffer for every record: records are small and this is the
         // hot loop of opening a large set.
         let mut buf = Vec::new();
@@ -888,29 +1027,24 @@ impl MetadataStore {
                     Err(ProblemReason::BadFileName(e.to_string()))
                 } else if !is_file {
                     Err(ProblemReason::NotRegularFile)
-                } else if let Some(record) = cache.remove(&name).and_then(|c| {
-                    let now = nix::sys::stat::fstatat(
-                        &self.devices_dir_file,
-                        name.as_str(),
-                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .ok()?;
-                    (FileStamp::of(&now) == c.stamp && c.record.id == stem).then_some(c)
+                } else if let Some(hit) = cache.take(&name).filter(|c| {
+                    c.record.validate(self.max_id_len).is_ok()
+                        && nix::sys::stat::fstatat(
+                            &self.devices_dir_file,
+                            name.as_str(),
+                            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                        )
+                        .is_ok_and(|st| FileStamp::of(&st) == c.stamp)
                 }) {
                     report.cache_hits += 1;
-                    let r = record.record.clone();
-                    fresh.push(record);
-                    Ok(r)
+                    stamps.push((hit.name, hit.stamp));
+                    Ok(hit.record)
                 } else {
                     report.cache_misses += 1;
                     read_record_at(&self.devices_dir_file, &name, &mut buf).and_then(
                         |(len, stamp)| {
                             let r = self.parse_device(stem, &buf[..len])?;
-                            fresh.push(CachedRecord {
-                                name: name.clone(),
-                                stamp,
-                                record: r.clone(),
-                            });
+                            stamps.push((name.clone(), stamp));
                             Ok(r)
                         },
                     )
@@ -932,54 +1066,19 @@ impl MetadataStore {
         }
         let total = report.cache_hits + report.cache_misses;
         if report.cache_misses >= CACHE_REWRITE_MIN_MISSES && report.cache_misses * 16 >= total {
-            self.write_cache(fresh);
+            self.write_cache(&stamps, &report.devices);
         }
         Ok(report)
     }
 
-    /// The record cache by file name; empty when missing or unreadable.
-    fn read_cache(&self) -> std::collections::HashMap<String, CachedRecord> {
-        let path = self.meta_dir.join(CACHE_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                if e.kind() != ErrorKind::NotFound {
-                    log::debug!("record cache {}: {e}", path.display());
-                }
-                return Default::default();
-            }
-        };
-        match serde_json::from_slice::<RecordCache>(&bytes) {
-            Ok(c) if c.version == CACHE_VERSION => {
-                c.records.into_iter().map(|r| (r.name.clone(), r)).collect()
-            }
-            Ok(c) => {
-                log::debug!("record cache {}: version {}", path.display(), c.version);
-                Default::default()
-            }
-            Err(e) => {
-                log::debug!("record cache {} ignored: {e}", path.display());
-                Default::default()
-            }
-        }
-    }
-
-    /// Replaces the record cache with `records`, leaving out files changed
-    /// in the last [`CACHE_SETTLE_SECS`]. Best effort: failures are logged.
-    fn write_cache(&self, mut records: Vec<CachedRecord>) {
+    /// Replaces the record cache, leaving out files changed in the last
+    /// [`CACHE_SETTLE_SECS`]. Best effort: failures are logged.
+    fn write_cache(
+        &self,
+        stamps: &[(String, FileStamp)],
+        devices: &BTreeMap<String, DeviceRecord>,
+    ) {
         let now = now_unix() as i64;
-        records.retain(|r| r.stamp.ctime + CACHE_SETTLE_SECS < now);
-        let cache = RecordCache {
-            version: CACHE_VERSION,
-            records,
-        };
-        let bytes = match serde_json::to_vec(&cache) {
-            Ok(b) => b,
-            Err(e) => {
-                log::warn!("record cache: {e}");
-                return;
-            }
-        };
         let target = self.meta_dir.join(CACHE_FILE);
         let tmp = self.meta_dir.join(format!(
             "{}{}",
@@ -991,7 +1090,20 @@ impl MetadataStore {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .and_then(|mut f| f.write_all(&bytes))
+            .and_then(|f| {
+                let mut out = io::BufWriter::with_capacity(64 << 10, f);
+                writeln!(out, "{CACHE_HEADER}")?;
+                for (name, stamp) in stamps {
+                    if stamp.ctime + CACHE_SETTLE_SECS >= now {
+                        continue;
+                    }
+                    let id = name.strip_suffix(RECORD_EXT).unwrap_or(name);
+                    if let Some(r) = devices.get(id) {
+                        CacheLine::write(name, stamp, r, &mut out)?;
+                    }
+                }
+                out.flush()
+            })
             .and_then(|()| fs::rename(&tmp, &target));
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);

@@ -152,7 +152,9 @@ fn semop(
         sem_flg: flags,
     };
     let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
+        // (`as _`: naming libc::time_t is deprecated on musl; the timeouts
+        // are seconds, far below any time_t limit.)
+        tv_sec: t.as_secs() as _,
         tv_nsec: t.subsec_nanos() as _,
     });
     let tsp = ts
