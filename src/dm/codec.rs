@@ -316,13 +316,44 @@ fn read_u64(b: &[u8], at: usize) -> Option<u64> {
 /// the NUL) and the index of its NUL.
 fn read_cstr_bytes(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let rest = b.get(at..)?;
-    let nul = rest.iter().position(|&c| c == 0)?;
+    let nul = find_nul(rest)?;
     Some((&rest[..nul], at + nul))
+}
+
+/// Index of the first NUL, eight bytes at a time (a name or uuid is found
+/// in a few loads instead of one per byte; this matters under emulation).
+fn find_nul(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for chunk in words.by_ref() {
+        let w = u64::from_ne_bytes(chunk.try_into().ok()?);
+        // Non-zero iff some byte is zero (the lowest flag is exact).
+        if w.wrapping_sub(LO) & !w & HI != 0 {
+            return chunk.iter().position(|&c| c == 0).map(|i| at + i);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&c| c == 0)
+        .map(|i| at + i)
 }
 
 /// Reads a NUL-terminated string starting at `at`; returns it and the index of its NUL.
 fn read_cstr(b: &[u8], at: usize) -> Option<(String, usize)> {
     read_cstr_bytes(b, at).map(|(s, nul)| (String::from_utf8_lossy(s).into_owned(), nul))
+}
+
+/// The bytes as a string, borrowed when they are UTF-8 (the common case,
+/// checked by `from_utf8`'s fast path), else with U+FFFD for invalid sequences.
+fn lossy(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
 }
 
 /// One entry of a `DM_LIST_DEVICES` reply, borrowed from the reply buffer.
@@ -471,7 +502,7 @@ impl<'a> Iterator for NameListIter<'a> {
         };
         let mut entry = NameListEntry {
             dev: Dev::huge_decode(dev),
-            name: String::from_utf8_lossy(name),
+            name: lossy(name),
             event_nr: None,
             uuid: None,
         };
@@ -482,7 +513,7 @@ impl<'a> Iterator for NameListIter<'a> {
                 entry.event_nr = Some(ev);
                 if flags & NAME_LIST_HAS_UUID != 0 {
                     match read_cstr_bytes(record, t + 8) {
-                        Some((uuid, _)) => entry.uuid = Some(String::from_utf8_lossy(uuid)),
+                        Some((uuid, _)) => entry.uuid = Some(lossy(uuid)),
                         None => {
                             return self
                                 .fail(format!("uuid of {:?} is not NUL-terminated", entry.name))
@@ -1054,6 +1085,29 @@ mod tests {
                 match decode_name_list(c, trailer) {
                     Ok(owned) => assert_eq!((owned, None), (borrowed, error), "{c:?}"),
                     Err(e) => assert_eq!(Some(e.to_string()), error, "{c:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn find_nul_matches_a_bytewise_search() {
+        for len in 0..40 {
+            for nul in 0..=len {
+                for fill in [b'a', 0x01, 0x80, 0xff] {
+                    let mut b = vec![fill; len];
+                    if nul < len {
+                        b[nul] = 0;
+                    }
+                    // A second NUL later must not be found first.
+                    if nul + 3 < len {
+                        b[nul + 3] = 0;
+                    }
+                    // Every start offset, so the NUL sits at every word position.
+                    for off in 0..len.min(9) {
+                        let s = &b[off..];
+                        assert_eq!(find_nul(s), s.iter().position(|&c| c == 0), "{s:?}");
+                    }
                 }
             }
         }
