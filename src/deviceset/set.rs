@@ -1279,11 +1279,10 @@ impl DeviceSet {
             });
         }
         let mut ids = ThinIdAllocator::new();
-        let mut devices = BTreeMap::new();
-        for (id, rec) in report.devices {
+        for rec in report.devices.values() {
             ids.mark_used(rec.thin_id)?;
-            devices.insert(id, rec);
         }
+        let devices = report.devices;
         let set_written = report.set.is_some();
         let set = match report.set {
             Some(s) => {
