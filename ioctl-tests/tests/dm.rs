@@ -788,6 +788,66 @@ fn private_devices_are_removed_right_after_creation_without_ebusy() {
 }
 
 #[test]
+fn bypass_mode_makes_its_own_nodes_and_udev_leaves_the_device_alone() {
+    use std::io::Write;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let name = format!("{PREFIX}bypass");
+    let _g = Cleanup::new(&[&name]);
+    let mut c = ctl();
+    c.set_node_mode(NodeMode::Bypass);
+    let node = PathBuf::from(format!("/dev/mapper/{name}"));
+    for i in 0..10 {
+        let info = c
+            .create_with_table(
+                &name,
+                &CreateOptions::default(),
+                &zero(&name, 2048),
+                UdevFlags::empty(),
+            )
+            .unwrap();
+        // Present when the call returns: our own block node, not udev's symlink.
+        let meta = std::fs::symlink_metadata(&node).unwrap();
+        assert!(meta.file_type().is_block_device(), "cycle {i}: {meta:?}");
+        assert_eq!(
+            (
+                nix::sys::stat::major(meta.rdev()),
+                nix::sys::stat::minor(meta.rdev())
+            ),
+            (u64::from(info.dev.major), u64::from(info.dev.minor))
+        );
+        if udev_mode() && i == 0 {
+            // udev saw the flags and skipped its dm rules: still our node,
+            // and its database says so.
+            sh_ok("udevadm settle -t 10");
+            let meta = std::fs::symlink_metadata(&node).unwrap();
+            assert!(meta.file_type().is_block_device(), "{meta:?}");
+            let props = sh_ok(&format!(
+                "udevadm info -q property -n /dev/dm-{}",
+                info.dev.minor
+            ));
+            assert!(
+                props.contains("DM_UDEV_DISABLE_DM_RULES_FLAG=1")
+                    && props.contains("DM_UDEV_DISABLE_OTHER_RULES_FLAG=1"),
+                "{props}"
+            );
+        }
+        // Written and closed (udev's inotify watch would probe it now), then
+        // removed at once: no retry is made in this mode, so EBUSY would fail.
+        let mut f = std::fs::OpenOptions::new().write(true).open(&node).unwrap();
+        f.write_all(&[0u8; 4096]).unwrap();
+        drop(f);
+        c.remove(DevId::Name(&name), &RemoveOptions::default())
+            .unwrap_or_else(|e| panic!("cycle {i}: remove right after a write: {e}"));
+        assert!(
+            std::fs::symlink_metadata(&node).is_err(),
+            "cycle {i}: node left"
+        );
+    }
+    let ipcs = sh_ok("ipcs -s");
+    assert!(!ipcs.contains("0x0d4d"), "cookie semaphores: {ipcs}");
+}
+
+#[test]
 fn zz_nothing_left_behind() {
     let list = ctl().list_devices().unwrap();
     let left: Vec<_> = list.iter().filter(|e| e.name.starts_with(PREFIX)).collect();

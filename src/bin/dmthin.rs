@@ -35,6 +35,12 @@ Options:
   --root DIR     The device set's directory ($DMTHIN_ROOT, else /var/lib/dmthin)
   -h, --help     Show this help (or a command's, after its name)
   -V, --version  Show the version
+
+Environment:
+  DMTHIN_ROOT         Default for --root
+  DMTHIN_UDEV_SYNC=0  With udev running, do not wait for it: udev's dm rules
+                      skip dmthin's devices and dmthin makes /dev/mapper nodes
+                      itself (faster; no /dev/disk/by-* links)
 ";
 
 #[path = "cli/set.rs"]

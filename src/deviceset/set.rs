@@ -90,6 +90,12 @@ pub struct Options {
     pub block_zeroing: bool,
     /// Longest wait for udev per device-mapper operation.
     pub udev_timeout: Duration,
+    /// With udev running: wait for it through cookies, as libdevmapper does
+    /// (`true`, the default), or bypass it ([`NodeMode::Bypass`]: the dm
+    /// rules skip our devices and the set makes `/dev/mapper` nodes itself,
+    /// no `/dev/disk/by-*` links). Bypassing makes activation several times
+    /// faster on hosts where udev is slow; not recorded, so every open picks.
+    pub udev_sync: bool,
     /// How often a busy device's deactivation is retried before giving up.
     pub busy_retries: u32,
     /// Called with a line of text before long steps.
@@ -121,6 +127,7 @@ impl Default for Options {
             min_free_space_percent: 10,
             block_zeroing: true,
             udev_timeout: Duration::from_secs(30),
+            udev_sync: true,
             busy_retries: 20,
             progress: None,
         }
@@ -904,20 +911,24 @@ impl Cfg {
 
     /// Removes half-made devices (no live table) an interrupted activation left.
     fn remove_stray_devices(&self, inner: &mut Inner) -> Result<()> {
-        for entry in inner.ctl.list_devices()? {
-            if !entry.name.starts_with(&self.prefix) || entry.name == self.pool_name {
-                continue;
+        // Only our names are decoded: a host may have many other devices.
+        let mut ours = Vec::new();
+        for record in inner.ctl.list_devices_view()?.records() {
+            let record = record?;
+            let name = record.name_bytes()?;
+            if name.starts_with(self.prefix.as_bytes()) && name != self.pool_name.as_bytes() {
+                ours.push(record.entry()?.name.into_owned());
             }
-            let info = inner.ctl.info(DevId::Name(&entry.name))?;
+        }
+        for name in ours {
+            let info = inner.ctl.info(DevId::Name(&name))?;
             if info.active_table() && info.suspended() {
                 // Left suspended by an interrupted snapshot: I/O to it would hang.
-                log::warn!("resuming {} left suspended", entry.name);
-                inner
-                    .ctl
-                    .resume(DevId::Name(&entry.name), UdevFlags::empty())?;
+                log::warn!("resuming {name} left suspended");
+                inner.ctl.resume(DevId::Name(&name), UdevFlags::empty())?;
             } else if !info.active_table() {
-                log::warn!("removing half-made device {}", entry.name);
-                self.deactivate_once(inner, &entry.name, false)?;
+                log::warn!("removing half-made device {name}");
+                self.deactivate_once(inner, &name, false)?;
             }
         }
         Ok(())
@@ -1274,8 +1285,12 @@ impl DeviceSet {
         cfg.check_recorded_options(report.set.as_ref())?;
         let mut ctl = Control::open_with(ControlOptions::default())?;
         if let NodeMode::Udev { .. } = ctl.node_mode() {
-            ctl.set_node_mode(NodeMode::Udev {
-                timeout: cfg.options.udev_timeout,
+            ctl.set_node_mode(if cfg.options.udev_sync {
+                NodeMode::Udev {
+                    timeout: cfg.options.udev_timeout,
+                }
+            } else {
+                NodeMode::Bypass
             });
         }
         let mut ids = ThinIdAllocator::new();

@@ -406,6 +406,17 @@ impl<'a> NameList<'a> {
     /// after the entries before it, and ends the iteration.
     pub fn iter(&self) -> NameListIter<'a> {
         NameListIter {
+            records: self.records(),
+        }
+    }
+
+    /// The records in kernel order, with nothing decoded but the device
+    /// number: the cheapest walk, for callers that count devices or look at
+    /// few names. Record bounds are checked here; a record's name and
+    /// trailer are checked when [`NameRecord::name_bytes`] or
+    /// [`NameRecord::entry`] reads them.
+    pub fn records(&self) -> NameRecords<'a> {
+        NameRecords {
             payload: self.payload,
             with_trailer: self.with_trailer,
             at: 0,
@@ -447,24 +458,92 @@ enum IterState {
     Done,
 }
 
-/// Iterator over a `DM_LIST_DEVICES` payload; see [`NameList`].
+/// One record of a `DM_LIST_DEVICES` payload, not yet decoded; see
+/// [`NameList::records`].
+#[derive(Clone, Copy, Debug)]
+pub struct NameRecord<'a> {
+    /// The record's bytes, from its start to the next record (or the end).
+    record: &'a [u8],
+    /// Where the record starts in the payload (the trailer is 8-aligned there).
+    at: usize,
+    dev: u64,
+    with_trailer: bool,
+}
+
+impl<'a> NameRecord<'a> {
+    /// Device number.
+    pub fn dev(&self) -> Dev {
+        Dev::huge_decode(self.dev)
+    }
+
+    /// The name's bytes (without the NUL), borrowed from the reply.
+    pub fn name_bytes(&self) -> Result<&'a [u8]> {
+        self.name_and_nul().map(|(name, _)| name)
+    }
+
+    fn name_and_nul(&self) -> Result<(&'a [u8], usize)> {
+        match read_cstr_bytes(self.record, NAME_LIST_NAME_OFFSET) {
+            Some(found) => Ok(found),
+            None => malformed(
+                Command::ListDevices,
+                format!("name of record at {} is not NUL-terminated", self.at),
+            ),
+        }
+    }
+
+    /// The whole entry: name, event number and uuid, borrowed from the reply.
+    pub fn entry(&self) -> Result<NameListEntry<'a>> {
+        let (at, record) = (self.at, self.record);
+        let (name, nul) = self.name_and_nul()?;
+        let mut entry = NameListEntry {
+            dev: self.dev(),
+            name: lossy(name),
+            event_nr: None,
+            uuid: None,
+        };
+        if self.with_trailer {
+            // `nul` is relative to the record; the trailer is 8-aligned in the payload.
+            let t = (at + nul + 1).next_multiple_of(8) - at;
+            if let (Some(ev), Some(flags)) = (read_u32(record, t), read_u32(record, t + 4)) {
+                entry.event_nr = Some(ev);
+                if flags & NAME_LIST_HAS_UUID != 0 {
+                    match read_cstr_bytes(record, t + 8) {
+                        Some((uuid, _)) => entry.uuid = Some(lossy(uuid)),
+                        None => {
+                            return malformed(
+                                Command::ListDevices,
+                                format!("uuid of {:?} is not NUL-terminated", entry.name),
+                            )
+                        }
+                    }
+                }
+                // NAME_LIST_NO_UUID, or neither flag: no uuid.
+            }
+        }
+        Ok(entry)
+    }
+}
+
+/// Iterator over the records of a `DM_LIST_DEVICES` payload; see
+/// [`NameList::records`]. A record that is cut short or points outside the
+/// reply yields one error and ends the iteration.
 #[derive(Clone, Debug)]
-pub struct NameListIter<'a> {
+pub struct NameRecords<'a> {
     payload: &'a [u8],
     with_trailer: bool,
     at: usize,
     state: IterState,
 }
 
-impl<'a> NameListIter<'a> {
-    fn fail(&mut self, reason: String) -> Option<Result<NameListEntry<'a>>> {
+impl<'a> NameRecords<'a> {
+    fn fail(&mut self, reason: String) -> Option<Result<NameRecord<'a>>> {
         self.state = IterState::Done;
         Some(malformed(Command::ListDevices, reason))
     }
 }
 
-impl<'a> Iterator for NameListIter<'a> {
-    type Item = Result<NameListEntry<'a>>;
+impl<'a> Iterator for NameRecords<'a> {
+    type Item = Result<NameRecord<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let payload = self.payload;
@@ -496,33 +575,12 @@ impl<'a> Iterator for NameListIter<'a> {
         } else {
             at.saturating_add(next).min(payload.len())
         };
-        let record = &payload[at..end];
-        let Some((name, nul)) = read_cstr_bytes(record, NAME_LIST_NAME_OFFSET) else {
-            return self.fail(format!("name of record at {at} is not NUL-terminated"));
+        let record = NameRecord {
+            record: &payload[at..end],
+            at,
+            dev,
+            with_trailer: self.with_trailer,
         };
-        let mut entry = NameListEntry {
-            dev: Dev::huge_decode(dev),
-            name: lossy(name),
-            event_nr: None,
-            uuid: None,
-        };
-        if self.with_trailer {
-            // `nul` is relative to the record; the trailer is 8-aligned in the payload.
-            let t = (at + nul + 1).next_multiple_of(8) - at;
-            if let (Some(ev), Some(flags)) = (read_u32(record, t), read_u32(record, t + 4)) {
-                entry.event_nr = Some(ev);
-                if flags & NAME_LIST_HAS_UUID != 0 {
-                    match read_cstr_bytes(record, t + 8) {
-                        Some((uuid, _)) => entry.uuid = Some(lossy(uuid)),
-                        None => {
-                            return self
-                                .fail(format!("uuid of {:?} is not NUL-terminated", entry.name))
-                        }
-                    }
-                }
-                // NAME_LIST_NO_UUID, or neither flag: no uuid.
-            }
-        }
         self.state = if next == 0 {
             IterState::Done
         } else if next < 12 || at.saturating_add(next) >= payload.len() {
@@ -531,7 +589,27 @@ impl<'a> Iterator for NameListIter<'a> {
             self.at = at + next;
             IterState::Record
         };
-        Some(Ok(entry))
+        Some(Ok(record))
+    }
+}
+
+impl std::iter::FusedIterator for NameRecords<'_> {}
+
+/// Iterator over a `DM_LIST_DEVICES` payload; see [`NameList`].
+#[derive(Clone, Debug)]
+pub struct NameListIter<'a> {
+    records: NameRecords<'a>,
+}
+
+impl<'a> Iterator for NameListIter<'a> {
+    type Item = Result<NameListEntry<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = self.records.next()?.and_then(|r| r.entry());
+        if entry.is_err() {
+            self.records.state = IterState::Done;
+        }
+        Some(entry)
     }
 }
 
@@ -1057,6 +1135,40 @@ mod tests {
     }
 
     #[test]
+    fn record_walk_decodes_only_what_is_asked_for() {
+        let g = golden_name_list();
+        let list = NameList::new(&g, true);
+        let records: Vec<NameRecord<'_>> = list.records().map(|r| r.unwrap()).collect();
+        assert_eq!(
+            records.iter().map(NameRecord::dev).collect::<Vec<_>>(),
+            [Dev::new(253, 0), Dev::new(253, 1)]
+        );
+        assert_eq!(records[0].name_bytes().unwrap(), b"pool");
+        assert_eq!(records[1].name_bytes().unwrap().as_ptr(), g[52..].as_ptr());
+        let entries: Vec<_> = records.iter().map(|r| r.entry().unwrap()).collect();
+        assert_eq!(entries, list.iter().map(|e| e.unwrap()).collect::<Vec<_>>());
+        // A name without its NUL: the walk still counts the record (its
+        // bounds are fine); reading the name says what is wrong.
+        let mut bad = g.clone();
+        bad[12..40].fill(b'x');
+        let recs: Vec<_> = NameList::new(&bad, true).records().collect();
+        assert_eq!(recs.len(), 2);
+        let e = recs[0].as_ref().unwrap().name_bytes().unwrap_err();
+        assert!(reason(e).contains("not NUL-terminated"));
+        assert_eq!(recs[1].as_ref().unwrap().name_bytes().unwrap(), b"thin");
+        // A `next` pointing outside the reply: one error after the record.
+        let mut far = g.clone();
+        far[8..12].copy_from_slice(&4000u32.to_ne_bytes());
+        let mut recs: Vec<_> = NameList::new(&far, true).records().collect();
+        assert_eq!(recs.len(), 2);
+        assert!(recs[0].is_ok());
+        assert!(reason(recs.pop().unwrap().unwrap_err()).contains("outside the reply"));
+        // Empty replies have no records.
+        assert_eq!(NameList::new(&[], true).records().count(), 0);
+        assert_eq!(NameList::new(&[0u8; 16], true).records().count(), 0);
+    }
+
+    #[test]
     fn borrowed_and_owned_name_lists_agree_on_damaged_payloads() {
         let g = golden_name_list();
         let mut cases: Vec<Vec<u8>> = (0..=g.len()).map(|n| g[..n].to_vec()).collect();
@@ -1082,6 +1194,16 @@ mod tests {
                     }
                 }
                 assert!(it.next().is_none(), "fused: {c:?}");
+                // The record walk never yields fewer records than entries,
+                // and every entry is its record's decode.
+                let recs: Vec<_> = NameList::new(c, trailer)
+                    .records()
+                    .map_while(|r| r.ok())
+                    .collect();
+                assert!(recs.len() >= borrowed.len(), "{c:?}");
+                for (r, e) in recs.iter().zip(&borrowed) {
+                    assert_eq!(&r.entry().unwrap().into_owned(), e, "{c:?}");
+                }
                 match decode_name_list(c, trailer) {
                     Ok(owned) => assert_eq!((owned, None), (borrowed, error), "{c:?}"),
                     Err(e) => assert_eq!(Some(e.to_string()), error, "{c:?}"),

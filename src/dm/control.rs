@@ -29,6 +29,13 @@ pub enum NodeMode {
     },
     /// We create and remove the nodes ourselves.
     Direct,
+    /// Beside a running udev, without its sync: every uevent carries
+    /// [`UdevFlags::BYPASS`], so the dm rules skip the device (no symlinks,
+    /// no blkid, no inotify watch), and we make and remove the nodes as in
+    /// `Direct`. No cookie is waited for; nothing of udev's can hold the
+    /// device. For devices nothing else on the host needs to see through
+    /// udev (container layers); `/dev/disk/by-*` links are not made.
+    Bypass,
     /// Nobody: only `/dev/dm-<minor>` (devtmpfs) exists.
     None,
 }
@@ -369,7 +376,11 @@ impl Control {
         self.payload_keep_or_clear(command);
         let NodeMode::Udev { timeout } = self.nodes else {
             // No udev sync, but the rule flags still travel (cookie value 0).
-            let ev = u32::from((udev_flags | UdevFlags::PRIMARY_SOURCE).bits()) << 16;
+            let mut rule_flags = udev_flags | UdevFlags::PRIMARY_SOURCE;
+            if self.nodes == NodeMode::Bypass {
+                rule_flags |= UdevFlags::BYPASS;
+            }
+            let ev = u32::from(rule_flags.bits()) << 16;
             return self.run_ext(Req::new(command, Some(id), flags, ev, customize));
         };
         let cookie = Cookie::create()?;
@@ -388,6 +399,11 @@ impl Control {
         Ok(h)
     }
 
+    /// Whether this handle makes and removes `/dev/mapper` nodes itself.
+    fn makes_nodes(&self) -> bool {
+        matches!(self.nodes, NodeMode::Direct | NodeMode::Bypass)
+    }
+
     fn payload_keep_or_clear(&mut self, command: Command) {
         if command != Command::DevRename {
             self.payload.clear();
@@ -399,7 +415,7 @@ impl Control {
     /// the first table load, so nothing else is made here: a node made now
     /// would not be devtmpfs's and would outlive the device.
     fn after_create(&self, info: &DeviceInfo) -> Result<()> {
-        if self.nodes == NodeMode::Direct {
+        if self.makes_nodes() {
             udev::ensure_block_node(&udev::mapper_path(info.name.as_str()), info.dev)?;
         }
         Ok(())
@@ -515,7 +531,7 @@ impl Control {
     pub fn remove(&mut self, id: DevId<'_>, options: &RemoveOptions) -> Result<()> {
         let name = match id {
             DevId::Name(n) => Some(n.to_string()),
-            _ if self.nodes == NodeMode::Direct => Some(self.info(id)?.name.as_str().to_string()),
+            _ if self.makes_nodes() => Some(self.info(id)?.name.as_str().to_string()),
             _ => None,
         };
         let mut flags = DmFlags::empty();
@@ -543,7 +559,7 @@ impl Control {
                 }
             }
         }
-        if self.nodes == NodeMode::Direct {
+        if self.makes_nodes() {
             if let Some(name) = name {
                 let gone = !options.deferred
                     || self
@@ -562,7 +578,7 @@ impl Control {
         validate_name(new_name, self.name_policy)?;
         let old = match id {
             DevId::Name(n) => Some(n.to_string()),
-            _ if self.nodes == NodeMode::Direct => Some(self.info(id)?.name.as_str().to_string()),
+            _ if self.makes_nodes() => Some(self.info(id)?.name.as_str().to_string()),
             _ => None,
         };
         codec::encode_string(new_name, &mut self.payload);
@@ -573,7 +589,7 @@ impl Control {
             UdevFlags::empty(),
             &|_| {},
         )?;
-        if self.nodes == NodeMode::Direct {
+        if self.makes_nodes() {
             if let Some(old) = old {
                 udev::remove_node(&udev::mapper_path(&old))?;
             }

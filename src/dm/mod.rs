@@ -13,7 +13,8 @@ pub mod udev;
 
 pub use abi::{Command, Dev, DmFlags, Version};
 pub use codec::{
-    DevId, DeviceEntry, DeviceInfo, NameList, NameListEntry, NameListIter, TargetVersion,
+    DevId, DeviceEntry, DeviceInfo, NameList, NameListEntry, NameListIter, NameRecord, NameRecords,
+    TargetVersion,
 };
 pub use control::{
     Control, ControlOptions, CreateOptions, NodeMode, RemoveOptions, StatusKind, StatusOptions,

@@ -50,6 +50,13 @@ impl UdevFlags {
     pub const PRIVATE: UdevFlags = UdevFlags::DISABLE_SUBSYSTEM_RULES
         .union(UdevFlags::DISABLE_DISK_RULES)
         .union(UdevFlags::DISABLE_OTHER_RULES);
+
+    /// Flags for running beside udev without its sync
+    /// ([`NodeMode::Bypass`](crate::dm::NodeMode::Bypass)): every dm rule set
+    /// is told to skip the device (no /dev/mapper symlink, no blkid, no
+    /// inotify watch), so the nodes are ours alone and no udev probe can
+    /// hold the device.
+    pub const BYPASS: UdevFlags = UdevFlags::DISABLE_DM_RULES.union(UdevFlags::PRIVATE);
 }
 
 /// Whether udev is running on this system.

@@ -24,7 +24,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WORKLOADS: [&str; 5] = ["cycle", "snapshot", "list", "status", "nodes"];
-const PEERS: [&str; 6] = ["dmthin", "floor", "libdm", "devicemapper", "dmsetup", "dmthin-private"];
+const PEERS: [&str; 7] =
+    ["dmthin", "floor", "libdm", "devicemapper", "dmsetup", "dmthin-private", "dmthin-nosync"];
 
 fn usage() -> ! {
     eprintln!(
@@ -78,8 +79,9 @@ fn peer_main(a: &[String]) {
         return;
     }
     let out = match a[0].as_str() {
-        "dmthin" => peers::run_dmthin(&job, false),
-        "dmthin-private" => peers::run_dmthin(&job, true),
+        "dmthin" => peers::run_dmthin(&job, peers::DmthinMode::Default),
+        "dmthin-private" => peers::run_dmthin(&job, peers::DmthinMode::Private),
+        "dmthin-nosync" => peers::run_dmthin(&job, peers::DmthinMode::NoSync),
         "devicemapper" => peers::run_devmapper(&job),
         "dmsetup" => peers::run_dmsetup(&job),
         "floor" => peers::run_floor(&job, false),
@@ -717,6 +719,7 @@ fn driver_main(a: &[String]) {
             let name = match p.as_str() {
                 "dmthin" => "dmthin (library)",
                 "dmthin-private" => "dmthin, UdevFlags::PRIVATE (no blkid/disk rules)",
+                "dmthin-nosync" => "dmthin, NodeMode::Bypass (no udev sync: rules skip the device, dmthin makes the node)",
                 "floor-nodewait" => "floor + poll for /dev/mapper/<name> (no cookie)",
                 "floor" => "floor (raw ioctls, buffers prepared)",
                 "libdm" => "libdevmapper in-process (C)",

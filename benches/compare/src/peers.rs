@@ -164,10 +164,25 @@ impl DmthinPeer {
     }
 }
 
-pub fn run_dmthin(job: &Job, private: bool) -> Outcome {
+/// Which dmthin variant a run measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DmthinMode {
+    /// Defaults: udev sync with cookies when udev runs, all rules.
+    Default,
+    /// `UdevFlags::PRIVATE`: cookies, but no blkid/disk/other rules.
+    Private,
+    /// `NodeMode::Bypass`: no cookie; every uevent carries
+    /// `UdevFlags::BYPASS`, so the dm rules skip the device, and dmthin
+    /// makes and removes the node itself.
+    NoSync,
+}
+
+pub fn run_dmthin(job: &Job, mode: DmthinMode) -> Outcome {
     let mut p = DmthinPeer::new();
-    if private {
-        p.flags = dmthin::dm::UdevFlags::PRIVATE;
+    match mode {
+        DmthinMode::Default => {}
+        DmthinMode::Private => p.flags = dmthin::dm::UdevFlags::PRIVATE,
+        DmthinMode::NoSync => p.ctl.set_node_mode(dmthin::dm::NodeMode::Bypass),
     }
     p.op(job, job.first + job.iters); // warm-up
     marker();
@@ -443,10 +458,13 @@ impl FloorPeer {
 /// What the dmthin and floor+decode peers do with a device list: walk it with
 /// dmthin's borrowing decoder (no copies), counting entries and name bytes so
 /// that the decoding cannot be optimised away.
+/// Walks a list reply the way the libdm peer walks `dm_names` (count the
+/// devices, touch each device number): `NameList::records`, which checks
+/// every record's bounds and decodes names only when asked.
 fn consume_list(list: dmthin::dm::NameList<'_>) -> usize {
     let mut sink = 0;
-    for entry in list {
-        sink += 1 + entry.expect("decode list").name.len();
+    for record in list.records() {
+        sink += 1 + record.expect("walk list").dev().minor as usize;
     }
     sink
 }

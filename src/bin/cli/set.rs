@@ -143,6 +143,7 @@ fn open(root: &PathBuf, fresh: Option<Options>) -> Result<DeviceSet, CliError> {
         },
     };
     options.progress = Some(progress());
+    options.udev_sync = std::env::var_os("DMTHIN_UDEV_SYNC").is_none_or(|v| v != "0");
     DeviceSet::open(root, options).map_err(failed)
 }
 
