@@ -158,7 +158,12 @@ pub struct Control {
     ioctls: u64,
     nodes: NodeMode,
     name_policy: NamePolicy,
+    /// `/dev` is devtmpfs, which makes `/dev/dm-<minor>` for every disk.
+    dev_is_devtmpfs: bool,
 }
+
+/// `DEVTMPFS_MAGIC` from linux/magic.h.
+const DEVTMPFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x1373);
 
 fn not_found_hint(e: Errno) -> &'static str {
     match e {
@@ -205,6 +210,8 @@ impl Control {
             ioctls: 0,
             nodes,
             name_policy: options.name_policy,
+            dev_is_devtmpfs: nix::sys::statfs::statfs("/dev")
+                .is_ok_and(|st| st.filesystem_type() == DEVTMPFS_MAGIC),
         };
         let h = ctl.run(Command::Version, None, DmFlags::empty(), 0, false, None)?;
         ctl.version = Version::new(h.version[0], h.version[1], h.version[2]);
@@ -422,12 +429,14 @@ impl Control {
     }
 
     /// Nodes after resume: the mapper node, and `/dev/dm-<minor>` only where
-    /// /dev is not devtmpfs and nobody made it.
+    /// /dev is not devtmpfs (checked once, on open) and nobody made it.
     fn after_resume(&self, info: &DeviceInfo) -> Result<()> {
         self.after_create(info)?;
-        let dm_node = udev::dm_node_path(info.dev);
-        if !dm_node.exists() {
-            udev::ensure_block_node(&dm_node, info.dev)?;
+        if !self.dev_is_devtmpfs {
+            let dm_node = udev::dm_node_path(info.dev);
+            if !dm_node.exists() {
+                udev::ensure_block_node(&dm_node, info.dev)?;
+            }
         }
         Ok(())
     }
