@@ -4,7 +4,8 @@
 #
 #   benches/compare.sh [--quick] [--no-plain-run] [--no-udev-run] [--no-scaling] [--sizes LIST]
 #                      [--run-args "ARGS for dmthin-compare run, e.g. --peers dmthin,floor"; "skip": none]
-#                      [--scaling-args "ARGS for dmthin-compare scaling, e.g. --populate direct --probes 20"]
+#                      [--scaling-args "ARGS for dmthin-compare scaling" (default "--populate direct --probes 20";
+#                                       "--populate api" grows the set through add_device: ~15 min more)]
 #
 # 1. installs what the peers need to build (libdevmapper-dev, libclang-dev,
 #    gcc; strace to count ioctls in the guest) when missing;
@@ -37,7 +38,7 @@ scaling=1
 sizes=10,100,1000,10000
 run_args=()
 extra_run_args=
-scaling_args=
+scaling_args="--populate direct --probes 20"
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) quick=1 ;;

@@ -441,6 +441,18 @@ fn target_message_returns_the_reply() {
         .unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::Invalid), "{err}");
     assert!(err.to_string().contains("no_such_message"), "{err}");
+    // send_message offers no reply space: the message takes effect (a second
+    // region appears) and its reply ("1") is dropped, not an error.
+    let before = c.ioctl_count();
+    c.send_message(DevId::Name(&name), 0, "@stats_create - /1")
+        .unwrap();
+    assert_eq!(c.ioctl_count() - before, 1);
+    let list = sh_ok(&format!("dmsetup message {name} 0 @stats_list"));
+    assert!(list.contains("1: 0+64"), "{list}");
+    let err = c
+        .send_message(DevId::Name(&name), 0, "no_such_message")
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::Invalid), "{err}");
 }
 
 #[test]

@@ -348,14 +348,12 @@ impl Cfg {
     }
 
     fn message(&self, inner: &mut Inner, msg: PoolMessage) -> std::result::Result<(), DmError> {
-        inner
-            .ctl
-            .target_message(
-                DevId::Name(&self.pool_name),
-                PoolMessage::SECTOR,
-                &msg.to_string(),
-            )
-            .map(|_| ())
+        // Thin-pool messages never reply: no reply buffer to copy.
+        inner.ctl.send_message(
+            DevId::Name(&self.pool_name),
+            PoolMessage::SECTOR,
+            &msg.to_string(),
+        )
     }
 
     fn pool_status(&self, inner: &mut Inner) -> Result<ThinPoolStatus> {

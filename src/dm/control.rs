@@ -810,6 +810,25 @@ impl Control {
         Ok(codec::decode_message_reply(&h, payload))
     }
 
+    /// `DM_TARGET_MSG` for messages that return nothing (every thin-pool
+    /// message): the request carries only the message, so the kernel copies
+    /// and allocates a few hundred bytes instead of the reply buffer
+    /// [`target_message`](Self::target_message) offers. A reply the target
+    /// sends anyway does not fit and is dropped (logged); the message itself
+    /// has taken effect.
+    pub fn send_message(&mut self, id: DevId<'_>, sector: u64, message: &str) -> Result<()> {
+        codec::encode_message(sector, message, &mut self.payload)?;
+        let detail = || format!("message {message:?}");
+        let h = self.run_ext(Req {
+            detail: Some(&detail),
+            ..Req::new(Command::TargetMsg, Some(id), DmFlags::empty(), 0, &|_| {})
+        })?;
+        if DmFlags::from_bits_retain(h.flags).contains(DmFlags::BUFFER_FULL) {
+            log::warn!("message {message:?} to {id}: the target's reply was dropped");
+        }
+        Ok(())
+    }
+
     /// `DM_DEV_SET_GEOMETRY`: sets the reported disk geometry.
     pub fn set_geometry(
         &mut self,

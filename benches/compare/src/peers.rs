@@ -128,7 +128,7 @@ impl DmthinPeer {
         match job.workload.as_str() {
             "cycle" | "nodes" => {
                 let name = job.name(id);
-                ctl.target_message(pool, 0, &format!("create_thin {id}")).expect("create_thin");
+                ctl.send_message(pool, 0, &format!("create_thin {id}")).expect("create_thin");
                 let line = TableLine {
                     start: 0,
                     length: job.size,
@@ -141,12 +141,12 @@ impl DmthinPeer {
                 let opts = RemoveOptions { udev_flags: self.flags, ..Default::default() };
                 ctl.remove(DevId::Name(&name), &opts).expect("deactivate");
                 check_removed(job, &name);
-                ctl.target_message(pool, 0, &format!("delete {id}")).expect("delete");
+                ctl.send_message(pool, 0, &format!("delete {id}")).expect("delete");
             }
             "snapshot" => {
                 let origin = DevId::Name(&job.origin);
                 ctl.suspend(origin, &SuspendOptions::default()).expect("suspend");
-                ctl.target_message(pool, 0, &format!("create_snap {id} {}", job.origin_id))
+                ctl.send_message(pool, 0, &format!("create_snap {id} {}", job.origin_id))
                     .expect("create_snap");
                 ctl.resume(origin, self.flags).expect("resume");
             }

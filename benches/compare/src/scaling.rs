@@ -128,7 +128,7 @@ fn seed_probe(ctl: &mut Control, seed: &mut SeedSet, pool: &str, base: &str, bas
     if base_active {
         ctl.suspend(DevId::Name(base), &SuspendOptions::default()).expect("suspend base");
     }
-    ctl.target_message(DevId::Name(pool), 0, &format!("create_snap {id} {base_id}"))
+    ctl.send_message(DevId::Name(pool), 0, &format!("create_snap {id} {base_id}"))
         .expect("seed create_snap");
     if base_active {
         ctl.resume(DevId::Name(base), UdevFlags::empty()).expect("resume base");
@@ -137,7 +137,7 @@ fn seed_probe(ctl: &mut Control, seed: &mut SeedSet, pool: &str, base: &str, bas
     seed.devices.insert(rec.hash.clone(), rec);
     seed.next_id = id + 1;
     seed.save();
-    ctl.target_message(DevId::Name(pool), 0, &format!("delete {id}"))
+    ctl.send_message(DevId::Name(pool), 0, &format!("delete {id}"))
         .expect("seed delete");
     let hash = seed.record(id).hash;
     seed.devices.remove(&hash);
@@ -319,7 +319,7 @@ pub fn main(a: &[String]) {
             let devices = set_root.join("metadata").join("devices");
             while count < size {
                 let thin = DIRECT_THIN_BASE + count;
-                ctl.target_message(DevId::Name(&pool), 0, &format!("create_snap {thin} {base_id}"))
+                ctl.send_message(DevId::Name(&pool), 0, &format!("create_snap {thin} {base_id}"))
                     .unwrap_or_else(|e| panic!("populate create_snap {thin}: {e}"));
                 let rec = DeviceRecord::new(format!("d{count:05}"), None, thin, base_size);
                 std::fs::write(
