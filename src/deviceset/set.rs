@@ -265,6 +265,22 @@ pub fn name_prefix(root: &Path) -> std::io::Result<String> {
 /// ignored.
 pub const MAX_METADATA_BYTES: u64 = 255 * ((1 << 14) - 64) * 4096;
 
+/// Which of the pool's two backing devices.
+#[derive(Clone, Copy)]
+enum Backing {
+    Data,
+    Metadata,
+}
+
+impl Backing {
+    fn option(self) -> &'static str {
+        match self {
+            Backing::Data => "data size",
+            Backing::Metadata => "metadata size",
+        }
+    }
+}
+
 fn sectors(bytes: u64) -> u64 {
     bytes / SECTOR
 }
@@ -345,6 +361,71 @@ impl Cfg {
         )?
         .with_features(features)?;
         Ok(table.to_line(0, len))
+    }
+
+    /// The pool's live table line.
+    fn pool_line(&self, inner: &mut Inner) -> Result<TableLine> {
+        let (_, table) = inner.ctl.table_status(
+            DevId::Name(&self.pool_name),
+            &StatusOptions {
+                kind: StatusKind::Table,
+                ..Default::default()
+            },
+        )?;
+        table
+            .first()
+            .cloned()
+            .ok_or_else(|| DeviceSetError::PoolUnusable {
+                pool: self.pool_name.clone(),
+                reason: "no table".into(),
+            })
+    }
+
+    /// Makes the pool's data or metadata backing at least `size` bytes: a
+    /// loop file is extended and its loop device told; a block device must
+    /// already be that big; an adopted pool is refused.
+    fn grow_backing(&self, inner: &Inner, which: Backing, size: u64) -> Result<()> {
+        let option = which.option();
+        match &inner.set.storage {
+            Storage::LoopFiles {
+                data_file,
+                metadata_file,
+            } => {
+                let file = match which {
+                    Backing::Data => data_file,
+                    Backing::Metadata => metadata_file,
+                };
+                loopdev::create_sparse_file(file, size)?;
+                match loopdev::find_by_file(file)? {
+                    Some(d) => Ok(d.set_capacity()?),
+                    None => Err(DeviceSetError::PoolUnusable {
+                        pool: self.pool_name.clone(),
+                        reason: format!("no loop device is bound to {}", file.display()),
+                    }),
+                }
+            }
+            Storage::BlockDevices {
+                data_device,
+                metadata_device,
+            } => {
+                let device = match which {
+                    Backing::Data => data_device,
+                    Backing::Metadata => metadata_device,
+                };
+                let have = block_device_size(device)?;
+                if have < size {
+                    return Err(DeviceSetError::InvalidOption {
+                        option,
+                        reason: format!("{} holds only {have} bytes", device.display()),
+                    });
+                }
+                Ok(())
+            }
+            Storage::AdoptedPool => Err(DeviceSetError::InvalidOption {
+                option,
+                reason: "an adopted pool is grown by its owner".into(),
+            }),
+        }
     }
 
     fn message(&self, inner: &mut Inner, msg: PoolMessage) -> std::result::Result<(), DmError> {
@@ -1737,20 +1818,7 @@ impl DeviceSet {
     pub fn grow_pool(&self, new_data_size: u64) -> Result<()> {
         let mut inner = self.lock()?;
         let cfg = &self.cfg;
-        let (_, table) = inner.ctl.table_status(
-            DevId::Name(&cfg.pool_name),
-            &StatusOptions {
-                kind: StatusKind::Table,
-                ..Default::default()
-            },
-        )?;
-        let line = table
-            .first()
-            .cloned()
-            .ok_or_else(|| DeviceSetError::PoolUnusable {
-                pool: cfg.pool_name.clone(),
-                reason: "no table".into(),
-            })?;
+        let line = cfg.pool_line(&mut inner)?;
         let current = line.length * SECTOR;
         if new_data_size < current {
             return Err(DeviceSetError::InvalidOption {
@@ -1758,35 +1826,7 @@ impl DeviceSet {
                 reason: format!("{new_data_size} bytes is smaller than the pool's {current} bytes; pools never shrink"),
             });
         }
-        match inner.set.storage.clone() {
-            Storage::LoopFiles { data_file, .. } => {
-                loopdev::create_sparse_file(&data_file, new_data_size)?;
-                match loopdev::find_by_file(&data_file)? {
-                    Some(d) => d.set_capacity()?,
-                    None => {
-                        return Err(DeviceSetError::PoolUnusable {
-                            pool: cfg.pool_name.clone(),
-                            reason: format!("no loop device is bound to {}", data_file.display()),
-                        })
-                    }
-                }
-            }
-            Storage::BlockDevices { data_device, .. } => {
-                let have = block_device_size(&data_device)?;
-                if have < new_data_size {
-                    return Err(DeviceSetError::InvalidOption {
-                        option: "data size",
-                        reason: format!("{} holds only {have} bytes", data_device.display()),
-                    });
-                }
-            }
-            Storage::AdoptedPool => {
-                return Err(DeviceSetError::InvalidOption {
-                    option: "data size",
-                    reason: "an adopted pool is grown by its owner".into(),
-                })
-            }
-        }
+        cfg.grow_backing(&inner, Backing::Data, new_data_size)?;
         fail_point!("grow_pool.after_grow_file");
         let pool_table = ThinPoolTable::from_line(&line)?;
         let bs = u64::from(cfg.block_size.sectors());
@@ -1816,71 +1856,24 @@ impl DeviceSet {
         }
         let mut inner = self.lock()?;
         let cfg = &self.cfg;
-        let (_, table) = inner.ctl.table_status(
-            DevId::Name(&cfg.pool_name),
-            &StatusOptions {
-                kind: StatusKind::Table,
-                ..Default::default()
-            },
-        )?;
-        let line = table
-            .first()
-            .cloned()
-            .ok_or_else(|| DeviceSetError::PoolUnusable {
-                pool: cfg.pool_name.clone(),
-                reason: "no table".into(),
-            })?;
-        let smaller = |current: u64| {
-            DeviceSetError::InvalidOption {
-            option: "metadata size",
-            reason: format!(
-                "{new_metadata_size} bytes is smaller than the metadata device's {current} bytes; metadata never shrinks"
-            ),
-        }
-        };
-        match inner.set.storage.clone() {
-            Storage::LoopFiles { metadata_file, .. } => {
-                let current = std::fs::metadata(&metadata_file)
-                    .map_err(|e| DeviceSetError::PoolUnusable {
-                        pool: cfg.pool_name.clone(),
-                        reason: format!("cannot stat {}: {e}", metadata_file.display()),
-                    })?
-                    .len();
-                if new_metadata_size < current {
-                    return Err(smaller(current));
-                }
-                loopdev::create_sparse_file(&metadata_file, new_metadata_size)?;
-                match loopdev::find_by_file(&metadata_file)? {
-                    Some(d) => d.set_capacity()?,
-                    None => {
-                        return Err(DeviceSetError::PoolUnusable {
-                            pool: cfg.pool_name.clone(),
-                            reason: format!(
-                                "no loop device is bound to {}",
-                                metadata_file.display()
-                            ),
-                        })
-                    }
-                }
-            }
-            Storage::BlockDevices {
-                metadata_device, ..
-            } => {
-                let have = block_device_size(&metadata_device)?;
-                if have < new_metadata_size {
-                    return Err(DeviceSetError::InvalidOption {
-                        option: "metadata size",
-                        reason: format!("{} holds only {have} bytes", metadata_device.display()),
-                    });
-                }
-            }
-            Storage::AdoptedPool => {
+        let line = cfg.pool_line(&mut inner)?;
+        if let Storage::LoopFiles { metadata_file, .. } = &inner.set.storage {
+            let current = std::fs::metadata(metadata_file)
+                .map_err(|e| DeviceSetError::PoolUnusable {
+                    pool: cfg.pool_name.clone(),
+                    reason: format!("cannot stat {}: {e}", metadata_file.display()),
+                })?
+                .len();
+            if new_metadata_size < current {
                 return Err(DeviceSetError::InvalidOption {
                     option: "metadata size",
-                    reason: "an adopted pool is grown by its owner".into(),
-                })
+                    reason: format!(
+                        "{new_metadata_size} bytes is smaller than the metadata device's {current} bytes; metadata never shrinks"
+                    ),
+                });
             }
         }
+        cfg.grow_backing(&inner, Backing::Metadata, new_metadata_size)?;
         // The same table: the pool re-reads its metadata device's size on
         // resume (pool_preresume), and a reload lets it leave read-only mode.
         inner
