@@ -700,18 +700,8 @@ impl Cfg {
         }
         inner.pool_dev = inner.ctl.info(DevId::Name(&self.pool_name))?.dev;
         // The pool's table must match our block size.
-        let (_, table) = inner.ctl.table_status(
-            DevId::Name(&self.pool_name),
-            &StatusOptions {
-                kind: StatusKind::Table,
-                ..Default::default()
-            },
-        )?;
-        let line = table.first().ok_or_else(|| DeviceSetError::PoolUnusable {
-            pool: self.pool_name.clone(),
-            reason: "no table".into(),
-        })?;
-        let pool_table = ThinPoolTable::from_line(line)?;
+        let line = self.pool_line(inner)?;
+        let pool_table = ThinPoolTable::from_line(&line)?;
         if pool_table.block_size() != self.block_size {
             return Err(DeviceSetError::OptionMismatch {
                 option: "data block size",
@@ -796,17 +786,11 @@ impl Cfg {
         );
         let mut redo_base = false;
         match &txn.op {
-            TransactionOp::Create { device_id, thin_id } => {
-                // Only reached when not committed: roll back.
-                let name = self.device_name(device_id);
-                self.deactivate_once(inner, &name, false)?;
-                self.delete_thin(inner, *thin_id)?;
-                inner.store.remove_device_record(device_id)?;
-                inner.devices.remove(device_id);
-                let _ = inner.ids.release(*thin_id);
-            }
-            TransactionOp::Delete { device_id, thin_id } => {
-                // The delete may have reached the pool: finish it either way.
+            // A create reaches here only uncommitted: roll it back. A delete
+            // may have reached the pool: finish it either way. Both end with
+            // the device gone.
+            TransactionOp::Create { device_id, thin_id }
+            | TransactionOp::Delete { device_id, thin_id } => {
                 let name = self.device_name(device_id);
                 self.deactivate_once(inner, &name, false)?;
                 self.delete_thin(inner, *thin_id)?;

@@ -1080,19 +1080,16 @@ impl MetadataStore {
     ) {
         let now = now_unix() as i64;
         let target = self.meta_dir.join(CACHE_FILE);
-        let tmp = self.meta_dir.join(format!(
-            "{}{}",
-            self.temp_tag,
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|f| {
-                let mut out = io::BufWriter::with_capacity(64 << 10, f);
-                writeln!(out, "{CACHE_HEADER}")?;
+        let (tmp, file) = match self.create_temp(&self.meta_dir) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("writing record cache {}: {e}", target.display());
+                return;
+            }
+        };
+        let mut out = io::BufWriter::with_capacity(64 << 10, file);
+        let written = writeln!(out, "{CACHE_HEADER}")
+            .and_then(|()| {
                 for (name, stamp) in stamps {
                     if stamp.ctime + CACHE_SETTLE_SECS >= now {
                         continue;
@@ -1106,6 +1103,7 @@ impl MetadataStore {
             })
             .and_then(|()| fs::rename(&tmp, &target));
         if let Err(e) = written {
+            drop(out);
             let _ = fs::remove_file(&tmp);
             log::warn!("writing record cache {}: {e}", target.display());
         }
@@ -1224,9 +1222,9 @@ impl MetadataStore {
         Ok(entries)
     }
 
-    /// Writes `bytes` to a new fsynced temp file in `dir` and returns its path.
-    fn write_temp(&self, dir: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
-        let (tmp, mut file) = loop {
+    /// Creates a new temp file (mode 0600) of this store's in `dir`.
+    fn create_temp(&self, dir: &Path) -> Result<(PathBuf, File), StoreError> {
+        loop {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             let tmp = dir.join(format!("{}{seq}", self.temp_tag));
             match OpenOptions::new()
@@ -1235,13 +1233,18 @@ impl MetadataStore {
                 .mode(0o600)
                 .open(&tmp)
             {
-                Ok(file) => break (tmp, file),
+                Ok(file) => return Ok((tmp, file)),
                 // Only possible if a dead process had our pid, start time and
                 // instance number; take the next sequence number.
                 Err(e) if e.kind() == ErrorKind::AlreadyExists && seq < 1 << 20 => continue,
                 Err(e) => return Err(io_err("create temp file", &tmp)(e)),
             }
-        };
+        }
+    }
+
+    /// Writes `bytes` to a new fsynced temp file in `dir` and returns its path.
+    fn write_temp(&self, dir: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let (tmp, mut file) = self.create_temp(dir)?;
         let written = file
             .write_all(bytes)
             .map_err(io_err("write", &tmp))
