@@ -12,4 +12,12 @@
 pub mod deviceset;
 pub mod dm;
 pub mod loopdev;
+mod retry;
+
+/// Crate internals for the fuzz targets and benches only: compiled in under
+/// cargo-fuzz (`cfg(fuzzing)`) or with the `internals` feature, never in a
+/// normal build.
+#[cfg(any(fuzzing, feature = "internals"))]
+#[doc(hidden)]
+pub mod internals;
 pub mod target;
