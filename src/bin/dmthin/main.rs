@@ -43,7 +43,7 @@ Environment:
                       itself (faster; no /dev/disk/by-* links)
 ";
 
-#[path = "cli/set.rs"]
+#[path = "set_cmds.rs"]
 mod set_cli;
 
 const LOOP_USAGE: &str = "\
