@@ -1,14 +1,24 @@
 //! The `dmthin` command-line tool.
 //!
-//! Each top-level command has its own `*_cmd` function taking the arguments
-//! after its name; `run` dispatches. Exit status: 0 success, 1 the operation
-//! failed, 2 bad usage.
+//! `run` dispatches the top-level command to [`loop_cmds`] or [`set_cmds`];
+//! each command parses its own arguments ([`args`]) and writes what it prints
+//! to the `out` it is given ([`output`]), so a closed stdout is an error like
+//! any other instead of a panic. Warnings from the library reach stderr
+//! through [`logger`].
+//!
+//! Exit status: 0 success, 1 the operation failed, 2 bad usage, 141 stdout
+//! was closed early (a reader such as `head` went away; 128 + SIGPIPE, what
+//! a shell reports for a command killed by SIGPIPE).
 
-use std::collections::{HashMap, HashSet};
+mod args;
+mod logger;
+mod loop_cmds;
+mod output;
+mod set_cmds;
+
 use std::ffi::OsString;
+use std::io::{self, Write};
 use std::path::PathBuf;
-
-use dmthin::loopdev::{self, AttachOptions, LoopStatus};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -41,76 +51,14 @@ Environment:
   DMTHIN_UDEV_SYNC=0  With udev running, do not wait for it: udev's dm rules
                       skip dmthin's devices and dmthin makes /dev/mapper nodes
                       itself (faster; no /dev/disk/by-* links)
-";
-
-#[path = "set_cmds.rs"]
-mod set_cli;
-
-const LOOP_USAGE: &str = "\
-Usage: dmthin loop <SUBCOMMAND> [ARGS...]
-
-Subcommands:
-  attach FILE [OPTIONS]  Bind FILE to a free loop device; prints the device
-  detach DEV...          Detach loop devices
-  list [--json]          List bound loop devices and their backing files
-  find FILE [--json]     Loop devices bound to FILE (matched by device and inode)
-
-Run 'dmthin loop SUBCOMMAND --help' for a subcommand's options.
-";
-
-const ATTACH_USAGE: &str = "\
-Usage: dmthin loop attach FILE [OPTIONS]
-
-Bind FILE to a free loop device and print the device path.
-
-Options:
-  --read-only        Bind read-only (needed for files that cannot be written)
-  --autoclear        Detach on the last close. This command's own handle closes
-                     when it exits, so the device stays only while another user
-                     (a mount, a device-mapper table) holds it open.
-  --direct-io        Use direct I/O where the filesystem allows it (a warning
-                     says when it does not)
-  --partscan         Scan the device for partitions
-  --block-size N     Logical block size (512, 1024, 2048, 4096, ...)
-  --offset N         Start N bytes into FILE
-  --size-limit N     Make the device at most N bytes
-  -h, --help         Show this help
-
-Sizes take an optional K, M, G or T suffix (powers of 1024).
-";
-
-const DETACH_USAGE: &str = "\
-Usage: dmthin loop detach DEV...
-
-Detach each loop device. A device that other users still hold open is
-detached by the kernel when they close it; this is reported as busy.
-
-Options:
-  -h, --help  Show this help
-";
-
-const LIST_USAGE: &str = "\
-Usage: dmthin loop list [--json]
-
-List bound loop devices with their backing files.
-
-Options:
-  --json      Print a JSON array
-  -h, --help  Show this help
-";
-
-const FIND_USAGE: &str = "\
-Usage: dmthin loop find FILE [--json]
-
-Print the loop devices bound to FILE, matched by device and inode (so any name
-of the file works). Exits 1 when there are none.
-
-Options:
-  --json      Print a JSON array
-  -h, --help  Show this help
+  DMTHIN_LOG=LEVEL    Which of the library's messages reach stderr: error,
+                      warn (the default: includes repairs after a crash and
+                      damaged records skipped), info (adds progress and
+                      fallbacks) or debug
 ";
 
 /// Why a command stopped.
+#[derive(Debug)]
 enum CliError {
     /// Bad command line: message, and the help command to suggest.
     Usage(String, &'static str),
@@ -118,32 +66,50 @@ enum CliError {
     Failed(String),
     /// Nothing to report, but exit 1 (e.g. `find` found nothing).
     Silent,
+    /// Stdout was closed (EPIPE): stop quietly, exit 141.
+    BrokenPipe,
 }
 
 type CliResult = Result<(), CliError>;
 
+/// Exit status for a closed stdout: 128 + SIGPIPE (13).
+const EXIT_BROKEN_PIPE: i32 = 141;
+
 fn main() {
+    logger::init();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let code = match run(&args) {
-        Ok(()) => 0,
-        Err(CliError::Usage(msg, help)) => {
-            eprintln!("dmthin: {msg}\nTry '{help}'.");
-            2
-        }
-        Err(CliError::Failed(msg)) => {
-            eprintln!("dmthin: {msg}");
-            1
-        }
-        Err(CliError::Silent) => 1,
-    };
-    std::process::exit(code);
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let result = run(&args, &mut out).and_then(|()| Ok(out.flush()?));
+    report(&result);
+    std::process::exit(exit_code(&result));
 }
 
-fn run(args: &[OsString]) -> CliResult {
+/// Reports how a command ended on stderr (a closed stdout ends quietly).
+fn report(result: &CliResult) {
+    match result {
+        Err(CliError::Usage(msg, help)) => {
+            output::errln(format_args!("dmthin: {msg}\nTry '{help}'."));
+        }
+        Err(CliError::Failed(msg)) => output::errln(format_args!("dmthin: {msg}")),
+        Ok(()) | Err(CliError::Silent | CliError::BrokenPipe) => {}
+    }
+}
+
+fn exit_code(result: &CliResult) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(CliError::Usage(..)) => 2,
+        Err(CliError::Failed(_) | CliError::Silent) => 1,
+        Err(CliError::BrokenPipe) => EXIT_BROKEN_PIPE,
+    }
+}
+
+fn run(args: &[OsString], out: &mut dyn Write) -> CliResult {
     let mut args = args;
     let mut root = std::env::var_os("DMTHIN_ROOT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(set_cli::DEFAULT_ROOT));
+        .unwrap_or_else(|| PathBuf::from(set_cmds::DEFAULT_ROOT));
     while let Some(first) = args.first().and_then(|a| a.to_str()) {
         if first == "--root" {
             let Some(dir) = args.get(1) else {
@@ -162,327 +128,15 @@ fn run(args: &[OsString]) -> CliResult {
         }
     }
     let Some(cmd) = args.first() else {
-        eprint!("{USAGE}");
+        output::err(format_args!("{USAGE}"));
         return Err(CliError::Usage("missing command".into(), "dmthin --help"));
     };
     let rest = &args[1..];
     match cmd.to_str() {
-        Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        Some("-V" | "--version") => {
-            println!("dmthin {VERSION}");
-            Ok(())
-        }
-        Some("loop") => loop_cmd(rest),
-        Some(name) if set_cli::is_set_command(name) => set_cli::set_cmd(root, name, rest),
-        _ => Err(CliError::Usage(
-            format!("unknown command '{}'", cmd.to_string_lossy()),
-            "dmthin --help",
-        )),
-    }
-}
-
-// ---------------------------------------------------------------- arguments
-
-/// A parsed command line: positionals, switches that were given, and options
-/// with their values.
-struct Parsed {
-    positionals: Vec<OsString>,
-    switches: HashSet<&'static str>,
-    values: HashMap<&'static str, OsString>,
-    help: bool,
-}
-
-impl Parsed {
-    fn has(&self, switch: &str) -> bool {
-        self.switches.contains(switch)
-    }
-
-    fn size(&self, opt: &'static str, help: &'static str) -> Result<Option<u64>, CliError> {
-        self.values
-            .get(opt)
-            .map(|v| {
-                let s = v.to_string_lossy();
-                parse_size(&s)
-                    .ok_or_else(|| CliError::Usage(format!("{opt}: '{s}' is not a size"), help))
-            })
-            .transpose()
-    }
-}
-
-/// Parse `args` against the allowed `switches` (`--name`) and `valued`
-/// options (`--name VALUE` or `--name=VALUE`). `--` ends the options.
-fn parse_args(
-    args: &[OsString],
-    switches: &[&'static str],
-    valued: &[&'static str],
-    help: &'static str,
-) -> Result<Parsed, CliError> {
-    let mut p = Parsed {
-        positionals: Vec::new(),
-        switches: HashSet::new(),
-        values: HashMap::new(),
-        help: false,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let Some(s) = arg.to_str().filter(|s| s.starts_with('-') && s.len() > 1) else {
-            p.positionals.push(arg.clone());
-            continue;
-        };
-        if s == "--" {
-            p.positionals.extend(it.cloned());
-            break;
-        }
-        if s == "-h" || s == "--help" {
-            p.help = true;
-            continue;
-        }
-        let (name, inline) = match s.split_once('=') {
-            Some((n, v)) => (n, Some(OsString::from(v))),
-            None => (s, None),
-        };
-        if let Some(&sw) = switches.iter().find(|&&sw| sw == name) {
-            if inline.is_some() {
-                return Err(CliError::Usage(format!("{sw} takes no value"), help));
-            }
-            p.switches.insert(sw);
-        } else if let Some(&opt) = valued.iter().find(|&&o| o == name) {
-            let value = match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| CliError::Usage(format!("{opt} needs a value"), help))?,
-            };
-            p.values.insert(opt, value);
-        } else {
-            return Err(CliError::Usage(format!("unknown option '{s}'"), help));
-        }
-    }
-    Ok(p)
-}
-
-/// `123`, `64K`, `10M`, `2G`, `1T` (powers of 1024; a trailing `iB`/`B` is allowed).
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let s = s
-        .strip_suffix("iB")
-        .or_else(|| s.strip_suffix('B'))
-        .unwrap_or(s);
-    let (num, shift) = match s.chars().last()? {
-        'k' | 'K' => (&s[..s.len() - 1], 10),
-        'm' | 'M' => (&s[..s.len() - 1], 20),
-        'g' | 'G' => (&s[..s.len() - 1], 30),
-        't' | 'T' => (&s[..s.len() - 1], 40),
-        _ => (s, 0),
-    };
-    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
-}
-
-fn one_positional(p: &Parsed, what: &str, help: &'static str) -> Result<PathBuf, CliError> {
-    match p.positionals.as_slice() {
-        [one] => Ok(PathBuf::from(one)),
-        [] => Err(CliError::Usage(format!("missing {what}"), help)),
-        [_, extra, ..] => Err(CliError::Usage(
-            format!("unexpected argument '{}'", extra.to_string_lossy()),
-            help,
-        )),
-    }
-}
-
-fn no_positionals(p: &Parsed, help: &'static str) -> CliResult {
-    match p.positionals.first() {
-        None => Ok(()),
-        Some(a) => Err(CliError::Usage(
-            format!("unexpected argument '{}'", a.to_string_lossy()),
-            help,
-        )),
-    }
-}
-
-fn failed(e: impl std::fmt::Display) -> CliError {
-    CliError::Failed(e.to_string())
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> CliResult {
-    let s = serde_json::to_string_pretty(value).map_err(failed)?;
-    println!("{s}");
-    Ok(())
-}
-
-// ---------------------------------------------------------------- dmthin loop
-
-fn loop_cmd(args: &[OsString]) -> CliResult {
-    const HELP: &str = "dmthin loop --help";
-    let Some(sub) = args.first() else {
-        eprint!("{LOOP_USAGE}");
-        return Err(CliError::Usage("missing subcommand".into(), HELP));
-    };
-    let rest = &args[1..];
-    match sub.to_str() {
-        Some("-h" | "--help" | "help") => {
-            print!("{LOOP_USAGE}");
-            Ok(())
-        }
-        Some("attach") => loop_attach(rest),
-        Some("detach") => loop_detach(rest),
-        Some("list") => loop_list(rest),
-        Some("find") => loop_find(rest),
-        _ => Err(CliError::Usage(
-            format!("unknown loop subcommand '{}'", sub.to_string_lossy()),
-            HELP,
-        )),
-    }
-}
-
-fn loop_attach(args: &[OsString]) -> CliResult {
-    const HELP: &str = "dmthin loop attach --help";
-    let p = parse_args(
-        args,
-        &["--read-only", "--autoclear", "--direct-io", "--partscan"],
-        &["--block-size", "--offset", "--size-limit"],
-        HELP,
-    )?;
-    if p.help {
-        print!("{ATTACH_USAGE}");
-        return Ok(());
-    }
-    let file = one_positional(&p, "FILE", HELP)?;
-    let mut opts = AttachOptions::new()
-        .read_only(p.has("--read-only"))
-        .autoclear(p.has("--autoclear"))
-        .direct_io(p.has("--direct-io"))
-        .partscan(p.has("--partscan"))
-        .offset(p.size("--offset", HELP)?.unwrap_or(0))
-        .size_limit(p.size("--size-limit", HELP)?.unwrap_or(0));
-    if let Some(bs) = p.size("--block-size", HELP)? {
-        let bs = u32::try_from(bs)
-            .map_err(|_| CliError::Usage(format!("--block-size {bs} is too large"), HELP))?;
-        opts = opts.block_size(bs);
-    }
-    let dev = loopdev::attach(&file, &opts).map_err(failed)?;
-    if opts.direct_io && !dev.direct_io() {
-        eprintln!(
-            "dmthin: warning: direct I/O is not available for {}; {} uses buffered I/O",
-            file.display(),
-            dev.path().display()
-        );
-    }
-    println!("{}", dev.path().display());
-    Ok(())
-}
-
-fn loop_detach(args: &[OsString]) -> CliResult {
-    const HELP: &str = "dmthin loop detach --help";
-    let p = parse_args(args, &[], &[], HELP)?;
-    if p.help {
-        print!("{DETACH_USAGE}");
-        return Ok(());
-    }
-    if p.positionals.is_empty() {
-        return Err(CliError::Usage("missing DEV".into(), HELP));
-    }
-    let mut first_error = None;
-    for dev in &p.positionals {
-        if let Err(e) = loopdev::detach(PathBuf::from(dev)) {
-            if first_error.is_some() {
-                eprintln!("dmthin: {e}");
-            } else {
-                first_error = Some(failed(e));
-            }
-        }
-    }
-    first_error.map_or(Ok(()), Err)
-}
-
-fn loop_list(args: &[OsString]) -> CliResult {
-    const HELP: &str = "dmthin loop list --help";
-    let p = parse_args(args, &["--json"], &[], HELP)?;
-    if p.help {
-        print!("{LIST_USAGE}");
-        return Ok(());
-    }
-    no_positionals(&p, HELP)?;
-    let all = loopdev::list().map_err(failed)?;
-    if p.has("--json") {
-        print_json(&all)
-    } else {
-        print_table(&all);
-        Ok(())
-    }
-}
-
-fn loop_find(args: &[OsString]) -> CliResult {
-    const HELP: &str = "dmthin loop find --help";
-    let p = parse_args(args, &["--json"], &[], HELP)?;
-    if p.help {
-        print!("{FIND_USAGE}");
-        return Ok(());
-    }
-    let file = one_positional(&p, "FILE", HELP)?;
-    let found = loopdev::find_all_by_file(&file).map_err(failed)?;
-    if p.has("--json") {
-        print_json(&found)?;
-    } else {
-        for s in &found {
-            println!("{}", s.device.display());
-        }
-    }
-    if found.is_empty() {
-        Err(CliError::Silent)
-    } else {
-        Ok(())
-    }
-}
-
-fn print_table(all: &[LoopStatus]) {
-    let yes = |b: bool| if b { "1" } else { "0" };
-    let rows: Vec<[String; 7]> = all
-        .iter()
-        .map(|s| {
-            [
-                s.device.display().to_string(),
-                s.offset.to_string(),
-                s.size_limit.to_string(),
-                yes(s.read_only()).to_string(),
-                yes(s.autoclear()).to_string(),
-                yes(s.direct_io()).to_string(),
-                s.backing_file.display().to_string(),
-            ]
-        })
-        .collect();
-    let header = [
-        "DEVICE",
-        "OFFSET",
-        "SIZELIMIT",
-        "RO",
-        "AUTOCLEAR",
-        "DIO",
-        "BACKING-FILE",
-    ];
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: [&str; 7]| {
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i == 6 {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$} ", w = widths[i]));
-            }
-        }
-        println!("{out}");
-    };
-    line(header);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
+        Some("-h" | "--help" | "help") => Ok(write!(out, "{USAGE}")?),
+        Some("-V" | "--version") => Ok(writeln!(out, "dmthin {VERSION}")?),
+        Some("loop") => loop_cmds::run(rest, out),
+        _ => set_cmds::run(root, cmd, rest, out),
     }
 }
 
@@ -490,39 +144,27 @@ fn print_table(all: &[LoopStatus]) {
 mod tests {
     use super::*;
 
-    fn os(v: &[&str]) -> Vec<OsString> {
-        v.iter().map(OsString::from).collect()
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(&Ok(())), 0);
+        assert_eq!(exit_code(&Err(CliError::Usage("m".into(), "h"))), 2);
+        assert_eq!(exit_code(&Err(CliError::Failed("m".into()))), 1);
+        assert_eq!(exit_code(&Err(CliError::Silent)), 1);
+        assert_eq!(exit_code(&Err(CliError::BrokenPipe)), EXIT_BROKEN_PIPE);
     }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("64K"), Some(64 << 10));
-        assert_eq!(parse_size("10M"), Some(10 << 20));
-        assert_eq!(parse_size("2GiB"), Some(2 << 30));
-        assert_eq!(parse_size("1t"), Some(1 << 40));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size(""), None);
-        assert_eq!(parse_size("99999999999T"), None);
-    }
-
-    #[test]
-    fn args() {
-        let p = parse_args(
-            &os(&["f", "--ro", "--bs=512", "--off", "1M", "--", "--x"]),
-            &["--ro"],
-            &["--bs", "--off"],
-            "h",
-        )
-        .ok()
-        .unwrap();
-        assert!(p.has("--ro"));
-        assert_eq!(p.size("--bs", "h").ok().unwrap(), Some(512));
-        assert_eq!(p.size("--off", "h").ok().unwrap(), Some(1 << 20));
-        assert_eq!(p.positionals, os(&["f", "--x"]));
-        assert!(parse_args(&os(&["--nope"]), &[], &[], "h").is_err());
-        assert!(parse_args(&os(&["--bs"]), &[], &["--bs"], "h").is_err());
-        assert!(parse_args(&os(&["--ro=1"]), &["--ro"], &[], "h").is_err());
-        assert!(parse_args(&os(&["-h"]), &[], &[], "h").ok().unwrap().help);
+    fn help_and_version_go_to_out() {
+        let mut out = Vec::new();
+        run(&[OsString::from("--help")], &mut out).unwrap();
+        assert_eq!(out, USAGE.as_bytes());
+        let mut out = Vec::new();
+        run(&[OsString::from("-V")], &mut out).unwrap();
+        assert_eq!(out, format!("dmthin {VERSION}\n").as_bytes());
+        let mut out = Vec::new();
+        let bogus = run(&[OsString::from("bogus")], &mut out);
+        assert!(
+            matches!(bogus, Err(CliError::Usage(m, "dmthin --help")) if m == "unknown command 'bogus'")
+        );
     }
 }

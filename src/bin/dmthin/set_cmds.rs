@@ -4,14 +4,19 @@
 //! does one thing and exits without tearing the set down: devices and mounts
 //! stay, the next invocation picks them up. `shutdown` tears it down.
 
-use super::{failed, parse_args, parse_size, print_json, CliError, CliResult, Parsed};
-use dmthin::deviceset::{DeviceSet, FsKind, Options, RemoveOutcome, StorageOptions};
-use std::ffi::OsString;
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dmthin::deviceset::{DeviceSet, FsKind, Options, RemoveOutcome, StorageOptions};
+
+use crate::args::{size_arg, Spec};
+use crate::output::{device_table, errln, failed, human, print_json, status_text};
+use crate::{CliError, CliResult};
+
 /// Default root of a device set.
-pub const DEFAULT_ROOT: &str = "/var/lib/dmthin";
+pub(crate) const DEFAULT_ROOT: &str = "/var/lib/dmthin";
 
 const INIT_USAGE: &str = "\
 Usage: dmthin [--root DIR] init [OPTIONS]
@@ -90,45 +95,202 @@ Unmount what the set mounted, deactivate every device and remove the pool
 (unless it was adopted). Data stays; 'init' or any command brings it back.
 ";
 
-/// Whether `name` is a device-set subcommand.
-pub fn is_set_command(name: &str) -> bool {
-    matches!(
-        name,
-        "init"
-            | "create"
-            | "remove"
-            | "activate"
-            | "deactivate"
-            | "mount"
-            | "umount"
-            | "list"
-            | "status"
-            | "grow-pool"
-            | "shutdown"
-    )
+const INIT: Spec = Spec {
+    switches: &["--no-zeroing", "--json"],
+    valued: &[
+        "--data-size",
+        "--metadata-size",
+        "--data-dev",
+        "--metadata-dev",
+        "--pool",
+        "--block-size",
+        "--base-size",
+        "--fs",
+        "--mkfs-options",
+        "--mount-options",
+        "--min-free",
+    ],
+    help: "dmthin init --help",
+    usage: INIT_USAGE,
+};
+
+const CREATE: Spec = Spec {
+    switches: &[],
+    valued: &["--from"],
+    help: "dmthin create --help",
+    usage: CREATE_USAGE,
+};
+
+const REMOVE: Spec = Spec {
+    switches: &["--deferred"],
+    valued: &[],
+    help: "dmthin remove --help",
+    usage: REMOVE_USAGE,
+};
+
+/// `activate` and `deactivate`.
+const ID: Spec = Spec {
+    switches: &[],
+    valued: &[],
+    help: "dmthin activate --help",
+    usage: ID_USAGE,
+};
+
+/// `mount` and `umount`.
+const MOUNT: Spec = Spec {
+    switches: &["--read-only", "--keep-active"],
+    valued: &[],
+    help: "dmthin mount --help",
+    usage: MOUNT_USAGE,
+};
+
+const LIST: Spec = Spec {
+    switches: &["--json"],
+    valued: &[],
+    help: "dmthin list --help",
+    usage: LIST_USAGE,
+};
+
+const STATUS: Spec = Spec {
+    help: "dmthin status --help",
+    ..LIST
+};
+
+const GROW: Spec = Spec {
+    switches: &[],
+    valued: &["--metadata"],
+    help: "dmthin grow-pool --help",
+    usage: GROW_USAGE,
+};
+
+const SHUTDOWN: Spec = Spec {
+    switches: &[],
+    valued: &[],
+    help: "dmthin shutdown --help",
+    usage: SHUTDOWN_USAGE,
+};
+
+/// Runs device-set command `cmd` against the set at `root`.
+pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn Write) -> CliResult {
+    let cmd = match cmd.to_str() {
+        Some(
+            c @ ("init" | "create" | "remove" | "activate" | "deactivate" | "mount" | "umount"
+            | "list" | "status" | "grow-pool" | "shutdown"),
+        ) => c,
+        _ => {
+            return Err(CliError::Usage(
+                format!("unknown command '{}'", cmd.to_string_lossy()),
+                "dmthin --help",
+            ))
+        }
+    };
+    let spec = match cmd {
+        "init" => &INIT,
+        "create" => &CREATE,
+        "remove" => &REMOVE,
+        "activate" | "deactivate" => &ID,
+        "mount" | "umount" => &MOUNT,
+        "list" => &LIST,
+        "status" => &STATUS,
+        "grow-pool" => &GROW,
+        _ => &SHUTDOWN,
+    };
+    let Some(p) = spec.parse(args, out)? else {
+        return Ok(());
+    };
+    match cmd {
+        "init" => init(&root, &p, out),
+        "create" => {
+            let id = p.one("ID")?.to_string_lossy();
+            let set = open(&root, None)?;
+            set.add_device(&id, p.value("--from").as_deref())
+                .map_err(failed)?;
+            Ok(writeln!(out, "{id}")?)
+        }
+        "remove" => {
+            let id = p.one("ID")?.to_string_lossy();
+            let set = open(&root, None)?;
+            if p.has("--deferred") {
+                match set.remove_device_deferred(&id).map_err(failed)? {
+                    RemoveOutcome::Removed => writeln!(out, "removed {id}")?,
+                    RemoveOutcome::Deferred => {
+                        writeln!(out, "{id} is busy; it will be removed once closed")?
+                    }
+                }
+            } else {
+                set.remove_device(&id).map_err(failed)?;
+                writeln!(out, "removed {id}")?;
+            }
+            Ok(())
+        }
+        "activate" => {
+            let id = p.one("ID")?.to_string_lossy();
+            let set = open(&root, None)?;
+            let path = set.activate_device(&id).map_err(failed)?;
+            Ok(writeln!(out, "{}", path.display())?)
+        }
+        "deactivate" => {
+            let id = p.one("ID")?.to_string_lossy();
+            let set = open(&root, None)?;
+            set.deactivate_device(&id).map_err(failed)
+        }
+        "mount" | "umount" => {
+            let [id, path] = p.positionals.as_slice() else {
+                return Err(p.usage("expected ID and PATH".into()));
+            };
+            let id = id.to_string_lossy();
+            let path = PathBuf::from(path);
+            let set = open(&root, None)?;
+            if cmd == "mount" {
+                set.mount_device(&id, &path, p.has("--read-only"))
+            } else {
+                set.unmount_device(&id, &path, !p.has("--keep-active"))
+            }
+            .map_err(failed)
+        }
+        "list" => {
+            let set = open(&root, None)?;
+            let list = set.list().map_err(failed)?;
+            if p.has("--json") {
+                print_json(out, &list)
+            } else {
+                device_table(out, &list)
+            }
+        }
+        "status" => {
+            let set = open(&root, None)?;
+            print_status(out, &set, p.has("--json"))
+        }
+        "grow-pool" => {
+            let size = |s: String| size_arg(&s, None, GROW.help);
+            let set;
+            if let Some(m) = p.value("--metadata") {
+                p.none_or(" (grow data and metadata in two calls)")?;
+                let size = size(m)?;
+                set = open(&root, None)?;
+                errln(format_args!(
+                    "dmthin: growing the pool's metadata to {}...",
+                    human(size)
+                ));
+                set.grow_pool_metadata(size).map_err(failed)?;
+            } else {
+                let size = size(p.one("SIZE")?.to_string_lossy().into_owned())?;
+                set = open(&root, None)?;
+                grow_pool(&set, size)?;
+            }
+            print_status(out, &set, false)
+        }
+        _ => open(&root, None)?.shutdown().map_err(failed),
+    }
 }
 
-/// Human-readable bytes, in powers of 1024.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
+/// Progress of long steps (mkfs, growing) on stderr.
 fn progress() -> dmthin::deviceset::Progress {
-    Arc::new(|msg: &str| eprintln!("dmthin: {msg}..."))
+    Arc::new(|msg: &str| errln(format_args!("dmthin: {msg}...")))
 }
 
-fn open(root: &PathBuf, fresh: Option<Options>) -> Result<DeviceSet, CliError> {
+/// Opens the set at `root`: a new one with `fresh`, else the recorded one.
+fn open(root: &Path, fresh: Option<Options>) -> Result<DeviceSet, CliError> {
     let mut options = match fresh {
         Some(o) => o,
         None => match DeviceSet::recorded_options(root).map_err(failed)? {
@@ -142,278 +304,38 @@ fn open(root: &PathBuf, fresh: Option<Options>) -> Result<DeviceSet, CliError> {
             }
         },
     };
-    options.progress = Some(progress());
+    // The library also logs each progress message at info: with DMTHIN_LOG
+    // at info or beyond the logger shows them, so do not print them twice.
+    options.progress = (log::max_level() < log::LevelFilter::Info).then(progress);
     options.udev_sync = std::env::var_os("DMTHIN_UDEV_SYNC").is_none_or(|v| v != "0");
     DeviceSet::open(root, options).map_err(failed)
 }
 
-fn one(p: &Parsed, what: &str, help: &'static str) -> Result<String, CliError> {
-    match p.positionals.as_slice() {
-        [one] => Ok(one.to_string_lossy().into_owned()),
-        [] => Err(CliError::Usage(format!("missing {what}"), help)),
-        [_, extra, ..] => Err(CliError::Usage(
-            format!("unexpected argument '{}'", extra.to_string_lossy()),
-            help,
-        )),
-    }
+fn grow_pool(set: &DeviceSet, size: u64) -> CliResult {
+    errln(format_args!(
+        "dmthin: growing the pool to {}...",
+        human(size)
+    ));
+    set.grow_pool(size).map_err(failed)
 }
 
-fn value(p: &Parsed, opt: &str) -> Option<String> {
-    p.values.get(opt).map(|v| v.to_string_lossy().into_owned())
-}
-
-/// Runs a device-set subcommand against the set at `root`.
-pub fn set_cmd(root: PathBuf, cmd: &str, args: &[OsString]) -> CliResult {
-    match cmd {
-        "init" => init(root, args),
-        "create" => {
-            let p = parse_args(args, &[], &["--from"], "dmthin create --help")?;
-            if p.help {
-                print!("{CREATE_USAGE}");
-                return Ok(());
-            }
-            let id = one(&p, "ID", "dmthin create --help")?;
-            let set = open(&root, None)?;
-            set.add_device(&id, value(&p, "--from").as_deref())
-                .map_err(failed)?;
-            println!("{id}");
-            Ok(())
-        }
-        "remove" => {
-            let p = parse_args(args, &["--deferred"], &[], "dmthin remove --help")?;
-            if p.help {
-                print!("{REMOVE_USAGE}");
-                return Ok(());
-            }
-            let id = one(&p, "ID", "dmthin remove --help")?;
-            let set = open(&root, None)?;
-            if p.has("--deferred") {
-                match set.remove_device_deferred(&id).map_err(failed)? {
-                    RemoveOutcome::Removed => println!("removed {id}"),
-                    RemoveOutcome::Deferred => {
-                        println!("{id} is busy; it will be removed once closed")
-                    }
-                }
-            } else {
-                set.remove_device(&id).map_err(failed)?;
-                println!("removed {id}");
-            }
-            Ok(())
-        }
-        "activate" | "deactivate" => {
-            let p = parse_args(args, &[], &[], "dmthin activate --help")?;
-            if p.help {
-                print!("{ID_USAGE}");
-                return Ok(());
-            }
-            let id = one(&p, "ID", "dmthin activate --help")?;
-            let set = open(&root, None)?;
-            if cmd == "activate" {
-                println!("{}", set.activate_device(&id).map_err(failed)?.display());
-            } else {
-                set.deactivate_device(&id).map_err(failed)?;
-            }
-            Ok(())
-        }
-        "mount" | "umount" => {
-            let p = parse_args(
-                args,
-                &["--read-only", "--keep-active"],
-                &[],
-                "dmthin mount --help",
-            )?;
-            if p.help {
-                print!("{MOUNT_USAGE}");
-                return Ok(());
-            }
-            let [id, path] = p.positionals.as_slice() else {
-                return Err(CliError::Usage(
-                    "expected ID and PATH".into(),
-                    "dmthin mount --help",
-                ));
-            };
-            let id = id.to_string_lossy();
-            let path = PathBuf::from(path);
-            let set = open(&root, None)?;
-            if cmd == "mount" {
-                set.mount_device(&id, &path, p.has("--read-only"))
-                    .map_err(failed)?;
-            } else {
-                set.unmount_device(&id, &path, !p.has("--keep-active"))
-                    .map_err(failed)?;
-            }
-            Ok(())
-        }
-        "list" => {
-            let p = parse_args(args, &["--json"], &[], "dmthin list --help")?;
-            if p.help {
-                print!("{LIST_USAGE}");
-                return Ok(());
-            }
-            let set = open(&root, None)?;
-            let list = set.list().map_err(failed)?;
-            if p.has("--json") {
-                return print_json(&list);
-            }
-            println!(
-                "{:<24} {:<16} {:>6} {:>10} {:>10} {:<6} MOUNTED",
-                "ID", "PARENT", "THIN", "SIZE", "MAPPED", "ACTIVE"
-            );
-            for d in list {
-                println!(
-                    "{:<24} {:<16} {:>6} {:>10} {:>10} {:<6} {}",
-                    d.id,
-                    d.parent.as_deref().unwrap_or("(base)"),
-                    d.thin_id,
-                    human(d.size),
-                    d.mapped_bytes.map(human).unwrap_or_else(|| "-".into()),
-                    if d.active { "yes" } else { "no" },
-                    d.mount_points
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
-            }
-            Ok(())
-        }
-        "status" => {
-            let p = parse_args(args, &["--json"], &[], "dmthin status --help")?;
-            if p.help {
-                print!("{LIST_USAGE}");
-                return Ok(());
-            }
-            let set = open(&root, None)?;
-            print_status(&set, p.has("--json"))
-        }
-        "grow-pool" => {
-            let p = parse_args(args, &[], &["--metadata"], "dmthin grow-pool --help")?;
-            if p.help {
-                print!("{GROW_USAGE}");
-                return Ok(());
-            }
-            let size_of = |s: String| {
-                parse_size(&s).ok_or_else(|| {
-                    CliError::Usage(format!("'{s}' is not a size"), "dmthin grow-pool --help")
-                })
-            };
-            if let Some(m) = value(&p, "--metadata") {
-                if let Some(extra) = p.positionals.first() {
-                    return Err(CliError::Usage(
-                        format!(
-                            "unexpected argument '{}' (grow data and metadata in two calls)",
-                            extra.to_string_lossy()
-                        ),
-                        "dmthin grow-pool --help",
-                    ));
-                }
-                let size = size_of(m)?;
-                let set = open(&root, None)?;
-                eprintln!("dmthin: growing the pool's metadata to {}...", human(size));
-                set.grow_pool_metadata(size).map_err(failed)?;
-                return print_status(&set, false);
-            }
-            let size = size_of(one(&p, "SIZE", "dmthin grow-pool --help")?)?;
-            let set = open(&root, None)?;
-            eprintln!("dmthin: growing the pool to {}...", human(size));
-            set.grow_pool(size).map_err(failed)?;
-            print_status(&set, false)
-        }
-        "shutdown" => {
-            let p = parse_args(args, &[], &[], "dmthin shutdown --help")?;
-            if p.help {
-                print!("{SHUTDOWN_USAGE}");
-                return Ok(());
-            }
-            let set = open(&root, None)?;
-            set.shutdown().map_err(failed)
-        }
-        _ => Err(CliError::Usage(
-            format!("unknown command '{cmd}'"),
-            "dmthin --help",
-        )),
-    }
-}
-
-fn print_status(set: &DeviceSet, json: bool) -> CliResult {
+fn print_status(out: &mut dyn Write, set: &DeviceSet, json: bool) -> CliResult {
     let st = set.status().map_err(failed)?;
     if json {
-        return print_json(&st);
+        print_json(out, &st)
+    } else {
+        status_text(out, &st)
     }
-    let pct = |used: u64, total: u64| {
-        if total == 0 {
-            0.0
-        } else {
-            used as f64 * 100.0 / total as f64
-        }
-    };
-    println!("Pool:            {}", st.pool_name);
-    if let Some(d) = &st.data_source {
-        println!("Data:            {}", d.display());
-    }
-    if let Some(m) = &st.metadata_source {
-        println!("Metadata:        {}", m.display());
-    }
-    println!(
-        "Data space:      {} of {} used ({:.1}%)",
-        human(st.data_used),
-        human(st.data_total),
-        pct(st.data_used, st.data_total)
-    );
-    println!(
-        "Metadata space:  {} of {} used ({:.1}%)",
-        human(st.metadata_used),
-        human(st.metadata_total),
-        pct(st.metadata_used, st.metadata_total)
-    );
-    println!("Block size:      {}", human(st.data_block_size));
-    println!(
-        "Mode:            {}{}",
-        st.mode,
-        if st.needs_check { " (needs_check)" } else { "" }
-    );
-    println!("Transaction id:  {}", st.transaction_id);
-    println!("Base:            {} {}", st.filesystem, human(st.base_size));
-    println!("Devices:         {}", st.devices);
-    Ok(())
 }
 
-fn init(root: PathBuf, args: &[OsString]) -> CliResult {
-    const HELP: &str = "dmthin init --help";
-    let p = parse_args(
-        args,
-        &["--no-zeroing", "--json"],
-        &[
-            "--data-size",
-            "--metadata-size",
-            "--data-dev",
-            "--metadata-dev",
-            "--pool",
-            "--block-size",
-            "--base-size",
-            "--fs",
-            "--mkfs-options",
-            "--mount-options",
-            "--min-free",
-        ],
-        HELP,
-    )?;
-    if p.help {
-        print!("{INIT_USAGE}");
-        return Ok(());
-    }
-    if let Some(extra) = p.positionals.first() {
-        return Err(CliError::Usage(
-            format!("unexpected argument '{}'", extra.to_string_lossy()),
-            HELP,
-        ));
-    }
-    let recorded = DeviceSet::recorded_options(&root).map_err(failed)?;
+fn init(root: &Path, p: &crate::args::Parsed, out: &mut dyn Write) -> CliResult {
+    p.none()?;
+    let recorded = DeviceSet::recorded_options(root).map_err(failed)?;
     let mut o = recorded.clone().unwrap_or_default();
     let storage = match (
-        value(&p, "--data-dev"),
-        value(&p, "--metadata-dev"),
-        value(&p, "--pool"),
+        p.value("--data-dev"),
+        p.value("--metadata-dev"),
+        p.value("--pool"),
     ) {
         (Some(d), Some(m), None) => Some(StorageOptions::BlockDevices {
             data: d.into(),
@@ -422,27 +344,23 @@ fn init(root: PathBuf, args: &[OsString]) -> CliResult {
         (None, None, Some(name)) => Some(StorageOptions::AdoptPool { name }),
         (None, None, None) => None,
         _ => {
-            return Err(CliError::Usage(
-                "give both --data-dev and --metadata-dev, or --pool, or neither".into(),
-                HELP,
-            ))
+            return Err(
+                p.usage("give both --data-dev and --metadata-dev, or --pool, or neither".into())
+            )
         }
     };
     if let Some(s) = storage {
         o.storage = s;
     }
-    let data = p.size("--data-size", HELP)?;
-    let meta = p.size("--metadata-size", HELP)?;
+    let data = p.size("--data-size")?;
+    let meta = p.size("--metadata-size")?;
     if data.is_some() || meta.is_some() {
         let StorageOptions::LoopFiles {
             data_size,
             metadata_size,
         } = &mut o.storage
         else {
-            return Err(CliError::Usage(
-                "--data-size and --metadata-size are for loop files".into(),
-                HELP,
-            ));
+            return Err(p.usage("--data-size and --metadata-size are for loop files".into()));
         };
         // A new set takes the sizes as given; existing files only ever grow.
         let existing = recorded.is_some();
@@ -454,39 +372,34 @@ fn init(root: PathBuf, args: &[OsString]) -> CliResult {
             *metadata_size = pick(*metadata_size, m);
         }
     }
-    if let Some(bs) = p.size("--block-size", HELP)? {
+    if let Some(bs) = p.size("--block-size")? {
         o.data_block_size = bs;
     }
-    if let Some(bs) = p.size("--base-size", HELP)? {
+    if let Some(bs) = p.size("--base-size")? {
         o.base_size = bs;
     }
-    if let Some(fs) = value(&p, "--fs") {
+    if let Some(fs) = p.value("--fs") {
         o.filesystem = match fs.as_str() {
             "ext4" => FsKind::Ext4,
             "xfs" => FsKind::Xfs,
-            other => {
-                return Err(CliError::Usage(
-                    format!("--fs: '{other}' is not ext4 or xfs"),
-                    HELP,
-                ))
-            }
+            other => return Err(p.usage(format!("--fs: '{other}' is not ext4 or xfs"))),
         };
     }
-    if let Some(m) = value(&p, "--mkfs-options") {
+    if let Some(m) = p.value("--mkfs-options") {
         o.mkfs_options = m.split_whitespace().map(str::to_string).collect();
     }
-    if let Some(m) = value(&p, "--mount-options") {
+    if let Some(m) = p.value("--mount-options") {
         o.mount_options = m
             .split(',')
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
     }
-    if let Some(m) = value(&p, "--min-free") {
+    if let Some(m) = p.value("--min-free") {
         o.min_free_space_percent = m
             .trim_end_matches('%')
             .parse()
-            .map_err(|_| CliError::Usage(format!("--min-free: '{m}' is not a percentage"), HELP))?;
+            .map_err(|_| p.usage(format!("--min-free: '{m}' is not a percentage")))?;
     }
     if p.has("--no-zeroing") {
         o.block_zeroing = false;
@@ -496,13 +409,12 @@ fn init(root: PathBuf, args: &[OsString]) -> CliResult {
         (Some(_), StorageOptions::LoopFiles { data_size, .. }) => Some(*data_size),
         _ => None,
     };
-    let set = open(&root, Some(o))?;
+    let set = open(root, Some(o))?;
     if let Some(size) = grow_to {
         let st = set.status().map_err(failed)?;
         if size > st.data_total {
-            eprintln!("dmthin: growing the pool to {}...", human(size));
-            set.grow_pool(size).map_err(failed)?;
+            grow_pool(&set, size)?;
         }
     }
-    print_status(&set, p.has("--json"))
+    print_status(out, &set, p.has("--json"))
 }
