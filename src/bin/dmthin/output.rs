@@ -194,54 +194,47 @@ pub(crate) fn status_text(out: &mut dyn Write, st: &SetStatus) -> CliResult {
 mod tests {
     use super::*;
 
-    /// Stdout after the reader went away.
-    struct ClosedPipe;
+    /// Stdout whose every write fails with `errno`.
+    struct Failing(i32);
 
-    impl Write for ClosedPipe {
+    impl Write for Failing {
         fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::Error::from_raw_os_error(nix::libc::EPIPE))
+            Err(io::Error::from_raw_os_error(self.0))
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
     }
 
-    /// Stdout on a full disk.
-    struct Full;
-
-    impl Write for Full {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::Error::from_raw_os_error(nix::libc::ENOSPC))
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
+    /// Stdout after the reader went away.
+    fn closed_pipe() -> Failing {
+        Failing(nix::libc::EPIPE)
     }
 
     #[test]
     fn a_closed_stdout_is_a_broken_pipe() {
         assert!(matches!(
-            print_json(&mut ClosedPipe, &[1, 2, 3]),
+            print_json(&mut closed_pipe(), &[1, 2, 3]),
             Err(CliError::BrokenPipe)
         ));
         assert!(matches!(
-            loop_table(&mut ClosedPipe, &[]),
+            loop_table(&mut closed_pipe(), &[]),
             Err(CliError::BrokenPipe)
         ));
         assert!(matches!(
-            device_table(&mut ClosedPipe, &[]),
+            device_table(&mut closed_pipe(), &[]),
             Err(CliError::BrokenPipe)
         ));
         // Through a whole command: `dmthin --help | head -c1`.
         assert!(matches!(
-            crate::run(&["--help".into()], &mut ClosedPipe),
+            crate::run(&["--help".into()], &mut closed_pipe()),
             Err(CliError::BrokenPipe)
         ));
     }
 
     #[test]
     fn other_write_errors_fail() {
-        match print_json(&mut Full, &"x") {
+        match print_json(&mut Failing(nix::libc::ENOSPC), &"x") {
             Err(CliError::Failed(m)) => assert!(m.starts_with("writing to stdout: "), "{m}"),
             other => panic!("{other:?}"),
         }

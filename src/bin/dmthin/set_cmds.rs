@@ -170,21 +170,9 @@ const SHUTDOWN: Spec = Spec {
     usage: SHUTDOWN_USAGE,
 };
 
-/// Runs device-set command `cmd` against the set at `root`.
-pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn Write) -> CliResult {
-    let cmd = match cmd.to_str() {
-        Some(
-            c @ ("init" | "create" | "remove" | "activate" | "deactivate" | "mount" | "umount"
-            | "list" | "status" | "grow-pool" | "shutdown"),
-        ) => c,
-        _ => {
-            return Err(CliError::Usage(
-                format!("unknown command '{}'", cmd.to_string_lossy()),
-                "dmthin --help",
-            ))
-        }
-    };
-    let spec = match cmd {
+/// What device-set command `name` accepts; `None`: there is no such command.
+fn spec(name: &str) -> Option<&'static Spec> {
+    Some(match name {
         "init" => &INIT,
         "create" => &CREATE,
         "remove" => &REMOVE,
@@ -193,7 +181,18 @@ pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn W
         "list" => &LIST,
         "status" => &STATUS,
         "grow-pool" => &GROW,
-        _ => &SHUTDOWN,
+        "shutdown" => &SHUTDOWN,
+        _ => return None,
+    })
+}
+
+/// Runs device-set command `cmd` against the set at `root`.
+pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn Write) -> CliResult {
+    let Some((cmd, spec)) = cmd.to_str().and_then(|c| Some((c, spec(c)?))) else {
+        return Err(CliError::Usage(
+            format!("unknown command '{}'", cmd.to_string_lossy()),
+            "dmthin --help",
+        ));
     };
     let Some(p) = spec.parse(args, out)? else {
         return Ok(());
