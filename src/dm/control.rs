@@ -1,23 +1,26 @@
 //! The control handle on `/dev/mapper/control` and every DM command.
 
 use super::abi::{Command, Dev, DmFlags, DmIoctl, Version, CONTROL_PATH, HEADER_SIZE};
-use super::codec::{self, DevId, DeviceEntry, DeviceInfo, NameList, TargetVersion};
+use super::cookie::{self, Cookie, UdevFlags};
+use super::decode::{self, DeviceInfo, TargetVersion};
+use super::encode::{self, DevId};
 use super::error::{DmError, ErrorKind, Result};
+use super::name_list::{DeviceEntry, NameList};
 use super::names::{validate_name, validate_uuid, NamePolicy};
-use super::udev::{self, Cookie, UdevFlags};
-use crate::target::TableLine;
+use super::node;
+use super::sys::{self, IoctlError};
+use super::table_line::TableLine;
+use super::{MAX_NAME_LEN, MAX_UUID_LEN};
+use crate::retry::Backoff;
 use nix::errno::Errno;
-use nix::libc;
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 /// Initial ioctl buffer size (libdm's choice); doubled on `BUFFER_FULL`.
-pub const INITIAL_BUFFER: usize = 16 * 1024;
+pub(crate) const INITIAL_BUFFER: usize = 16 * 1024;
 /// The buffer never grows past this.
-pub const MAX_BUFFER: usize = 64 * 1024 * 1024;
-/// Tries of a removal that meets EBUSY while udev runs (50 ms apart).
-pub const REMOVE_RETRIES_WITH_UDEV: u32 = 20;
+pub(crate) const MAX_BUFFER: usize = 64 * 1024 * 1024;
 
 /// Who makes `/dev/mapper/<name>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +157,9 @@ pub struct Control {
     file: File,
     version: Version,
     buf: Vec<u8>,
+    /// How far the last request or reply may have written into `buf`: the
+    /// next request zeroes what lies past its own bytes up to there.
+    stale: usize,
     payload: Vec<u8>,
     ioctls: u64,
     nodes: NodeMode,
@@ -194,7 +200,7 @@ impl Control {
                 }
             })?;
         let nodes = options.nodes.unwrap_or_else(|| {
-            if udev::udev_running() {
+            if cookie::udev_running() {
                 NodeMode::Udev {
                     timeout: Duration::from_secs(30),
                 }
@@ -206,6 +212,7 @@ impl Control {
             file,
             version: Version::new(4, 0, 0),
             buf: vec![0; INITIAL_BUFFER],
+            stale: 0,
             payload: Vec::with_capacity(1024),
             ioctls: 0,
             nodes,
@@ -257,8 +264,8 @@ impl Control {
 
     fn check_lookup(id: DevId<'_>) -> Result<()> {
         let (what, value, max) = match id {
-            DevId::Name(n) => ("device name", n, 127),
-            DevId::Uuid(u) => ("device uuid", u, 128),
+            DevId::Name(n) => ("device name", n, MAX_NAME_LEN),
+            DevId::Uuid(u) => ("device uuid", u, MAX_UUID_LEN),
             DevId::Dev(_) => return Ok(()),
         };
         if value.is_empty() || value.len() > max || value.contains('\0') {
@@ -292,33 +299,44 @@ impl Control {
             Self::check_lookup(id)?;
         }
         loop {
-            let mut hdr = codec::header(command, id, flags, event_nr);
+            let mut hdr = encode::header(command, id, flags, event_nr);
             customize(&mut hdr);
             let min = if output { self.buf.len() } else { 0 };
-            let size = codec::write_request(&mut self.buf, &mut hdr, &self.payload, min);
+            let prior = self.stale;
+            let size = encode::write_request(&mut self.buf, &mut hdr, &self.payload, min, prior);
+            // Old bytes past this request stay where they were; until the
+            // reply says how much it wrote, assume all of the request.
+            let beyond = if prior > size { prior } else { 0 };
+            self.stale = size.max(beyond);
             self.ioctls += 1;
-            // SAFETY: the buffer is at least `size` bytes (write_request grew it)
-            // and `data_size` in its header says `size`, so the kernel reads and
-            // writes only inside it; the fd is our open control node.
-            let rc = unsafe {
-                libc::ioctl(
-                    self.file.as_raw_fd(),
-                    command.request() as _,
-                    self.buf.as_mut_ptr(),
-                )
-            };
-            if rc < 0 {
-                let errno = Errno::last();
-                return Err(DmError::Ioctl {
-                    command,
-                    device: id.map_or_else(|| "-".to_string(), |i| i.to_string()),
-                    errno,
-                    kind: ErrorKind::from_errno(errno),
-                    detail: detail.map(|d| d()),
-                });
+            match sys::dm_ioctl(self.file.as_fd(), command, &mut self.buf[..size]) {
+                Ok(()) => {}
+                Err(IoctlError::Kernel(errno)) => {
+                    return Err(DmError::Ioctl {
+                        command,
+                        device: id.map_or_else(|| "-".to_string(), |i| i.to_string()),
+                        errno,
+                        kind: ErrorKind::from_errno(errno),
+                        detail: detail.map(|d| d()),
+                    });
+                }
+                Err(IoctlError::Oversized { data_size, buffer }) => {
+                    return Err(DmError::InvalidArgument {
+                        what: "ioctl request",
+                        value: format!("{command} of {data_size} bytes"),
+                        reason: format!("it does not fit the {buffer}-byte buffer"),
+                    });
+                }
             }
-            let out = codec::decode_header(command, &self.buf[..size.min(self.buf.len())])?;
-            if output && DmFlags::from_bits_retain(out.flags).contains(DmFlags::BUFFER_FULL) {
+            let out = decode::decode_header(command, &self.buf[..size])?;
+            let full = DmFlags::from_bits_retain(out.flags).contains(DmFlags::BUFFER_FULL);
+            if !full {
+                // The reply is `data_size` bytes; our request's own bytes
+                // (header and payload) may reach further.
+                let written = HEADER_SIZE + self.payload.len();
+                self.stale = written.max(out.data_size as usize).min(size).max(beyond);
+            }
+            if output && full {
                 let grown = (self.buf.len() * 2).min(MAX_BUFFER);
                 if grown == self.buf.len() {
                     return Err(DmError::Malformed {
@@ -364,11 +382,11 @@ impl Control {
     fn simple(&mut self, command: Command, id: DevId<'_>, flags: DmFlags) -> Result<DeviceInfo> {
         self.payload.clear();
         let h = self.run(command, Some(id), flags, 0, false, None)?;
-        Ok(codec::device_info(&h))
+        Ok(decode::device_info(&h))
     }
 
     fn reply_payload(&self, command: Command, h: &DmIoctl) -> Result<&[u8]> {
-        codec::payload(command, h, &self.buf)
+        decode::payload(command, h, &self.buf)
     }
 
     /// Runs a command that may generate a uevent, under a udev cookie when udev runs.
@@ -423,7 +441,7 @@ impl Control {
     /// would not be devtmpfs's and would outlive the device.
     fn after_create(&self, info: &DeviceInfo) -> Result<()> {
         if self.makes_nodes() {
-            udev::ensure_block_node(&udev::mapper_path(info.name.as_str()), info.dev)?;
+            node::ensure_block_node(&node::mapper_path(info.name.as_str()), info.dev)?;
         }
         Ok(())
     }
@@ -433,9 +451,9 @@ impl Control {
     fn after_resume(&self, info: &DeviceInfo) -> Result<()> {
         self.after_create(info)?;
         if !self.dev_is_devtmpfs {
-            let dm_node = udev::dm_node_path(info.dev);
+            let dm_node = node::dm_node_path(info.dev);
             if !dm_node.exists() {
-                udev::ensure_block_node(&dm_node, info.dev)?;
+                node::ensure_block_node(&dm_node, info.dev)?;
             }
         }
         Ok(())
@@ -491,9 +509,9 @@ impl Control {
     pub fn list_devices_view(&mut self) -> Result<NameList<'_>> {
         self.payload.clear();
         let h = self.run(Command::ListDevices, None, DmFlags::UUID, 0, true, None)?;
-        let with_trailer = self.version.supports(Version::new(4, 38, 0));
+        let version = self.version;
         let payload = self.reply_payload(Command::ListDevices, &h)?;
-        Ok(NameList::new(payload, with_trailer))
+        Ok(NameList::new(payload, version))
     }
 
     /// `DM_DEV_CREATE`: a new device with no table.
@@ -528,7 +546,7 @@ impl Control {
             0,
             &set_uuid_and_minor,
         ))?;
-        let info = codec::device_info(&h);
+        let info = decode::device_info(&h);
         if let Err(e) = self.after_create(&info) {
             let _ = self.remove(DevId::Name(name), &RemoveOptions::default());
             return Err(e);
@@ -552,22 +570,15 @@ impl Control {
         // probe it (its inotify watch), which holds it open for a moment: an
         // EBUSY then is usually udev's, so retry briefly, as libdm's
         // dm_task_retry_remove does. A device really held open still fails.
-        let attempts = if matches!(self.nodes, NodeMode::Udev { .. }) && !options.deferred {
-            REMOVE_RETRIES_WITH_UDEV
+        let backoff = if matches!(self.nodes, NodeMode::Udev { .. }) && !options.deferred {
+            Backoff::BUSY
         } else {
-            1
+            Backoff::BUSY.with_tries(1)
         };
-        for attempt in 1..=attempts {
-            match self.run_with_cookie(Command::DevRemove, id, flags, options.udev_flags, &|_| {}) {
-                Err(e) if e.is_busy() && attempt < attempts => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                other => {
-                    other?;
-                    break;
-                }
-            }
-        }
+        backoff.run(
+            |_| self.run_with_cookie(Command::DevRemove, id, flags, options.udev_flags, &|_| {}),
+            DmError::is_busy,
+        )?;
         if self.makes_nodes() {
             if let Some(name) = name {
                 let gone = !options.deferred
@@ -575,7 +586,7 @@ impl Control {
                         .info(DevId::Name(&name))
                         .is_err_and(|e| e.is_not_found());
                 if gone {
-                    udev::remove_node(&udev::mapper_path(&name))?;
+                    node::remove_node(&node::mapper_path(&name))?;
                 }
             }
         }
@@ -590,7 +601,7 @@ impl Control {
             _ if self.makes_nodes() => Some(self.info(id)?.name.as_str().to_string()),
             _ => None,
         };
-        codec::encode_string(new_name, &mut self.payload);
+        encode::encode_string(new_name, &mut self.payload);
         let h = self.run_with_cookie(
             Command::DevRename,
             id,
@@ -600,15 +611,15 @@ impl Control {
         )?;
         if self.makes_nodes() {
             if let Some(old) = old {
-                udev::remove_node(&udev::mapper_path(&old))?;
+                node::remove_node(&node::mapper_path(&old))?;
             }
-            let info = codec::device_info(&h);
+            let info = decode::device_info(&h);
             let dev = if info.dev == Dev::default() {
                 self.info(DevId::Name(new_name))?.dev
             } else {
                 info.dev
             };
-            udev::ensure_block_node(&udev::mapper_path(new_name), dev)?;
+            node::ensure_block_node(&node::mapper_path(new_name), dev)?;
         }
         Ok(())
     }
@@ -617,7 +628,7 @@ impl Control {
     pub fn set_uuid(&mut self, id: DevId<'_>, uuid: &str) -> Result<()> {
         validate_uuid(uuid, self.name_policy)?;
         self.check_supported(Command::DevRename, Version::new(4, 19, 0))?;
-        codec::encode_string(uuid, &mut self.payload);
+        encode::encode_string(uuid, &mut self.payload);
         self.run_with_cookie(
             Command::DevRename,
             id,
@@ -649,7 +660,7 @@ impl Control {
             udev_flags,
             &|_| {},
         )?;
-        let info = codec::device_info(&h);
+        let info = decode::device_info(&h);
         self.after_resume(&info)?;
         Ok(info)
     }
@@ -675,12 +686,12 @@ impl Control {
             true,
             None,
         )?;
-        let lines = codec::decode_specs(
+        let lines = decode::decode_specs(
             Command::DevWait,
             self.reply_payload(Command::DevWait, &h)?,
             h.target_count,
         )?;
-        Ok((codec::device_info(&h), lines))
+        Ok((decode::device_info(&h), lines))
     }
 
     /// `DM_TABLE_LOAD`: loads `lines` as the device's inactive table.
@@ -691,7 +702,7 @@ impl Control {
         lines: &[TableLine],
         read_only: bool,
     ) -> Result<DeviceInfo> {
-        codec::encode_table(lines, &mut self.payload)?;
+        encode::encode_table(lines, &mut self.payload)?;
         let flags = if read_only {
             DmFlags::READONLY
         } else {
@@ -701,7 +712,10 @@ impl Control {
         let detail = || {
             let table: Vec<String> = lines
                 .iter()
-                .map(|l| format!("{} {} {} {}", l.start, l.length, l.target_type, l.params))
+                .map(|l| {
+                    let (start, length) = (l.start(), l.length());
+                    format!("{start} {length} {} {}", l.target_type(), l.params())
+                })
                 .collect();
             format!("table refused: {}", table.join(" | "))
         };
@@ -710,7 +724,7 @@ impl Control {
             detail: Some(&detail),
             ..Req::new(Command::TableLoad, Some(id), flags, 0, &set_count)
         })?;
-        Ok(codec::device_info(&h))
+        Ok(decode::device_info(&h))
     }
 
     /// `DM_TABLE_CLEAR`: drops the inactive table.
@@ -727,7 +741,7 @@ impl Control {
             DmFlags::empty()
         };
         let h = self.run(Command::TableDeps, Some(id), flags, 0, true, None)?;
-        codec::decode_deps(self.reply_payload(Command::TableDeps, &h)?)
+        decode::decode_deps(self.reply_payload(Command::TableDeps, &h)?)
     }
 
     /// `DM_TABLE_STATUS`: each target's status or table line.
@@ -748,19 +762,19 @@ impl Control {
             flags |= DmFlags::NOFLUSH;
         }
         let h = self.run(Command::TableStatus, Some(id), flags, 0, true, None)?;
-        let lines = codec::decode_specs(
+        let lines = decode::decode_specs(
             Command::TableStatus,
             self.reply_payload(Command::TableStatus, &h)?,
             h.target_count,
         )?;
-        Ok((codec::device_info(&h), lines))
+        Ok((decode::device_info(&h), lines))
     }
 
     /// `DM_LIST_VERSIONS`: every loaded target type with its version.
     pub fn list_versions(&mut self) -> Result<Vec<TargetVersion>> {
         self.payload.clear();
         let h = self.run(Command::ListVersions, None, DmFlags::empty(), 0, true, None)?;
-        codec::decode_versions(
+        decode::decode_versions(
             Command::ListVersions,
             self.reply_payload(Command::ListVersions, &h)?,
         )
@@ -777,7 +791,7 @@ impl Control {
             true,
             None,
         )?;
-        let mut list = codec::decode_versions(
+        let mut list = decode::decode_versions(
             Command::GetTargetVersion,
             self.reply_payload(Command::GetTargetVersion, &h)?,
         )?;
@@ -798,7 +812,7 @@ impl Control {
         sector: u64,
         message: &str,
     ) -> Result<Option<String>> {
-        codec::encode_message(sector, message, &mut self.payload)?;
+        encode::encode_message(sector, message, &mut self.payload)?;
         let detail = || format!("message {message:?}");
         let h = self.run_ext(Req {
             output: true,
@@ -807,7 +821,7 @@ impl Control {
             ..Req::new(Command::TargetMsg, Some(id), DmFlags::empty(), 0, &|_| {})
         })?;
         let payload = self.reply_payload(Command::TargetMsg, &h)?;
-        Ok(codec::decode_message_reply(&h, payload))
+        Ok(decode::decode_message_reply(&h, payload))
     }
 
     /// `DM_TARGET_MSG` for messages that return nothing (every thin-pool
@@ -817,7 +831,7 @@ impl Control {
     /// sends anyway does not fit and is dropped (logged); the message itself
     /// has taken effect.
     pub fn send_message(&mut self, id: DevId<'_>, sector: u64, message: &str) -> Result<()> {
-        codec::encode_message(sector, message, &mut self.payload)?;
+        encode::encode_message(sector, message, &mut self.payload)?;
         let detail = || format!("message {message:?}");
         let h = self.run_ext(Req {
             detail: Some(&detail),
@@ -838,7 +852,7 @@ impl Control {
         sectors: u64,
         start: u64,
     ) -> Result<()> {
-        codec::encode_string(
+        encode::encode_string(
             &format!("{cylinders} {heads} {sectors} {start}"),
             &mut self.payload,
         );
@@ -877,7 +891,7 @@ impl Control {
         udev_flags: UdevFlags,
     ) -> Result<DeviceInfo> {
         // Validate the table before creating anything.
-        codec::encode_table(lines, &mut self.payload)?;
+        encode::encode_table(lines, &mut self.payload)?;
         self.create(name, options)?;
         let loaded = self
             .table_load(DevId::Name(name), lines, options.read_only)
@@ -930,7 +944,4 @@ impl Control {
             Err(e) => Err(e),
         }
     }
-
-    /// Size of the reply header, exposed for tests of the buffer path.
-    pub const HEADER_SIZE: usize = HEADER_SIZE;
 }
