@@ -39,12 +39,7 @@ fn sh_ok(cmd: &str) -> String {
 }
 
 fn line(start: u64, length: u64, tt: &str, params: &str) -> TableLine {
-    TableLine {
-        start,
-        length,
-        target_type: tt.into(),
-        params: params.into(),
-    }
+    TableLine::new(start, length, tt, params).expect("valid table line")
 }
 
 /// Removes the named devices when dropped, whatever the test did.
@@ -557,14 +552,14 @@ fn wait_event_returns_after_a_thin_pool_low_water_event() {
     );
     assert!(start.elapsed() < Duration::from_secs(30));
     assert_eq!(status.len(), 1);
-    assert_eq!(status[0].target_type, "thin-pool");
+    assert_eq!(status[0].target_type(), "thin-pool");
     let (_, st) = c
         .table_status(DevId::Name(&pool), &StatusOptions::default())
         .unwrap();
     let dm = sh_ok(&format!("dmsetup status {pool}"));
     assert_eq!(
         dm.trim(),
-        format!("0 131072 thin-pool {}", st[0].params).trim()
+        format!("0 131072 thin-pool {}", st[0].params()).trim()
     );
     c.remove(DevId::Name(&thin), &RemoveOptions::default())
         .unwrap();

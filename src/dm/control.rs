@@ -1,13 +1,19 @@
 //! The control handle on `/dev/mapper/control` and every DM command.
 
+mod sync;
+
 use super::abi::{Command, Dev, DmFlags, DmIoctl, Version, CONTROL_PATH, HEADER_SIZE};
-use super::cookie::{self, Cookie, UdevFlags};
+use super::cookie::{self, UdevFlags};
 use super::decode::{self, DeviceInfo, TargetVersion};
 use super::encode::{self, DevId};
 use super::error::{DmError, ErrorKind, Result};
 use super::name_list::{DeviceEntry, NameList};
 use super::names::{validate_name, validate_uuid, NamePolicy};
 use super::node;
+use super::options::{
+    ControlOptions, CreateOptions, NodeMode, RemoveOptions, StatusKind, StatusOptions,
+    SuspendOptions,
+};
 use super::sys::{self, IoctlError};
 use super::table_line::TableLine;
 use super::{MAX_NAME_LEN, MAX_UUID_LEN};
@@ -21,95 +27,6 @@ use std::time::Duration;
 pub(crate) const INITIAL_BUFFER: usize = 16 * 1024;
 /// The buffer never grows past this.
 pub(crate) const MAX_BUFFER: usize = 64 * 1024 * 1024;
-
-/// Who makes `/dev/mapper/<name>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeMode {
-    /// udev does, and we wait for it through cookies (at most `timeout`).
-    Udev {
-        /// Longest wait for udev per operation.
-        timeout: Duration,
-    },
-    /// We create and remove the nodes ourselves.
-    Direct,
-    /// Beside a running udev, without its sync: every uevent carries
-    /// [`UdevFlags::BYPASS`], so the dm rules skip the device (no symlinks,
-    /// no blkid, no inotify watch), and we make and remove the nodes as in
-    /// `Direct`. No cookie is waited for; nothing of udev's can hold the
-    /// device. For devices nothing else on the host needs to see through
-    /// udev (container layers); `/dev/disk/by-*` links are not made.
-    Bypass,
-    /// Nobody: only `/dev/dm-<minor>` (devtmpfs) exists.
-    None,
-}
-
-/// Settings for [`Control::open_with`].
-#[derive(Clone, Copy, Debug)]
-pub struct ControlOptions {
-    /// Node handling; `None` picks `Udev` when udev runs, `Direct` otherwise.
-    pub nodes: Option<NodeMode>,
-    /// Character rules for names and uuids.
-    pub name_policy: NamePolicy,
-}
-
-impl Default for ControlOptions {
-    fn default() -> Self {
-        ControlOptions {
-            nodes: None,
-            name_policy: NamePolicy::UdevSafe,
-        }
-    }
-}
-
-/// Options for [`Control::create`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CreateOptions<'a> {
-    /// Device uuid.
-    pub uuid: Option<&'a str>,
-    /// Ask for this minor number.
-    pub minor: Option<u32>,
-    /// Create it read-only.
-    pub read_only: bool,
-}
-
-/// Options for [`Control::remove`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RemoveOptions {
-    /// If the device is open, remove it when the last opener closes.
-    pub deferred: bool,
-    /// udev rule flags for the remove event.
-    pub udev_flags: UdevFlags,
-}
-
-/// Options for [`Control::suspend`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SuspendOptions {
-    /// Keep queued I/O queued instead of flushing it.
-    pub noflush: bool,
-    /// Do not freeze the filesystem on top.
-    pub skip_lockfs: bool,
-}
-
-/// What [`Control::table_status`] returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum StatusKind {
-    /// Each target's status line (`dmsetup status`).
-    #[default]
-    Info,
-    /// Each target's table line (`dmsetup table`).
-    Table,
-}
-
-/// Options for [`Control::table_status`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StatusOptions {
-    /// Status or table.
-    pub kind: StatusKind,
-    /// Report the inactive table instead of the live one.
-    pub inactive: bool,
-    /// Do not let the target flush (thin-pool: do not commit metadata first).
-    pub noflush: bool,
-}
 
 /// One ioctl to issue; see [`Control::run_ext`].
 struct Req<'a> {
@@ -387,76 +304,6 @@ impl Control {
 
     fn reply_payload(&self, command: Command, h: &DmIoctl) -> Result<&[u8]> {
         decode::payload(command, h, &self.buf)
-    }
-
-    /// Runs a command that may generate a uevent, under a udev cookie when udev runs.
-    fn run_with_cookie(
-        &mut self,
-        command: Command,
-        id: DevId<'_>,
-        flags: DmFlags,
-        udev_flags: UdevFlags,
-        customize: &dyn Fn(&mut DmIoctl),
-    ) -> Result<DmIoctl> {
-        self.payload_keep_or_clear(command);
-        let NodeMode::Udev { timeout } = self.nodes else {
-            // No udev sync, but the rule flags still travel (cookie value 0).
-            let mut rule_flags = udev_flags | UdevFlags::PRIMARY_SOURCE;
-            if self.nodes == NodeMode::Bypass {
-                rule_flags |= UdevFlags::BYPASS;
-            }
-            let ev = u32::from(rule_flags.bits()) << 16;
-            return self.run_ext(Req::new(command, Some(id), flags, ev, customize));
-        };
-        let cookie = Cookie::create()?;
-        cookie.inc()?;
-        let ev = cookie
-            .event_nr(udev_flags | UdevFlags::PRIMARY_SOURCE | UdevFlags::DISABLE_LIBRARY_FALLBACK);
-        let result = self.run_ext(Req::new(command, Some(id), flags, ev, customize));
-        let generated = matches!(&result, Ok(h) if DmFlags::from_bits_retain(h.flags).contains(DmFlags::UEVENT_GENERATED));
-        if !generated {
-            // No uevent will decrement it: take our count back so the wait ends.
-            let _ = cookie.dec();
-        }
-        let waited = cookie.wait(timeout);
-        let h = result?;
-        waited?;
-        Ok(h)
-    }
-
-    /// Whether this handle makes and removes `/dev/mapper` nodes itself.
-    fn makes_nodes(&self) -> bool {
-        matches!(self.nodes, NodeMode::Direct | NodeMode::Bypass)
-    }
-
-    fn payload_keep_or_clear(&mut self, command: Command) {
-        if command != Command::DevRename {
-            self.payload.clear();
-        }
-    }
-
-    /// Nodes after create: `/dev/mapper/<name>` when we manage nodes. The
-    /// kernel registers the disk (and devtmpfs its `/dev/dm-<minor>`) only on
-    /// the first table load, so nothing else is made here: a node made now
-    /// would not be devtmpfs's and would outlive the device.
-    fn after_create(&self, info: &DeviceInfo) -> Result<()> {
-        if self.makes_nodes() {
-            node::ensure_block_node(&node::mapper_path(info.name.as_str()), info.dev)?;
-        }
-        Ok(())
-    }
-
-    /// Nodes after resume: the mapper node, and `/dev/dm-<minor>` only where
-    /// /dev is not devtmpfs (checked once, on open) and nobody made it.
-    fn after_resume(&self, info: &DeviceInfo) -> Result<()> {
-        self.after_create(info)?;
-        if !self.dev_is_devtmpfs {
-            let dm_node = node::dm_node_path(info.dev);
-            if !dm_node.exists() {
-                node::ensure_block_node(&dm_node, info.dev)?;
-            }
-        }
-        Ok(())
     }
 
     // ----- commands -----

@@ -14,20 +14,22 @@ mod error;
 pub(crate) mod name_list;
 mod names;
 mod node;
+mod options;
 mod sys;
 mod table_line;
 
 pub use abi::{Command, Dev, DmFlags, Version};
-pub use control::{
-    Control, ControlOptions, CreateOptions, NodeMode, RemoveOptions, StatusKind, StatusOptions,
-    SuspendOptions,
-};
+pub use control::Control;
 pub use cookie::UdevFlags;
 pub use decode::{DeviceInfo, FixedStr, TargetVersion};
 pub use encode::DevId;
 pub use error::{DmError, ErrorKind, Result};
 pub use name_list::NameList;
 pub use names::NamePolicy;
+pub use options::{
+    ControlOptions, CreateOptions, NodeMode, RemoveOptions, StatusKind, StatusOptions,
+    SuspendOptions,
+};
 pub use table_line::{TableLine, TableLineError, MAX_TARGET_TYPE_LEN};
 
 pub(crate) use node::{dm_node_path, mapper_path};
