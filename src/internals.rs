@@ -7,4 +7,9 @@ pub use crate::dm::decode::{
     decode_deps, decode_header, decode_message_reply, decode_specs, decode_versions, device_info,
     payload,
 };
-pub use crate::dm::name_list::{name_list, DeviceEntry, NameListEntry};
+
+/// dm: a `DM_LIST_DEVICES` payload as a kernel of interface `version` wrote
+/// it (`Control::list_devices_view` makes these from its own replies).
+pub fn name_list(payload: &[u8], version: crate::dm::Version) -> crate::dm::NameList<'_> {
+    crate::dm::NameList::new(payload, version)
+}

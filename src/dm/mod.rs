@@ -11,7 +11,7 @@ mod cookie;
 pub(crate) mod decode;
 mod encode;
 mod error;
-pub(crate) mod name_list;
+pub mod name_list;
 mod names;
 mod node;
 mod options;

@@ -1,4 +1,7 @@
-//! The `DM_LIST_DEVICES` reply: [`NameList`], decoded lazily in place.
+//! The `DM_LIST_DEVICES` reply: [`NameList`] (also at `dm::NameList`),
+//! decoded lazily in place, and what it hands out: borrowed [`Entry`]s
+//! ([`NameList::iter`]), undecoded [`Record`]s ([`NameList::records`]) and
+//! owned [`DeviceEntry`]s ([`NameList::to_vec`], `Control::list_devices`).
 //!
 //! Each record is `dev: u64, next: u32`, the NUL-terminated name at offset
 //! 12, and then, 8-aligned, a trailer that depends on the interface version
@@ -51,7 +54,7 @@ impl Trailer {
 /// The strings borrow the buffer; only a name or uuid that is not UTF-8 is
 /// copied (invalid sequences become U+FFFD, as in [`DeviceEntry`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NameListEntry<'a> {
+pub struct Entry<'a> {
     /// Device number.
     pub dev: Dev,
     /// Device name.
@@ -62,7 +65,7 @@ pub struct NameListEntry<'a> {
     pub uuid: Option<Cow<'a, str>>,
 }
 
-impl NameListEntry<'_> {
+impl Entry<'_> {
     /// The owned entry, as [`NameList::to_vec`] and `Control::list_devices` return it.
     pub fn into_owned(self) -> DeviceEntry {
         DeviceEntry {
@@ -94,8 +97,8 @@ impl<'a> NameList<'a> {
 
     /// The entries in kernel order. A malformed record yields one error,
     /// after the entries before it, and ends the iteration.
-    pub fn iter(&self) -> NameListIter<'a> {
-        NameListIter {
+    pub fn iter(&self) -> Iter<'a> {
+        Iter {
             records: self.records(),
         }
     }
@@ -103,10 +106,10 @@ impl<'a> NameList<'a> {
     /// The records in kernel order, with nothing decoded but the device
     /// number: the cheapest walk, for callers that count devices or look at
     /// few names. Record bounds are checked here; a record's name and
-    /// trailer are checked when [`NameRecord::name_bytes`] or
-    /// [`NameRecord::entry`] reads them.
-    pub fn records(&self) -> NameRecords<'a> {
-        NameRecords {
+    /// trailer are checked when [`Record::name_bytes`] or
+    /// [`Record::entry`] reads them.
+    pub fn records(&self) -> Records<'a> {
+        Records {
             payload: self.payload,
             trailer: self.trailer,
             at: 0,
@@ -116,24 +119,22 @@ impl<'a> NameList<'a> {
 
     /// Every entry, owned; the first malformed record makes it an error.
     pub fn to_vec(&self) -> Result<Vec<DeviceEntry>> {
-        self.iter()
-            .map(|e| e.map(NameListEntry::into_owned))
-            .collect()
+        self.iter().map(|e| e.map(Entry::into_owned)).collect()
     }
 }
 
 impl<'a> IntoIterator for NameList<'a> {
-    type Item = Result<NameListEntry<'a>>;
-    type IntoIter = NameListIter<'a>;
-    fn into_iter(self) -> NameListIter<'a> {
+    type Item = Result<Entry<'a>>;
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
         self.iter()
     }
 }
 
 impl<'a> IntoIterator for &NameList<'a> {
-    type Item = Result<NameListEntry<'a>>;
-    type IntoIter = NameListIter<'a>;
-    fn into_iter(self) -> NameListIter<'a> {
+    type Item = Result<Entry<'a>>;
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
         self.iter()
     }
 }
@@ -151,7 +152,7 @@ enum IterState {
 /// One record of a `DM_LIST_DEVICES` payload, not yet decoded; see
 /// [`NameList::records`].
 #[derive(Clone, Copy, Debug)]
-pub struct NameRecord<'a> {
+pub struct Record<'a> {
     /// The record's bytes, from its start to the next record (or the end).
     record: &'a [u8],
     /// Where the record starts in the payload (the trailer is 8-aligned there).
@@ -160,7 +161,7 @@ pub struct NameRecord<'a> {
     trailer: Trailer,
 }
 
-impl<'a> NameRecord<'a> {
+impl<'a> Record<'a> {
     /// Device number.
     pub fn dev(&self) -> Dev {
         Dev::huge_decode(self.dev)
@@ -182,10 +183,10 @@ impl<'a> NameRecord<'a> {
     }
 
     /// The whole entry: name, event number and uuid, borrowed from the reply.
-    pub fn entry(&self) -> Result<NameListEntry<'a>> {
+    pub fn entry(&self) -> Result<Entry<'a>> {
         let (at, record) = (self.at, self.record);
         let (name, nul) = self.name_and_nul()?;
-        let mut entry = NameListEntry {
+        let mut entry = Entry {
             dev: self.dev(),
             name: lossy(name),
             event_nr: None,
@@ -220,22 +221,22 @@ impl<'a> NameRecord<'a> {
 /// [`NameList::records`]. A record that is cut short or points outside the
 /// reply yields one error and ends the iteration.
 #[derive(Clone, Debug)]
-pub struct NameRecords<'a> {
+pub struct Records<'a> {
     payload: &'a [u8],
     trailer: Trailer,
     at: usize,
     state: IterState,
 }
 
-impl<'a> NameRecords<'a> {
-    fn fail(&mut self, reason: String) -> Option<Result<NameRecord<'a>>> {
+impl<'a> Records<'a> {
+    fn fail(&mut self, reason: String) -> Option<Result<Record<'a>>> {
         self.state = IterState::Done;
         Some(malformed(Command::ListDevices, reason))
     }
 }
 
-impl<'a> Iterator for NameRecords<'a> {
-    type Item = Result<NameRecord<'a>>;
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<Record<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let payload = self.payload;
@@ -267,7 +268,7 @@ impl<'a> Iterator for NameRecords<'a> {
         } else {
             at.saturating_add(next).min(payload.len())
         };
-        let record = NameRecord {
+        let record = Record {
             record: &payload[at..end],
             at,
             dev,
@@ -285,16 +286,16 @@ impl<'a> Iterator for NameRecords<'a> {
     }
 }
 
-impl std::iter::FusedIterator for NameRecords<'_> {}
+impl std::iter::FusedIterator for Records<'_> {}
 
 /// Iterator over a `DM_LIST_DEVICES` payload; see [`NameList`].
 #[derive(Clone, Debug)]
-pub struct NameListIter<'a> {
-    records: NameRecords<'a>,
+pub struct Iter<'a> {
+    records: Records<'a>,
 }
 
-impl<'a> Iterator for NameListIter<'a> {
-    type Item = Result<NameListEntry<'a>>;
+impl<'a> Iterator for Iter<'a> {
+    type Item = Result<Entry<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let entry = self.records.next()?.and_then(|r| r.entry());
@@ -305,7 +306,7 @@ impl<'a> Iterator for NameListIter<'a> {
     }
 }
 
-impl std::iter::FusedIterator for NameListIter<'_> {}
+impl std::iter::FusedIterator for Iter<'_> {}
 
 /// One entry of `DM_LIST_DEVICES`, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -318,13 +319,6 @@ pub struct DeviceEntry {
     pub event_nr: Option<u32>,
     /// Uuid, when the kernel returns uuids (interface 4.45 and later) and the device has one.
     pub uuid: Option<String>,
-}
-
-/// A `DM_LIST_DEVICES` payload as a kernel of interface `version` wrote it
-/// (for the fuzz targets and benches, through `crate::internals`).
-#[cfg(any(fuzzing, feature = "internals"))]
-pub fn name_list(payload: &[u8], version: Version) -> NameList<'_> {
-    NameList::new(payload, version)
 }
 
 #[cfg(test)]

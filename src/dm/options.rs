@@ -25,7 +25,7 @@ pub enum NodeMode {
     None,
 }
 
-/// Settings for [`Control::open_with`].
+/// Settings for [`Control::open_with`](super::Control::open_with).
 #[derive(Clone, Copy, Debug)]
 pub struct ControlOptions {
     /// Node handling; `None` picks `Udev` when udev runs, `Direct` otherwise.
@@ -43,7 +43,7 @@ impl Default for ControlOptions {
     }
 }
 
-/// Options for [`Control::create`].
+/// Options for [`Control::create`](super::Control::create).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CreateOptions<'a> {
     /// Device uuid.
@@ -54,7 +54,7 @@ pub struct CreateOptions<'a> {
     pub read_only: bool,
 }
 
-/// Options for [`Control::remove`].
+/// Options for [`Control::remove`](super::Control::remove).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RemoveOptions {
     /// If the device is open, remove it when the last opener closes.
@@ -63,7 +63,7 @@ pub struct RemoveOptions {
     pub udev_flags: UdevFlags,
 }
 
-/// Options for [`Control::suspend`].
+/// Options for [`Control::suspend`](super::Control::suspend).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SuspendOptions {
     /// Keep queued I/O queued instead of flushing it.
@@ -72,7 +72,7 @@ pub struct SuspendOptions {
     pub skip_lockfs: bool,
 }
 
-/// What [`Control::table_status`] returns.
+/// What [`Control::table_status`](super::Control::table_status) returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StatusKind {
     /// Each target's status line (`dmsetup status`).
@@ -82,7 +82,7 @@ pub enum StatusKind {
     Table,
 }
 
-/// Options for [`Control::table_status`].
+/// Options for [`Control::table_status`](super::Control::table_status).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StatusOptions {
     /// Status or table.

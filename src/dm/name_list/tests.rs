@@ -138,17 +138,17 @@ fn borrowed_name_list_matches_golden_bytes() {
         ])
     );
     let list = NameList::new(&g, NEW);
-    let entries: Vec<NameListEntry<'_>> = list.iter().map(|e| e.unwrap()).collect();
+    let entries: Vec<Entry<'_>> = list.iter().map(|e| e.unwrap()).collect();
     assert_eq!(
         entries,
         vec![
-            NameListEntry {
+            Entry {
                 dev: Dev::new(253, 0),
                 name: Cow::Borrowed("pool"),
                 event_nr: Some(3),
                 uuid: Some(Cow::Borrowed("UUID-1")),
             },
-            NameListEntry {
+            Entry {
                 dev: Dev::new(253, 1),
                 name: Cow::Borrowed("thin"),
                 event_nr: Some(0),
@@ -258,9 +258,9 @@ fn borrowed_name_list_non_utf8_is_lossy_like_the_owned_decoder() {
 fn record_walk_decodes_only_what_is_asked_for() {
     let g = golden_name_list();
     let list = NameList::new(&g, NEW);
-    let records: Vec<NameRecord<'_>> = list.records().map(|r| r.unwrap()).collect();
+    let records: Vec<Record<'_>> = list.records().map(|r| r.unwrap()).collect();
     assert_eq!(
-        records.iter().map(NameRecord::dev).collect::<Vec<_>>(),
+        records.iter().map(Record::dev).collect::<Vec<_>>(),
         [Dev::new(253, 0), Dev::new(253, 1)]
     );
     assert_eq!(records[0].name_bytes().unwrap(), b"pool");
