@@ -465,8 +465,8 @@ fn consume_list(list: dmthin::dm::NameList<'_>) -> usize {
     sink
 }
 
-/// dmthin's decoding of a LIST_DEVICES or TABLE_STATUS reply (its public
-/// codec and status parser), applied to the floor's buffer.
+/// dmthin's decoding of a LIST_DEVICES or TABLE_STATUS reply (its decoders,
+/// through `dmthin::internals`, and status parser), applied to the floor's buffer.
 fn decode_reply(req: &Req) -> usize {
     use dmthin::dm::{Command, Version};
     use dmthin::internals as codec;

@@ -93,7 +93,7 @@ fn malformed_name_lists_are_errors() {
     assert!(decode_name_list(&unterminated, OLD).is_err());
 }
 
-/// Two records exactly as a 4.38+ kernel writes them (native endian).
+/// Two records exactly as a 4.45+ kernel writes them (native endian).
 fn golden_name_list() -> Vec<u8> {
     let mut g = Vec::new();
     // Record 0: 253:0 "pool", event 3, uuid "UUID-1"; 40 bytes.
