@@ -379,8 +379,7 @@ impl Control {
         let minor = options.minor;
         let set_uuid_and_minor = |h: &mut DmIoctl| {
             if let Some(u) = uuid {
-                let n = u.len().min(h.uuid.len() - 1);
-                h.uuid[..n].copy_from_slice(&u.as_bytes()[..n]);
+                encode::copy_str_into(&mut h.uuid, u);
             }
             if let Some(m) = minor {
                 h.dev = Dev::new(0, m).huge_encode();

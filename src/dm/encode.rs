@@ -29,7 +29,8 @@ impl std::fmt::Display for DevId<'_> {
     }
 }
 
-fn copy_str_into(dst: &mut [u8], s: &str) {
+/// Copies `s` into a NUL-padded field, cut to leave room for the NUL.
+pub(crate) fn copy_str_into(dst: &mut [u8], s: &str) {
     let n = s.len().min(dst.len().saturating_sub(1));
     dst[..n].copy_from_slice(&s.as_bytes()[..n]);
 }
