@@ -256,12 +256,7 @@ fn flakey_line(dev: &str, sectors: u64, failing: bool) -> Vec<TableLine> {
     } else {
         format!("{} 0 1 0", majmin(dev))
     };
-    vec![TableLine {
-        start: 0,
-        length: sectors,
-        target_type: "flakey".into(),
-        params,
-    }]
+    vec![TableLine::new(0, sectors, "flakey", params).unwrap()]
 }
 
 #[test]
