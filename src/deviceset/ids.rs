@@ -8,14 +8,11 @@
 
 use std::fmt;
 
-/// Longest device-mapper device name, in bytes (`DM_NAME_LEN` minus the NUL).
-pub const KERNEL_NAME_MAX: usize = 127;
-
-/// Largest thin id the pool accepts (`create_thin` takes 24 bits).
-pub const THIN_ID_MAX: u32 = 0xFF_FFFF;
+use crate::dm::abi::NAME_LEN;
+use crate::target::ThinId;
 
 /// Number of thin ids in the 24-bit space.
-const THIN_ID_COUNT: usize = THIN_ID_MAX as usize + 1;
+const THIN_ID_COUNT: usize = ThinId::MAX.get() as usize + 1;
 const WORDS: usize = THIN_ID_COUNT / 64;
 
 /// Why a device id or thin id was refused.
@@ -53,8 +50,8 @@ pub enum IdError {
         /// The limit in bytes.
         max: usize,
     },
-    /// A thin id outside `0..=THIN_ID_MAX`.
-    #[error("thin id {id} is out of range: the pool's limit is {max}", max = THIN_ID_MAX)]
+    /// A thin id outside `0..=ThinId::MAX`.
+    #[error("thin id {id} is out of range: the pool's limit is {max}", max = ThinId::MAX)]
     ThinIdOutOfRange {
         /// The refused thin id.
         id: u64,
@@ -68,7 +65,8 @@ pub fn is_id_char(c: char) -> bool {
 
 /// The longest id that fits after `prefix` in a kernel device name.
 pub fn max_id_len_for_prefix(prefix: &str) -> usize {
-    KERNEL_NAME_MAX.saturating_sub(prefix.len())
+    // The longest device-mapper name is `DM_NAME_LEN` less the NUL.
+    (NAME_LEN - 1).saturating_sub(prefix.len())
 }
 
 /// Checks a device id: non-empty, only `[A-Za-z0-9_.:-]`, not `.` or `..`, and
@@ -102,7 +100,7 @@ pub fn validate_device_id(id: &str, max_len: usize) -> Result<(), IdError> {
 
 /// Checks that a thin id lies in the pool's 24-bit space.
 pub fn validate_thin_id(id: u64) -> Result<u32, IdError> {
-    if id <= u64::from(THIN_ID_MAX) {
+    if id <= u64::from(ThinId::MAX.get()) {
         // Lossless: id <= 0xFFFFFF.
         Ok(id as u32)
     } else {
@@ -172,6 +170,7 @@ impl ThinIdAllocator {
     }
 
     /// Whether `id` is used. Ids outside the 24-bit space are never used.
+    #[cfg(test)]
     pub fn is_used(&self, id: u32) -> bool {
         match Self::slot(id) {
             Ok((w, bit)) => self.words[w] & bit != 0,
@@ -180,6 +179,7 @@ impl ThinIdAllocator {
     }
 
     /// How many ids are used.
+    #[cfg(test)]
     pub fn used_count(&self) -> usize {
         self.used
     }
@@ -189,14 +189,14 @@ impl ThinIdAllocator {
         THIN_ID_COUNT - self.used
     }
 
-    /// The first free id at or after `hint`, wrapping past [`THIN_ID_MAX`] to 0,
+    /// The first free id at or after `hint`, wrapping past [`ThinId::MAX`] to 0,
     /// without marking it. `None` when every id is used. A `hint` beyond the
     /// space wraps to 0.
     pub fn next_free(&self, hint: u32) -> Option<u32> {
         if self.used >= THIN_ID_COUNT {
             return None;
         }
-        let hint = if hint > THIN_ID_MAX { 0 } else { hint };
+        let hint = if hint > ThinId::MAX.get() { 0 } else { hint };
         let start_word = (hint / 64) as usize;
         let start_bit = hint % 64;
         // Free bits at or after the hint within its word.

@@ -54,7 +54,6 @@ fn holder(pid: Option<u32>) -> String {
 #[derive(Debug)]
 pub struct SetLock {
     file: Flock<File>,
-    path: PathBuf,
 }
 
 impl SetLock {
@@ -99,12 +98,7 @@ impl SetLock {
         file.set_len(0)
             .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
             .map_err(io_err("write pid to lock file", &path))?;
-        Ok(SetLock { file, path })
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(SetLock { file })
     }
 }
 
