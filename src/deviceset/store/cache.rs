@@ -199,7 +199,6 @@ impl CacheReader {
 }
 
 impl MetadataStore {
-
     /// Replaces the record cache, leaving out files changed in the last
     /// [`CACHE_SETTLE_SECS`]. Best effort: failures are logged.
     pub(super) fn write_cache(

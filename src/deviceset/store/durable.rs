@@ -169,3 +169,17 @@ pub(super) fn ensure_private_dir(dir: &Path, parent: &Path) -> Result<(), StoreE
         Err(e) => Err(io_err("create directory", dir)(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_names() {
+        assert!(is_quarantined("a.json.corrupt"));
+        assert!(is_quarantined("a.json.corrupt.12"));
+        assert!(!is_quarantined("a.corrupt.json"));
+        assert!(!is_quarantined("a.json.corrupt."));
+        assert!(!is_quarantined("a.json.corrupt.x"));
+    }
+}

@@ -59,11 +59,9 @@ use durable::{ensure_private_dir, is_quarantined, open_dir, remove_durably, TEMP
 use read::{read_record_at, read_record_file};
 use records::{parse, to_json, TransactionState};
 
-pub use error::{LoadReport, ProblemReason, RecordProblem, StoreError};
-pub use records::{
-    DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord,
-};
 use error::io_err;
+pub use error::{LoadReport, ProblemReason, RecordProblem, StoreError};
+pub use records::{DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord};
 
 /// The newest format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -490,3 +488,6 @@ impl MetadataStore {
         Ok(entries)
     }
 }
+
+#[cfg(test)]
+mod tests;

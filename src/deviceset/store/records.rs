@@ -346,3 +346,44 @@ pub(super) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProblemReaso
         Category::Syntax | Category::Io => ProblemReason::NotJson(e.to_string()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_classifies() {
+        assert!(matches!(
+            parse::<DeviceRecord>(b""),
+            Err(ProblemReason::Empty)
+        ));
+        assert!(matches!(
+            parse::<DeviceRecord>(b"{\"id\": \"a\""),
+            Err(ProblemReason::Truncated(_))
+        ));
+        assert!(matches!(
+            parse::<DeviceRecord>(b"\0\0\0"),
+            Err(ProblemReason::NotJson(_))
+        ));
+        assert!(matches!(
+            parse::<DeviceRecord>(b"{\"id\": 3}"),
+            Err(ProblemReason::WrongShape(_))
+        ));
+    }
+
+    #[test]
+    fn record_validation() {
+        let mut r = DeviceRecord::new("a", None, 1, 4096);
+        assert!(r.validate(64).is_ok());
+        r.size = 100;
+        assert!(r.validate(64).unwrap_err().contains("size 100"));
+        r.size = 4096;
+        r.thin_id = ThinId::MAX.get() + 1;
+        assert!(r.validate(64).unwrap_err().contains("24-bit"));
+        r.thin_id = 1;
+        r.parent = Some("a".into());
+        assert!(r.validate(64).unwrap_err().contains("own parent"));
+        r.parent = Some("../b".into());
+        assert!(r.validate(64).unwrap_err().starts_with("parent:"));
+    }
+}
