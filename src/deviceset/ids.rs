@@ -243,7 +243,8 @@ mod tests {
         assert!(max >= 64, "max {max}");
         assert_eq!(SHA.len(), 64);
         validate_device_id(SHA, max).unwrap();
-        assert!(prefix.len() + SHA.len() <= NAME_LEN - 1);
+        // The name and its NUL fit in `DM_NAME_LEN`.
+        assert!(prefix.len() + SHA.len() < NAME_LEN);
     }
 
     #[test]
@@ -309,7 +310,7 @@ mod tests {
         let max = max_id_len_for_prefix(&prefix);
         assert_eq!(max, MAX_ID);
         validate_device_id(SHA, max).unwrap();
-        assert!((prefix + SHA).len() <= NAME_LEN - 1);
+        assert!((prefix + SHA).len() < NAME_LEN);
     }
 
     #[test]

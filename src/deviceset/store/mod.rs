@@ -45,7 +45,6 @@ mod read;
 mod records;
 
 use std::fs::{self, File};
-use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,7 +55,7 @@ use serde::Deserialize;
 use super::ids::validate_device_id;
 use cache::{CacheReader, FileStamp, CACHE_FILE, CACHE_REWRITE_MIN_MISSES};
 use durable::{ensure_private_dir, is_quarantined, open_dir, remove_durably, TEMP_PREFIX};
-use read::{read_record_at, read_record_file};
+use read::{read_if_exists, read_record_at};
 use records::{parse, to_json, TransactionState};
 
 use error::io_err;
@@ -182,14 +181,12 @@ impl MetadataStore {
     #[cfg(test)]
     pub fn read_device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let path = self.device_path(id)?;
-        match read_record_file(&path) {
-            Ok(bytes) => self
-                .parse_device(id, &bytes)
-                .map(Some)
-                .map_err(|reason| StoreError::Corrupt { path, reason }),
-            Err(ProblemReason::Unreadable(e)) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(reason) => Err(StoreError::Corrupt { path, reason }),
-        }
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(None);
+        };
+        self.parse_device(id, &bytes)
+            .map(Some)
+            .map_err(|reason| StoreError::Corrupt { path, reason })
     }
 
     /// Durably writes (creates or replaces) the set record.
@@ -210,12 +207,8 @@ impl MetadataStore {
     /// [`StoreError::UnsupportedVersion`].
     pub fn read_set(&self) -> Result<Option<SetRecord>, StoreError> {
         let path = self.set_path();
-        let bytes = match read_record_file(&path) {
-            Ok(bytes) => bytes,
-            Err(ProblemReason::Unreadable(e)) if e.kind() == ErrorKind::NotFound => {
-                return Ok(None)
-            }
-            Err(reason) => return Err(StoreError::Corrupt { path, reason }),
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(None);
         };
         #[derive(Deserialize)]
         struct Version {
@@ -322,12 +315,8 @@ impl MetadataStore {
 
     fn transaction_state(&self) -> Result<Option<TransactionState>, StoreError> {
         let path = self.transaction_path();
-        let bytes = match read_record_file(&path) {
-            Ok(bytes) => bytes,
-            Err(ProblemReason::Unreadable(e)) if e.kind() == ErrorKind::NotFound => {
-                return Ok(None)
-            }
-            Err(reason) => return Err(StoreError::Corrupt { path, reason }),
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(None);
         };
         let corrupt = |reason| StoreError::Corrupt {
             path: path.clone(),

@@ -8,14 +8,27 @@ use std::path::Path;
 use nix::fcntl::OFlag;
 
 use super::cache::FileStamp;
-use super::error::ProblemReason;
+use super::error::{ProblemReason, StoreError};
 use super::MAX_RECORD_BYTES;
 
 /// First read size for a record file; records are a few hundred bytes.
 const READ_CHUNK: usize = 16 << 10;
 
+/// Reads a record file that may not exist yet, as [`read_record_file`]:
+/// `Ok(None)` if there is none, [`StoreError::Corrupt`] if it cannot be read.
+pub(super) fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match read_record_file(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ProblemReason::Unreadable(e)) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(reason) => Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        }),
+    }
+}
+
 /// Reads a record file: no symlinks, regular files only, bounded size.
-pub(super) fn read_record_file(path: &Path) -> Result<Vec<u8>, ProblemReason> {
+fn read_record_file(path: &Path) -> Result<Vec<u8>, ProblemReason> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
