@@ -31,8 +31,9 @@
 //! ctime, so a stale or damaged cache costs time, never correctness. The
 //! cache is rewritten (without fsync: it is only an optimisation) when many
 //! records had to be read, and holds only files whose ctime is at least
-//! [`CACHE_SETTLE_SECS`] older than the cache, so a file changed within one
-//! timestamp tick of being cached cannot be mistaken for the cached one.
+//! [`CACHE_SETTLE_SECS`](cache::CACHE_SETTLE_SECS) older than the cache, so
+//! a file changed within one timestamp tick of being cached cannot be
+//! mistaken for the cached one.
 //!
 //! The store may be shared between threads. [`MetadataStore::load_all`]
 //! removes temp files left by earlier processes (never by this store), so it
