@@ -56,10 +56,10 @@ use serde::Deserialize;
 use super::ids::validate_device_id;
 use cache::{CacheReader, FileStamp, CACHE_FILE, CACHE_REWRITE_MIN_MISSES};
 use durable::{ensure_private_dir, is_quarantined, open_dir, remove_durably, TEMP_PREFIX};
+use error::io_err;
 use read::{read_if_exists, read_record_at};
 use records::{parse, to_json, TransactionState};
 
-use error::io_err;
 pub use error::{LoadReport, ProblemReason, RecordProblem, StoreError};
 pub use records::{DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord};
 
