@@ -13,3 +13,7 @@ pub use crate::dm::decode::{
 pub fn name_list(payload: &[u8], version: crate::dm::Version) -> crate::dm::NameList<'_> {
     crate::dm::NameList::new(payload, version)
 }
+
+// deviceset: the metadata store (benches/store.rs; benches/compare writes
+// device records directly to populate a big set).
+pub use crate::deviceset::store::{DeviceRecord, MetadataStore};

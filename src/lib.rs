@@ -13,6 +13,8 @@ pub mod deviceset;
 pub mod dm;
 pub mod loopdev;
 mod retry;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 /// Crate internals for the fuzz targets and benches only: compiled in under
 /// cargo-fuzz (`cfg(fuzzing)`) or with the `internals` feature, never in a
