@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::dm::abi::NAME_LEN;
+use crate::dm::MAX_NAME_LEN;
 use crate::target::ThinId;
 
 /// Number of thin ids in the 24-bit space.
@@ -65,8 +65,7 @@ pub fn is_id_char(c: char) -> bool {
 
 /// The longest id that fits after `prefix` in a kernel device name.
 pub fn max_id_len_for_prefix(prefix: &str) -> usize {
-    // The longest device-mapper name is `DM_NAME_LEN` less the NUL.
-    (NAME_LEN - 1).saturating_sub(prefix.len())
+    MAX_NAME_LEN.saturating_sub(prefix.len())
 }
 
 /// Checks a device id: non-empty, only `[A-Za-z0-9_.:-]`, not `.` or `..`, and
@@ -243,8 +242,7 @@ mod tests {
         assert!(max >= 64, "max {max}");
         assert_eq!(SHA.len(), 64);
         validate_device_id(SHA, max).unwrap();
-        // The name and its NUL fit in `DM_NAME_LEN`.
-        assert!(prefix.len() + SHA.len() < NAME_LEN);
+        assert!(prefix.len() + SHA.len() <= MAX_NAME_LEN);
     }
 
     #[test]
@@ -301,7 +299,7 @@ mod tests {
 
     const THIN_ID_MAX: u32 = ThinId::MAX.get();
     /// The limit for the longest prefix the set can have.
-    const MAX_ID: usize = NAME_LEN - 1 - 50;
+    const MAX_ID: usize = MAX_NAME_LEN - 50;
 
     #[test]
     fn sha256_id_fits_worst_case_prefix() {
@@ -310,7 +308,7 @@ mod tests {
         let max = max_id_len_for_prefix(&prefix);
         assert_eq!(max, MAX_ID);
         validate_device_id(SHA, max).unwrap();
-        assert!((prefix + SHA).len() < NAME_LEN);
+        assert!((prefix + SHA).len() <= MAX_NAME_LEN);
     }
 
     #[test]

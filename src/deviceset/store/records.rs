@@ -12,7 +12,7 @@ use super::FORMAT_VERSION;
 use crate::deviceset::ids::validate_device_id;
 use crate::target::ThinId;
 
-const SECTOR: u64 = 512;
+use crate::dm::SECTOR_SIZE as SECTOR;
 const MIN_DATA_BLOCK: u64 = 64 << 10;
 const MAX_DATA_BLOCK: u64 = 1 << 30;
 
@@ -185,7 +185,7 @@ impl SetRecord {
         }
         let name = &self.pool_name;
         if name.is_empty()
-            || name.len() > crate::dm::abi::NAME_LEN - 1
+            || name.len() > crate::dm::MAX_NAME_LEN
             || name == "."
             || name == ".."
             || name.chars().any(|c| c == '/' || c.is_control())
