@@ -273,6 +273,11 @@ impl LoopControl {
 
 /// Pause between attach attempts: none after the first loss, then growing
 /// sleeps with jitter so racing callers spread out.
+///
+/// Not [`crate::retry::Backoff`]: that paces retries of one busy device in
+/// milliseconds, while each attempt here takes another free device, so the
+/// pause only has to break a tie between racing attachers (a yield, then
+/// tens of microseconds with jitter).
 fn backoff(attempt: u32) {
     if attempt == 0 {
         return;
