@@ -47,7 +47,7 @@ pub use zero_error::{ErrorTable, ZeroTable};
 /// `FromStr` for the tables whose text is just their parameters.
 macro_rules! from_str_via_params {
     ($($t:ty),*) => {$(
-        impl FromStr for $t {
+        impl std::str::FromStr for $t {
             type Err = TargetError;
             fn from_str(s: &str) -> Result<Self> {
                 <$t as TargetTable>::parse_params(s)
