@@ -16,30 +16,46 @@
 //! problem for anything else; none panics.
 
 mod args;
+mod delay;
 mod device;
 mod error;
+mod flakey;
+mod linear;
 mod message;
 mod pool;
-mod simple;
 mod status;
 mod thin;
+mod zero_error;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use delay::{DelayClass, DelayTable};
 pub use device::{DeviceRef, MAX_MAJOR, MAX_MINOR, MAX_PATH_LEN};
 pub use error::{Result, TargetError, SNIPPET_MAX};
+pub use flakey::{CorruptBioByte, Direction, FlakeyFeatures, FlakeyTable, WriteFault};
+pub use linear::LinearTable;
 pub use message::PoolMessage;
 pub use pool::{BlockSize, PoolFeatures, ThinPoolTable};
-pub use simple::{
-    CorruptBioByte, DelayClass, DelayTable, Direction, ErrorTable, FlakeyFeatures, FlakeyTable,
-    LinearTable, WriteFault, ZeroTable,
-};
 pub use status::{
     DiscardMode, NoSpacePolicy, PoolMode, PoolStatus, PoolUsageBytes, ThinPoolStatus, ThinStatus,
     ThinUsage, METADATA_BLOCK_BYTES,
 };
 pub use thin::{ThinId, ThinTable};
+pub use zero_error::{ErrorTable, ZeroTable};
+
+/// `FromStr` for the tables whose text is just their parameters.
+macro_rules! from_str_via_params {
+    ($($t:ty),*) => {$(
+        impl std::str::FromStr for $t {
+            type Err = TargetError;
+            fn from_str(s: &str) -> Result<Self> {
+                <$t as TargetTable>::parse_params(s)
+            }
+        }
+    )*};
+}
+from_str_via_params!(LinearTable, ZeroTable, ErrorTable, FlakeyTable, DelayTable);
 
 use crate::dm::TableLineError;
 use error::snippet;
@@ -371,11 +387,11 @@ mod tests {
         prop_oneof![
             pool::tests::pool_strategy().prop_map(Target::ThinPool),
             thin::tests::thin_strategy().prop_map(Target::Thin),
-            simple::tests::linear_strategy().prop_map(Target::Linear),
+            linear::tests::linear_strategy().prop_map(Target::Linear),
             Just(Target::Zero(ZeroTable)),
             Just(Target::Error(ErrorTable)),
-            simple::tests::flakey_strategy().prop_map(Target::Flakey),
-            simple::tests::delay_strategy().prop_map(Target::Delay),
+            flakey::tests::flakey_strategy().prop_map(Target::Flakey),
+            delay::tests::delay_strategy().prop_map(Target::Delay),
         ]
     }
 

@@ -352,14 +352,10 @@ impl TargetTable for ThinPoolTable {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::device::tests::device_strategy;
+    use super::super::device::tests::{device_strategy, mm};
     use super::super::TableLine;
     use super::*;
     use proptest::prelude::*;
-
-    fn mm(a: u32, b: u32) -> DeviceRef {
-        DeviceRef::MajorMinor(a, b)
-    }
 
     #[test]
     fn block_size_rules() {
