@@ -7,7 +7,6 @@
 //!   module that issues DM ioctls.
 //! - [`loopdev`]: loop devices through the `LOOP_*` ioctls.
 //! - [`target`]: target tables, messages and status lines; pure functions, no I/O.
-#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod deviceset;
 pub mod dm;

@@ -1,6 +1,7 @@
 //! The only unsafe code of the dm layer: the DM ioctl itself and the SysV
 //! semaphore calls behind udev cookies. Everything else in `dm` is safe code
 //! calling these.
+#![allow(unsafe_code)]
 
 use super::abi::{Command, HEADER_SIZE};
 use nix::errno::Errno;

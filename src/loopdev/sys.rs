@@ -2,6 +2,7 @@
 //! ioctls carry, the ioctl numbers and thin wrappers around each ioctl.
 //!
 //! Every `unsafe` block of the loop layer lives in this file, one per ioctl.
+#![allow(unsafe_code)]
 
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd};
