@@ -68,10 +68,12 @@ suite_kernel() {
     lists=$apt_dir/lists
     mkdir -p -- "$lists/partial" "$apt_dir/archives/partial" "$apt_dir/cache"
     apt_opts=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o Dir::Etc::sourceparts=-
-        -o "Dir::State::Lists=$lists" -o "Dir::Cache=$apt_dir/cache"
+        -o "Dir::State::Lists=$lists" -o "Dir::State::status=$apt_dir/status" -o "Dir::Cache=$apt_dir/cache"
         -o "Dir::Cache::Archives=$apt_dir/archives" -o APT::Sandbox::User=root)
     exec 8>"$kdir/.lock-$suite"
     flock 8
+    # an empty dpkg status: the host's installed kernel must not win
+    : >"$apt_dir/status"
     printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' \
         "$(host_mirror)" "$suite" >"$apt_dir/sources.list"
     # The package lists are refreshed once a day; the kernels stay cached.
