@@ -47,12 +47,14 @@ host_suite() {
     ) || true
 }
 
-# The host's Debian mirror (deb822 sources first, then the one-line format).
+# The host's Debian mirror: the first .../debian URI of its apt sources
+# (deb822 debian.sources, then the one-line sources.list), else deb.debian.org.
 host_mirror() {
     local uri
-    uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    uri=$(awk '$1 == "URIs:" { for (i = 2; i <= NF; i++) if ($i ~ /\/debian\/?$/) { print $i; exit } }' \
+        /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
     [[ -n $uri ]] ||
-        uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
+        uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\/.*\/debian\/?$/) { print $i; exit } }' \
             /etc/apt/sources.list 2>/dev/null || true)
     echo "${uri:-http://deb.debian.org/debian}"
 }
