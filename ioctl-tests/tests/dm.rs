@@ -6,6 +6,7 @@ use dmthin::dm::{
     StatusKind, StatusOptions, SuspendOptions, UdevFlags,
 };
 use dmthin::target::TableLine;
+use dmthin_ioctl_tests::{sh, sh_ok};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,23 +20,6 @@ fn udev_mode() -> bool {
 
 fn ctl() -> Control {
     Control::open().expect("open /dev/mapper/control")
-}
-
-fn sh(cmd: &str) -> (bool, String) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("run sh");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn sh_ok(cmd: &str) -> String {
-    let (ok, text) = sh(cmd);
-    assert!(ok, "`{cmd}` failed: {text}");
-    text
 }
 
 fn line(start: u64, length: u64, tt: &str, params: &str) -> TableLine {
