@@ -346,7 +346,8 @@ pub(crate) fn seal_blocks(bytes: &mut [u8]) {
     }
 }
 
-/// Rewrites one block's self block number and checksum (see [`seal_blocks`]).
+/// Rewrites one block's self block number and checksum: block 0 as a
+/// superblock, btree nodes by their flags, anything else as a bitmap.
 #[cfg(any(test, fuzzing, feature = "internals"))]
 pub(crate) fn seal_block(b: &mut [u8], nr: u64) {
     let xor = match (nr, le32(b, 4)) {
@@ -354,6 +355,12 @@ pub(crate) fn seal_block(b: &mut [u8], nr: u64) {
         (_, 1 | 2) => block::BTREE_XOR,
         _ => block::BITMAP_XOR,
     };
+    seal_block_as(b, nr, xor);
+}
+
+/// Rewrites one block's self block number and its checksum with salt `xor`.
+#[cfg(any(test, fuzzing, feature = "internals"))]
+pub(crate) fn seal_block_as(b: &mut [u8], nr: u64, xor: u32) {
     if let Some(n) = b.get_mut(8..16) {
         n.copy_from_slice(&nr.to_le_bytes());
     }
