@@ -15,7 +15,7 @@ pub(crate) const BTREE_XOR: u32 = 121_107;
 pub(crate) const BITMAP_XOR: u32 = 240_779;
 
 /// The superblock magic ("27022010").
-const MAGIC: u64 = 27_022_010;
+pub(crate) const MAGIC: u64 = 27_022_010;
 
 /// Source of metadata bytes read at absolute offsets: a `File` (positioned
 /// reads, no shared cursor) or a byte slice (tests, fuzzing).

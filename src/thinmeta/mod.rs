@@ -18,6 +18,8 @@
 mod block;
 mod btree;
 mod crc;
+#[cfg(any(test, fuzzing, feature = "internals"))]
+pub(crate) mod seal;
 mod usage;
 
 #[cfg(test)]
@@ -29,8 +31,10 @@ mod tests_gen;
 
 use std::collections::BTreeMap;
 
-pub use block::{ReadAt, BLOCK_SIZE};
 use block::{le32, le64, Blocks, Superblock};
+pub use block::{ReadAt, BLOCK_SIZE};
+#[cfg(test)]
+use seal::{seal_block, seal_block_as, seal_blocks};
 use usage::Mappings;
 
 /// Result of reading thin metadata.
@@ -94,7 +98,9 @@ pub enum Problem {
     NodeFlags(u32),
     #[error("btree node value size {found}, expected {expected}")]
     ValueSize { found: u32, expected: usize },
-    #[error("btree node max_entries {max_entries} with value size {value_size} overflows the block")]
+    #[error(
+        "btree node max_entries {max_entries} with value size {value_size} overflows the block"
+    )]
     NodeLayout { max_entries: u32, value_size: u32 },
     #[error("btree node holds {nr_entries} entries but has room for {max_entries}")]
     TooManyEntries { nr_entries: u32, max_entries: u32 },
@@ -113,7 +119,10 @@ pub enum Problem {
     #[error("btree node reached twice in one tree")]
     Revisited,
     #[error("maps data block {data_block}, past the data device's {nr_data_blocks} blocks")]
-    DataBlockOutOfRange { data_block: u64, nr_data_blocks: u64 },
+    DataBlockOutOfRange {
+        data_block: u64,
+        nr_data_blocks: u64,
+    },
     #[error("thin id {0} out of range")]
     ThinId(u64),
     #[error("thin {0} is in the device-details tree but not in the mapping tree")]
@@ -281,10 +290,11 @@ impl<R: ReadAt> Metadata<R> {
             block: top_root,
             problem,
         };
-        if let Some(&id) = tops
-            .keys()
-            .find(|&&id| self.devices.binary_search_by_key(&id, |d| d.thin_id).is_err())
-        {
+        if let Some(&id) = tops.keys().find(|&&id| {
+            self.devices
+                .binary_search_by_key(&id, |d| d.thin_id)
+                .is_err()
+        }) {
             return Err(missing(Problem::MissingDetails(id)));
         }
         let mut mappings = Mappings::new(&self.blocks, sm.nr_blocks);
@@ -333,39 +343,4 @@ fn thin_id(block: u64, key: u64) -> Result<u32> {
         });
     }
     Ok(key as u32)
-}
-
-/// Rewrites the checksum and self block number of every whole 4 KiB block
-/// in `bytes` (block 0 as a superblock, btree nodes by their flags, anything
-/// else as a space-map bitmap), so that tests and the fuzz target can reach
-/// the checks past the checksum.
-#[cfg(any(test, fuzzing, feature = "internals"))]
-pub(crate) fn seal_blocks(bytes: &mut [u8]) {
-    for (nr, b) in bytes.chunks_exact_mut(BLOCK_SIZE).enumerate() {
-        seal_block(b, nr as u64);
-    }
-}
-
-/// Rewrites one block's self block number and checksum: block 0 as a
-/// superblock, btree nodes by their flags, anything else as a bitmap.
-#[cfg(any(test, fuzzing, feature = "internals"))]
-pub(crate) fn seal_block(b: &mut [u8], nr: u64) {
-    let xor = match (nr, le32(b, 4)) {
-        (0, _) => block::SUPERBLOCK_XOR,
-        (_, 1 | 2) => block::BTREE_XOR,
-        _ => block::BITMAP_XOR,
-    };
-    seal_block_as(b, nr, xor);
-}
-
-/// Rewrites one block's self block number and its checksum with salt `xor`.
-#[cfg(any(test, fuzzing, feature = "internals"))]
-pub(crate) fn seal_block_as(b: &mut [u8], nr: u64, xor: u32) {
-    if let Some(n) = b.get_mut(8..16) {
-        n.copy_from_slice(&nr.to_le_bytes());
-    }
-    let sum = block::expected_checksum(b, xor);
-    if let Some(c) = b.get_mut(0..4) {
-        c.copy_from_slice(&sum.to_le_bytes());
-    }
 }

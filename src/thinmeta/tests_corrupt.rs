@@ -66,7 +66,10 @@ fn truncated_device() {
     assert_eq!((block, problem), (details as u64, Problem::PastEnd));
     // Cut inside a block, too.
     let cut = &bytes[..details * BLOCK_SIZE + 100];
-    assert_eq!(corrupt_at(Metadata::open(cut, Source::Live)).1, Problem::PastEnd);
+    assert_eq!(
+        corrupt_at(Metadata::open(cut, Source::Live)).1,
+        Problem::PastEnd
+    );
     assert_eq!(corrupt_at(Metadata::open(&bytes[..10], Source::Live)).0, 0);
     // Everything used present, the rest cut: the reader only needs those.
     assert!(open_usage(&bytes[..64 * BLOCK_SIZE]).is_ok());
@@ -130,7 +133,10 @@ fn wrong_self_block_number_and_pointer_outside() {
     seal_block(&mut bytes[..BLOCK_SIZE], 0);
     let (block, problem) = corrupt_at(Metadata::open(&bytes[..], Source::Live));
     assert_eq!(block, 1 << 40);
-    assert!(matches!(problem, Problem::OutsideDevice { .. }), "{problem}");
+    assert!(
+        matches!(problem, Problem::OutsideDevice { .. }),
+        "{problem}"
+    );
 }
 
 #[test]
@@ -146,7 +152,13 @@ fn data_block_past_the_data_device() {
     let (block, problem) = corrupt_at(open_usage(&bytes));
     assert_eq!(block, leaf);
     assert!(
-        matches!(problem, Problem::DataBlockOutOfRange { data_block: 20_000, .. }),
+        matches!(
+            problem,
+            Problem::DataBlockOutOfRange {
+                data_block: 20_000,
+                ..
+            }
+        ),
         "{problem}"
     );
 }

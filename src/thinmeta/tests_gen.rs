@@ -191,7 +191,9 @@ fn tool(name: &str) -> Command {
 }
 
 fn run(mut cmd: Command) -> String {
-    let out = cmd.output().expect("running a thin-provisioning-tools command");
+    let out = cmd
+        .output()
+        .expect("running a thin-provisioning-tools command");
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
@@ -207,7 +209,8 @@ pub(super) fn restore(pool: &Pool, dir: &Path) -> PathBuf {
     let meta = dir.join("meta");
     let size = (8 << 20u64).max(pool.total_mappings() * 40 + (4 << 20));
     let f = std::fs::File::create(&meta).expect("create metadata file");
-    f.set_len(size.next_multiple_of(4096)).expect("size metadata file");
+    f.set_len(size.next_multiple_of(4096))
+        .expect("size metadata file");
     let mut cmd = tool("thin_restore");
     cmd.arg("-i").arg(&xml).arg("-o").arg(&meta);
     run(cmd);
