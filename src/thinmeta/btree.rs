@@ -148,6 +148,9 @@ pub(crate) fn check_range(n: &Node, range: KeyRange) -> Result<()> {
     }
 }
 
+/// Called for every leaf entry: the leaf, the key, the value.
+pub(crate) type LeafFn<'a> = dyn FnMut(&Node, u64, &[u8]) -> Result<()> + 'a;
+
 /// Walks the tree at `root` in key order, calling `f(leaf, key, value)` for
 /// every leaf entry. For trees whose nodes are never shared within the tree
 /// (device details, the top level of the mapping tree, the space map index).
@@ -155,7 +158,7 @@ pub(crate) fn walk<R: ReadAt>(
     blocks: &Blocks<R>,
     root: u64,
     value_size: usize,
-    f: &mut dyn FnMut(&Node, u64, &[u8]) -> Result<()>,
+    f: &mut LeafFn<'_>,
 ) -> Result<()> {
     let mut w = Walk {
         blocks,
@@ -172,7 +175,7 @@ struct Walk<'a, R> {
     value_size: usize,
     visited: HashSet<u64>,
     leaf_depth: Option<usize>,
-    f: &'a mut dyn FnMut(&Node, u64, &[u8]) -> Result<()>,
+    f: &'a mut LeafFn<'a>,
 }
 
 impl<R: ReadAt> Walk<'_, R> {
