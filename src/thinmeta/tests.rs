@@ -26,6 +26,17 @@ fn crc32c_check_value() {
     assert_eq!(crc::crc32c(&long), !c);
 }
 
+/// Usage in `thin_ls`'s columns: thin id, mapped, exclusive, shared blocks.
+fn rows(u: &PoolUsage) -> Vec<(u32, u64, u64, u64)> {
+    u.devices
+        .iter()
+        .map(|d| {
+            let shared = d.mapped_blocks - d.exclusive_blocks;
+            (d.thin_id, d.mapped_blocks, d.exclusive_blocks, shared)
+        })
+        .collect()
+}
+
 /// Opens `meta` and checks it against `thin_ls`, `thin_dump` and the model.
 fn check(pool: &Pool, meta: &Path) -> PoolUsage {
     let md = Metadata::open(std::fs::File::open(meta).unwrap(), Source::Live).unwrap();
@@ -36,14 +47,7 @@ fn check(pool: &Pool, meta: &Path) -> PoolUsage {
         pool.devices.keys().copied().collect::<Vec<_>>()
     );
     let u = md.usage().unwrap();
-    let ls: Vec<_> = u
-        .devices
-        .iter()
-        .map(|d| {
-            let shared = d.mapped_blocks - d.exclusive_blocks;
-            (d.thin_id, d.mapped_blocks, d.exclusive_blocks, shared)
-        })
-        .collect();
+    let ls = rows(&u);
     assert_eq!(ls, thin_ls(meta, false));
     let model: Vec<_> = pool.expected();
     let ours: Vec<_> = ls.iter().map(|&(id, m, e, _)| (id, m, e)).collect();
@@ -252,16 +256,6 @@ fn metadata_snapshot_is_read_when_asked() {
     bytes[56..64].copy_from_slice(&(snap as u64).to_le_bytes());
     seal_block_as(&mut bytes[..BLOCK_SIZE], 0, block::SUPERBLOCK_XOR);
     std::fs::write(&meta, &bytes).unwrap();
-
-    let rows = |u: &PoolUsage| -> Vec<(u32, u64, u64, u64)> {
-        u.devices
-            .iter()
-            .map(|d| {
-                let s = d.mapped_blocks - d.exclusive_blocks;
-                (d.thin_id, d.mapped_blocks, d.exclusive_blocks, s)
-            })
-            .collect()
-    };
     let snap_md = Metadata::open(&bytes, Source::Snapshot).unwrap();
     assert!(snap_md.from_snapshot());
     let snap_u = snap_md.usage().unwrap();
@@ -313,15 +307,7 @@ fn timing_thousand_devices() {
         theirs = theirs.min(t.elapsed());
     }
     let u = u.unwrap();
-    let rows: Vec<_> = u
-        .devices
-        .iter()
-        .map(|d| {
-            let s = d.mapped_blocks - d.exclusive_blocks;
-            (d.thin_id, d.mapped_blocks, d.exclusive_blocks, s)
-        })
-        .collect();
-    assert_eq!(rows, ls);
+    assert_eq!(rows(&u), ls);
     eprintln!(
         "1000 devices, {} mappings, {} allocated data blocks, metadata {} MiB: \
          thinmeta {ours:?}, thin_ls {theirs:?} (best of 3)",
