@@ -7,7 +7,7 @@ use super::crc::block_checksum;
 use super::{Error, Problem, Result};
 
 /// Size of a metadata block; the only size this reader supports.
-pub const BLOCK_SIZE: usize = 4096;
+pub(crate) const BLOCK_SIZE: usize = 4096;
 
 /// Checksum salts, one per block type.
 pub(crate) const SUPERBLOCK_XOR: u32 = 160_774;

@@ -31,11 +31,14 @@ mod tests_gen;
 
 use std::collections::BTreeMap;
 
+pub use block::ReadAt;
 use block::{le32, le64, Blocks, Superblock};
-pub use block::{ReadAt, BLOCK_SIZE};
-#[cfg(test)]
-use seal::{seal_block, seal_block_as, seal_blocks};
 use usage::Mappings;
+#[cfg(test)]
+use {
+    block::BLOCK_SIZE,
+    seal::{seal_block, seal_block_as, seal_blocks},
+};
 
 /// Result of reading thin metadata.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -204,6 +207,17 @@ impl PoolUsage {
 
 /// An opened metadata device: the chosen superblock, checked, and its
 /// device-details tree, read.
+///
+/// ```no_run
+/// use dmthin::thinmeta::{Metadata, Source};
+///
+/// let meta = std::fs::File::open("/dev/vg/pool_tmeta")?;
+/// let md = Metadata::open(meta, Source::SnapshotIfHeld)?;
+/// for d in md.usage()?.devices {
+///     println!("{}: {} bytes, {} exclusive", d.thin_id, d.mapped_bytes, d.exclusive_bytes);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Metadata<R> {
     blocks: Blocks<R>,
     live: Superblock,
