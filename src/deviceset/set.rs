@@ -200,7 +200,7 @@ pub enum RemoveOutcome {
     Deferred,
 }
 
-struct Inner {
+struct State {
     ctl: Control,
     store: MetadataStore,
     set: SetRecord,
@@ -219,7 +219,7 @@ struct Inner {
 }
 
 /// What does not change after open.
-struct Cfg {
+struct Config {
     root: PathBuf,
     prefix: String,
     pool_name: String,
@@ -233,8 +233,8 @@ struct Cfg {
 /// `Send + Sync`: calls from many threads serialise on an internal lock.
 /// Every durable change is complete before a call returns.
 pub struct DeviceSet {
-    inner: Mutex<Inner>,
-    cfg: Cfg,
+    state: Mutex<State>,
+    config: Config,
     problems: Vec<RecordProblem>,
     _lock: SetLock,
 }
@@ -242,8 +242,8 @@ pub struct DeviceSet {
 impl std::fmt::Debug for DeviceSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceSet")
-            .field("root", &self.cfg.root)
-            .field("pool", &self.cfg.pool_name)
+            .field("root", &self.config.root)
+            .field("pool", &self.config.pool_name)
             .finish_non_exhaustive()
     }
 }
@@ -313,7 +313,7 @@ fn dev_of(path: &Path) -> Result<Dev> {
     Ok(Dev::from_dev_t(meta.rdev()))
 }
 
-impl Cfg {
+impl Config {
     fn device_name(&self, id: &str) -> String {
         format!("{}{id}", self.prefix)
     }
@@ -364,8 +364,8 @@ impl Cfg {
     }
 
     /// The pool's live table line.
-    fn pool_line(&self, inner: &mut Inner) -> Result<TableLine> {
-        let (_, table) = inner.ctl.table_status(
+    fn pool_line(&self, state: &mut State) -> Result<TableLine> {
+        let (_, table) = state.ctl.table_status(
             DevId::Name(&self.pool_name),
             &StatusOptions {
                 kind: StatusKind::Table,
@@ -384,9 +384,9 @@ impl Cfg {
     /// Makes the pool's data or metadata backing at least `size` bytes: a
     /// loop file is extended and its loop device told; a block device must
     /// already be that big; an adopted pool is refused.
-    fn grow_backing(&self, inner: &Inner, which: Backing, size: u64) -> Result<()> {
+    fn grow_backing(&self, state: &State, which: Backing, size: u64) -> Result<()> {
         let option = which.option();
-        match &inner.set.storage {
+        match &state.set.storage {
             Storage::LoopFiles {
                 data_file,
                 metadata_file,
@@ -428,17 +428,17 @@ impl Cfg {
         }
     }
 
-    fn message(&self, inner: &mut Inner, msg: PoolMessage) -> std::result::Result<(), DmError> {
+    fn message(&self, state: &mut State, msg: PoolMessage) -> std::result::Result<(), DmError> {
         // Thin-pool messages never reply: no reply buffer to copy.
-        inner.ctl.send_message(
+        state.ctl.send_message(
             DevId::Name(&self.pool_name),
             PoolMessage::SECTOR,
             &msg.to_string(),
         )
     }
 
-    fn pool_status(&self, inner: &mut Inner) -> Result<ThinPoolStatus> {
-        let (_, lines) = inner
+    fn pool_status(&self, state: &mut State) -> Result<ThinPoolStatus> {
+        let (_, lines) = state
             .ctl
             .table_status(DevId::Name(&self.pool_name), &StatusOptions::default())?;
         let line = lines.first().ok_or_else(|| DeviceSetError::PoolUnusable {
@@ -454,8 +454,8 @@ impl Cfg {
         }
     }
 
-    fn writable_pool(&self, inner: &mut Inner) -> Result<ThinPoolStatus> {
-        let s = self.pool_status(inner)?;
+    fn writable_pool(&self, state: &mut State) -> Result<ThinPoolStatus> {
+        let s = self.pool_status(state)?;
         if s.mode != PoolMode::ReadWrite || s.needs_check {
             let hint = if s.needs_check {
                 ", needs_check (run thin_check)"
@@ -472,16 +472,16 @@ impl Cfg {
         Ok(s)
     }
 
-    fn set_transaction(&self, inner: &mut Inner, new: u64) -> Result<()> {
-        let current = inner.transaction_id;
-        self.message(inner, PoolMessage::SetTransactionId { current, new })?;
-        inner.transaction_id = new;
+    fn set_transaction(&self, state: &mut State, new: u64) -> Result<()> {
+        let current = state.transaction_id;
+        self.message(state, PoolMessage::SetTransactionId { current, new })?;
+        state.transaction_id = new;
         Ok(())
     }
 
-    fn thin_table(&self, inner: &Inner, thin_id: u32, size: u64) -> Result<Vec<TableLine>> {
+    fn thin_table(&self, state: &State, thin_id: u32, size: u64) -> Result<Vec<TableLine>> {
         let t = ThinTable::new(
-            DeviceRef::MajorMinor(inner.pool_dev.major, inner.pool_dev.minor),
+            DeviceRef::MajorMinor(state.pool_dev.major, state.pool_dev.minor),
             ThinId::new(thin_id)?,
         )?;
         Ok(vec![t.to_line(0, sectors(size))])
@@ -490,35 +490,35 @@ impl Cfg {
     /// Activates a thin device: create, load, resume, undone on failure.
     fn activate(
         &self,
-        inner: &mut Inner,
+        state: &mut State,
         name: &str,
         thin_id: u32,
         size: u64,
         flags: UdevFlags,
     ) -> Result<Dev> {
-        match inner.ctl.info(DevId::Name(name)) {
+        match state.ctl.info(DevId::Name(name)) {
             Ok(info) if info.active_table() => return Ok(info.dev),
             Ok(_) => {
                 // A half-made device from an interrupted activation: replace it.
-                inner
+                state
                     .ctl
                     .remove(DevId::Name(name), &RemoveOptions::default())?;
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
-        let table = self.thin_table(inner, thin_id, size)?;
-        let info = inner.ctl.create(name, &CreateOptions::default())?;
+        let table = self.thin_table(state, thin_id, size)?;
+        let info = state.ctl.create(name, &CreateOptions::default())?;
         fail_point!("activate.after_create");
-        let made = inner
+        let made = state
             .ctl
             .table_load(DevId::Name(name), &table, false)
             .and_then(|_| {
                 fail_point!("activate.after_load");
-                inner.ctl.resume(DevId::Name(name), flags)
+                state.ctl.resume(DevId::Name(name), flags)
             });
         if let Err(e) = made {
-            let _ = inner
+            let _ = state
                 .ctl
                 .remove(DevId::Name(name), &RemoveOptions::default());
             return Err(e.into());
@@ -529,11 +529,11 @@ impl Cfg {
     /// Removes a device-mapper device; missing is fine. EBUSY is returned as is.
     fn deactivate_once(
         &self,
-        inner: &mut Inner,
+        state: &mut State,
         name: &str,
         deferred: bool,
     ) -> std::result::Result<(), DmError> {
-        match inner.ctl.remove(
+        match state.ctl.remove(
             DevId::Name(name),
             &RemoveOptions {
                 deferred,
@@ -545,17 +545,17 @@ impl Cfg {
         }
     }
 
-    fn delete_thin(&self, inner: &mut Inner, thin_id: u32) -> Result<()> {
-        match self.message(inner, PoolMessage::Delete(ThinId::new(thin_id)?)) {
+    fn delete_thin(&self, state: &mut State, thin_id: u32) -> Result<()> {
+        match self.message(state, PoolMessage::Delete(ThinId::new(thin_id)?)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == Some(ErrorKind::NoData) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
-    fn begin(&self, inner: &mut Inner, op: TransactionOp) -> Result<u64> {
-        let open = inner.transaction_id + 1;
-        inner.store.begin(&TransactionRecord {
+    fn begin(&self, state: &mut State, op: TransactionOp) -> Result<u64> {
+        let open = state.transaction_id + 1;
+        state.store.begin(&TransactionRecord {
             open_transaction_id: open,
             op,
         })?;
@@ -597,7 +597,7 @@ impl Cfg {
         Ok(())
     }
 
-    fn attach_loop(&self, inner: &mut Inner, file: &Path, size: u64) -> Result<Dev> {
+    fn attach_loop(&self, state: &mut State, file: &Path, size: u64) -> Result<Dev> {
         loopdev::create_sparse_file(file, size)?;
         let dev = match loopdev::find_by_file(file)? {
             Some(d) => {
@@ -614,12 +614,12 @@ impl Cfg {
             reason: format!("{}: {e}", dev.path().display()),
         })?;
         let d = Dev::from_dev_t(meta.rdev());
-        inner.loops.push(dev);
+        state.loops.push(dev);
         Ok(d)
     }
 
-    fn setup_pool(&self, inner: &mut Inner, has_set: bool) -> Result<()> {
-        let exists = inner.ctl.exists(&self.pool_name)?;
+    fn setup_pool(&self, state: &mut State, has_set: bool) -> Result<()> {
+        let exists = state.ctl.exists(&self.pool_name)?;
         if !exists {
             let (meta, data, data_bytes, storage) = match &self.options.storage {
                 StorageOptions::AdoptPool { name } => {
@@ -652,8 +652,8 @@ impl Cfg {
                             .map(|m| m.len())
                             .unwrap_or(0),
                     );
-                    let meta = self.attach_loop(inner, &self.metadata_file(), *metadata_size)?;
-                    let data = self.attach_loop(inner, &self.data_file(), data_size)?;
+                    let meta = self.attach_loop(state, &self.metadata_file(), *metadata_size)?;
+                    let data = self.attach_loop(state, &self.data_file(), data_size)?;
                     let storage = Storage::LoopFiles {
                         data_file: self.data_file(),
                         metadata_file: self.metadata_file(),
@@ -674,33 +674,33 @@ impl Cfg {
                 }
             };
             let line = self.pool_table(meta, data, data_bytes)?;
-            inner.ctl.create_with_table(
+            state.ctl.create_with_table(
                 &self.pool_name,
                 &CreateOptions::default(),
                 &[line],
                 UdevFlags::PRIVATE,
             )?;
-            inner.set.storage = storage;
+            state.set.storage = storage;
         } else if let StorageOptions::LoopFiles { .. } = self.options.storage {
-            inner.set.storage = Storage::LoopFiles {
+            state.set.storage = Storage::LoopFiles {
                 data_file: self.data_file(),
                 metadata_file: self.metadata_file(),
             };
             // Hold the loop devices so a later shutdown frees them.
             for f in [self.metadata_file(), self.data_file()] {
                 if let Some(d) = loopdev::find_by_file(&f)? {
-                    inner.loops.push(d);
+                    state.loops.push(d);
                 }
             }
         } else if let StorageOptions::BlockDevices { data, metadata } = &self.options.storage {
-            inner.set.storage = Storage::BlockDevices {
+            state.set.storage = Storage::BlockDevices {
                 data_device: data.clone(),
                 metadata_device: metadata.clone(),
             };
         }
-        inner.pool_dev = inner.ctl.info(DevId::Name(&self.pool_name))?.dev;
+        state.pool_dev = state.ctl.info(DevId::Name(&self.pool_name))?.dev;
         // The pool's table must match our block size.
-        let line = self.pool_line(inner)?;
+        let line = self.pool_line(state)?;
         let pool_table = ThinPoolTable::from_line(&line)?;
         if pool_table.block_size() != self.block_size {
             return Err(DeviceSetError::OptionMismatch {
@@ -709,9 +709,9 @@ impl Cfg {
                 given: format!("{} sectors", self.block_size.sectors()),
             });
         }
-        let status = self.pool_status(inner)?;
-        inner.transaction_id = status.transaction_id;
-        if !has_set && inner.store.pending()?.is_none() && status.transaction_id != 0 {
+        let status = self.pool_status(state)?;
+        state.transaction_id = status.transaction_id;
+        if !has_set && state.store.pending()?.is_none() && status.transaction_id != 0 {
             return Err(DeviceSetError::Inconsistent {
                 pool: self.pool_name.clone(),
                 root: self.root.clone(),
@@ -735,8 +735,8 @@ impl Cfg {
     ///
     /// `transaction.json` keeps the last operation begun. Committed and
     /// complete (the normal case after a clean return) costs nothing here.
-    fn recover(&self, inner: &mut Inner, txn: Option<TransactionRecord>) -> Result<bool> {
-        let pool = inner.transaction_id;
+    fn recover(&self, state: &mut State, txn: Option<TransactionRecord>) -> Result<bool> {
+        let pool = state.transaction_id;
         let mismatch = |recorded: u64| {
             DeviceSetError::Inconsistent {
             pool: self.pool_name.clone(),
@@ -749,7 +749,7 @@ impl Cfg {
         };
         let Some(txn) = txn else {
             // No operation was under way: the pool must be where we left it.
-            if let Some(committed) = inner.store.committed()? {
+            if let Some(committed) = state.store.committed()? {
                 if committed != pool {
                     return Err(mismatch(committed));
                 }
@@ -769,8 +769,8 @@ impl Cfg {
         let complete = committed
             && match &txn.op {
                 TransactionOp::Create { .. } => true,
-                TransactionOp::Delete { device_id, .. } => !inner.devices.contains_key(device_id),
-                TransactionOp::BaseCreate { .. } => inner.set_written,
+                TransactionOp::Delete { device_id, .. } => !state.devices.contains_key(device_id),
+                TransactionOp::BaseCreate { .. } => state.set_written,
             };
         if complete {
             return Ok(false);
@@ -792,26 +792,26 @@ impl Cfg {
             TransactionOp::Create { device_id, thin_id }
             | TransactionOp::Delete { device_id, thin_id } => {
                 let name = self.device_name(device_id);
-                self.deactivate_once(inner, &name, false)?;
-                self.delete_thin(inner, *thin_id)?;
-                inner.store.remove_device_record(device_id)?;
-                inner.devices.remove(device_id);
-                let _ = inner.ids.release(*thin_id);
+                self.deactivate_once(state, &name, false)?;
+                self.delete_thin(state, *thin_id)?;
+                state.store.remove_device_record(device_id)?;
+                state.devices.remove(device_id);
+                let _ = state.ids.release(*thin_id);
             }
             TransactionOp::BaseCreate { thin_id } => {
-                self.deactivate_once(inner, &self.base_name, false)?;
-                self.delete_thin(inner, *thin_id)?;
-                let _ = inner.ids.release(*thin_id);
+                self.deactivate_once(state, &self.base_name, false)?;
+                self.delete_thin(state, *thin_id)?;
+                let _ = state.ids.release(*thin_id);
                 redo_base = true;
             }
         }
-        inner.store.commit(inner.transaction_id)?;
+        state.store.commit(state.transaction_id)?;
         Ok(redo_base)
     }
 
-    fn init_base(&self, inner: &mut Inner) -> Result<()> {
-        self.writable_pool(inner)?;
-        let mut thin = inner
+    fn init_base(&self, state: &mut State) -> Result<()> {
+        self.writable_pool(state)?;
+        let mut thin = state
             .ids
             .allocate_from(0)
             .ok_or_else(|| DeviceSetError::PoolUnusable {
@@ -819,14 +819,14 @@ impl Cfg {
                 reason: "no free thin ids".into(),
             })?;
         let open = loop {
-            let open = self.begin(inner, TransactionOp::BaseCreate { thin_id: thin })?;
+            let open = self.begin(state, TransactionOp::BaseCreate { thin_id: thin })?;
             fail_point!("init.after_begin");
-            match self.message(inner, PoolMessage::CreateThin(ThinId::new(thin)?)) {
+            match self.message(state, PoolMessage::CreateThin(ThinId::new(thin)?)) {
                 Ok(()) => break open,
                 Err(e) if e.kind() == Some(ErrorKind::Exists) => {
                     // Taken in the pool though no record names it: skip it for good.
-                    inner.store.commit(inner.transaction_id)?;
-                    thin = inner.ids.allocate_from(thin).ok_or_else(|| {
+                    state.store.commit(state.transaction_id)?;
+                    thin = state.ids.allocate_from(thin).ok_or_else(|| {
                         DeviceSetError::PoolUnusable {
                             pool: self.pool_name.clone(),
                             reason: "no free thin ids".into(),
@@ -834,27 +834,27 @@ impl Cfg {
                     })?;
                 }
                 Err(e) => {
-                    inner.store.commit(inner.transaction_id)?;
-                    let _ = inner.ids.release(thin);
+                    state.store.commit(state.transaction_id)?;
+                    let _ = state.ids.release(thin);
                     return Err(e.into());
                 }
             }
         };
         fail_point!("init.after_create_thin");
-        let undo = |cfg: &Cfg, inner: &mut Inner| {
-            let _ = cfg.deactivate_once(inner, &cfg.base_name, false);
-            let _ = cfg.delete_thin(inner, thin);
-            let _ = inner.store.commit(inner.transaction_id);
-            let _ = inner.ids.release(thin);
+        let undo = |config: &Config, state: &mut State| {
+            let _ = config.deactivate_once(state, &config.base_name, false);
+            let _ = config.delete_thin(state, thin);
+            let _ = state.store.commit(state.transaction_id);
+            let _ = state.ids.release(thin);
         };
-        if let Err(e) = self.set_transaction(inner, open) {
-            undo(self, inner);
+        if let Err(e) = self.set_transaction(state, open) {
+            undo(self, state);
             return Err(e);
         }
         fail_point!("init.after_set_transaction");
         let made = (|| -> Result<String> {
             let size = self.options.base_size;
-            let dev = self.activate(inner, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
+            let dev = self.activate(state, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
             let node = crate::dm::dm_node_path(dev);
             self.progress(&format!(
                 "creating {} filesystem on the base device ({} bytes)",
@@ -863,35 +863,35 @@ impl Cfg {
             ));
             fsx::mkfs(self.options.filesystem, &node, &self.options.mkfs_options)?;
             let uuid = fsx::read_fs_uuid(self.options.filesystem, &node)?;
-            self.deactivate_once(inner, &self.base_name, false)?;
+            self.deactivate_once(state, &self.base_name, false)?;
             Ok(uuid)
         })();
         let uuid = match made {
             Ok(u) => u,
             Err(e) => {
-                undo(self, inner);
+                undo(self, state);
                 return Err(e);
             }
         };
         fail_point!("init.after_mkfs");
-        inner.set.base_thin_id = thin;
-        inner.set.base_size = self.options.base_size;
-        inner.set.base_fs_uuid = Some(uuid);
-        inner.store.write_set(&inner.set)?;
-        inner.set_written = true;
+        state.set.base_thin_id = thin;
+        state.set.base_size = self.options.base_size;
+        state.set.base_fs_uuid = Some(uuid);
+        state.store.write_set(&state.set)?;
+        state.set_written = true;
         fail_point!("init.after_write_set");
         Ok(())
     }
 
-    fn check_base(&self, inner: &mut Inner) -> Result<()> {
-        let was_active = inner.ctl.exists(&self.base_name)?;
-        let thin = inner.set.base_thin_id;
-        let size = inner.set.base_size;
-        let dev = self.activate(inner, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
+    fn check_base(&self, state: &mut State) -> Result<()> {
+        let was_active = state.ctl.exists(&self.base_name)?;
+        let thin = state.set.base_thin_id;
+        let size = state.set.base_size;
+        let dev = self.activate(state, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
         let node = crate::dm::dm_node_path(dev);
         let result = (|| -> Result<u64> {
-            let found = fsx::read_fs_uuid(inner.set.filesystem, &node)?;
-            if let Some(expected) = &inner.set.base_fs_uuid {
+            let found = fsx::read_fs_uuid(state.set.filesystem, &node)?;
+            if let Some(expected) = &state.set.base_fs_uuid {
                 if *expected != found {
                     return Err(DeviceSetError::BaseUuidMismatch {
                         expected: expected.clone(),
@@ -899,84 +899,84 @@ impl Cfg {
                     });
                 }
             }
-            Ok(fsx::read_fs_size(inner.set.filesystem, &node)?)
+            Ok(fsx::read_fs_size(state.set.filesystem, &node)?)
         })();
         if !was_active {
-            self.deactivate_once(inner, &self.base_name, false)?;
+            self.deactivate_once(state, &self.base_name, false)?;
         }
         let fs_size = result?;
         // A growth interrupted after its record was written left the
         // filesystem smaller than the device: finish it.
-        let unfinished = fs_size < inner.set.base_size / 100 * 95;
-        if self.options.base_size > inner.set.base_size || unfinished {
-            self.grow_base(inner)?;
+        let unfinished = fs_size < state.set.base_size / 100 * 95;
+        if self.options.base_size > state.set.base_size || unfinished {
+            self.grow_base(state)?;
         }
         Ok(())
     }
 
-    fn grow_base(&self, inner: &mut Inner) -> Result<()> {
-        self.writable_pool(inner)?;
+    fn grow_base(&self, state: &mut State) -> Result<()> {
+        self.writable_pool(state)?;
         let new = self.options.base_size;
-        let old = inner.set.base_size;
+        let old = state.set.base_size;
         self.progress(&format!(
             "growing the base device from {old} to {new} bytes"
         ));
         // Record first: a filesystem smaller than its device is harmless, the reverse is not.
-        let mut set = inner.set.clone();
+        let mut set = state.set.clone();
         set.base_size = new;
-        inner.store.write_set(&set)?;
-        inner.set = set;
+        state.store.write_set(&set)?;
+        state.set = set;
         fail_point!("grow_base.after_write_set");
-        self.deactivate_once(inner, &self.base_name, false)?;
+        self.deactivate_once(state, &self.base_name, false)?;
         let dev = self.activate(
-            inner,
+            state,
             &self.base_name,
-            inner.set.base_thin_id,
+            state.set.base_thin_id,
             new,
             UdevFlags::PRIVATE,
         )?;
         let node = crate::dm::dm_node_path(dev);
         let grown = fsx::grow(
-            inner.set.filesystem,
+            state.set.filesystem,
             &node,
             &self.root.join("mnt-base-grow"),
-            &inner.set.mount_options,
+            &state.set.mount_options,
         );
-        let _ = self.deactivate_once(inner, &self.base_name, false);
+        let _ = self.deactivate_once(state, &self.base_name, false);
         grown?;
         fail_point!("grow_base.after_grow_fs");
         Ok(())
     }
 
     /// Mounts of our devices left by an earlier process count as one reference each.
-    fn adopt_existing_mounts(&self, inner: &mut Inner) -> Result<()> {
+    fn adopt_existing_mounts(&self, state: &mut State) -> Result<()> {
         let mounts = fsx::mounts();
         if mounts.is_empty() {
             return Ok(());
         }
-        let list = inner.ctl.list_devices()?;
+        let list = state.ctl.list_devices()?;
         for entry in list {
             let Some(id) = entry.name.strip_prefix(&self.prefix) else {
                 continue;
             };
-            if !inner.devices.contains_key(id) {
+            if !state.devices.contains_key(id) {
                 continue;
             }
             for m in mounts
                 .iter()
                 .filter(|m| m.dev == (entry.dev.major, entry.dev.minor))
             {
-                inner.mounts.insert((id.to_string(), m.path.clone()), 1);
+                state.mounts.insert((id.to_string(), m.path.clone()), 1);
             }
         }
         Ok(())
     }
 
     /// Removes half-made devices (no live table) an interrupted activation left.
-    fn remove_stray_devices(&self, inner: &mut Inner) -> Result<()> {
+    fn remove_stray_devices(&self, state: &mut State) -> Result<()> {
         // Only our names are decoded: a host may have many other devices.
         let mut ours = Vec::new();
-        for record in inner.ctl.list_devices_view()?.records() {
+        for record in state.ctl.list_devices_view()?.records() {
             let record = record?;
             let name = record.name_bytes()?;
             if name.starts_with(self.prefix.as_bytes()) && name != self.pool_name.as_bytes() {
@@ -984,21 +984,21 @@ impl Cfg {
             }
         }
         for name in ours {
-            let info = inner.ctl.info(DevId::Name(&name))?;
+            let info = state.ctl.info(DevId::Name(&name))?;
             if info.active_table() && info.suspended() {
                 // Left suspended by an interrupted snapshot: I/O to it would hang.
                 log::warn!("resuming {name} left suspended");
-                inner.ctl.resume(DevId::Name(&name), UdevFlags::empty())?;
+                state.ctl.resume(DevId::Name(&name), UdevFlags::empty())?;
             } else if !info.active_table() {
                 log::warn!("removing half-made device {name}");
-                self.deactivate_once(inner, &name, false)?;
+                self.deactivate_once(state, &name, false)?;
             }
         }
         Ok(())
     }
 
-    fn finish_deferred_deletes(&self, inner: &mut Inner) -> Result<()> {
-        let pending: Vec<String> = inner
+    fn finish_deferred_deletes(&self, state: &mut State) -> Result<()> {
+        let pending: Vec<String> = state
             .devices
             .values()
             .filter(|r| r.deferred_delete)
@@ -1006,8 +1006,8 @@ impl Cfg {
             .collect();
         for id in pending {
             let name = self.device_name(&id);
-            if !inner.ctl.exists(&name)? {
-                self.delete_device(inner, &id)?;
+            if !state.ctl.exists(&name)? {
+                self.delete_device(state, &id)?;
             }
         }
         Ok(())
@@ -1015,8 +1015,8 @@ impl Cfg {
 
     // ----- operations -----
 
-    fn check_space(&self, inner: &mut Inner) -> Result<()> {
-        let s = self.writable_pool(inner)?;
+    fn check_space(&self, state: &mut State) -> Result<()> {
+        let s = self.writable_pool(state)?;
         let min = self.options.min_free_space_percent;
         let check = |what: &'static str, free: u64, total: u64| {
             if total == 0 {
@@ -1040,8 +1040,8 @@ impl Cfg {
         )
     }
 
-    fn record<'a>(&self, inner: &'a Inner, id: &str) -> Result<&'a DeviceRecord> {
-        match inner.devices.get(id) {
+    fn record<'a>(&self, state: &'a State, id: &str) -> Result<&'a DeviceRecord> {
+        match state.devices.get(id) {
             Some(r) if r.deferred_delete => Err(DeviceSetError::PendingDeletion(id.to_string())),
             Some(r) => Ok(r),
             None => Err(DeviceSetError::UnknownDevice(id.to_string())),
@@ -1056,9 +1056,9 @@ impl Cfg {
         Ok(())
     }
 
-    fn add_device(&self, inner: &mut Inner, id: &str, parent: Option<&str>) -> Result<()> {
+    fn add_device(&self, state: &mut State, id: &str, parent: Option<&str>) -> Result<()> {
         self.validate_new_id(id)?;
-        if let Some(r) = inner.devices.get(id) {
+        if let Some(r) = state.devices.get(id) {
             return Err(if r.deferred_delete {
                 DeviceSetError::PendingDeletion(id.to_string())
             } else {
@@ -1067,12 +1067,12 @@ impl Cfg {
         }
         let (origin, size, origin_name) = match parent {
             None => (
-                inner.set.base_thin_id,
-                inner.set.base_size,
+                state.set.base_thin_id,
+                state.set.base_size,
                 self.base_name.clone(),
             ),
             Some(p) => {
-                let r = match self.record(inner, p) {
+                let r = match self.record(state, p) {
                     Ok(r) => r,
                     Err(DeviceSetError::UnknownDevice(_)) => {
                         return Err(DeviceSetError::UnknownParent {
@@ -1085,23 +1085,23 @@ impl Cfg {
                 (r.thin_id, r.size, self.device_name(p))
             }
         };
-        self.check_space(inner)?;
+        self.check_space(state)?;
         let no_ids = || DeviceSetError::PoolUnusable {
             pool: self.pool_name.clone(),
             reason: "all 2^24 thin ids are in use".into(),
         };
-        let mut thin = inner.ids.allocate_from(0).ok_or_else(no_ids)?;
-        let parent_active = match inner.ctl.info(DevId::Name(&origin_name)) {
+        let mut thin = state.ids.allocate_from(0).ok_or_else(no_ids)?;
+        let parent_active = match state.ctl.info(DevId::Name(&origin_name)) {
             Ok(info) => info.active_table() && !info.suspended(),
             Err(e) if e.is_not_found() => false,
             Err(e) => {
-                let _ = inner.ids.release(thin);
+                let _ = state.ids.release(thin);
                 return Err(e.into());
             }
         };
         let open = loop {
             let open = match self.begin(
-                inner,
+                state,
                 TransactionOp::Create {
                     device_id: id.to_string(),
                     thin_id: thin,
@@ -1109,7 +1109,7 @@ impl Cfg {
             ) {
                 Ok(o) => o,
                 Err(e) => {
-                    let _ = inner.ids.release(thin);
+                    let _ = state.ids.release(thin);
                     return Err(e);
                 }
             };
@@ -1117,84 +1117,84 @@ impl Cfg {
             // Snapshotting an active origin: suspend it around create_snap so
             // the snapshot sees a consistent, flushed origin.
             if parent_active {
-                if let Err(e) = inner
+                if let Err(e) = state
                     .ctl
                     .suspend(DevId::Name(&origin_name), &SuspendOptions::default())
                 {
-                    let _ = inner.store.commit(inner.transaction_id);
-                    let _ = inner.ids.release(thin);
+                    let _ = state.store.commit(state.transaction_id);
+                    let _ = state.ids.release(thin);
                     return Err(e.into());
                 }
                 fail_point!("add.after_suspend_parent");
             }
             let snap = self.message(
-                inner,
+                state,
                 PoolMessage::CreateSnap {
                     id: ThinId::new(thin)?,
                     origin: ThinId::new(origin)?,
                 },
             );
             if parent_active {
-                if let Err(e) = inner
+                if let Err(e) = state
                     .ctl
                     .resume(DevId::Name(&origin_name), UdevFlags::empty())
                 {
                     log::error!("resuming {origin_name} after create_snap failed: {e}");
                     if snap.is_ok() {
-                        let _ = self.delete_thin(inner, thin);
+                        let _ = self.delete_thin(state, thin);
                     }
-                    let _ = inner.store.commit(inner.transaction_id);
-                    let _ = inner.ids.release(thin);
+                    let _ = state.store.commit(state.transaction_id);
+                    let _ = state.ids.release(thin);
                     return Err(e.into());
                 }
             }
             match snap {
                 Ok(()) => break open,
                 Err(e) if e.kind() == Some(ErrorKind::Exists) => {
-                    inner.store.commit(inner.transaction_id)?;
+                    state.store.commit(state.transaction_id)?;
                     log::warn!(
                         "thin id {thin} exists in the pool though no record names it; skipping it"
                     );
-                    thin = inner.ids.allocate_from(thin).ok_or_else(no_ids)?;
+                    thin = state.ids.allocate_from(thin).ok_or_else(no_ids)?;
                 }
                 Err(e) => {
-                    let _ = inner.store.commit(inner.transaction_id);
-                    let _ = inner.ids.release(thin);
+                    let _ = state.store.commit(state.transaction_id);
+                    let _ = state.ids.release(thin);
                     return Err(e.into());
                 }
             }
         };
         fail_point!("add.after_create_snap");
         let record = DeviceRecord::new(id, parent.map(str::to_string), thin, size);
-        let committed = inner
+        let committed = state
             .store
             .write_device(&record)
             .map_err(DeviceSetError::from)
             .and_then(|()| {
                 fail_point!("add.after_write_record");
-                self.set_transaction(inner, open)
+                self.set_transaction(state, open)
             });
         if let Err(e) = committed {
-            let _ = self.delete_thin(inner, thin);
-            let _ = inner.store.remove_device_record(id);
-            let _ = inner.store.commit(inner.transaction_id);
-            let _ = inner.ids.release(thin);
+            let _ = self.delete_thin(state, thin);
+            let _ = state.store.remove_device_record(id);
+            let _ = state.store.commit(state.transaction_id);
+            let _ = state.ids.release(thin);
             return Err(e);
         }
         fail_point!("add.after_set_transaction");
         // Committed: the pool's transaction id now equals the recorded one.
         // transaction.json is left as it is and replaced by the next begin.
-        inner.devices.insert(id.to_string(), record);
+        state.devices.insert(id.to_string(), record);
         Ok(())
     }
 
     /// Deactivates with EBUSY retried, releasing the set's lock between tries.
     fn deactivate_retrying<'a>(
         &self,
-        mut guard: MutexGuard<'a, Inner>,
-        lock: &'a Mutex<Inner>,
+        mut guard: MutexGuard<'a, State>,
+        lock: &'a Mutex<State>,
         id: &str,
-    ) -> Result<MutexGuard<'a, Inner>> {
+    ) -> Result<MutexGuard<'a, State>> {
         let name = self.device_name(id);
         let tries = self.options.busy_retries.max(1);
         for attempt in 1..=tries {
@@ -1226,33 +1226,33 @@ impl Cfg {
     }
 
     /// Deletes an inactive device from the pool and its record.
-    fn delete_device(&self, inner: &mut Inner, id: &str) -> Result<()> {
-        let thin = match inner.devices.get(id) {
+    fn delete_device(&self, state: &mut State, id: &str) -> Result<()> {
+        let thin = match state.devices.get(id) {
             Some(r) => r.thin_id,
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
         };
         let open = self.begin(
-            inner,
+            state,
             TransactionOp::Delete {
                 device_id: id.to_string(),
                 thin_id: thin,
             },
         )?;
         fail_point!("remove.after_begin");
-        if let Err(e) = self.delete_thin(inner, thin) {
-            let _ = inner.store.commit(inner.transaction_id);
+        if let Err(e) = self.delete_thin(state, thin) {
+            let _ = state.store.commit(state.transaction_id);
             return Err(e);
         }
         fail_point!("remove.after_delete");
-        if let Err(e) = self.set_transaction(inner, open) {
+        if let Err(e) = self.set_transaction(state, open) {
             // The delete itself is committed in the pool; finish our side.
             log::warn!("set_transaction_id after deleting {id} failed: {e}");
         }
         fail_point!("remove.after_set_transaction");
-        inner.store.remove_device_record(id)?;
+        state.store.remove_device_record(id)?;
         fail_point!("remove.after_remove_record");
-        inner.devices.remove(id);
-        let _ = inner.ids.release(thin);
+        state.devices.remove(id);
+        let _ = state.ids.release(thin);
         Ok(())
     }
 }
@@ -1274,16 +1274,16 @@ fn mode_name(s: &ThinPoolStatus) -> &'static str {
     }
 }
 
-fn check_open(inner: &Inner) -> Result<()> {
-    if inner.closed {
+fn check_open(state: &State) -> Result<()> {
+    if state.closed {
         Err(DeviceSetError::Closed)
     } else {
         Ok(())
     }
 }
 
-fn mount_paths(inner: &Inner, id: &str) -> Vec<PathBuf> {
-    inner
+fn mount_paths(state: &State, id: &str) -> Vec<PathBuf> {
+    state
         .mounts
         .keys()
         .filter(|(d, _)| d == id)
@@ -1337,7 +1337,7 @@ impl DeviceSet {
             StorageOptions::AdoptPool { name } => name.clone(),
             _ => format!("{prefix}pool"),
         };
-        let cfg = Cfg {
+        let config = Config {
             base_name: format!("{prefix}base"),
             root,
             prefix,
@@ -1345,12 +1345,12 @@ impl DeviceSet {
             block_size,
             options,
         };
-        cfg.check_recorded_options(report.set.as_ref())?;
+        config.check_recorded_options(report.set.as_ref())?;
         let mut ctl = Control::open_with(ControlOptions::default())?;
         if let NodeMode::Udev { .. } = ctl.node_mode() {
-            ctl.set_node_mode(if cfg.options.udev_sync {
+            ctl.set_node_mode(if config.options.udev_sync {
                 NodeMode::Udev {
-                    timeout: cfg.options.udev_timeout,
+                    timeout: config.options.udev_timeout,
                 }
             } else {
                 NodeMode::Bypass
@@ -1370,21 +1370,21 @@ impl DeviceSet {
             None => SetRecord {
                 format_version: FORMAT_VERSION,
                 base_thin_id: 0,
-                base_size: cfg.options.base_size,
+                base_size: config.options.base_size,
                 base_fs_uuid: None,
-                filesystem: cfg.options.filesystem,
-                mkfs_options: cfg.options.mkfs_options.clone(),
-                mount_options: cfg.options.mount_options.clone(),
-                data_block_size: cfg.options.data_block_size,
-                pool_name: cfg.pool_name.clone(),
-                pool_owned: !matches!(cfg.options.storage, StorageOptions::AdoptPool { .. }),
+                filesystem: config.options.filesystem,
+                mkfs_options: config.options.mkfs_options.clone(),
+                mount_options: config.options.mount_options.clone(),
+                data_block_size: config.options.data_block_size,
+                pool_name: config.pool_name.clone(),
+                pool_owned: !matches!(config.options.storage, StorageOptions::AdoptPool { .. }),
                 storage: Storage::AdoptedPool,
                 next_thin_id: 0,
             },
         };
         // A damaged record still owns its thin id; we cannot know which, so the
         // pool's EEXIST answer (skip that id) covers it.
-        let mut inner = Inner {
+        let mut state = State {
             ctl,
             store,
             set,
@@ -1397,19 +1397,19 @@ impl DeviceSet {
             loops: Vec::new(),
             closed: false,
         };
-        cfg.setup_pool(&mut inner, set_written)?;
-        let redo_base = cfg.recover(&mut inner, report.transaction)?;
-        cfg.remove_stray_devices(&mut inner)?;
-        if !inner.set_written || redo_base {
-            cfg.init_base(&mut inner)?;
+        config.setup_pool(&mut state, set_written)?;
+        let redo_base = config.recover(&mut state, report.transaction)?;
+        config.remove_stray_devices(&mut state)?;
+        if !state.set_written || redo_base {
+            config.init_base(&mut state)?;
         } else {
-            cfg.check_base(&mut inner)?;
+            config.check_base(&mut state)?;
         }
-        cfg.adopt_existing_mounts(&mut inner)?;
-        cfg.finish_deferred_deletes(&mut inner)?;
+        config.adopt_existing_mounts(&mut state)?;
+        config.finish_deferred_deletes(&mut state)?;
         Ok(DeviceSet {
-            inner: Mutex::new(inner),
-            cfg,
+            state: Mutex::new(state),
+            config,
             problems: report.problems,
             _lock: lock,
         })
@@ -1467,35 +1467,35 @@ impl DeviceSet {
         }))
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
-        let guard = self.inner.lock().map_err(|_| DeviceSetError::Closed)?;
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        let guard = self.state.lock().map_err(|_| DeviceSetError::Closed)?;
         check_open(&guard)?;
         Ok(guard)
     }
 
     /// The set's root directory.
     pub fn root(&self) -> &Path {
-        &self.cfg.root
+        &self.config.root
     }
 
     /// The pool's device-mapper name.
     pub fn pool_name(&self) -> &str {
-        &self.cfg.pool_name
+        &self.config.pool_name
     }
 
     /// The device-mapper name a device id gets.
     pub fn device_name(&self, id: &str) -> String {
-        self.cfg.device_name(id)
+        self.config.device_name(id)
     }
 
     /// The device-mapper name of the base device.
     pub fn base_name(&self) -> &str {
-        &self.cfg.base_name
+        &self.config.base_name
     }
 
     /// Longest device id this set accepts (its kernel name must fit 127 bytes).
     pub fn max_id_len(&self) -> usize {
-        max_id_len_for_prefix(&self.cfg.prefix)
+        max_id_len_for_prefix(&self.config.prefix)
     }
 
     /// Damaged records found at open (skipped; the rest of the set works).
@@ -1505,70 +1505,70 @@ impl DeviceSet {
 
     /// Creates device `id` as a thin snapshot of `parent` (the base device when `None`).
     pub fn add_device(&self, id: &str, parent: Option<&str>) -> Result<()> {
-        let mut inner = self.lock()?;
-        self.cfg.add_device(&mut inner, id, parent)
+        let mut state = self.lock()?;
+        self.config.add_device(&mut state, id, parent)
     }
 
     /// Deactivates device `id` (EBUSY retried), deletes it from the pool and frees its thin id.
     /// Refused while this set has it mounted.
     pub fn remove_device(&self, id: &str) -> Result<()> {
         let guard = self.lock()?;
-        let mut guard = self.cfg.deactivate_retrying(guard, &self.inner, id)?;
+        let mut guard = self.config.deactivate_retrying(guard, &self.state, id)?;
         fail_point!("remove.after_deactivate");
-        self.cfg.delete_device(&mut guard, id)
+        self.config.delete_device(&mut guard, id)
     }
 
     /// Like [`DeviceSet::remove_device`], but a device held open elsewhere is
     /// removed by the kernel once its last opener closes it, and deleted from the
     /// pool on a later call or open.
     pub fn remove_device_deferred(&self, id: &str) -> Result<RemoveOutcome> {
-        let mut inner = self.lock()?;
-        self.cfg.record(&inner, id)?;
-        let paths = mount_paths(&inner, id);
+        let mut state = self.lock()?;
+        self.config.record(&state, id)?;
+        let paths = mount_paths(&state, id);
         if !paths.is_empty() {
             return Err(DeviceSetError::Mounted {
                 id: id.to_string(),
                 paths,
             });
         }
-        let name = self.cfg.device_name(id);
-        self.cfg.deactivate_once(&mut inner, &name, true)?;
-        if inner.ctl.exists(&name)? {
-            let mut rec = self.cfg.record(&inner, id)?.clone();
+        let name = self.config.device_name(id);
+        self.config.deactivate_once(&mut state, &name, true)?;
+        if state.ctl.exists(&name)? {
+            let mut rec = self.config.record(&state, id)?.clone();
             rec.deferred_delete = true;
-            inner.store.write_device(&rec)?;
-            inner.devices.insert(id.to_string(), rec);
+            state.store.write_device(&rec)?;
+            state.devices.insert(id.to_string(), rec);
             return Ok(RemoveOutcome::Deferred);
         }
-        self.cfg.delete_device(&mut inner, id)?;
+        self.config.delete_device(&mut state, id)?;
         Ok(RemoveOutcome::Removed)
     }
 
     /// Finishes deferred removals whose devices have been closed since.
     pub fn cleanup_deferred(&self) -> Result<()> {
-        let mut inner = self.lock()?;
-        self.cfg.finish_deferred_deletes(&mut inner)
+        let mut state = self.lock()?;
+        self.config.finish_deferred_deletes(&mut state)
     }
 
     /// Activates device `id`; returns its `/dev/mapper` path.
     pub fn activate_device(&self, id: &str) -> Result<PathBuf> {
-        let mut inner = self.lock()?;
+        let mut state = self.lock()?;
         let (thin, size) = {
-            let r = self.cfg.record(&inner, id)?;
+            let r = self.config.record(&state, id)?;
             (r.thin_id, r.size)
         };
-        let name = self.cfg.device_name(id);
+        let name = self.config.device_name(id);
         let dev = self
-            .cfg
-            .activate(&mut inner, &name, thin, size, UdevFlags::empty())?;
-        Ok(device_path(&inner, &name, dev))
+            .config
+            .activate(&mut state, &name, thin, size, UdevFlags::empty())?;
+        Ok(device_path(&state, &name, dev))
     }
 
     /// Deactivates device `id` (refused while mounted; EBUSY retried).
     pub fn deactivate_device(&self, id: &str) -> Result<()> {
         let guard = self.lock()?;
-        self.cfg
-            .deactivate_retrying(guard, &self.inner, id)
+        self.config
+            .deactivate_retrying(guard, &self.state, id)
             .map(drop)
     }
 
@@ -1576,21 +1576,21 @@ impl DeviceSet {
     /// device at the same path again only counts a reference.
     pub fn mount_device(&self, id: &str, path: impl AsRef<Path>, read_only: bool) -> Result<()> {
         let path = path.as_ref();
-        let mut inner = self.lock()?;
+        let mut state = self.lock()?;
         let (thin, size) = {
-            let r = self.cfg.record(&inner, id)?;
+            let r = self.config.record(&state, id)?;
             (r.thin_id, r.size)
         };
         let key = (id.to_string(), path.to_path_buf());
-        if let Some(count) = inner.mounts.get_mut(&key) {
+        if let Some(count) = state.mounts.get_mut(&key) {
             *count += 1;
             return Ok(());
         }
-        let name = self.cfg.device_name(id);
-        let was_active = inner.ctl.exists(&name)?;
+        let name = self.config.device_name(id);
+        let was_active = state.ctl.exists(&name)?;
         let dev = self
-            .cfg
-            .activate(&mut inner, &name, thin, size, UdevFlags::empty())?;
+            .config
+            .activate(&mut state, &name, thin, size, UdevFlags::empty())?;
         fail_point!("mount.after_activate");
         let node = crate::dm::dm_node_path(dev);
         let mounted = std::fs::create_dir_all(path)
@@ -1602,23 +1602,23 @@ impl DeviceSet {
             })
             .and_then(|()| {
                 fsx::mount(
-                    inner.set.filesystem,
+                    state.set.filesystem,
                     &node,
                     path,
                     read_only,
-                    &inner.set.mount_options,
-                    self.cfg.options.mount_discard,
+                    &state.set.mount_options,
+                    self.config.options.mount_discard,
                 )
                 .map_err(DeviceSetError::from)
             });
         if let Err(e) = mounted {
             if !was_active {
-                let _ = self.cfg.deactivate_once(&mut inner, &name, false);
+                let _ = self.config.deactivate_once(&mut state, &name, false);
             }
             return Err(e);
         }
         fail_point!("mount.after_mount");
-        inner.mounts.insert(key, 1);
+        state.mounts.insert(key, 1);
         Ok(())
     }
 
@@ -1626,9 +1626,9 @@ impl DeviceSet {
     /// it, and with `deactivate` also deactivates the device.
     pub fn unmount_device(&self, id: &str, path: impl AsRef<Path>, deactivate: bool) -> Result<()> {
         let path = path.as_ref();
-        let mut inner = self.lock()?;
+        let mut state = self.lock()?;
         let key = (id.to_string(), path.to_path_buf());
-        let Some(count) = inner.mounts.get_mut(&key) else {
+        let Some(count) = state.mounts.get_mut(&key) else {
             return Err(DeviceSetError::NotMounted {
                 id: id.to_string(),
                 path: path.to_path_buf(),
@@ -1639,13 +1639,13 @@ impl DeviceSet {
             return Ok(());
         }
         if let Err(e) = fsx::unmount(path) {
-            inner.mounts.insert(key, 1);
+            state.mounts.insert(key, 1);
             return Err(e.into());
         }
-        inner.mounts.remove(&key);
+        state.mounts.remove(&key);
         fail_point!("unmount.after_unmount");
-        if deactivate && mount_paths(&inner, id).is_empty() {
-            drop(self.cfg.deactivate_retrying(inner, &self.inner, id)?);
+        if deactivate && mount_paths(&state, id).is_empty() {
+            drop(self.config.deactivate_retrying(state, &self.state, id)?);
         }
         Ok(())
     }
@@ -1653,7 +1653,7 @@ impl DeviceSet {
     /// Whether device `id` exists (and is not being removed).
     pub fn has_device(&self, id: &str) -> bool {
         self.lock()
-            .map(|i| self.cfg.record(&i, id).is_ok())
+            .map(|i| self.config.record(&i, id).is_ok())
             .unwrap_or(false)
     }
 
@@ -1661,7 +1661,7 @@ impl DeviceSet {
     pub fn has_initialized_device(&self, id: &str) -> bool {
         self.lock()
             .map(|i| {
-                self.cfg
+                self.config
                     .record(&i, id)
                     .map(|r| r.initialized)
                     .unwrap_or(false)
@@ -1671,36 +1671,36 @@ impl DeviceSet {
 
     /// Whether device `id` is active.
     pub fn has_activated_device(&self, id: &str) -> bool {
-        let Ok(mut inner) = self.lock() else {
+        let Ok(mut state) = self.lock() else {
             return false;
         };
-        if self.cfg.record(&inner, id).is_err() {
+        if self.config.record(&state, id).is_err() {
             return false;
         }
-        let name = self.cfg.device_name(id);
-        inner.ctl.exists(&name).unwrap_or(false)
+        let name = self.config.device_name(id);
+        state.ctl.exists(&name).unwrap_or(false)
     }
 
     /// Marks device `id` initialized (or not), durably.
     pub fn set_initialized(&self, id: &str, initialized: bool) -> Result<()> {
-        let mut inner = self.lock()?;
-        let mut rec = self.cfg.record(&inner, id)?.clone();
+        let mut state = self.lock()?;
+        let mut rec = self.config.record(&state, id)?.clone();
         rec.initialized = initialized;
-        inner.store.write_device(&rec)?;
-        inner.devices.insert(id.to_string(), rec);
+        state.store.write_device(&rec)?;
+        state.devices.insert(id.to_string(), rec);
         Ok(())
     }
 
     /// Every device with its state.
     pub fn list(&self) -> Result<Vec<DeviceSummary>> {
-        let mut inner = self.lock()?;
-        let active: BTreeSet<String> = inner
+        let mut state = self.lock()?;
+        let active: BTreeSet<String> = state
             .ctl
             .list_devices()?
             .into_iter()
-            .filter_map(|e| e.name.strip_prefix(&self.cfg.prefix).map(str::to_string))
+            .filter_map(|e| e.name.strip_prefix(&self.config.prefix).map(str::to_string))
             .collect();
-        let records: Vec<DeviceRecord> = inner
+        let records: Vec<DeviceRecord> = state
             .devices
             .values()
             .filter(|r| !r.deferred_delete)
@@ -1710,8 +1710,8 @@ impl DeviceSet {
         for r in records {
             let is_active = active.contains(&r.id);
             let mapped_bytes = if is_active {
-                let name = self.cfg.device_name(&r.id);
-                match inner
+                let name = self.config.device_name(&r.id);
+                match state
                     .ctl
                     .table_status(DevId::Name(&name), &StatusOptions::default())
                 {
@@ -1725,7 +1725,7 @@ impl DeviceSet {
                 None
             };
             out.push(DeviceSummary {
-                mount_points: mount_paths(&inner, &r.id),
+                mount_points: mount_paths(&state, &r.id),
                 id: r.id,
                 parent: r.parent,
                 thin_id: r.thin_id,
@@ -1740,16 +1740,16 @@ impl DeviceSet {
 
     /// Pool usage and mode.
     pub fn status(&self) -> Result<SetStatus> {
-        let mut inner = self.lock()?;
-        let (_, lines) = inner
+        let mut state = self.lock()?;
+        let (_, lines) = state
             .ctl
-            .table_status(DevId::Name(&self.cfg.pool_name), &StatusOptions::default())?;
+            .table_status(DevId::Name(&self.config.pool_name), &StatusOptions::default())?;
         let line = lines.first().ok_or_else(|| DeviceSetError::PoolUnusable {
-            pool: self.cfg.pool_name.clone(),
+            pool: self.config.pool_name.clone(),
             reason: "no table".into(),
         })?;
         let parsed = PoolStatus::parse(line.params())?;
-        let (data_source, metadata_source) = match &inner.set.storage {
+        let (data_source, metadata_source) = match &state.set.storage {
             Storage::LoopFiles {
                 data_file,
                 metadata_file,
@@ -1760,7 +1760,7 @@ impl DeviceSet {
             } => (Some(data_device.clone()), Some(metadata_device.clone())),
             Storage::AdoptedPool => (None, None),
         };
-        let bs = self.cfg.block_size;
+        let bs = self.config.block_size;
         let (usage, mode, needs_check, txn) = match parsed {
             PoolStatus::Active(s) => (
                 Some(s.usage_bytes(bs)),
@@ -1768,17 +1768,17 @@ impl DeviceSet {
                 s.needs_check,
                 s.transaction_id,
             ),
-            PoolStatus::Fail => (None, "fail".to_string(), true, inner.transaction_id),
-            PoolStatus::Error => (None, "error".to_string(), true, inner.transaction_id),
+            PoolStatus::Fail => (None, "fail".to_string(), true, state.transaction_id),
+            PoolStatus::Error => (None, "error".to_string(), true, state.transaction_id),
         };
         let u = |f: fn(&crate::target::PoolUsageBytes) -> Option<u64>| {
             usage.as_ref().and_then(f).unwrap_or(0)
         };
         Ok(SetStatus {
-            pool_name: self.cfg.pool_name.clone(),
+            pool_name: self.config.pool_name.clone(),
             data_source,
             metadata_source,
-            data_block_size: self.cfg.options.data_block_size,
+            data_block_size: self.config.options.data_block_size,
             data_used: u(|x| x.used_data),
             data_total: u(|x| x.total_data),
             metadata_used: u(|x| x.used_metadata),
@@ -1786,23 +1786,23 @@ impl DeviceSet {
             mode,
             needs_check,
             transaction_id: txn,
-            devices: inner
+            devices: state
                 .devices
                 .values()
                 .filter(|r| !r.deferred_delete)
                 .count(),
-            filesystem: inner.set.filesystem.as_str().to_string(),
-            base_size: inner.set.base_size,
-            base_thin_id: inner.set.base_thin_id,
+            filesystem: state.set.filesystem.as_str().to_string(),
+            base_size: state.set.base_size,
+            base_thin_id: state.set.base_thin_id,
         })
     }
 
     /// Grows the pool's data space to `new_data_size` bytes (loop files are
     /// grown; block devices must already be that large). Never shrinks.
     pub fn grow_pool(&self, new_data_size: u64) -> Result<()> {
-        let mut inner = self.lock()?;
-        let cfg = &self.cfg;
-        let line = cfg.pool_line(&mut inner)?;
+        let mut state = self.lock()?;
+        let config = &self.config;
+        let line = config.pool_line(&mut state)?;
         let current = line.length() * SECTOR;
         if new_data_size < current {
             return Err(DeviceSetError::InvalidOption {
@@ -1810,15 +1810,15 @@ impl DeviceSet {
                 reason: format!("{new_data_size} bytes is smaller than the pool's {current} bytes; pools never shrink"),
             });
         }
-        cfg.grow_backing(&inner, Backing::Data, new_data_size)?;
+        config.grow_backing(&state, Backing::Data, new_data_size)?;
         fail_point!("grow_pool.after_grow_file");
         let pool_table = ThinPoolTable::from_line(&line)?;
-        let bs = u64::from(cfg.block_size.sectors());
+        let bs = u64::from(config.block_size.sectors());
         let len = sectors(new_data_size) / bs * bs;
         let new_line = pool_table.to_line(0, len);
-        inner
+        state
             .ctl
-            .reload_table(DevId::Name(&cfg.pool_name), &[new_line], UdevFlags::PRIVATE)?;
+            .reload_table(DevId::Name(&config.pool_name), &[new_line], UdevFlags::PRIVATE)?;
         fail_point!("grow_pool.after_reload");
         Ok(())
     }
@@ -1838,13 +1838,13 @@ impl DeviceSet {
                 ),
             });
         }
-        let mut inner = self.lock()?;
-        let cfg = &self.cfg;
-        let line = cfg.pool_line(&mut inner)?;
-        if let Storage::LoopFiles { metadata_file, .. } = &inner.set.storage {
+        let mut state = self.lock()?;
+        let config = &self.config;
+        let line = config.pool_line(&mut state)?;
+        if let Storage::LoopFiles { metadata_file, .. } = &state.set.storage {
             let current = std::fs::metadata(metadata_file)
                 .map_err(|e| DeviceSetError::PoolUnusable {
-                    pool: cfg.pool_name.clone(),
+                    pool: config.pool_name.clone(),
                     reason: format!("cannot stat {}: {e}", metadata_file.display()),
                 })?
                 .len();
@@ -1857,42 +1857,42 @@ impl DeviceSet {
                 });
             }
         }
-        cfg.grow_backing(&inner, Backing::Metadata, new_metadata_size)?;
+        config.grow_backing(&state, Backing::Metadata, new_metadata_size)?;
         // The same table: the pool re-reads its metadata device's size on
         // resume (pool_preresume), and a reload lets it leave read-only mode.
-        inner
+        state
             .ctl
-            .reload_table(DevId::Name(&cfg.pool_name), &[line], UdevFlags::PRIVATE)?;
+            .reload_table(DevId::Name(&config.pool_name), &[line], UdevFlags::PRIVATE)?;
         Ok(())
     }
 
     /// Unmounts what this set mounted, deactivates every device, and removes the
     /// pool if the set created it. The set cannot be used afterwards.
     pub fn shutdown(&self) -> Result<()> {
-        let mut inner = self.lock()?;
-        let mounts: Vec<PathBuf> = inner.mounts.keys().map(|(_, p)| p.clone()).collect();
+        let mut state = self.lock()?;
+        let mounts: Vec<PathBuf> = state.mounts.keys().map(|(_, p)| p.clone()).collect();
         let mut first_error: Option<DeviceSetError> = None;
         for p in mounts {
             if let Err(e) = fsx::unmount(&p) {
                 first_error.get_or_insert(e.into());
             }
         }
-        inner.mounts.clear();
-        let list = inner.ctl.list_devices()?;
+        state.mounts.clear();
+        let list = state.ctl.list_devices()?;
         for e in list {
-            if e.name.starts_with(&self.cfg.prefix) && e.name != self.cfg.pool_name {
-                if let Err(err) = remove_retrying(&mut inner.ctl, &e.name) {
+            if e.name.starts_with(&self.config.prefix) && e.name != self.config.pool_name {
+                if let Err(err) = remove_retrying(&mut state.ctl, &e.name) {
                     first_error.get_or_insert(err.into());
                 }
             }
         }
-        if inner.set.pool_owned {
-            if let Err(err) = remove_retrying(&mut inner.ctl, &self.cfg.pool_name) {
+        if state.set.pool_owned {
+            if let Err(err) = remove_retrying(&mut state.ctl, &self.config.pool_name) {
                 first_error.get_or_insert(err.into());
             }
         }
-        inner.loops.clear();
-        inner.closed = true;
+        state.loops.clear();
+        state.closed = true;
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
@@ -1914,8 +1914,8 @@ fn remove_retrying(ctl: &mut Control, name: &str) -> std::result::Result<(), DmE
     Ok(())
 }
 
-fn device_path(inner: &Inner, name: &str, dev: Dev) -> PathBuf {
-    match inner.ctl.node_mode() {
+fn device_path(state: &State, name: &str, dev: Dev) -> PathBuf {
+    match state.ctl.node_mode() {
         NodeMode::None => crate::dm::dm_node_path(dev),
         _ => crate::dm::mapper_path(name),
     }
