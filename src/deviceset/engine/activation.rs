@@ -1,0 +1,180 @@
+//! Activating and deactivating thin devices, and shutting the set down.
+
+use super::mounts::device_path;
+use super::{check_open, mount_paths, sectors};
+use super::{Config, State};
+use crate::deviceset::error::{DeviceSetError, Result};
+use crate::deviceset::fs as fsx;
+use crate::dm::{Control, CreateOptions, Dev, DevId, DmError, RemoveOptions, UdevFlags};
+use crate::fail_point;
+use crate::target::{DeviceRef, TableLine, TargetTable, ThinId, ThinTable};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+impl Config {
+    /// Activates device `id`; returns its `/dev/mapper` path.
+    pub(crate) fn activate_device(&self, state: &mut State, id: &str) -> Result<PathBuf> {
+        let (thin, size) = {
+            let r = self.record(state, id)?;
+            (r.thin_id, r.size)
+        };
+        let name = self.device_name(id);
+        let dev = self.activate(state, &name, thin, size, UdevFlags::empty())?;
+        Ok(device_path(state, &name, dev))
+    }
+
+    pub(crate) fn thin_table(
+        &self,
+        state: &State,
+        thin_id: u32,
+        size: u64,
+    ) -> Result<Vec<TableLine>> {
+        let t = ThinTable::new(
+            DeviceRef::MajorMinor(state.pool_dev.major, state.pool_dev.minor),
+            ThinId::new(thin_id)?,
+        )?;
+        Ok(vec![t.to_line(0, sectors(size))])
+    }
+
+    /// Activates a thin device: create, load, resume, undone on failure.
+    pub(crate) fn activate(
+        &self,
+        state: &mut State,
+        name: &str,
+        thin_id: u32,
+        size: u64,
+        flags: UdevFlags,
+    ) -> Result<Dev> {
+        match state.ctl.info(DevId::Name(name)) {
+            Ok(info) if info.active_table() => return Ok(info.dev),
+            Ok(_) => {
+                // A half-made device from an interrupted activation: replace it.
+                state
+                    .ctl
+                    .remove(DevId::Name(name), &RemoveOptions::default())?;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let table = self.thin_table(state, thin_id, size)?;
+        let info = state.ctl.create(name, &CreateOptions::default())?;
+        fail_point!("activate.after_create");
+        let made = state
+            .ctl
+            .table_load(DevId::Name(name), &table, false)
+            .and_then(|_| {
+                fail_point!("activate.after_load");
+                state.ctl.resume(DevId::Name(name), flags)
+            });
+        if let Err(e) = made {
+            let _ = state
+                .ctl
+                .remove(DevId::Name(name), &RemoveOptions::default());
+            return Err(e.into());
+        }
+        Ok(info.dev)
+    }
+
+    /// Removes a device-mapper device; missing is fine. EBUSY is returned as is.
+    pub(crate) fn deactivate_once(
+        &self,
+        state: &mut State,
+        name: &str,
+        deferred: bool,
+    ) -> std::result::Result<(), DmError> {
+        match state.ctl.remove(
+            DevId::Name(name),
+            &RemoveOptions {
+                deferred,
+                ..Default::default()
+            },
+        ) {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Deactivates with EBUSY retried, releasing the set's lock between tries.
+    pub(crate) fn deactivate_retrying<'a>(
+        &self,
+        mut guard: MutexGuard<'a, State>,
+        lock: &'a Mutex<State>,
+        id: &str,
+    ) -> Result<MutexGuard<'a, State>> {
+        let name = self.device_name(id);
+        let tries = self.options.busy_retries.max(1);
+        for attempt in 1..=tries {
+            check_open(&guard)?;
+            self.record(&guard, id)?;
+            let paths = mount_paths(&guard, id);
+            if !paths.is_empty() {
+                return Err(DeviceSetError::Mounted {
+                    id: id.to_string(),
+                    paths,
+                });
+            }
+            fail_point!("deactivate.before_remove");
+            match self.deactivate_once(&mut guard, &name, false) {
+                Ok(()) => return Ok(guard),
+                Err(e) if e.is_busy() && attempt < tries => {
+                    drop(guard);
+                    std::thread::sleep(Duration::from_millis(20 * u64::from(attempt.min(10))));
+                    guard = lock.lock().map_err(|_| DeviceSetError::Closed)?;
+                }
+                Err(e) if e.is_busy() => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DeviceSetError::Busy {
+            id: id.to_string(),
+            tries,
+        })
+    }
+
+    /// Unmounts what this set mounted, deactivates every device, and removes the
+    /// pool if the set created it. The set cannot be used afterwards.
+    pub(crate) fn shutdown(&self, state: &mut State) -> Result<()> {
+        let mounts: Vec<PathBuf> = state.mounts.keys().map(|(_, p)| p.clone()).collect();
+        let mut first_error: Option<DeviceSetError> = None;
+        for p in mounts {
+            if let Err(e) = fsx::unmount(&p) {
+                first_error.get_or_insert(e.into());
+            }
+        }
+        state.mounts.clear();
+        let list = state.ctl.list_devices()?;
+        for e in list {
+            if e.name.starts_with(&self.prefix) && e.name != self.pool_name {
+                if let Err(err) = remove_retrying(&mut state.ctl, &e.name) {
+                    first_error.get_or_insert(err.into());
+                }
+            }
+        }
+        if state.set.pool_owned {
+            if let Err(err) = remove_retrying(&mut state.ctl, &self.pool_name) {
+                first_error.get_or_insert(err.into());
+            }
+        }
+        state.loops.clear();
+        state.closed = true;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn remove_retrying(ctl: &mut Control, name: &str) -> std::result::Result<(), DmError> {
+    for attempt in 0..20u64 {
+        match ctl.remove(DevId::Name(name), &RemoveOptions::default()) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_busy() && attempt < 19 => {
+                std::thread::sleep(Duration::from_millis(20 + attempt * 10))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

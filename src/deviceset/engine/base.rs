@@ -1,0 +1,150 @@
+//! The base device: made with its filesystem at first open, checked and grown later.
+
+use super::{Config, State};
+use crate::deviceset::error::{DeviceSetError, Result};
+use crate::deviceset::fs as fsx;
+use crate::deviceset::store::TransactionOp;
+use crate::dm::{ErrorKind, UdevFlags};
+use crate::fail_point;
+use crate::target::{PoolMessage, ThinId};
+
+impl Config {
+    pub(crate) fn init_base(&self, state: &mut State) -> Result<()> {
+        self.writable_pool(state)?;
+        let mut thin = state
+            .ids
+            .allocate_from(0)
+            .ok_or_else(|| DeviceSetError::PoolUnusable {
+                pool: self.pool_name.clone(),
+                reason: "no free thin ids".into(),
+            })?;
+        let open = loop {
+            let open = self.begin(state, TransactionOp::BaseCreate { thin_id: thin })?;
+            fail_point!("init.after_begin");
+            match self.message(state, PoolMessage::CreateThin(ThinId::new(thin)?)) {
+                Ok(()) => break open,
+                Err(e) if e.kind() == Some(ErrorKind::Exists) => {
+                    // Taken in the pool though no record names it: skip it for good.
+                    state.store.commit(state.transaction_id)?;
+                    thin = state.ids.allocate_from(thin).ok_or_else(|| {
+                        DeviceSetError::PoolUnusable {
+                            pool: self.pool_name.clone(),
+                            reason: "no free thin ids".into(),
+                        }
+                    })?;
+                }
+                Err(e) => {
+                    state.store.commit(state.transaction_id)?;
+                    let _ = state.ids.release(thin);
+                    return Err(e.into());
+                }
+            }
+        };
+        fail_point!("init.after_create_thin");
+        let undo = |config: &Config, state: &mut State| {
+            let _ = config.deactivate_once(state, &config.base_name, false);
+            let _ = config.delete_thin(state, thin);
+            let _ = state.store.commit(state.transaction_id);
+            let _ = state.ids.release(thin);
+        };
+        if let Err(e) = self.set_transaction(state, open) {
+            undo(self, state);
+            return Err(e);
+        }
+        fail_point!("init.after_set_transaction");
+        let made = (|| -> Result<String> {
+            let size = self.options.base_size;
+            let dev = self.activate(state, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
+            let node = crate::dm::dm_node_path(dev);
+            self.progress(&format!(
+                "creating {} filesystem on the base device ({} bytes)",
+                self.options.filesystem.as_str(),
+                size
+            ));
+            fsx::mkfs(self.options.filesystem, &node, &self.options.mkfs_options)?;
+            let uuid = fsx::read_fs_uuid(self.options.filesystem, &node)?;
+            self.deactivate_once(state, &self.base_name, false)?;
+            Ok(uuid)
+        })();
+        let uuid = match made {
+            Ok(u) => u,
+            Err(e) => {
+                undo(self, state);
+                return Err(e);
+            }
+        };
+        fail_point!("init.after_mkfs");
+        state.set.base_thin_id = thin;
+        state.set.base_size = self.options.base_size;
+        state.set.base_fs_uuid = Some(uuid);
+        state.store.write_set(&state.set)?;
+        state.set_written = true;
+        fail_point!("init.after_write_set");
+        Ok(())
+    }
+
+    pub(crate) fn check_base(&self, state: &mut State) -> Result<()> {
+        let was_active = state.ctl.exists(&self.base_name)?;
+        let thin = state.set.base_thin_id;
+        let size = state.set.base_size;
+        let dev = self.activate(state, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
+        let node = crate::dm::dm_node_path(dev);
+        let result = (|| -> Result<u64> {
+            let found = fsx::read_fs_uuid(state.set.filesystem, &node)?;
+            if let Some(expected) = &state.set.base_fs_uuid {
+                if *expected != found {
+                    return Err(DeviceSetError::BaseUuidMismatch {
+                        expected: expected.clone(),
+                        found,
+                    });
+                }
+            }
+            Ok(fsx::read_fs_size(state.set.filesystem, &node)?)
+        })();
+        if !was_active {
+            self.deactivate_once(state, &self.base_name, false)?;
+        }
+        let fs_size = result?;
+        // A growth interrupted after its record was written left the
+        // filesystem smaller than the device: finish it.
+        let unfinished = fs_size < state.set.base_size / 100 * 95;
+        if self.options.base_size > state.set.base_size || unfinished {
+            self.grow_base(state)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn grow_base(&self, state: &mut State) -> Result<()> {
+        self.writable_pool(state)?;
+        let new = self.options.base_size;
+        let old = state.set.base_size;
+        self.progress(&format!(
+            "growing the base device from {old} to {new} bytes"
+        ));
+        // Record first: a filesystem smaller than its device is harmless, the reverse is not.
+        let mut set = state.set.clone();
+        set.base_size = new;
+        state.store.write_set(&set)?;
+        state.set = set;
+        fail_point!("grow_base.after_write_set");
+        self.deactivate_once(state, &self.base_name, false)?;
+        let dev = self.activate(
+            state,
+            &self.base_name,
+            state.set.base_thin_id,
+            new,
+            UdevFlags::PRIVATE,
+        )?;
+        let node = crate::dm::dm_node_path(dev);
+        let grown = fsx::grow(
+            state.set.filesystem,
+            &node,
+            &self.root.join("mnt-base-grow"),
+            &state.set.mount_options,
+        );
+        let _ = self.deactivate_once(state, &self.base_name, false);
+        grown?;
+        fail_point!("grow_base.after_grow_fs");
+        Ok(())
+    }
+}
