@@ -1,6 +1,6 @@
 //! The base device: made with its filesystem at first open, checked and grown later.
 
-use super::{Config, State};
+use super::{ClaimedId, Config, OpenTransaction, State};
 use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fs as fsx;
 use crate::deviceset::store::TransactionOp;
@@ -11,48 +11,50 @@ use crate::target::{PoolMessage, ThinId};
 impl Config {
     pub(crate) fn init_base(&self, state: &mut State) -> Result<()> {
         self.writable_pool(state)?;
-        let mut thin = state
-            .ids
-            .allocate_from(0)
-            .ok_or_else(|| DeviceSetError::PoolUnusable {
-                pool: self.pool_name.clone(),
-                reason: "no free thin ids".into(),
-            })?;
-        let open = loop {
-            let open = self.begin(state, TransactionOp::BaseCreate { thin_id: thin })?;
+        let no_ids = || DeviceSetError::PoolUnusable {
+            pool: self.pool_name.clone(),
+            reason: "no free thin ids".into(),
+        };
+        let mut claim = ClaimedId::claim(state).ok_or_else(no_ids)?;
+        let (mut txn, thin) = loop {
+            let thin = claim.id();
+            let thin_id = ThinId::new(thin)?;
+            let mut txn =
+                OpenTransaction::begin(&mut claim, TransactionOp::BaseCreate { thin_id: thin })?;
             fail_point!("init.after_begin");
-            match self.message(state, PoolMessage::CreateThin(ThinId::new(thin)?)) {
-                Ok(()) => break open,
+            match self.message(&mut txn, PoolMessage::CreateThin(thin_id)) {
+                Ok(()) => break (txn, thin),
                 Err(e) if e.kind() == Some(ErrorKind::Exists) => {
                     // Taken in the pool though no record names it: skip it for good.
-                    state.store.commit(state.transaction_id)?;
-                    thin = state.ids.allocate_from(thin).ok_or_else(|| {
-                        DeviceSetError::PoolUnusable {
-                            pool: self.pool_name.clone(),
-                            reason: "no free thin ids".into(),
-                        }
-                    })?;
+                    if let Err(closing) = txn.abort() {
+                        claim.keep();
+                        return Err(closing);
+                    }
+                    if !claim.skip() {
+                        return Err(no_ids());
+                    }
                 }
                 Err(e) => {
-                    state.store.commit(state.transaction_id)?;
-                    let _ = state.ids.release(thin);
+                    txn.abort()?;
                     return Err(e.into());
                 }
             }
         };
         fail_point!("init.after_create_thin");
+        // On failure from here the base device goes, then the guards close
+        // the transaction and give the thin id back.
         let undo = |config: &Config, state: &mut State| {
             let _ = config.deactivate_once(state, &config.base_name, false);
             let _ = config.delete_thin(state, thin);
-            let _ = state.store.commit(state.transaction_id);
-            let _ = state.ids.release(thin);
         };
-        if let Err(e) = self.set_transaction(state, open) {
-            undo(self, state);
+        let open = txn.open_id();
+        if let Err(e) = self.set_transaction(&mut txn, open) {
+            undo(self, &mut txn);
             return Err(e);
         }
         fail_point!("init.after_set_transaction");
         let made = (|| -> Result<String> {
+            let state: &mut State = &mut txn;
             let size = self.options.base_size;
             let dev = self.activate(state, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
             let node = crate::dm::dm_node_path(dev);
@@ -69,10 +71,13 @@ impl Config {
         let uuid = match made {
             Ok(u) => u,
             Err(e) => {
-                undo(self, state);
+                undo(self, &mut txn);
                 return Err(e);
             }
         };
+        // Committed in the pool: a failure from here is finished by recovery.
+        txn.keep();
+        claim.keep();
         fail_point!("init.after_mkfs");
         state.set.base_thin_id = thin;
         state.set.base_size = self.options.base_size;

@@ -3,18 +3,20 @@
 
 mod activation;
 mod base;
+mod guard;
 mod mounts;
 mod pool;
 mod recovery;
 mod snapshot;
 
+pub(crate) use guard::{ClaimedId, OpenTransaction};
 pub(crate) use mounts::mount_paths;
 pub use pool::MAX_METADATA_BYTES;
 
 use super::error::{DeviceSetError, Result};
 use super::ids::ThinIdAllocator;
 use super::options::{Options, StorageOptions};
-use super::store::{DeviceRecord, MetadataStore, SetRecord, TransactionOp, TransactionRecord};
+use super::store::{DeviceRecord, MetadataStore, SetRecord};
 use super::SECTOR;
 use crate::dm::{Control, Dev, DevId, DmError, ErrorKind};
 use crate::loopdev::LoopDevice;
@@ -109,15 +111,6 @@ impl Config {
             Err(e) if e.kind() == Some(ErrorKind::NoData) => Ok(()),
             Err(e) => Err(e.into()),
         }
-    }
-
-    pub(crate) fn begin(&self, state: &mut State, op: TransactionOp) -> Result<u64> {
-        let open = state.transaction_id + 1;
-        state.store.begin(&TransactionRecord {
-            open_transaction_id: open,
-            op,
-        })?;
-        Ok(open)
     }
 
     pub(crate) fn record<'a>(&self, state: &'a State, id: &str) -> Result<&'a DeviceRecord> {

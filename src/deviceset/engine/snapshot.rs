@@ -1,7 +1,7 @@
 //! Thin snapshots: adding and deleting the set's devices.
 
 use super::mount_paths;
-use super::{Config, State};
+use super::{ClaimedId, Config, OpenTransaction, State};
 use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::ids::{max_id_len_for_prefix, validate_device_id};
 use crate::deviceset::report::{DeviceSummary, RemoveOutcome};
@@ -83,104 +83,92 @@ impl Config {
             }
         };
         self.check_space(state)?;
+        let origin_id = ThinId::new(origin)?;
         let no_ids = || DeviceSetError::PoolUnusable {
             pool: self.pool_name.clone(),
             reason: "all 2^24 thin ids are in use".into(),
         };
-        let mut thin = state.ids.allocate_from(0).ok_or_else(no_ids)?;
-        let parent_active = match state.ctl.info(DevId::Name(&origin_name)) {
+        let mut claim = ClaimedId::claim(state).ok_or_else(no_ids)?;
+        let parent_active = match claim.ctl.info(DevId::Name(&origin_name)) {
             Ok(info) => info.active_table() && !info.suspended(),
             Err(e) if e.is_not_found() => false,
-            Err(e) => {
-                let _ = state.ids.release(thin);
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         };
-        let open = loop {
-            let open = match self.begin(
-                state,
-                TransactionOp::Create {
-                    device_id: id.to_string(),
-                    thin_id: thin,
-                },
-            ) {
-                Ok(o) => o,
-                Err(e) => {
-                    let _ = state.ids.release(thin);
-                    return Err(e);
-                }
+        // Every failure below closes the transaction, then gives the id back.
+        let (mut txn, thin) = loop {
+            let thin = claim.id();
+            let thin_id = ThinId::new(thin)?;
+            let op = TransactionOp::Create {
+                device_id: id.to_string(),
+                thin_id: thin,
             };
+            let mut txn = OpenTransaction::begin(&mut claim, op)?;
             fail_point!("add.after_begin");
             // Snapshotting an active origin: suspend it around create_snap so
             // the snapshot sees a consistent, flushed origin.
             if parent_active {
-                if let Err(e) = state
-                    .ctl
-                    .suspend(DevId::Name(&origin_name), &SuspendOptions::default())
-                {
-                    let _ = state.store.commit(state.transaction_id);
-                    let _ = state.ids.release(thin);
-                    return Err(e.into());
-                }
+                txn.ctl
+                    .suspend(DevId::Name(&origin_name), &SuspendOptions::default())?;
                 fail_point!("add.after_suspend_parent");
             }
             let snap = self.message(
-                state,
+                &mut txn,
                 PoolMessage::CreateSnap {
-                    id: ThinId::new(thin)?,
-                    origin: ThinId::new(origin)?,
+                    id: thin_id,
+                    origin: origin_id,
                 },
             );
             if parent_active {
-                if let Err(e) = state
+                if let Err(e) = txn
                     .ctl
                     .resume(DevId::Name(&origin_name), UdevFlags::empty())
                 {
                     log::error!("resuming {origin_name} after create_snap failed: {e}");
                     if snap.is_ok() {
-                        let _ = self.delete_thin(state, thin);
+                        let _ = self.delete_thin(&mut txn, thin);
                     }
-                    let _ = state.store.commit(state.transaction_id);
-                    let _ = state.ids.release(thin);
                     return Err(e.into());
                 }
             }
             match snap {
-                Ok(()) => break open,
+                Ok(()) => break (txn, thin),
                 Err(e) if e.kind() == Some(ErrorKind::Exists) => {
-                    state.store.commit(state.transaction_id)?;
+                    if let Err(closing) = txn.abort() {
+                        // The id is the pool's: never given back.
+                        claim.keep();
+                        return Err(closing);
+                    }
                     log::warn!(
                         "thin id {thin} exists in the pool though no record names it; skipping it"
                     );
-                    thin = state.ids.allocate_from(thin).ok_or_else(no_ids)?;
+                    if !claim.skip() {
+                        return Err(no_ids());
+                    }
                 }
-                Err(e) => {
-                    let _ = state.store.commit(state.transaction_id);
-                    let _ = state.ids.release(thin);
-                    return Err(e.into());
-                }
+                Err(e) => return Err(e.into()),
             }
         };
         fail_point!("add.after_create_snap");
         let record = DeviceRecord::new(id, parent.map(str::to_string), thin, size);
-        let committed = state
+        let open = txn.open_id();
+        let committed = txn
             .store
             .write_device(&record)
             .map_err(DeviceSetError::from)
             .and_then(|()| {
                 fail_point!("add.after_write_record");
-                self.set_transaction(state, open)
+                self.set_transaction(&mut txn, open)
             });
         if let Err(e) = committed {
-            let _ = self.delete_thin(state, thin);
-            let _ = state.store.remove_device_record(id);
-            let _ = state.store.commit(state.transaction_id);
-            let _ = state.ids.release(thin);
+            let _ = self.delete_thin(&mut txn, thin);
+            let _ = txn.store.remove_device_record(id);
             return Err(e);
         }
         fail_point!("add.after_set_transaction");
         // Committed: the pool's transaction id now equals the recorded one.
         // transaction.json is left as it is and replaced by the next begin.
+        txn.keep();
+        claim.keep();
         state.devices.insert(id.to_string(), record);
         Ok(())
     }
@@ -191,18 +179,17 @@ impl Config {
             Some(r) => r.thin_id,
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
         };
-        let open = self.begin(
-            state,
-            TransactionOp::Delete {
-                device_id: id.to_string(),
-                thin_id: thin,
-            },
-        )?;
+        let op = TransactionOp::Delete {
+            device_id: id.to_string(),
+            thin_id: thin,
+        };
+        let mut txn = OpenTransaction::begin(state, op)?;
         fail_point!("remove.after_begin");
-        if let Err(e) = self.delete_thin(state, thin) {
-            let _ = state.store.commit(state.transaction_id);
-            return Err(e);
-        }
+        // A failed delete closes the transaction unchanged.
+        self.delete_thin(&mut txn, thin)?;
+        // Deleted in the pool: from here on recovery finishes the removal.
+        let open = txn.open_id();
+        txn.keep();
         fail_point!("remove.after_delete");
         if let Err(e) = self.set_transaction(state, open) {
             // The delete itself is committed in the pool; finish our side.
