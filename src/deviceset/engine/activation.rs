@@ -5,12 +5,12 @@ use super::{check_open, mount_paths, sectors};
 use super::{Config, State};
 use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fs as fsx;
-use crate::dm::{Control, CreateOptions, Dev, DevId, DmError, RemoveOptions, UdevFlags};
+use crate::dm::{CreateOptions, Dev, DevId, DmError, RemoveOptions, UdevFlags};
 use crate::fail_point;
+use crate::retry::Backoff;
 use crate::target::{DeviceRef, TableLine, TargetTable, ThinId, ThinTable};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 impl Config {
     /// Activates device `id`; returns its `/dev/mapper` path.
@@ -95,41 +95,55 @@ impl Config {
         }
     }
 
-    /// Deactivates with EBUSY retried, releasing the set's lock between tries.
+    /// Deactivates with EBUSY retried ([`Backoff::BUSY`], `busy_retries`
+    /// tries), releasing the set's lock between tries.
     pub(crate) fn deactivate_retrying<'a>(
         &self,
-        mut guard: MutexGuard<'a, State>,
+        guard: MutexGuard<'a, State>,
         lock: &'a Mutex<State>,
         id: &str,
     ) -> Result<MutexGuard<'a, State>> {
         let name = self.device_name(id);
-        let tries = self.options.busy_retries.max(1);
-        for attempt in 1..=tries {
-            check_open(&guard)?;
-            self.record(&guard, id)?;
-            let paths = mount_paths(&guard, id);
-            if !paths.is_empty() {
-                return Err(DeviceSetError::Mounted {
-                    id: id.to_string(),
-                    paths,
-                });
-            }
-            fail_point!("deactivate.before_remove");
-            match self.deactivate_once(&mut guard, &name, false) {
-                Ok(()) => return Ok(guard),
-                Err(e) if e.is_busy() && attempt < tries => {
-                    drop(guard);
-                    std::thread::sleep(Duration::from_millis(20 * u64::from(attempt.min(10))));
-                    guard = lock.lock().map_err(|_| DeviceSetError::Closed)?;
+        let backoff = Backoff::BUSY.with_tries(self.options.busy_retries);
+        let busy = |e: &DeviceSetError| matches!(e, DeviceSetError::Dm(e) if e.is_busy());
+        let mut held = Some(guard);
+        let removed = backoff.run(
+            |_| {
+                let mut guard = match held.take() {
+                    Some(guard) => guard,
+                    None => lock.lock().map_err(|_| DeviceSetError::Closed)?,
+                };
+                check_open(&guard)?;
+                self.record(&guard, id)?;
+                let paths = mount_paths(&guard, id);
+                if !paths.is_empty() {
+                    return Err(DeviceSetError::Mounted {
+                        id: id.to_string(),
+                        paths,
+                    });
                 }
-                Err(e) if e.is_busy() => break,
-                Err(e) => return Err(e.into()),
-            }
+                fail_point!("deactivate.before_remove");
+                // On EBUSY the guard goes here: the lock is free during the pause.
+                self.deactivate_once(&mut guard, &name, false)?;
+                Ok(guard)
+            },
+            busy,
+        );
+        match removed {
+            Err(e) if busy(&e) => Err(DeviceSetError::Busy {
+                id: id.to_string(),
+                tries: backoff.tries(),
+            }),
+            other => other,
         }
-        Err(DeviceSetError::Busy {
-            id: id.to_string(),
-            tries,
-        })
+    }
+
+    /// Removes a device at shutdown, EBUSY retried ([`Backoff::BUSY`]); missing is fine.
+    fn remove_retrying(&self, state: &mut State, name: &str) -> std::result::Result<(), DmError> {
+        Backoff::BUSY.run(
+            |_| self.deactivate_once(state, name, false),
+            DmError::is_busy,
+        )
     }
 
     /// Unmounts what this set mounted, deactivates every device, and removes the
@@ -146,13 +160,13 @@ impl Config {
         let list = state.ctl.list_devices()?;
         for e in list {
             if e.name.starts_with(&self.prefix) && e.name != self.pool_name {
-                if let Err(err) = remove_retrying(&mut state.ctl, &e.name) {
+                if let Err(err) = self.remove_retrying(state, &e.name) {
                     first_error.get_or_insert(err.into());
                 }
             }
         }
         if state.set.pool_owned {
-            if let Err(err) = remove_retrying(&mut state.ctl, &self.pool_name) {
+            if let Err(err) = self.remove_retrying(state, &self.pool_name) {
                 first_error.get_or_insert(err.into());
             }
         }
@@ -163,18 +177,4 @@ impl Config {
             None => Ok(()),
         }
     }
-}
-
-fn remove_retrying(ctl: &mut Control, name: &str) -> std::result::Result<(), DmError> {
-    for attempt in 0..20u64 {
-        match ctl.remove(DevId::Name(name), &RemoveOptions::default()) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) if e.is_busy() && attempt < 19 => {
-                std::thread::sleep(Duration::from_millis(20 + attempt * 10))
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
