@@ -58,21 +58,14 @@ impl Config {
             Err(e) => return Err(e.into()),
         }
         let table = self.thin_table(state, thin_id, size)?;
-        let info = state.ctl.create(name, &CreateOptions::default())?;
-        fail_point!("activate.after_create");
-        let made = state
-            .ctl
-            .table_load(DevId::Name(name), &table, false)
-            .and_then(|_| {
-                fail_point!("activate.after_load");
-                state.ctl.resume(DevId::Name(name), flags)
-            });
-        if let Err(e) = made {
-            let _ = state
-                .ctl
-                .remove(DevId::Name(name), &RemoveOptions::default());
-            return Err(e.into());
-        }
+        let info = state.ctl.create_with_table_steps(
+            name,
+            &CreateOptions::default(),
+            &table,
+            flags,
+            || fail_point!("activate.after_create"),
+            || fail_point!("activate.after_load"),
+        )?;
         Ok(info.dev)
     }
 
