@@ -117,22 +117,34 @@ impl Config {
         Ok(table.to_line(0, len))
     }
 
-    /// The pool's live table line.
-    pub(crate) fn pool_line(&self, state: &mut State) -> Result<TableLine> {
-        let (_, table) = state.ctl.table_status(
+    /// The pool's first table line (`Table`) or status line (`Info`): the
+    /// one fetch every look at the pool goes through.
+    fn pool_first_line(&self, state: &mut State, kind: StatusKind) -> Result<TableLine> {
+        let (_, lines) = state.ctl.table_status(
             DevId::Name(&self.pool_name),
             &StatusOptions {
-                kind: StatusKind::Table,
+                kind,
                 ..Default::default()
             },
         )?;
-        table
-            .first()
-            .cloned()
+        lines
+            .into_iter()
+            .next()
             .ok_or_else(|| DeviceSetError::PoolUnusable {
                 pool: self.pool_name.clone(),
-                reason: "no table".into(),
+                reason: "the pool has no table".into(),
             })
+    }
+
+    /// The pool's live table line.
+    pub(crate) fn pool_line(&self, state: &mut State) -> Result<TableLine> {
+        self.pool_first_line(state, StatusKind::Table)
+    }
+
+    /// The pool's status, whatever its state.
+    fn any_pool_status(&self, state: &mut State) -> Result<PoolStatus> {
+        let line = self.pool_first_line(state, StatusKind::Info)?;
+        Ok(PoolStatus::parse(line.params())?)
     }
 
     /// Makes the pool's data or metadata backing at least `size` bytes: a
@@ -182,15 +194,9 @@ impl Config {
         }
     }
 
+    /// The status of a working pool (not failed or in error).
     pub(crate) fn pool_status(&self, state: &mut State) -> Result<ThinPoolStatus> {
-        let (_, lines) = state
-            .ctl
-            .table_status(DevId::Name(&self.pool_name), &StatusOptions::default())?;
-        let line = lines.first().ok_or_else(|| DeviceSetError::PoolUnusable {
-            pool: self.pool_name.clone(),
-            reason: "the pool has no table".into(),
-        })?;
-        match PoolStatus::parse(line.params())? {
+        match self.any_pool_status(state)? {
             PoolStatus::Active(s) => Ok(s),
             other => Err(DeviceSetError::PoolUnusable {
                 pool: self.pool_name.clone(),
@@ -352,14 +358,7 @@ impl Config {
 
     /// Pool usage and mode.
     pub(crate) fn status(&self, state: &mut State) -> Result<SetStatus> {
-        let (_, lines) = state
-            .ctl
-            .table_status(DevId::Name(&self.pool_name), &StatusOptions::default())?;
-        let line = lines.first().ok_or_else(|| DeviceSetError::PoolUnusable {
-            pool: self.pool_name.clone(),
-            reason: "no table".into(),
-        })?;
-        let parsed = PoolStatus::parse(line.params())?;
+        let parsed = self.any_pool_status(state)?;
         let (data_source, metadata_source) = match &state.set.storage {
             Storage::LoopFiles {
                 data_file,
