@@ -64,7 +64,7 @@ impl Config {
                 size
             ));
             fsx::mkfs(self.options.filesystem, &node, &self.options.mkfs_options)?;
-            let uuid = fsx::read_fs_uuid(self.options.filesystem, &node)?;
+            let uuid = fsx::read_superblock(self.options.filesystem, &node)?.uuid;
             self.deactivate_once(state, &self.base_name, false)?;
             Ok(uuid)
         })();
@@ -95,16 +95,16 @@ impl Config {
         let dev = self.activate(state, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
         let node = crate::dm::dm_node_path(dev);
         let result = (|| -> Result<u64> {
-            let found = fsx::read_fs_uuid(state.set.filesystem, &node)?;
+            let sb = fsx::read_superblock(state.set.filesystem, &node)?;
             if let Some(expected) = &state.set.base_fs_uuid {
-                if *expected != found {
+                if *expected != sb.uuid {
                     return Err(DeviceSetError::BaseUuidMismatch {
                         expected: expected.clone(),
-                        found,
+                        found: sb.uuid,
                     });
                 }
             }
-            Ok(fsx::read_fs_size(state.set.filesystem, &node)?)
+            Ok(sb.size)
         })();
         if !was_active {
             self.deactivate_once(state, &self.base_name, false)?;
