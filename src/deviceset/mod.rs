@@ -4,8 +4,9 @@
 
 mod engine;
 pub mod error;
+#[cfg(feature = "failpoints")]
 pub mod failpoint;
-pub mod fs;
+pub(crate) mod fs;
 pub(crate) mod ids;
 pub(crate) mod lock;
 mod options;
@@ -22,3 +23,14 @@ pub use store::FsKind;
 
 /// Bytes in a sector, the unit of device-mapper tables and status lines.
 pub(crate) const SECTOR: u64 = 512;
+
+#[cfg(feature = "failpoints")]
+pub(crate) use failpoint::fail_point;
+
+/// Fail points compile to nothing without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+macro_rules! fail_point {
+    ($name:literal) => {{}};
+}
+#[cfg(not(feature = "failpoints"))]
+pub(crate) use fail_point;

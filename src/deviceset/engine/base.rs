@@ -2,10 +2,10 @@
 
 use super::{ClaimedId, Config, OpenTransaction, State};
 use crate::deviceset::error::{DeviceSetError, Result};
+use crate::deviceset::fail_point;
 use crate::deviceset::fs as fsx;
 use crate::deviceset::store::TransactionOp;
 use crate::dm::{ErrorKind, UdevFlags};
-use crate::fail_point;
 use crate::target::{PoolMessage, ThinId};
 
 impl Config {

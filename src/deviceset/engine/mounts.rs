@@ -2,9 +2,9 @@
 
 use super::{Config, State};
 use crate::deviceset::error::{DeviceSetError, Result};
+use crate::deviceset::fail_point;
 use crate::deviceset::fs::{self as fsx, FsError};
 use crate::dm::{Dev, NodeMode, UdevFlags};
-use crate::fail_point;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 

@@ -2,12 +2,12 @@
 
 use super::{sectors, Config, State};
 use crate::deviceset::error::{DeviceSetError, Result};
+use crate::deviceset::fail_point;
 use crate::deviceset::options::StorageOptions;
 use crate::deviceset::report::SetStatus;
 use crate::deviceset::store::Storage;
 use crate::deviceset::SECTOR;
 use crate::dm::{CreateOptions, Dev, DevId, StatusKind, StatusOptions, UdevFlags};
-use crate::fail_point;
 use crate::loopdev::{self, AttachOptions};
 use crate::target::{
     DeviceRef, PoolFeatures, PoolMode, PoolStatus, TableLine, TargetTable, ThinPoolStatus,

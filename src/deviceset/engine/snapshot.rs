@@ -3,13 +3,13 @@
 use super::mount_paths;
 use super::{ClaimedId, Config, OpenTransaction, State};
 use crate::deviceset::error::{DeviceSetError, Result};
+use crate::deviceset::fail_point;
 use crate::deviceset::ids::{max_id_len_for_prefix, validate_device_id};
 use crate::deviceset::report::{DeviceSummary, RemoveOutcome};
 use crate::deviceset::store::{DeviceRecord, TransactionOp};
 use crate::deviceset::SECTOR;
 use crate::dm::StatusOptions;
 use crate::dm::{DevId, ErrorKind, SuspendOptions, UdevFlags};
-use crate::fail_point;
 use crate::target::ThinStatus;
 use crate::target::{PoolMessage, ThinId};
 use std::collections::BTreeSet;
