@@ -21,9 +21,6 @@ pub use report::{DeviceSummary, RemoveOutcome, SetStatus};
 pub use set::{name_prefix, DeviceSet};
 pub use store::FsKind;
 
-/// Bytes in a sector, the unit of device-mapper tables and status lines.
-pub(crate) const SECTOR: u64 = 512;
-
 #[cfg(feature = "failpoints")]
 pub(crate) use failpoint::fail_point;
 

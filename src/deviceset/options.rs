@@ -2,7 +2,7 @@
 
 use super::error::{DeviceSetError, Result};
 use super::store::{FsKind, SetRecord, Storage};
-use super::SECTOR;
+use crate::dm::SECTOR_SIZE;
 use crate::target::BlockSize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -126,7 +126,7 @@ impl Options {
                 reason: format!("{}% is not below 100%", self.min_free_space_percent),
             });
         }
-        if self.base_size < 16 << 20 || self.base_size % SECTOR != 0 {
+        if self.base_size < 16 << 20 || self.base_size % SECTOR_SIZE != 0 {
             return Err(DeviceSetError::InvalidOption {
                 option: "base_size",
                 reason: format!(

@@ -739,9 +739,9 @@ impl Control {
         self.create_with_table_steps(name, options, lines, udev_flags, || {}, || {})
     }
 
-    /// [`Control::create_with_table`], calling `on_created` once the
-    /// device exists and `on_loaded` once its table is loaded (the device set's fail
-    /// points).
+    /// [`Control::create_with_table`], calling `on_created` once the device
+    /// exists and `on_loaded` once its table is loaded (the device set's
+    /// fail points go there).
     pub(crate) fn create_with_table_steps(
         &mut self,
         name: &str,

@@ -17,7 +17,7 @@ use super::error::{DeviceSetError, Result};
 use super::ids::ThinIdAllocator;
 use super::options::{Options, StorageOptions};
 use super::store::{DeviceRecord, MetadataStore, SetRecord};
-use super::SECTOR;
+use crate::dm::SECTOR_SIZE;
 use crate::dm::{Control, Dev, DevId, DmError, ErrorKind};
 use crate::loopdev::LoopDevice;
 use crate::target::{BlockSize, PoolMessage, ThinId};
@@ -132,5 +132,5 @@ pub(crate) fn check_open(state: &State) -> Result<()> {
 
 /// Whole sectors in `bytes`.
 pub(crate) fn sectors(bytes: u64) -> u64 {
-    bytes / SECTOR
+    bytes / SECTOR_SIZE
 }

@@ -6,7 +6,7 @@ use crate::deviceset::fail_point;
 use crate::deviceset::options::StorageOptions;
 use crate::deviceset::report::SetStatus;
 use crate::deviceset::store::Storage;
-use crate::deviceset::SECTOR;
+use crate::dm::SECTOR_SIZE;
 use crate::dm::{CreateOptions, Dev, DevId, StatusKind, StatusOptions, UdevFlags};
 use crate::loopdev::{self, AttachOptions};
 use crate::target::{
@@ -411,7 +411,7 @@ impl Config {
     /// grown; block devices must already be that large). Never shrinks.
     pub(crate) fn grow_pool(&self, state: &mut State, new_data_size: u64) -> Result<()> {
         let line = self.pool_line(state)?;
-        let current = line.length() * SECTOR;
+        let current = line.length() * SECTOR_SIZE;
         if new_data_size < current {
             return Err(DeviceSetError::InvalidOption {
                 option: "data size",

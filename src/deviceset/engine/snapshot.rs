@@ -7,8 +7,8 @@ use crate::deviceset::fail_point;
 use crate::deviceset::ids::{max_id_len_for_prefix, validate_device_id};
 use crate::deviceset::report::{DeviceSummary, RemoveOutcome};
 use crate::deviceset::store::{DeviceRecord, TransactionOp};
-use crate::deviceset::SECTOR;
 use crate::dm::StatusOptions;
+use crate::dm::SECTOR_SIZE;
 use crate::dm::{DevId, ErrorKind, SuspendOptions, UdevFlags};
 use crate::target::ThinStatus;
 use crate::target::{PoolMessage, ThinId};
@@ -229,7 +229,7 @@ impl Config {
                     Ok((_, lines)) => lines
                         .first()
                         .and_then(|l| ThinStatus::parse(l.params()).ok())
-                        .and_then(|s| s.usage().map(|u| u.mapped_sectors * SECTOR)),
+                        .and_then(|s| s.usage().map(|u| u.mapped_sectors * SECTOR_SIZE)),
                     Err(_) => None,
                 }
             } else {
