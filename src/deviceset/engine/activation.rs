@@ -1,12 +1,11 @@
 //! Activating and deactivating thin devices, and shutting the set down.
 
-use super::mounts::device_path;
 use super::{check_open, mount_paths, sectors};
 use super::{Config, State};
 use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fail_point;
 use crate::deviceset::fs as fsx;
-use crate::dm::{CreateOptions, Dev, DevId, DmError, RemoveOptions, UdevFlags};
+use crate::dm::{CreateOptions, Dev, DevId, DmError, NodeMode, RemoveOptions, UdevFlags};
 use crate::retry::Backoff;
 use crate::target::{DeviceRef, TableLine, TargetTable, ThinId, ThinTable};
 use std::path::PathBuf;
@@ -24,6 +23,7 @@ impl Config {
         Ok(device_path(state, &name, dev))
     }
 
+    /// The table of thin device `thin_id` of `size` bytes in the pool.
     pub(crate) fn thin_table(
         &self,
         state: &State,
@@ -169,5 +169,14 @@ impl Config {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// The path a caller opens an active device by: its `/dev/mapper` name, or
+/// the `/dev/dm-N` node where nothing makes `/dev/mapper` names.
+fn device_path(state: &State, name: &str, dev: Dev) -> PathBuf {
+    match state.ctl.node_mode() {
+        NodeMode::None => crate::dm::dm_node_path(dev),
+        _ => crate::dm::mapper_path(name),
     }
 }

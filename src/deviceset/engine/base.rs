@@ -9,6 +9,8 @@ use crate::dm::{ErrorKind, UdevFlags};
 use crate::target::{PoolMessage, ThinId};
 
 impl Config {
+    /// Makes the base device: a thin device with a fresh filesystem, committed
+    /// in the pool before the set record names it.
     pub(crate) fn init_base(&self, state: &mut State) -> Result<()> {
         self.writable_pool(state)?;
         let no_ids = || DeviceSetError::PoolUnusable {
@@ -88,6 +90,8 @@ impl Config {
         Ok(())
     }
 
+    /// Checks the base device holds the recorded filesystem; grows it when
+    /// asked for (or when an interrupted growth left it short).
     pub(crate) fn check_base(&self, state: &mut State) -> Result<()> {
         let was_active = state.ctl.exists(&self.base_name)?;
         let thin = state.set.base_thin_id;
@@ -119,6 +123,7 @@ impl Config {
         Ok(())
     }
 
+    /// Grows the base device and its filesystem to `base_size`.
     pub(crate) fn grow_base(&self, state: &mut State) -> Result<()> {
         self.writable_pool(state)?;
         let new = self.options.base_size;

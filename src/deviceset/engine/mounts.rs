@@ -4,7 +4,7 @@ use super::{Config, State};
 use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fail_point;
 use crate::deviceset::fs::{self as fsx, FsError};
-use crate::dm::{Dev, NodeMode, UdevFlags};
+use crate::dm::UdevFlags;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -95,6 +95,7 @@ impl Config {
     }
 }
 
+/// Where this set has device `id` mounted.
 pub(crate) fn mount_paths(state: &State, id: &str) -> Vec<PathBuf> {
     state
         .mounts
@@ -102,11 +103,4 @@ pub(crate) fn mount_paths(state: &State, id: &str) -> Vec<PathBuf> {
         .filter(|(d, _)| d == id)
         .map(|(_, p)| p.clone())
         .collect()
-}
-
-pub(crate) fn device_path(state: &State, name: &str, dev: Dev) -> PathBuf {
-    match state.ctl.node_mode() {
-        NodeMode::None => crate::dm::dm_node_path(dev),
-        _ => crate::dm::mapper_path(name),
-    }
 }

@@ -79,19 +79,23 @@ impl Config {
         Ok(())
     }
 
+    /// The pool's data loop file.
     pub(crate) fn data_file(&self) -> PathBuf {
         self.root.join("devicemapper").join("data")
     }
 
+    /// The pool's metadata loop file.
     pub(crate) fn metadata_file(&self) -> PathBuf {
         self.root.join("devicemapper").join("metadata")
     }
 
+    /// The low water mark in blocks for a pool of `data_sectors`.
     pub(crate) fn low_water_mark(&self, data_sectors: u64) -> u64 {
         let blocks = data_sectors / u64::from(self.block_size.sectors());
         self.options.low_water_mark.unwrap_or((blocks / 100).max(1))
     }
 
+    /// The table line of a new pool on these devices.
     pub(crate) fn pool_table(&self, meta: Dev, data: Dev, data_bytes: u64) -> Result<TableLine> {
         let bs = u64::from(self.block_size.sectors());
         let len = sectors(data_bytes) / bs * bs;
@@ -205,6 +209,8 @@ impl Config {
         }
     }
 
+    /// The status of a pool that can take changes; a pool read-only, failed
+    /// or wanting a check is refused with the reason.
     pub(crate) fn writable_pool(&self, state: &mut State) -> Result<ThinPoolStatus> {
         let s = self.pool_status(state)?;
         if s.mode != PoolMode::ReadWrite || s.needs_check {
@@ -223,6 +229,8 @@ impl Config {
         Ok(s)
     }
 
+    /// Makes `file` at least `size` bytes and binds a loop device to it (or
+    /// takes the one bound already); the loop device is held in the state.
     pub(crate) fn attach_loop(&self, state: &mut State, file: &Path, size: u64) -> Result<Dev> {
         loopdev::create_sparse_file(file, size)?;
         let dev = match loopdev::find_by_file(file)? {
@@ -244,6 +252,8 @@ impl Config {
         Ok(d)
     }
 
+    /// Creates the pool (or finds it), checks its block size, and reads its
+    /// transaction id.
     pub(crate) fn setup_pool(&self, state: &mut State, has_set: bool) -> Result<()> {
         let exists = state.ctl.exists(&self.pool_name)?;
         if !exists {

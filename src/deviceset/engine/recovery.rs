@@ -87,6 +87,7 @@ impl Config {
         Ok(state)
     }
 
+    /// Refuses options that differ from the ones the set was made with.
     pub(crate) fn check_recorded_options(&self, set: Option<&SetRecord>) -> Result<()> {
         let Some(set) = set else { return Ok(()) };
         if set.data_block_size != self.options.data_block_size {
@@ -252,6 +253,7 @@ impl Config {
         Ok(())
     }
 
+    /// Deletes the devices whose deferred removal the kernel has completed.
     pub(crate) fn finish_deferred_deletes(&self, state: &mut State) -> Result<()> {
         let pending: Vec<String> = state
             .devices

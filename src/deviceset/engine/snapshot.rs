@@ -15,6 +15,7 @@ use crate::target::{PoolMessage, ThinId};
 use std::collections::BTreeSet;
 
 impl Config {
+    /// Refuses changes while the pool is not writable or below `min_free_space_percent`.
     pub(crate) fn check_space(&self, state: &mut State) -> Result<()> {
         let s = self.writable_pool(state)?;
         let min = self.options.min_free_space_percent;
@@ -40,6 +41,7 @@ impl Config {
         )
     }
 
+    /// Refuses an id that is malformed, too long, or one of the set's own names.
     pub(crate) fn validate_new_id(&self, id: &str) -> Result<()> {
         validate_device_id(id, max_id_len_for_prefix(&self.prefix))?;
         if id == "pool" || id == "base" {
@@ -48,6 +50,7 @@ impl Config {
         Ok(())
     }
 
+    /// Snapshots `parent` (the base device when `None`) into a new device `id`.
     pub(crate) fn add_device(
         &self,
         state: &mut State,
