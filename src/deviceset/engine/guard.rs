@@ -13,6 +13,24 @@ use crate::deviceset::error::Result;
 use crate::deviceset::store::{TransactionOp, TransactionRecord};
 use std::ops::{Deref, DerefMut};
 
+/// A guard derefs to the state it holds, so the operation's steps run through it.
+macro_rules! derefs_to_state {
+    ($guard:ident) => {
+        impl Deref for $guard<'_> {
+            type Target = State;
+            fn deref(&self) -> &State {
+                self.state
+            }
+        }
+
+        impl DerefMut for $guard<'_> {
+            fn deref_mut(&mut self) -> &mut State {
+                self.state
+            }
+        }
+    };
+}
+
 /// A thin id taken from the allocator for a device being made: given back
 /// on drop unless [kept](ClaimedId::keep).
 pub(crate) struct ClaimedId<'a> {
@@ -58,18 +76,7 @@ impl Drop for ClaimedId<'_> {
     }
 }
 
-impl Deref for ClaimedId<'_> {
-    type Target = State;
-    fn deref(&self) -> &State {
-        self.state
-    }
-}
-
-impl DerefMut for ClaimedId<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        self.state
-    }
-}
+derefs_to_state!(ClaimedId);
 
 /// An operation begun in `transaction.json`: on drop, unless
 /// [kept](OpenTransaction::keep), closed without change (the pool's current
@@ -125,15 +132,4 @@ impl Drop for OpenTransaction<'_> {
     }
 }
 
-impl Deref for OpenTransaction<'_> {
-    type Target = State;
-    fn deref(&self) -> &State {
-        self.state
-    }
-}
-
-impl DerefMut for OpenTransaction<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        self.state
-    }
-}
+derefs_to_state!(OpenTransaction);
