@@ -172,3 +172,67 @@ impl Options {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deviceset::store::FORMAT_VERSION;
+
+    #[test]
+    fn validate_refuses_bad_sizes_and_percentages() {
+        assert_eq!(
+            Options::default().validate().unwrap(),
+            BlockSize::from_bytes(64 * 1024).unwrap()
+        );
+        let refused = |o: Options| match o.validate() {
+            Err(DeviceSetError::InvalidOption { option, .. }) => option,
+            other => panic!("{other:?}"),
+        };
+        let with = |f: fn(&mut Options)| {
+            let mut o = Options::default();
+            f(&mut o);
+            o
+        };
+        assert_eq!(
+            refused(with(|o| o.min_free_space_percent = 100)),
+            "min_free_space"
+        );
+        assert_eq!(refused(with(|o| o.base_size = 8 << 20)), "base_size");
+        assert_eq!(refused(with(|o| o.base_size = (16 << 20) + 1)), "base_size");
+        assert!(with(|o| o.data_block_size = 1000).validate().is_err());
+    }
+
+    #[test]
+    fn recorded_options_come_from_the_set_record() {
+        let set = SetRecord {
+            format_version: FORMAT_VERSION,
+            base_thin_id: 0,
+            base_size: 32 << 20,
+            base_fs_uuid: None,
+            filesystem: FsKind::Xfs,
+            mkfs_options: vec!["-m".into()],
+            mount_options: vec!["noatime".into()],
+            data_block_size: 128 * 1024,
+            pool_name: "somepool".into(),
+            pool_owned: false,
+            storage: Storage::AdoptedPool,
+            next_thin_id: 0,
+        };
+        let o = Options::from_record(&set);
+        assert_eq!(
+            o.storage,
+            StorageOptions::AdoptPool {
+                name: "somepool".into()
+            }
+        );
+        assert_eq!(
+            (o.base_size, o.data_block_size, o.filesystem),
+            (32 << 20, 128 * 1024, FsKind::Xfs)
+        );
+        assert_eq!(
+            (o.mkfs_options, o.mount_options),
+            (set.mkfs_options.clone(), set.mount_options)
+        );
+        assert_eq!(o.busy_retries, Options::default().busy_retries);
+    }
+}
