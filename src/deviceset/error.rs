@@ -1,6 +1,5 @@
 //! Errors of the device set.
 
-use super::fs::FsError;
 use crate::dm::DmError;
 use crate::loopdev::LoopError;
 use crate::target::TargetError;
@@ -8,6 +7,7 @@ use std::path::PathBuf;
 
 // The error types of the set's private parts, nameable by users matching on
 // a `DeviceSetError` or reading `DeviceSet::problems`.
+pub use super::fs::FsError;
 pub use super::ids::IdError;
 pub use super::lock::LockError;
 pub use super::store::{ProblemReason, RecordProblem, StoreError};

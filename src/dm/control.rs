@@ -736,12 +736,31 @@ impl Control {
         lines: &[TableLine],
         udev_flags: UdevFlags,
     ) -> Result<DeviceInfo> {
+        self.create_with_table_steps(name, options, lines, udev_flags, || {}, || {})
+    }
+
+    /// [`Control::create_with_table`], calling `on_created` once the device
+    /// exists and `on_loaded` once its table is loaded (the device set's
+    /// fail points go there).
+    pub(crate) fn create_with_table_steps(
+        &mut self,
+        name: &str,
+        options: &CreateOptions<'_>,
+        lines: &[TableLine],
+        udev_flags: UdevFlags,
+        on_created: impl FnOnce(),
+        on_loaded: impl FnOnce(),
+    ) -> Result<DeviceInfo> {
         // Validate the table before creating anything.
         encode::encode_table(lines, &mut self.payload)?;
         self.create(name, options)?;
+        on_created();
         let loaded = self
             .table_load(DevId::Name(name), lines, options.read_only)
-            .and_then(|_| self.resume(DevId::Name(name), udev_flags));
+            .and_then(|_| {
+                on_loaded();
+                self.resume(DevId::Name(name), udev_flags)
+            });
         match loaded {
             Ok(info) => Ok(info),
             Err(e) => {
