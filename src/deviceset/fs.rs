@@ -3,6 +3,8 @@
 use super::store::FsKind;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
+
+use super::mount_flags::MountOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -183,17 +185,18 @@ pub fn read_superblock(kind: FsKind, device: &Path) -> Result<Superblock, FsErro
     })
 }
 
-/// Mount options for a device set mount: the user's, plus `nouuid` for xfs
-/// (snapshots share their parent's uuid).
-pub fn mount_data(kind: FsKind, options: &[String], discard: bool) -> String {
-    let mut opts: Vec<&str> = options.iter().map(String::as_str).collect();
-    if kind == FsKind::Xfs && !opts.contains(&"nouuid") {
-        opts.push("nouuid");
+/// How a device set mount is made: the user's options split into mount(2)
+/// flags and filesystem data (see [`MountOptions`]), plus `nouuid` for xfs
+/// (snapshots share their parent's uuid) and `discard` when asked.
+pub fn mount_options(kind: FsKind, options: &[String], discard: bool) -> MountOptions {
+    let mut parsed = MountOptions::parse(options);
+    if kind == FsKind::Xfs && !parsed.has_data("nouuid") {
+        parsed.data.push("nouuid".into());
     }
-    if discard && !opts.contains(&"discard") {
-        opts.push("discard");
+    if discard && !parsed.has_data("discard") {
+        parsed.data.push("discard".into());
     }
-    opts.join(",")
+    parsed
 }
 
 /// Mounts `device` on `path`. When `discard` is refused, mounts without it.
@@ -206,12 +209,13 @@ pub fn mount(
     options: &[String],
     discard: bool,
 ) -> Result<bool, FsError> {
-    let mut flags = MsFlags::empty();
-    if read_only {
-        flags |= MsFlags::MS_RDONLY;
-    }
     let try_mount = |discard: bool| {
-        let data = mount_data(kind, options, discard);
+        let opts = mount_options(kind, options, discard);
+        let mut flags = opts.flags;
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        let data = opts.data.join(",");
         nix::mount::mount(
             Some(device),
             path,
@@ -356,12 +360,22 @@ mod tests {
     }
 
     #[test]
-    fn mount_data_adds_nouuid_for_xfs_only() {
-        assert_eq!(mount_data(FsKind::Xfs, &[], false), "nouuid");
+    fn mount_options_add_nouuid_for_xfs_only_and_split_flags() {
+        let xfs = mount_options(FsKind::Xfs, &[], false);
         assert_eq!(
-            mount_data(FsKind::Ext4, &["noatime".into()], true),
-            "noatime,discard"
+            (xfs.flags, xfs.data.join(",")),
+            (MsFlags::empty(), "nouuid".into())
         );
+        let ext4 = mount_options(
+            FsKind::Ext4,
+            &["noatime,nosuid,nodev".into(), "data=ordered".into()],
+            true,
+        );
+        assert_eq!(
+            ext4.flags,
+            MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV
+        );
+        assert_eq!(ext4.data.join(","), "data=ordered,discard");
     }
 
     fn superblock_of(name: &str, image: &[u8], kind: FsKind) -> Result<Superblock, FsError> {

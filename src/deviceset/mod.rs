@@ -9,6 +9,7 @@ pub mod failpoint;
 pub(crate) mod fs;
 pub(crate) mod ids;
 pub(crate) mod lock;
+mod mount_flags;
 mod options;
 mod report;
 mod set;
