@@ -168,6 +168,11 @@ impl Options {
             filesystem: set.filesystem,
             mkfs_options: set.mkfs_options.clone(),
             mount_options: set.mount_options.clone(),
+            min_free_space_percent: set
+                .min_free_space_percent
+                .unwrap_or(Options::default().min_free_space_percent),
+            block_zeroing: set.block_zeroing.unwrap_or(true),
+            mount_discard: set.mount_discard.unwrap_or(true),
             ..Options::default()
         }
     }
@@ -217,6 +222,10 @@ mod tests {
             pool_owned: false,
             storage: Storage::AdoptedPool,
             next_thin_id: 0,
+            name_prefix: None,
+            min_free_space_percent: None,
+            block_zeroing: None,
+            mount_discard: None,
         };
         let o = Options::from_record(&set);
         assert_eq!(
@@ -231,8 +240,24 @@ mod tests {
         );
         assert_eq!(
             (o.mkfs_options, o.mount_options),
-            (set.mkfs_options.clone(), set.mount_options)
+            (set.mkfs_options.clone(), set.mount_options.clone())
         );
         assert_eq!(o.busy_retries, Options::default().busy_retries);
+        assert_eq!(
+            (o.min_free_space_percent, o.block_zeroing, o.mount_discard),
+            (10, true, true),
+            "a set from before these were recorded keeps the defaults"
+        );
+        let remembered = SetRecord {
+            min_free_space_percent: Some(95),
+            block_zeroing: Some(false),
+            mount_discard: Some(false),
+            ..set
+        };
+        let o = Options::from_record(&remembered);
+        assert_eq!(
+            (o.min_free_space_percent, o.block_zeroing, o.mount_discard),
+            (95, false, false)
+        );
     }
 }

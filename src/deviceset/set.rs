@@ -54,6 +54,19 @@ fn root_prefix(root: &Path) -> Result<String> {
     })
 }
 
+/// The kernel-name prefix an existing set was made with: recorded in its
+/// set record, or (sets from before it was recorded) read off the name of the
+/// pool it made. `None` for a new set or an unreadable record (the load
+/// reports that).
+fn recorded_prefix(store: &MetadataStore) -> Option<String> {
+    let set = store.read_set().ok()??;
+    if let Some(prefix) = set.name_prefix {
+        return Some(prefix);
+    }
+    let derived = set.pool_name.strip_suffix("pool")?;
+    (set.pool_owned && derived.starts_with("dmthin-")).then(|| derived.to_string())
+}
+
 impl DeviceSet {
     /// Creates the set at `root`, or reopens it, repairing any operation a
     /// crash interrupted.
@@ -72,8 +85,13 @@ impl DeviceSet {
             })?;
         let block_size = options.validate()?;
         let lock = SetLock::acquire(&root)?;
-        let prefix = root_prefix(&root)?;
-        let store = MetadataStore::open(&root, max_id_len_for_prefix(&prefix))?;
+        let mut prefix = root_prefix(&root)?;
+        let mut store = MetadataStore::open(&root, max_id_len_for_prefix(&prefix))?;
+        if let Some(recorded) = recorded_prefix(&store).filter(|p| *p != prefix) {
+            log::info!("{}: kernel names keep the recorded prefix {recorded} (the root's device number changed; today's would be {prefix})", root.display());
+            prefix = recorded;
+            store = MetadataStore::open(&root, max_id_len_for_prefix(&prefix))?;
+        }
         let mut report = store.load_all()?;
         for p in &report.problems {
             log::warn!("skipping damaged record {}: {}", p.path.display(), p.reason);

@@ -57,6 +57,10 @@ impl Config {
                 pool_owned: !matches!(self.options.storage, StorageOptions::AdoptPool { .. }),
                 storage: Storage::AdoptedPool,
                 next_thin_id: 0,
+                name_prefix: Some(self.prefix.clone()),
+                min_free_space_percent: Some(self.options.min_free_space_percent),
+                block_zeroing: Some(self.options.block_zeroing),
+                mount_discard: Some(self.options.mount_discard),
             },
         };
         // A damaged record still owns its thin id; we cannot know which, so the
@@ -82,9 +86,37 @@ impl Config {
         } else {
             self.check_base(&mut state)?;
         }
+        self.remember_options(&mut state);
         self.adopt_existing_mounts(&mut state)?;
         self.finish_deferred_deletes(&mut state)?;
         Ok(state)
+    }
+
+    /// Records the options a set keeps between opens when this open changed
+    /// them (or the set predates their recording), so the next open without
+    /// options (the CLI's) uses them. A failed write only costs the memory
+    /// of the change: this open still runs with the options given.
+    fn remember_options(&self, state: &mut State) {
+        let o = &self.options;
+        let mut set = state.set.clone();
+        set.name_prefix = Some(self.prefix.clone());
+        set.min_free_space_percent = Some(o.min_free_space_percent);
+        set.mount_discard = Some(o.mount_discard);
+        set.mount_options.clone_from(&o.mount_options);
+        if set.block_zeroing.is_some_and(|z| z != o.block_zeroing) {
+            log::info!(
+                "block zeroing {} from the pool's next activation",
+                if o.block_zeroing { "on" } else { "off" }
+            );
+        }
+        set.block_zeroing = Some(o.block_zeroing);
+        if set == state.set {
+            return;
+        }
+        match state.store.write_set(&set) {
+            Ok(()) => state.set = set,
+            Err(e) => log::warn!("could not record the set's changed options: {e}"),
+        }
     }
 
     /// Refuses options that differ from the ones the set was made with.

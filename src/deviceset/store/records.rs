@@ -153,6 +153,22 @@ pub struct SetRecord {
     /// Where the next thin id search starts.
     #[serde(default)]
     pub next_thin_id: u32,
+    /// Kernel-name prefix of the set's devices, fixed when the set is made:
+    /// the root's device number, which the default prefix comes from, can
+    /// change across boots (LVM, btrfs). `None` in sets from before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_prefix: Option<String>,
+    /// Options the set remembers between opens; `None` where a set from
+    /// before they were recorded leaves them at their defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_free_space_percent: Option<u32>,
+    /// Whether the pool zeroes newly provisioned blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_zeroing: Option<bool>,
+    /// Whether mounts try the `discard` option.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_discard: Option<bool>,
 }
 
 impl SetRecord {
@@ -193,6 +209,24 @@ impl SetRecord {
             return Err(format!(
                 "pool_name {name:?} is not a device-mapper name (1 to 127 bytes, no '/' or control characters)"
             ));
+        }
+        if let Some(prefix) = &self.name_prefix {
+            if !prefix.starts_with("dmthin-")
+                || prefix.len() > crate::dm::MAX_NAME_LEN - "pool".len()
+                || !prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+            {
+                return Err(format!(
+                    "name_prefix {prefix:?} is not a dmthin prefix ('dmthin-' then [A-Za-z0-9_.:-], at most {} bytes)",
+                    crate::dm::MAX_NAME_LEN - "pool".len()
+                ));
+            }
+        }
+        if let Some(pct) = self.min_free_space_percent {
+            if pct > 99 {
+                return Err(format!("min_free_space_percent {pct} is not below 100"));
+            }
         }
         for opt in self.mkfs_options.iter().chain(&self.mount_options) {
             if opt.contains('\0') {
