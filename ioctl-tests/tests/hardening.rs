@@ -153,6 +153,56 @@ fn a_closed_stdout_ends_the_cli_quietly() {
         r.0.display()
     ));
     assert!(out.contains("rc=141"), "{out}");
-    assert!(!out.contains("panicked") && !out.contains("Broken pipe"), "{out}");
+    assert!(
+        !out.contains("panicked") && !out.contains("Broken pipe"),
+        "{out}"
+    );
+    ok(&r.0, &["shutdown"]);
+}
+
+#[test]
+fn a_planted_link_under_the_root_is_refused_and_its_target_untouched() {
+    let r = Root::new("planted");
+    let victim = std::path::PathBuf::from("/tmp/dmthin-victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::create_dir_all(r.0.join("devicemapper")).unwrap();
+    std::os::unix::fs::symlink(&victim, r.0.join("devicemapper/data")).unwrap();
+    let out = dmthin(&r.0, &["init", "--data-size", "256M", "--metadata-size", "16M"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "init followed the planted link");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(std::fs::metadata(&victim).unwrap().len(), 8);
+    std::fs::remove_file(&victim).unwrap();
+}
+
+#[test]
+fn a_root_others_can_write_to_is_refused() {
+    let r = Root::new("open-root");
+    init(&r.0, &[]);
+    ok(&r.0, &["shutdown"]);
+    // Owned by another user: dmthin's chmod cannot fix it, so it refuses.
+    std::os::unix::fs::chown(&r.0, Some(1000), None).unwrap();
+    let out = dmthin(&r.0, &["list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a root owned by uid 1000 was trusted");
+    assert!(err.contains("owned by uid 1000"), "{err}");
+    std::os::unix::fs::chown(&r.0, Some(0), None).unwrap();
+    ok(&r.0, &["list"]);
+    ok(&r.0, &["shutdown"]);
+}
+
+#[test]
+fn the_metadata_file_is_fully_allocated() {
+    let r = Root::new("fallocate");
+    init(&r.0, &[]);
+    let meta = std::fs::metadata(r.0.join("devicemapper/metadata")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        meta.blocks() * 512 >= meta.len(),
+        "metadata file is sparse: {} of {} bytes allocated",
+        meta.blocks() * 512,
+        meta.len()
+    );
     ok(&r.0, &["shutdown"]);
 }

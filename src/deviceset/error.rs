@@ -36,6 +36,16 @@ pub enum DeviceSetError {
     /// A device id was refused.
     #[error(transparent)]
     Id(#[from] IdError),
+    /// A path under the set's root that another user could have planted or
+    /// changed (a symbolic link, a file of the wrong kind, a directory
+    /// others can write to).
+    #[error("refusing {path}: {reason}")]
+    Untrusted {
+        /// The path refused.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No device with this id.
     #[error("no device {0:?} in the set")]
     UnknownDevice(String),

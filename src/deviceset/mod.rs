@@ -14,6 +14,7 @@ mod options;
 mod report;
 mod set;
 pub(crate) mod store;
+mod trust;
 
 pub use engine::MAX_METADATA_BYTES;
 pub use error::{DeviceSetError, Result};

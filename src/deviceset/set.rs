@@ -83,6 +83,7 @@ impl DeviceSet {
                 option: "root",
                 reason: format!("{}: {e}", root.display()),
             })?;
+        super::trust::check_dir(&root)?;
         let block_size = options.validate()?;
         let lock = SetLock::acquire(&root)?;
         let mut prefix = root_prefix(&root)?;

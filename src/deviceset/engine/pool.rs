@@ -6,6 +6,7 @@ use crate::deviceset::fail_point;
 use crate::deviceset::options::StorageOptions;
 use crate::deviceset::report::SetStatus;
 use crate::deviceset::store::Storage;
+use crate::deviceset::trust;
 use crate::dm::SECTOR_SIZE;
 use crate::dm::{CreateOptions, Dev, DevId, StatusKind, StatusOptions, UdevFlags};
 use crate::loopdev::{self, AttachOptions};
@@ -165,7 +166,7 @@ impl Config {
                     Backing::Data => data_file,
                     Backing::Metadata => metadata_file,
                 };
-                loopdev::create_sparse_file(file, size)?;
+                trust::prepare_backing_file(file, size, matches!(which, Backing::Metadata))?;
                 match loopdev::find_by_file(file)? {
                     Some(d) => Ok(d.set_capacity()?),
                     None => Err(DeviceSetError::PoolUnusable {
@@ -232,7 +233,10 @@ impl Config {
     /// Makes `file` at least `size` bytes and binds a loop device to it (or
     /// takes the one bound already); the loop device is held in the state.
     pub(crate) fn attach_loop(&self, state: &mut State, file: &Path, size: u64) -> Result<Dev> {
-        loopdev::create_sparse_file(file, size)?;
+        // The metadata file is reserved in full: a pool metadata write must
+        // never meet a full host filesystem.
+        let reserve = file == self.metadata_file();
+        trust::prepare_backing_file(file, size, reserve)?;
         let dev = match loopdev::find_by_file(file)? {
             Some(d) => {
                 // Grown since it was attached: let the device see the new size.
