@@ -93,9 +93,26 @@ impl DelayTable {
     pub fn flush(&self) -> Option<&DelayClass> {
         self.flush.as_ref()
     }
+}
+
+impl fmt::Display for DelayTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.read)?;
+        if let Some(w) = &self.write {
+            write!(f, " {w}")?;
+        }
+        if let Some(fl) = &self.flush {
+            write!(f, " {fl}")?;
+        }
+        Ok(())
+    }
+}
+
+impl TargetTable for DelayTable {
+    const TARGET_TYPE: &'static str = "delay";
 
     /// Parses the parameters.
-    pub fn parse_params(params: &str) -> Result<Self> {
+    fn parse_params(params: &str) -> Result<Self> {
         let mut a = Args::new(params, DELAY);
         let n = a.remaining();
         if n == 0 {
@@ -137,26 +154,6 @@ impl DelayTable {
         }
         a.finish()?;
         Ok(t)
-    }
-}
-
-impl fmt::Display for DelayTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.read)?;
-        if let Some(w) = &self.write {
-            write!(f, " {w}")?;
-        }
-        if let Some(fl) = &self.flush {
-            write!(f, " {fl}")?;
-        }
-        Ok(())
-    }
-}
-
-impl TargetTable for DelayTable {
-    const TARGET_TYPE: &'static str = "delay";
-    fn parse_params(params: &str) -> Result<Self> {
-        DelayTable::parse_params(params)
     }
 }
 

@@ -394,21 +394,6 @@ impl FlakeyTable {
     pub fn features(&self) -> FlakeyFeatures {
         self.features
     }
-
-    /// Parses the parameters, as given to or reported by the kernel.
-    pub fn parse_params(params: &str) -> Result<Self> {
-        let mut a = Args::new(params, FLAKEY);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: FLAKEY });
-        }
-        let dev = DeviceRef::parse_field("flakey device", a.required("flakey device")?)?;
-        let offset = a.u64("flakey offset")?;
-        let up = a.u32("flakey up interval")?;
-        let down = a.u32("flakey down interval")?;
-        let features = FlakeyFeatures::parse(&mut a)?;
-        a.finish()?;
-        FlakeyTable::new(dev, offset, up, down)?.with_features(features)
-    }
 }
 
 impl fmt::Display for FlakeyTable {
@@ -427,8 +412,20 @@ impl fmt::Display for FlakeyTable {
 
 impl TargetTable for FlakeyTable {
     const TARGET_TYPE: &'static str = "flakey";
+
+    /// Parses the parameters, as given to or reported by the kernel.
     fn parse_params(params: &str) -> Result<Self> {
-        FlakeyTable::parse_params(params)
+        let mut a = Args::new(params, FLAKEY);
+        if a.is_empty() {
+            return Err(TargetError::Empty { context: FLAKEY });
+        }
+        let dev = DeviceRef::parse_field("flakey device", a.required("flakey device")?)?;
+        let offset = a.u64("flakey offset")?;
+        let up = a.u32("flakey up interval")?;
+        let down = a.u32("flakey down interval")?;
+        let features = FlakeyFeatures::parse(&mut a)?;
+        a.finish()?;
+        FlakeyTable::new(dev, offset, up, down)?.with_features(features)
     }
 }
 

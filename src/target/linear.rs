@@ -30,19 +30,6 @@ impl LinearTable {
     pub fn offset(&self) -> u64 {
         self.offset
     }
-
-    /// Parses the parameters.
-    pub fn parse_params(params: &str) -> Result<Self> {
-        const CONTEXT: &str = "linear table";
-        let mut a = Args::new(params, CONTEXT);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: CONTEXT });
-        }
-        let dev = DeviceRef::parse_field("linear device", a.required("linear device")?)?;
-        let offset = a.u64("linear offset")?;
-        a.finish()?;
-        LinearTable::new(dev, offset)
-    }
 }
 
 impl fmt::Display for LinearTable {
@@ -53,8 +40,18 @@ impl fmt::Display for LinearTable {
 
 impl TargetTable for LinearTable {
     const TARGET_TYPE: &'static str = "linear";
+
+    /// Parses the parameters.
     fn parse_params(params: &str) -> Result<Self> {
-        LinearTable::parse_params(params)
+        const CONTEXT: &str = "linear table";
+        let mut a = Args::new(params, CONTEXT);
+        if a.is_empty() {
+            return Err(TargetError::Empty { context: CONTEXT });
+        }
+        let dev = DeviceRef::parse_field("linear device", a.required("linear device")?)?;
+        let offset = a.u64("linear offset")?;
+        a.finish()?;
+        LinearTable::new(dev, offset)
     }
 }
 

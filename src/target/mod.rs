@@ -44,19 +44,6 @@ pub use status::{
 pub use thin::{ThinId, ThinTable};
 pub use zero_error::{ErrorTable, ZeroTable};
 
-/// `FromStr` for the tables whose text is just their parameters.
-macro_rules! from_str_via_params {
-    ($($t:ty),*) => {$(
-        impl std::str::FromStr for $t {
-            type Err = TargetError;
-            fn from_str(s: &str) -> Result<Self> {
-                <$t as TargetTable>::parse_params(s)
-            }
-        }
-    )*};
-}
-from_str_via_params!(LinearTable, ZeroTable, ErrorTable, FlakeyTable, DelayTable);
-
 use crate::dm::TableLineError;
 use error::snippet;
 
@@ -180,29 +167,70 @@ pub trait TargetTable: fmt::Display + Sized {
     }
 }
 
-macro_rules! try_from_line {
-    ($($t:ty),*) => {$(
-        impl TryFrom<&TableLine> for $t {
-            type Error = TargetError;
-            fn try_from(line: &TableLine) -> Result<Self> {
-                <$t as TargetTable>::from_line(line)
+/// Declares [`Target`] with one variant per typed table, each table named
+/// once: the enum, its dispatch on the target type, and for each table
+/// `From<table> for Target`, `FromStr` and `TryFrom<&TableLine>`.
+macro_rules! targets {
+    ($($(#[$doc:meta])* $variant:ident($table:ident),)*) => {
+        /// Any target this module knows.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum Target {
+            $($(#[$doc])* $variant($table),)*
+        }
+
+        impl Target {
+            /// The kernel's target type name.
+            pub fn target_type(&self) -> &'static str {
+                match self {
+                    $(Target::$variant(_) => $table::TARGET_TYPE,)*
+                }
+            }
+
+            /// Parses `params` as the table of type `target_type`, `None` for
+            /// a type not listed here.
+            fn parse_known(target_type: &str, params: &str) -> Option<Result<Self>> {
+                match target_type {
+                    $($table::TARGET_TYPE => Some($table::parse_params(params).map(Target::$variant)),)*
+                    _ => None,
+                }
             }
         }
-    )*};
-}
-try_from_line!(
-    ThinPoolTable,
-    ThinTable,
-    LinearTable,
-    ZeroTable,
-    ErrorTable,
-    FlakeyTable,
-    DelayTable
-);
 
-/// Any target this module knows.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Target {
+        impl fmt::Display for Target {
+            /// The parameters string.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Target::$variant(t) => t.fmt(f),)*
+                }
+            }
+        }
+
+        $(
+            impl From<$table> for Target {
+                fn from(t: $table) -> Target {
+                    Target::$variant(t)
+                }
+            }
+
+            impl FromStr for $table {
+                type Err = TargetError;
+                /// Parses the parameters string, as [`TargetTable::parse_params`].
+                fn from_str(s: &str) -> Result<Self> {
+                    $table::parse_params(s)
+                }
+            }
+
+            impl TryFrom<&TableLine> for $table {
+                type Error = TargetError;
+                fn try_from(line: &TableLine) -> Result<Self> {
+                    $table::from_line(line)
+                }
+            }
+        )*
+    };
+}
+
+targets! {
     /// `thin-pool`.
     ThinPool(ThinPoolTable),
     /// `thin`.
@@ -223,30 +251,9 @@ pub enum Target {
 const KNOWN_TYPES: &str = "thin-pool, thin, linear, zero, error, flakey or delay";
 
 impl Target {
-    /// The kernel's target type name.
-    pub fn target_type(&self) -> &'static str {
-        match self {
-            Target::ThinPool(_) => ThinPoolTable::TARGET_TYPE,
-            Target::Thin(_) => ThinTable::TARGET_TYPE,
-            Target::Linear(_) => LinearTable::TARGET_TYPE,
-            Target::Zero(_) => ZeroTable::TARGET_TYPE,
-            Target::Error(_) => ErrorTable::TARGET_TYPE,
-            Target::Flakey(_) => FlakeyTable::TARGET_TYPE,
-            Target::Delay(_) => DelayTable::TARGET_TYPE,
-        }
-    }
-
     /// The parameters string.
     pub fn params(&self) -> String {
-        match self {
-            Target::ThinPool(t) => t.to_string(),
-            Target::Thin(t) => t.to_string(),
-            Target::Linear(t) => t.to_string(),
-            Target::Zero(t) => t.to_string(),
-            Target::Error(t) => t.to_string(),
-            Target::Flakey(t) => t.to_string(),
-            Target::Delay(t) => t.to_string(),
-        }
+        self.to_string()
     }
 
     /// A table line covering `length` sectors from `start`.
@@ -256,25 +263,12 @@ impl Target {
 
     /// Parses `params` for the target type `target_type`.
     pub fn parse(target_type: &str, params: &str) -> Result<Self> {
-        Ok(match target_type {
-            ThinPoolTable::TARGET_TYPE => Target::ThinPool(ThinPoolTable::parse_params(params)?),
-            ThinTable::TARGET_TYPE => Target::Thin(ThinTable::parse_params(params)?),
-            LinearTable::TARGET_TYPE => Target::Linear(LinearTable::parse_params(params)?),
-            ZeroTable::TARGET_TYPE => {
-                Target::Zero(<ZeroTable as TargetTable>::parse_params(params)?)
-            }
-            ErrorTable::TARGET_TYPE => {
-                Target::Error(<ErrorTable as TargetTable>::parse_params(params)?)
-            }
-            FlakeyTable::TARGET_TYPE => Target::Flakey(FlakeyTable::parse_params(params)?),
-            DelayTable::TARGET_TYPE => Target::Delay(DelayTable::parse_params(params)?),
-            other => {
-                return Err(TargetError::UnknownKeyword {
-                    field: "target type",
-                    found: snippet(other),
-                    expected: KNOWN_TYPES,
-                })
-            }
+        Target::parse_known(target_type, params).unwrap_or_else(|| {
+            Err(TargetError::UnknownKeyword {
+                field: "target type",
+                found: snippet(target_type),
+                expected: KNOWN_TYPES,
+            })
         })
     }
 
@@ -290,40 +284,6 @@ impl TryFrom<&TableLine> for Target {
         Target::from_line(line)
     }
 }
-
-impl fmt::Display for Target {
-    /// The parameters string.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::ThinPool(t) => t.fmt(f),
-            Target::Thin(t) => t.fmt(f),
-            Target::Linear(t) => t.fmt(f),
-            Target::Zero(t) => t.fmt(f),
-            Target::Error(t) => t.fmt(f),
-            Target::Flakey(t) => t.fmt(f),
-            Target::Delay(t) => t.fmt(f),
-        }
-    }
-}
-
-macro_rules! target_from {
-    ($($v:ident($t:ty)),*) => {$(
-        impl From<$t> for Target {
-            fn from(t: $t) -> Target {
-                Target::$v(t)
-            }
-        }
-    )*};
-}
-target_from!(
-    ThinPool(ThinPoolTable),
-    Thin(ThinTable),
-    Linear(LinearTable),
-    Zero(ZeroTable),
-    Error(ErrorTable),
-    Flakey(FlakeyTable),
-    Delay(DelayTable)
-);
 
 #[cfg(test)]
 mod tests {

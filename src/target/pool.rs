@@ -1,7 +1,6 @@
 //! The `thin-pool` target table.
 
 use std::fmt;
-use std::str::FromStr;
 
 use super::args::Args;
 use super::device::DeviceRef;
@@ -266,10 +265,35 @@ impl ThinPoolTable {
     pub fn data_blocks(&self, length: u64) -> u64 {
         length / u64::from(self.block_size.sectors())
     }
+}
+
+impl fmt::Display for ThinPoolTable {
+    /// Formats the parameters the way the kernel reports them, without the
+    /// trailing space.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {} {}",
+            self.metadata_dev,
+            self.data_dev,
+            self.block_size.0,
+            self.low_water_mark,
+            self.features.count()
+        )?;
+        for name in self.features.names() {
+            f.write_str(" ")?;
+            f.write_str(name)?;
+        }
+        Ok(())
+    }
+}
+
+impl TargetTable for ThinPoolTable {
+    const TARGET_TYPE: &'static str = "thin-pool";
 
     /// Parses the parameters (not the whole line), as given to or reported by
     /// the kernel; a trailing space is fine.
-    pub fn parse_params(params: &str) -> Result<Self> {
+    fn parse_params(params: &str) -> Result<Self> {
         let mut a = Args::new(params, CONTEXT);
         if a.is_empty() {
             return Err(TargetError::Empty { context: CONTEXT });
@@ -310,43 +334,6 @@ impl ThinPoolTable {
         }
         a.finish()?;
         ThinPoolTable::new(meta, data, block_size, low_water_mark)?.with_features(features)
-    }
-}
-
-impl fmt::Display for ThinPoolTable {
-    /// Formats the parameters the way the kernel reports them, without the
-    /// trailing space.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} {} {} {}",
-            self.metadata_dev,
-            self.data_dev,
-            self.block_size.0,
-            self.low_water_mark,
-            self.features.count()
-        )?;
-        for name in self.features.names() {
-            f.write_str(" ")?;
-            f.write_str(name)?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for ThinPoolTable {
-    type Err = TargetError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse_params(s)
-    }
-}
-
-impl TargetTable for ThinPoolTable {
-    const TARGET_TYPE: &'static str = "thin-pool";
-
-    fn parse_params(params: &str) -> Result<Self> {
-        ThinPoolTable::parse_params(params)
     }
 }
 

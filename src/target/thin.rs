@@ -128,9 +128,23 @@ impl ThinTable {
     pub fn external_origin(&self) -> Option<&DeviceRef> {
         self.external_origin.as_ref()
     }
+}
+
+impl fmt::Display for ThinTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.pool, self.dev_id)?;
+        if let Some(o) = &self.external_origin {
+            write!(f, " {o}")?;
+        }
+        Ok(())
+    }
+}
+
+impl TargetTable for ThinTable {
+    const TARGET_TYPE: &'static str = "thin";
 
     /// Parses the parameters, as given to or reported by the kernel.
-    pub fn parse_params(params: &str) -> Result<Self> {
+    fn parse_params(params: &str) -> Result<Self> {
         let mut a = Args::new(params, CONTEXT);
         if a.is_empty() {
             return Err(TargetError::Empty { context: CONTEXT });
@@ -147,31 +161,6 @@ impl ThinTable {
             Some(o) => t.with_external_origin(o),
             None => Ok(t),
         }
-    }
-}
-
-impl fmt::Display for ThinTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.pool, self.dev_id)?;
-        if let Some(o) = &self.external_origin {
-            write!(f, " {o}")?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for ThinTable {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse_params(s)
-    }
-}
-
-impl TargetTable for ThinTable {
-    const TARGET_TYPE: &'static str = "thin";
-
-    fn parse_params(params: &str) -> Result<Self> {
-        ThinTable::parse_params(params)
     }
 }
 
