@@ -232,16 +232,5 @@ pub(crate) mod tests {
             })
     }
 
-    proptest! {
-        #[test]
-        fn delay_round_trip(t in delay_strategy()) {
-            prop_assert_eq!(t.to_string().parse::<DelayTable>(), Ok(t.clone()));
-            prop_assert_eq!(DelayTable::try_from(&t.to_line(0, 1)), Ok(t));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<DelayTable>();
-        }
-    }
+    parse_proptests!(table: DelayTable, delay_strategy());
 }

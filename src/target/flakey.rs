@@ -589,17 +589,5 @@ pub(crate) mod tests {
             })
     }
 
-    proptest! {
-        #[test]
-        fn flakey_round_trip(t in flakey_strategy()) {
-            prop_assert_eq!(t.to_string().parse::<FlakeyTable>(), Ok(t.clone()));
-            prop_assert_eq!(format!("{t} ").parse::<FlakeyTable>(), Ok(t.clone()));
-            prop_assert_eq!(FlakeyTable::try_from(&t.to_line(0, 1)), Ok(t));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<FlakeyTable>();
-        }
-    }
+    parse_proptests!(table: FlakeyTable, flakey_strategy());
 }

@@ -83,16 +83,5 @@ pub(crate) mod tests {
         (device_strategy(), any::<u64>()).prop_map(|(d, o)| LinearTable::new(d, o).unwrap())
     }
 
-    proptest! {
-        #[test]
-        fn linear_round_trip(t in linear_strategy()) {
-            prop_assert_eq!(t.to_string().parse::<LinearTable>(), Ok(t.clone()));
-            prop_assert_eq!(LinearTable::try_from(&t.to_line(0, 1)), Ok(t));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<LinearTable>();
-        }
-    }
+    parse_proptests!(table: LinearTable, linear_strategy());
 }

@@ -1,7 +1,6 @@
 //! Messages to a thin-pool (`TARGET_MSG`, sector 0).
 
 use std::fmt;
-use std::str::FromStr;
 
 use super::args::Args;
 use super::error::{snippet, Result, TargetError};
@@ -135,13 +134,6 @@ impl fmt::Display for PoolMessage {
     }
 }
 
-impl FromStr for PoolMessage {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::thin::tests::thin_id_strategy;
@@ -241,15 +233,5 @@ mod tests {
         ]
     }
 
-    proptest! {
-        #[test]
-        fn round_trip(m in message_strategy()) {
-            prop_assert_eq!(m.to_string().parse::<PoolMessage>(), Ok(m));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<PoolMessage>();
-        }
-    }
+    parse_proptests!(PoolMessage, message_strategy());
 }

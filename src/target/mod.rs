@@ -15,6 +15,10 @@
 //! trailing spaces) and returns a [`TargetError`] naming the field and the
 //! problem for anything else; none panics.
 
+#[cfg(test)]
+#[macro_use]
+mod test_support;
+
 mod args;
 mod delay;
 mod device;
@@ -129,12 +133,24 @@ fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
-impl FromStr for TableLine {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        TableLine::parse(s)
-    }
+/// `FromStr` for the types whose `parse` reads their whole text.
+macro_rules! from_str_via_parse {
+    ($($t:ty),*) => {$(
+        impl FromStr for $t {
+            type Err = TargetError;
+            fn from_str(s: &str) -> Result<Self> {
+                <$t>::parse(s)
+            }
+        }
+    )*};
 }
+from_str_via_parse!(
+    TableLine,
+    PoolMessage,
+    ThinPoolStatus,
+    PoolStatus,
+    ThinStatus
+);
 
 /// A typed target table: its parameters format with `Display` and parse with
 /// [`TargetTable::parse_params`].

@@ -547,21 +547,9 @@ pub(crate) mod tests {
             })
     }
 
+    parse_proptests!(table: ThinPoolTable, pool_strategy());
+
     proptest! {
-        #[test]
-        fn round_trip(t in pool_strategy(), start in any::<u64>(), len in 1u64..) {
-            prop_assert_eq!(t.to_string().parse::<ThinPoolTable>(), Ok(t.clone()));
-            // With the kernel's trailing space too.
-            prop_assert_eq!(format!("{t} ").parse::<ThinPoolTable>(), Ok(t.clone()));
-            let line = t.to_line(start, len);
-            prop_assert_eq!(ThinPoolTable::try_from(&line), Ok(t));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<ThinPoolTable>();
-        }
-
         #[test]
         fn never_panics_on_near_valid(
             n in 0u32..8,

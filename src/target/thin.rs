@@ -236,17 +236,5 @@ pub(crate) mod tests {
             })
     }
 
-    proptest! {
-        #[test]
-        fn round_trip(t in thin_strategy(), start in any::<u64>(), len in 1u64..) {
-            prop_assert_eq!(t.to_string().parse::<ThinTable>(), Ok(t.clone()));
-            let line = t.to_line(start, len);
-            prop_assert_eq!(ThinTable::try_from(&line), Ok(t));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<ThinTable>();
-        }
-    }
+    parse_proptests!(table: ThinTable, thin_strategy());
 }

@@ -1,7 +1,6 @@
 //! The `thin-pool` status line.
 
 use std::fmt;
-use std::str::FromStr;
 
 use super::super::args::{parse_ratio, parse_u64, Args};
 use super::super::error::{snippet, Result, TargetError};
@@ -310,13 +309,6 @@ impl fmt::Display for ThinPoolStatus {
     }
 }
 
-impl FromStr for ThinPoolStatus {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
-    }
-}
-
 impl PoolStatus {
     /// Parses a `thin-pool` status line, including `Fail` and `Error`.
     pub fn parse(s: &str) -> Result<Self> {
@@ -347,12 +339,5 @@ impl fmt::Display for PoolStatus {
             PoolStatus::Fail => f.write_str("Fail"),
             PoolStatus::Error => f.write_str("Error"),
         }
-    }
-}
-
-impl FromStr for PoolStatus {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
     }
 }

@@ -1,7 +1,6 @@
 //! The `thin` status line.
 
 use std::fmt;
-use std::str::FromStr;
 
 use super::super::args::{parse_u64, Args};
 use super::super::error::{Result, TargetError};
@@ -86,12 +85,5 @@ impl fmt::Display for ThinStatus {
             ThinStatus::Fail => f.write_str("Fail"),
             ThinStatus::Error => f.write_str("Error"),
         }
-    }
-}
-
-impl FromStr for ThinStatus {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
     }
 }
