@@ -20,11 +20,26 @@ pub struct DelayClass {
     pub delay_ms: u32,
 }
 
+/// The field names of the read, write and flush classes in errors.
+const FIELDS: [[&str; 3]; 3] = [
+    ["delay read device", "delay read offset", "delay read delay"],
+    [
+        "delay write device",
+        "delay write offset",
+        "delay write delay",
+    ],
+    [
+        "delay flush device",
+        "delay flush offset",
+        "delay flush delay",
+    ],
+];
+
 impl DelayClass {
     fn parse(a: &mut Args<'_>, which: [&'static str; 3]) -> Result<Self> {
         let [f_dev, f_off, f_delay] = which;
         Ok(DelayClass {
-            device: DeviceRef::parse_field(f_dev, a.required(f_dev)?)?,
+            device: a.device(f_dev)?,
             offset: a.u64(f_off)?,
             delay_ms: a.u32(f_delay)?,
         })
@@ -125,32 +140,13 @@ impl TargetTable for DelayTable {
                 rule: "must be 3, 6 or 9",
             });
         }
-        let read = DelayClass::parse(
-            &mut a,
-            ["delay read device", "delay read offset", "delay read delay"],
-        )?;
-        let mut t = DelayTable::new(read)?;
+        let [read, write, flush] = FIELDS;
+        let mut t = DelayTable::new(DelayClass::parse(&mut a, read)?)?;
         if n >= 6 {
-            let w = DelayClass::parse(
-                &mut a,
-                [
-                    "delay write device",
-                    "delay write offset",
-                    "delay write delay",
-                ],
-            )?;
-            t = t.with_write(w)?;
+            t = t.with_write(DelayClass::parse(&mut a, write)?)?;
         }
         if n >= 9 {
-            let fl = DelayClass::parse(
-                &mut a,
-                [
-                    "delay flush device",
-                    "delay flush offset",
-                    "delay flush delay",
-                ],
-            )?;
-            t = t.with_flush(fl)?;
+            t = t.with_flush(DelayClass::parse(&mut a, flush)?)?;
         }
         a.finish()?;
         Ok(t)

@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::args::{parse_u64, Args};
 use super::device::DeviceRef;
-use super::error::{snippet, Result, TargetError};
+use super::error::{Result, TargetError};
 use super::TargetTable;
 
 const FLAKEY: &str = "flakey table";
@@ -209,11 +209,11 @@ impl FlakeyFeatures {
                 } else if dir.eq_ignore_ascii_case("w") {
                     Direction::Write
                 } else {
-                    return Err(TargetError::UnknownKeyword {
-                        field: "flakey corrupt_bio_byte <direction>",
-                        found: snippet(dir),
-                        expected: "r or w",
-                    });
+                    return Err(TargetError::unknown(
+                        "flakey corrupt_bio_byte <direction>",
+                        dir,
+                        "r or w",
+                    ));
                 };
                 let v_tok = a.required("flakey corrupt_bio_byte <value>")?;
                 let v = parse_u64("flakey corrupt_bio_byte <value>", v_tok)?;
@@ -252,12 +252,12 @@ impl FlakeyFeatures {
                 consume(&mut left, 1, canon)?;
                 *slot = Some(a.u32(field)?);
             } else {
-                return Err(TargetError::UnknownKeyword {
-                    field: "flakey feature",
-                    found: snippet(name),
-                    expected: "error_reads, drop_writes, error_writes, corrupt_bio_byte, \
-                               random_read_corrupt or random_write_corrupt",
-                });
+                return Err(TargetError::unknown(
+                    "flakey feature",
+                    name,
+                    "error_reads, drop_writes, error_writes, corrupt_bio_byte, \
+                     random_read_corrupt or random_write_corrupt",
+                ));
             }
         }
         f.validate()?;
@@ -415,11 +415,8 @@ impl TargetTable for FlakeyTable {
 
     /// Parses the parameters, as given to or reported by the kernel.
     fn parse_params(params: &str) -> Result<Self> {
-        let mut a = Args::new(params, FLAKEY);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: FLAKEY });
-        }
-        let dev = DeviceRef::parse_field("flakey device", a.required("flakey device")?)?;
+        let mut a = Args::non_empty(params, FLAKEY)?;
+        let dev = a.device("flakey device")?;
         let offset = a.u64("flakey offset")?;
         let up = a.u32("flakey up interval")?;
         let down = a.u32("flakey down interval")?;

@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::args::Args;
 use super::device::DeviceRef;
-use super::error::{Result, TargetError};
+use super::error::Result;
 use super::TargetTable;
 
 /// A `linear` table: `<device> <offset>`, mapping onto `device` from sector `offset`.
@@ -44,11 +44,8 @@ impl TargetTable for LinearTable {
     /// Parses the parameters.
     fn parse_params(params: &str) -> Result<Self> {
         const CONTEXT: &str = "linear table";
-        let mut a = Args::new(params, CONTEXT);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: CONTEXT });
-        }
-        let dev = DeviceRef::parse_field("linear device", a.required("linear device")?)?;
+        let mut a = Args::non_empty(params, CONTEXT)?;
+        let dev = a.device("linear device")?;
         let offset = a.u64("linear offset")?;
         a.finish()?;
         LinearTable::new(dev, offset)

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::args::Args;
-use super::error::{snippet, Result, TargetError};
+use super::error::{Result, TargetError};
 use super::thin::ThinId;
 
 const CONTEXT: &str = "thin-pool message";
@@ -80,9 +80,7 @@ impl PoolMessage {
     /// Parses a message; the name is case-insensitive, as in the kernel.
     pub fn parse(s: &str) -> Result<Self> {
         let mut a = Args::new(s, CONTEXT);
-        let name = a
-            .next_token()
-            .ok_or(TargetError::Empty { context: CONTEXT })?;
+        let name = a.first()?;
         let lower = |n: &str| name.eq_ignore_ascii_case(n);
         let msg = if lower("create_thin") {
             PoolMessage::CreateThin(ThinId::parse_field(
@@ -107,12 +105,12 @@ impl PoolMessage {
         } else if lower("release_metadata_snap") {
             PoolMessage::ReleaseMetadataSnap
         } else {
-            return Err(TargetError::UnknownKeyword {
-                field: "thin-pool message name",
-                found: snippet(name),
-                expected: "create_thin, create_snap, delete, set_transaction_id, \
-                           reserve_metadata_snap or release_metadata_snap",
-            });
+            return Err(TargetError::unknown(
+                "thin-pool message name",
+                name,
+                "create_thin, create_snap, delete, set_transaction_id, \
+                 reserve_metadata_snap or release_metadata_snap",
+            ));
         };
         a.finish()?;
         Ok(msg)

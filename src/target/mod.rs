@@ -280,11 +280,11 @@ impl Target {
     /// Parses `params` for the target type `target_type`.
     pub fn parse(target_type: &str, params: &str) -> Result<Self> {
         Target::parse_known(target_type, params).unwrap_or_else(|| {
-            Err(TargetError::UnknownKeyword {
-                field: "target type",
-                found: snippet(target_type),
-                expected: KNOWN_TYPES,
-            })
+            Err(TargetError::unknown(
+                "target type",
+                target_type,
+                KNOWN_TYPES,
+            ))
         })
     }
 

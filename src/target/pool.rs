@@ -166,12 +166,12 @@ impl PoolFeatures {
         } else if name.eq_ignore_ascii_case("error_if_no_space") {
             (&mut self.error_if_no_space, "error_if_no_space")
         } else {
-            return Err(TargetError::UnknownKeyword {
-                field: "thin-pool feature",
-                found: snippet(name),
-                expected: "skip_block_zeroing, ignore_discard, no_discard_passdown, \
-                           read_only or error_if_no_space",
-            });
+            return Err(TargetError::unknown(
+                "thin-pool feature",
+                name,
+                "skip_block_zeroing, ignore_discard, no_discard_passdown, \
+                 read_only or error_if_no_space",
+            ));
         };
         if *slot {
             return Err(TargetError::DuplicateFeature {
@@ -294,18 +294,9 @@ impl TargetTable for ThinPoolTable {
     /// Parses the parameters (not the whole line), as given to or reported by
     /// the kernel; a trailing space is fine.
     fn parse_params(params: &str) -> Result<Self> {
-        let mut a = Args::new(params, CONTEXT);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: CONTEXT });
-        }
-        let meta = DeviceRef::parse_field(
-            "thin-pool metadata device",
-            a.required("thin-pool metadata device")?,
-        )?;
-        let data = DeviceRef::parse_field(
-            "thin-pool data device",
-            a.required("thin-pool data device")?,
-        )?;
+        let mut a = Args::non_empty(params, CONTEXT)?;
+        let meta = a.device("thin-pool metadata device")?;
+        let data = a.device("thin-pool data device")?;
         let bs_tok = a.required("thin-pool block size")?;
         let bs = super::args::parse_u64("thin-pool block size", bs_tok)?;
         let block_size = BlockSize::check("thin-pool block size", bs)?;

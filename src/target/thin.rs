@@ -145,11 +145,8 @@ impl TargetTable for ThinTable {
 
     /// Parses the parameters, as given to or reported by the kernel.
     fn parse_params(params: &str) -> Result<Self> {
-        let mut a = Args::new(params, CONTEXT);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: CONTEXT });
-        }
-        let pool = DeviceRef::parse_field("thin pool device", a.required("thin pool device")?)?;
+        let mut a = Args::non_empty(params, CONTEXT)?;
+        let pool = a.device("thin pool device")?;
         let id = ThinId::parse_field("thin device id", a.required("thin device id")?)?;
         let origin = a
             .next_token()

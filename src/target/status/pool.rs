@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::super::args::{parse_ratio, parse_u64, Args};
-use super::super::error::{snippet, Result, TargetError};
+use super::super::error::{Result, TargetError};
 use super::super::pool::BlockSize;
 
 /// Bytes in a thin-pool metadata block.
@@ -118,15 +118,6 @@ pub enum PoolStatus {
 
 pub(super) const POOL: &str = "thin-pool status";
 
-#[cold]
-fn unknown(field: &'static str, tok: &str, expected: &'static str) -> TargetError {
-    TargetError::UnknownKeyword {
-        field,
-        found: snippet(tok),
-        expected,
-    }
-}
-
 /// The next `<used>/<total>` token: through the byte-level fast path unless
 /// `FAST` is off (the tests compare both), and [`parse_ratio`] where the fast
 /// path declines, which also reports the error precisely.
@@ -145,9 +136,7 @@ impl ThinPoolStatus {
     /// [`PoolStatus::parse`] to accept them).
     pub fn parse(s: &str) -> Result<Self> {
         let mut it = Args::new(s, POOL);
-        let first = it
-            .next_token()
-            .ok_or(TargetError::Empty { context: POOL })?;
+        let first = it.first()?;
         Self::parse_rest::<true>(first, it)
     }
 
@@ -170,7 +159,13 @@ impl ThinPoolStatus {
             "rw" => PoolMode::ReadWrite,
             "ro" => PoolMode::ReadOnly,
             "out_of_data_space" => PoolMode::OutOfDataSpace,
-            t => return Err(unknown(F_MODE, t, "rw, ro or out_of_data_space")),
+            t => {
+                return Err(TargetError::unknown(
+                    F_MODE,
+                    t,
+                    "rw, ro or out_of_data_space",
+                ))
+            }
         };
         const F_DISCARD: &str = "thin-pool status discard mode";
         let discard = match it.required(F_DISCARD)? {
@@ -178,7 +173,7 @@ impl ThinPoolStatus {
             "no_discard_passdown" => DiscardMode::NoPassdown,
             "ignore_discard" => DiscardMode::Ignore,
             t => {
-                return Err(unknown(
+                return Err(TargetError::unknown(
                     F_DISCARD,
                     t,
                     "discard_passdown, no_discard_passdown or ignore_discard",
@@ -190,7 +185,7 @@ impl ThinPoolStatus {
             "queue_if_no_space" => NoSpacePolicy::Queue,
             "error_if_no_space" => NoSpacePolicy::Error,
             t => {
-                return Err(unknown(
+                return Err(TargetError::unknown(
                     F_NO_SPACE,
                     t,
                     "queue_if_no_space or error_if_no_space",
@@ -201,7 +196,7 @@ impl ThinPoolStatus {
         let needs_check = match it.required(F_CHECK)? {
             "needs_check" => true,
             "-" => false,
-            t => return Err(unknown(F_CHECK, t, "needs_check or -")),
+            t => return Err(TargetError::unknown(F_CHECK, t, "needs_check or -")),
         };
         let metadata_low_watermark = it
             .next_token()
@@ -313,9 +308,7 @@ impl PoolStatus {
     /// Parses a `thin-pool` status line, including `Fail` and `Error`.
     pub fn parse(s: &str) -> Result<Self> {
         let mut it = Args::new(s, POOL);
-        let first = it
-            .next_token()
-            .ok_or(TargetError::Empty { context: POOL })?;
+        let first = it.first()?;
         match first {
             "Fail" => it.finish().map(|()| PoolStatus::Fail),
             "Error" => it.finish().map(|()| PoolStatus::Error),

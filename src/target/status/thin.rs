@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::super::args::{parse_u64, Args};
-use super::super::error::{Result, TargetError};
+use super::super::error::Result;
 
 /// A thin device's usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,9 +33,7 @@ impl ThinStatus {
     /// Parses a `thin` status line.
     pub fn parse(s: &str) -> Result<Self> {
         let mut it = Args::new(s, THIN);
-        let first = it
-            .next_token()
-            .ok_or(TargetError::Empty { context: THIN })?;
+        let first = it.first()?;
         let status = match first {
             "Fail" => ThinStatus::Fail,
             "Error" => ThinStatus::Error,
