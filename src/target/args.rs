@@ -23,6 +23,18 @@ pub(crate) fn is_kernel_space(c: char) -> bool {
     c.is_ascii() && is_space_byte(c as u8)
 }
 
+/// Writes ` {v}` if `v` is some: an optional trailing argument of a table or
+/// status line.
+pub(crate) fn write_opt<T: std::fmt::Display>(
+    f: &mut std::fmt::Formatter<'_>,
+    v: Option<T>,
+) -> std::fmt::Result {
+    match v {
+        Some(v) => write!(f, " {v}"),
+        None => Ok(()),
+    }
+}
+
 /// A cursor over arguments separated by [`is_space_byte`] (a byte scanner
 /// that never allocates: the separators are ASCII, so every cut falls on a
 /// char boundary). Tables, messages and status lines all split through it.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::args::Args;
+use super::args::{write_opt, Args};
 use super::device::DeviceRef;
 use super::error::{Result, TargetError};
 use super::TargetTable;
@@ -113,13 +113,8 @@ impl DelayTable {
 impl fmt::Display for DelayTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.read)?;
-        if let Some(w) = &self.write {
-            write!(f, " {w}")?;
-        }
-        if let Some(fl) = &self.flush {
-            write!(f, " {fl}")?;
-        }
-        Ok(())
+        write_opt(f, self.write.as_ref())?;
+        write_opt(f, self.flush.as_ref())
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::args::{parse_u64, Args};
+use super::args::{parse_u64, write_opt, Args};
 use super::device::DeviceRef;
 use super::error::{snippet, Result, TargetError};
 use super::TargetTable;
@@ -133,10 +133,7 @@ impl ThinTable {
 impl fmt::Display for ThinTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.pool, self.dev_id)?;
-        if let Some(o) = &self.external_origin {
-            write!(f, " {o}")?;
-        }
-        Ok(())
+        write_opt(f, self.external_origin.as_ref())
     }
 }
 
