@@ -429,6 +429,7 @@ impl TargetTable for FlakeyTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::device::tests::device_strategy;
+    use super::super::test_support::assert_parse_errors;
     use super::*;
     use proptest::prelude::*;
 
@@ -536,13 +537,7 @@ pub(crate) mod tests {
             ),
             ("7:0 0 1 1 0 extra", "unexpected extra argument"),
         ];
-        for (input, want) in cases {
-            let e = input.parse::<FlakeyTable>().unwrap_err();
-            assert!(
-                e.to_string().contains(want),
-                "{input:?}: got {e}, want {want:?}"
-            );
-        }
+        assert_parse_errors::<FlakeyTable>(cases);
     }
 
     pub(crate) fn flakey_features_strategy() -> impl Strategy<Value = FlakeyFeatures> {

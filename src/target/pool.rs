@@ -331,6 +331,7 @@ impl TargetTable for ThinPoolTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::device::tests::{device_strategy, mm};
+    use super::super::test_support::assert_parse_errors;
     use super::super::TableLine;
     use super::*;
     use proptest::prelude::*;
@@ -450,13 +451,7 @@ pub(crate) mod tests {
             ("5000:0 7:1 128 0", "out of range"),
             ("+7:0 7:1 128 0", "major:minor"),
         ];
-        for (input, want) in cases {
-            let e = input.parse::<ThinPoolTable>().unwrap_err();
-            assert!(
-                e.to_string().contains(want),
-                "{input:?}: got {e}, want {want:?}"
-            );
-        }
+        assert_parse_errors::<ThinPoolTable>(cases);
     }
 
     #[test]

@@ -57,3 +57,19 @@ where
     }
     Ok(())
 }
+
+/// For every `(input, want)`: parsing `input` as `T` fails with a message
+/// that contains `want`.
+#[track_caller]
+pub(crate) fn assert_parse_errors<T>(cases: &[(&str, &str)])
+where
+    T: FromStr<Err = TargetError> + Debug,
+{
+    for (input, want) in cases {
+        let e = input.parse::<T>().unwrap_err();
+        assert!(
+            e.to_string().contains(want),
+            "{input:?}: got {e}, want {want:?}"
+        );
+    }
+}

@@ -161,6 +161,7 @@ impl TargetTable for ThinTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::device::tests::device_strategy;
+    use super::super::test_support::assert_parse_errors;
     use super::*;
     use proptest::prelude::*;
 
@@ -199,13 +200,7 @@ pub(crate) mod tests {
             ("253:2 1 8:16 extra", "unexpected extra argument \"extra\""),
             ("253:2 1 9999:1", "out of range"),
         ];
-        for (input, want) in cases {
-            let e = input.parse::<ThinTable>().unwrap_err();
-            assert!(
-                e.to_string().contains(want),
-                "{input:?}: got {e}, want {want:?}"
-            );
-        }
+        assert_parse_errors::<ThinTable>(cases);
         let e =
             ThinTable::new(DeviceRef::Path("/dev/mapper/pool x".into()), ThinId::MAX).unwrap_err();
         assert!(e.to_string().contains("whitespace"), "{e}");
