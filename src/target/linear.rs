@@ -55,6 +55,7 @@ impl TargetTable for LinearTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::device::tests::{device_strategy, mm};
+    use super::super::test_support::assert_parse_errors;
     use super::*;
     use proptest::prelude::*;
 
@@ -64,15 +65,12 @@ pub(crate) mod tests {
         assert_eq!((t.device(), t.offset()), (&mm(7, 0), 2048));
         assert_eq!(t.to_string(), "7:0 2048");
         assert_eq!(t.to_line(0, 10).to_string(), "0 10 linear 7:0 2048");
-        for (input, want) in [
+        assert_parse_errors::<LinearTable>(&[
             ("", "empty"),
             ("7:0", "linear offset is missing"),
             ("7:0 x", "linear offset: expected a decimal integer"),
             ("7:0 1 2", "unexpected extra argument \"2\""),
-        ] {
-            let e = input.parse::<LinearTable>().unwrap_err();
-            assert!(e.to_string().contains(want), "{input:?}: {e}");
-        }
+        ]);
         assert!(LinearTable::new(DeviceRef::Path("/dev/a b".into()), 0).is_err());
     }
 

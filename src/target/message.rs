@@ -134,6 +134,7 @@ impl fmt::Display for PoolMessage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::assert_parse_errors;
     use super::super::thin::tests::thin_id_strategy;
     use super::*;
     use proptest::prelude::*;
@@ -184,7 +185,7 @@ mod tests {
 
     #[test]
     fn every_invalid_input_says_why() {
-        for (input, want) in [
+        assert_parse_errors::<PoolMessage>(&[
             ("", "thin-pool message: input is empty"),
             ("create", "unknown value \"create\""),
             ("create_thin", "create_thin id is missing"),
@@ -212,10 +213,7 @@ mod tests {
                 "does not fit in 64 bits",
             ),
             ("reserve_metadata_snap now", "unexpected extra argument"),
-        ] {
-            let e = PoolMessage::parse(input).unwrap_err();
-            assert!(e.to_string().contains(want), "{input:?}: {e}");
-        }
+        ]);
     }
 
     fn message_strategy() -> impl Strategy<Value = PoolMessage> {
