@@ -47,7 +47,7 @@ impl Default for StorageOptions {
 /// A progress callback for long steps (mkfs, growing).
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Settings for [`DeviceSet::open`].
+/// Settings for [`DeviceSet::open`](super::DeviceSet::open).
 #[derive(Clone)]
 pub struct Options {
     /// Pool storage.
@@ -73,7 +73,7 @@ pub struct Options {
     /// Longest wait for udev per device-mapper operation.
     pub udev_timeout: Duration,
     /// With udev running: wait for it through cookies, as libdevmapper does
-    /// (`true`, the default), or bypass it ([`NodeMode::Bypass`]: the dm
+    /// (`true`, the default), or bypass it ([`NodeMode::Bypass`](crate::dm::NodeMode::Bypass): the dm
     /// rules skip our devices and the set makes `/dev/mapper` nodes itself,
     /// no `/dev/disk/by-*` links). Bypassing makes activation several times
     /// faster on hosts where udev is slow; not recorded, so every open picks.

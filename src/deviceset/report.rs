@@ -3,7 +3,7 @@
 use serde::Serialize;
 use std::path::PathBuf;
 
-/// One device of the set, as [`DeviceSet::list`] reports it.
+/// One device of the set, as [`DeviceSet::list`](super::DeviceSet::list) reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceSummary {
     /// The caller's id.
@@ -24,7 +24,7 @@ pub struct DeviceSummary {
     pub mapped_bytes: Option<u64>,
 }
 
-/// Pool usage as [`DeviceSet::status`] reports it.
+/// Pool usage as [`DeviceSet::status`](super::DeviceSet::status) reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SetStatus {
     /// The pool's device-mapper name.
@@ -60,7 +60,7 @@ pub struct SetStatus {
     pub base_thin_id: u32,
 }
 
-/// What [`DeviceSet::remove_device_deferred`] did.
+/// What [`DeviceSet::remove_device_deferred`](super::DeviceSet::remove_device_deferred) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoveOutcome {
     /// The device is gone from the pool.
