@@ -115,7 +115,10 @@ fn kernel_names_survive_a_new_device_number_for_the_root() {
     ok(&root, &["shutdown"]);
     sh_ok(&format!("umount {}", top.display()));
     // Hold the first loop device so the image comes back on another one.
-    let hold = sh_ok("losetup -f --show /dev/zero");
+    let hold = sh_ok(&format!(
+        "truncate -s 1M {h} && losetup -f --show {h}",
+        h = r.0.join("hold.img").display()
+    ));
     sh_ok(&format!("losetup -d {first}"));
     let second = attach();
     let second = second.trim();
