@@ -114,12 +114,13 @@ fn kernel_names_survive_a_new_device_number_for_the_root() {
     let before = dmthin::deviceset::name_prefix(&root).unwrap();
     ok(&root, &["shutdown"]);
     sh_ok(&format!("umount {}", top.display()));
-    // Hold the first loop device so the image comes back on another one.
+    // Free the first loop device and hold it with another file, so the
+    // image comes back on another one.
+    sh_ok(&format!("losetup -d {first}"));
     let hold = sh_ok(&format!(
-        "truncate -s 1M {h} && losetup -f --show {h}",
+        "truncate -s 1M {h} && losetup --show {first} {h}",
         h = r.0.join("hold.img").display()
     ));
-    sh_ok(&format!("losetup -d {first}"));
     let second = attach();
     let second = second.trim();
     assert_ne!(first, second);
