@@ -34,9 +34,7 @@ pub(crate) fn known_dev(id: DevId<'_>) -> Option<Dev> {
     let path = match id {
         DevId::Dev(dev) => return Some(dev),
         DevId::Name(n) if !n.contains('/') => mapper_path(n),
-        DevId::Uuid(u) if !u.contains('/') => {
-            PathBuf::from(format!("/dev/disk/by-id/dm-uuid-{u}"))
-        }
+        DevId::Uuid(u) if !u.contains('/') => PathBuf::from(format!("/dev/disk/by-id/dm-uuid-{u}")),
         _ => return None,
     };
     let meta = std::fs::metadata(path).ok()?;

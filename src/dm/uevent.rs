@@ -48,7 +48,8 @@ pub(crate) struct Uevent {
 }
 
 fn parse_props<'a>(props: impl Iterator<Item = &'a [u8]>) -> Option<Uevent> {
-    let (mut action, mut major, mut minor, mut devname, mut seqnum) = (None, None, None, None, None);
+    let (mut action, mut major, mut minor, mut devname, mut seqnum) =
+        (None, None, None, None, None);
     for kv in props {
         let Ok(kv) = std::str::from_utf8(kv) else {
             continue;
@@ -103,18 +104,25 @@ pub(crate) fn parse_udev(msg: &[u8]) -> Option<Uevent> {
 /// entry `/run/udev/data/b<major>:<minor>`), or `None` without an entry.
 /// These are what the dm rules import for an event that carries no cookie.
 pub(crate) fn recorded_flags(dev: Dev) -> Option<UdevFlags> {
-    let db = std::fs::read_to_string(format!("/run/udev/data/b{}:{}", dev.major, dev.minor)).ok()?;
+    let db =
+        std::fs::read_to_string(format!("/run/udev/data/b{}:{}", dev.major, dev.minor)).ok()?;
     Some(flags_from_db(&db))
 }
 
 fn flags_from_db(db: &str) -> UdevFlags {
     const NAMES: [(&str, UdevFlags); 7] = [
         ("DISABLE_DM_RULES", UdevFlags::DISABLE_DM_RULES),
-        ("DISABLE_SUBSYSTEM_RULES", UdevFlags::DISABLE_SUBSYSTEM_RULES),
+        (
+            "DISABLE_SUBSYSTEM_RULES",
+            UdevFlags::DISABLE_SUBSYSTEM_RULES,
+        ),
         ("DISABLE_DISK_RULES", UdevFlags::DISABLE_DISK_RULES),
         ("DISABLE_OTHER_RULES", UdevFlags::DISABLE_OTHER_RULES),
         ("LOW_PRIORITY", UdevFlags::LOW_PRIORITY),
-        ("DISABLE_LIBRARY_FALLBACK", UdevFlags::DISABLE_LIBRARY_FALLBACK),
+        (
+            "DISABLE_LIBRARY_FALLBACK",
+            UdevFlags::DISABLE_LIBRARY_FALLBACK,
+        ),
         ("PRIMARY_SOURCE", UdevFlags::PRIMARY_SOURCE),
     ];
     let mut flags = UdevFlags::empty();
@@ -212,10 +220,7 @@ impl Monitor {
             if left.is_zero() {
                 return Err(timed_out());
             }
-            let tv = TimeVal::new(
-                left.as_secs() as _,
-                left.subsec_micros().max(1) as _,
-            );
+            let tv = TimeVal::new(left.as_secs() as _, left.subsec_micros().max(1) as _);
             let _ = setsockopt(&self.udev, sockopt::ReceiveTimeout, &tv);
             match recv(self.udev.as_raw_fd(), &mut buf, MsgFlags::empty()) {
                 Ok(n) => {

@@ -72,8 +72,7 @@ impl Control {
     ) -> Result<DmIoctl> {
         let remove = command == Command::DevRemove;
         let known = node::known_dev(id);
-        let wanted =
-            udev_flags | UdevFlags::PRIMARY_SOURCE | UdevFlags::DISABLE_LIBRARY_FALLBACK;
+        let wanted = udev_flags | UdevFlags::PRIMARY_SOURCE | UdevFlags::DISABLE_LIBRARY_FALLBACK;
         let ev = if remove || known.and_then(uevent::recorded_flags) == Some(wanted) {
             0
         } else {
@@ -96,7 +95,10 @@ impl Control {
 
     /// Whether this handle waits for udev (cookies or its monitor).
     pub(super) fn waits_for_udev(&self) -> bool {
-        matches!(self.nodes, NodeMode::Udev { .. } | NodeMode::UdevWatch { .. })
+        matches!(
+            self.nodes,
+            NodeMode::Udev { .. } | NodeMode::UdevWatch { .. }
+        )
     }
 
     /// Whether this handle makes and removes `/dev/mapper` nodes itself.
