@@ -213,8 +213,8 @@ fn watch_mode_leaves_what_the_cookie_mode_leaves() {
             ("change".to_string(), Some(flags_only)),
             ("change".to_string(), None),
             ("change".to_string(), None),
-            // dm's own remove event, then the disk's (del_gendisk): both
-            // sent inside the ioctl, both waited for.
+            // dm's own remove event (waited for), then the disk's
+            // (del_gendisk), both sent inside the ioctl.
             ("remove".to_string(), None),
             ("remove".to_string(), None),
         ],

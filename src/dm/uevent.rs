@@ -196,12 +196,19 @@ impl Monitor {
         }
     }
 
-    /// Waits until udevd has processed the kernel's `action` uevent for
-    /// `dev` (every dm device's, when `dev` is unknown) sent since
+    /// Waits until udevd has processed the kernel's first `action` uevent
+    /// for `dev` (every dm device's, when `dev` is unknown) sent since
     /// [`Monitor::open`], at most `timeout`.
     pub(crate) fn wait(&self, action: &str, dev: Option<Dev>, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut pending = self.kernel_seqnums(action, dev);
+        if dev.is_some() {
+            // dm's own uevent comes first; a remove is followed by the disk's
+            // (del_gendisk), which finds the links and the database entry
+            // gone already. The first is the one libdm's cookie covers.
+            pending.sort_unstable();
+            pending.truncate(1);
+        }
         if pending.is_empty() {
             // The uevent did not reach this socket (another network namespace
             // sees none): nothing to match udev's reports against.
