@@ -264,13 +264,7 @@ fn remove_right_after_a_write_and_close_gets_no_ebusy() {
     let mut c = ctl(WATCH);
     let node = format!("/dev/mapper/{name}");
     for i in 0..20 {
-        c.create_with_table(
-            name,
-            &CreateOptions::default(),
-            &[TableLine::new(0, 2048, "zero", "").unwrap()],
-            UdevFlags::empty(),
-        )
-        .unwrap();
+        activate_zero(&mut c, name).unwrap();
         let mut f = std::fs::OpenOptions::new().write(true).open(&node).unwrap();
         f.write_all(&[0u8; 4096]).unwrap();
         drop(f);
@@ -281,6 +275,12 @@ fn remove_right_after_a_write_and_close_gets_no_ebusy() {
             "cycle {i}: {node} left"
         );
     }
+}
+
+/// A 1 MiB zero device, activated.
+fn activate_zero(c: &mut Control, name: &str) -> Result<dmthin::dm::DeviceInfo, DmError> {
+    let table = [TableLine::new(0, 2048, "zero", "").unwrap()];
+    c.create_with_table(name, &CreateOptions::default(), &table, UdevFlags::empty())
 }
 
 fn dm_db_entries() -> Vec<String> {
@@ -312,13 +312,7 @@ fn hundred_cycles_leave_no_semaphores_and_no_database_entries() {
     let mut c = ctl(WATCH);
     let start = Instant::now();
     for _ in 0..100 {
-        c.create_with_table(
-            name,
-            &CreateOptions::default(),
-            &[TableLine::new(0, 2048, "zero", "").unwrap()],
-            UdevFlags::empty(),
-        )
-        .unwrap();
+        activate_zero(&mut c, name).unwrap();
         c.remove(DevId::Name(name), &RemoveOptions::default())
             .unwrap();
     }
@@ -344,14 +338,7 @@ fn zz_a_dead_udevd_costs_an_error_within_the_timeout() {
     });
     sh("pkill -9 systemd-udevd; killall -9 systemd-udevd; sleep 0.5");
     let start = Instant::now();
-    let err = c
-        .create_with_table(
-            name,
-            &CreateOptions::default(),
-            &[TableLine::new(0, 2048, "zero", "").unwrap()],
-            UdevFlags::empty(),
-        )
-        .unwrap_err();
+    let err = activate_zero(&mut c, name).unwrap_err();
     let took = start.elapsed();
     let (ok, out) =
         sh("/lib/systemd/systemd-udevd --daemon && udevadm settle -t 10 && udevadm control --ping");
