@@ -100,7 +100,7 @@ fn steps(mode: NodeMode, lo: &str, tag: &str) -> Vec<(String, UdevView)> {
     let name = format!("dmthin-test-w-{tag}");
     let renamed = format!("{name}-r");
     let mut c = ctl(mode);
-    let table = [TableLine::new(0, 16384, "linear", &format!("{lo} 0")).unwrap()];
+    let table = [TableLine::new(0, 16384, "linear", format!("{lo} 0")).unwrap()];
     let opts = CreateOptions {
         uuid: Some("DMTHIN-TEST-watch-uuid"),
         minor: Some(200),
