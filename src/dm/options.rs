@@ -12,7 +12,9 @@ pub enum NodeMode {
     /// netlink monitor (at most `timeout`): no cookie semaphore, and no rule
     /// runs `dmsetup`, except on a device's first activation, whose uevent
     /// must carry the dm rule flags (see [`UdevFlags`]). The default when
-    /// udev runs.
+    /// udev runs. A remove retries `EBUSY` (udev's probe after a write) as in
+    /// `Udev`. Where uevents cannot be seen (a network namespace of its own),
+    /// nothing is waited for and a warning is logged.
     UdevWatch {
         /// Longest wait for udev per operation.
         timeout: Duration,
