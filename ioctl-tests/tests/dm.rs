@@ -708,7 +708,11 @@ fn udev_cookies_are_released_and_a_dead_udev_does_not_hang() {
     let name = format!("{PREFIX}udev");
     let _g = Cleanup::new(&[&name]);
     let mut c = Control::open_with(ControlOptions::default()).unwrap();
-    assert!(matches!(c.node_mode(), NodeMode::Udev { .. }));
+    assert!(matches!(c.node_mode(), NodeMode::UdevWatch { .. }));
+    // The cookie mode, libdm's protocol, on request.
+    c.set_node_mode(NodeMode::Udev {
+        timeout: Duration::from_secs(30),
+    });
     c.create_with_table(
         &name,
         &CreateOptions::default(),

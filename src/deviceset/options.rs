@@ -72,11 +72,12 @@ pub struct Options {
     pub block_zeroing: bool,
     /// Longest wait for udev per device-mapper operation.
     pub udev_timeout: Duration,
-    /// With udev running: wait for it through cookies, as libdevmapper does
-    /// (`true`, the default), or bypass it ([`NodeMode::Bypass`](crate::dm::NodeMode::Bypass): the dm
-    /// rules skip our devices and the set makes `/dev/mapper` nodes itself,
-    /// no `/dev/disk/by-*` links). Bypassing makes activation several times
-    /// faster on hosts where udev is slow; not recorded, so every open picks.
+    /// With udev running: let udev run every rule and wait until udevd
+    /// reports each event processed (`true`, the default;
+    /// [`NodeMode::UdevWatch`](crate::dm::NodeMode::UdevWatch)), or bypass it
+    /// ([`NodeMode::Bypass`](crate::dm::NodeMode::Bypass): the dm rules skip
+    /// our devices and the set makes `/dev/mapper` nodes itself, no
+    /// `/dev/disk/by-*` links). Not recorded, so every open picks.
     pub udev_sync: bool,
     /// How often a busy device's deactivation is retried before giving up.
     pub busy_retries: u32,

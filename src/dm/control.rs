@@ -118,7 +118,7 @@ impl Control {
             })?;
         let nodes = options.nodes.unwrap_or_else(|| {
             if cookie::udev_running() {
-                NodeMode::Udev {
+                NodeMode::UdevWatch {
                     timeout: Duration::from_secs(30),
                 }
             } else {
@@ -416,7 +416,7 @@ impl Control {
         // probe it (its inotify watch), which holds it open for a moment: an
         // EBUSY then is usually udev's, so retry briefly, as libdm's
         // dm_task_retry_remove does. A device really held open still fails.
-        let backoff = if matches!(self.nodes, NodeMode::Udev { .. }) && !options.deferred {
+        let backoff = if self.waits_for_udev() && !options.deferred {
             Backoff::BUSY
         } else {
             Backoff::BUSY.with_tries(1)

@@ -19,9 +19,9 @@ impl Config {
     pub(crate) fn open_state(&self, store: MetadataStore, report: LoadReport) -> Result<State> {
         self.check_recorded_options(report.set.as_ref())?;
         let mut ctl = Control::open_with(ControlOptions::default())?;
-        if let NodeMode::Udev { .. } = ctl.node_mode() {
+        if let NodeMode::Udev { .. } | NodeMode::UdevWatch { .. } = ctl.node_mode() {
             ctl.set_node_mode(if self.options.udev_sync {
-                NodeMode::Udev {
+                NodeMode::UdevWatch {
                     timeout: self.options.udev_timeout,
                 }
             } else {
