@@ -195,7 +195,10 @@ mod tests {
                 matches!(&p.reason, ProblemReason::InvalidValue(v) if v.contains("reserved")),
                 "{p}"
             );
-            assert!(p.to_string().contains(&format!("{id:?} is reserved")), "{p}");
+            assert!(
+                p.to_string().contains(&format!("{id:?} is reserved")),
+                "{p}"
+            );
             assert!(p.path.exists());
         }
     }
