@@ -41,11 +41,14 @@ pub fn block_device_geometry(path: impl AsRef<Path>) -> io::Result<Geometry> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
+    // c_ulong is u32 on 32-bit targets, u64 here.
+    #[allow(clippy::useless_conversion)]
+    let start = u64::from(geo.start);
     Ok(Geometry {
         cylinders: geo.cylinders,
         heads: geo.heads,
         sectors: geo.sectors,
-        start: u64::from(geo.start),
+        start,
     })
 }
 
