@@ -57,26 +57,13 @@ pub(super) fn refuse_shared_thin_ids(
 mod tests {
     use std::fs;
 
-    use super::super::{
-        DeviceRecord, FsKind, MetadataStore, ProblemReason, SetRecord, Storage, StoreError,
-        FORMAT_VERSION,
-    };
+    use super::super::{DeviceRecord, MetadataStore, ProblemReason, SetRecord, StoreError};
     use crate::testutil::Scratch;
 
     fn set_record(base_thin_id: u32) -> SetRecord {
         SetRecord {
-            format_version: FORMAT_VERSION,
             base_thin_id,
-            base_size: 1 << 30,
-            base_fs_uuid: None,
-            filesystem: FsKind::Ext4,
-            mkfs_options: vec![],
-            mount_options: vec![],
-            data_block_size: 64 << 10,
-            pool_name: "dmthin-8:1-1234-pool".into(),
-            pool_owned: true,
-            storage: Storage::AdoptedPool,
-            next_thin_id: 1,
+            ..super::super::tests::set_record()
         }
     }
 
