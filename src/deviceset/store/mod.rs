@@ -19,7 +19,9 @@
 //!
 //! [`MetadataStore::load_all`] reads everything back. A damaged device record
 //! is reported as a [`RecordProblem`] naming the file, and the other records
-//! still load; a damaged set or transaction record is an error, since the set
+//! still load. So is a record named like the set's own devices (`pool`,
+//! `base`), and every record of a thin id that two records (or a record and
+//! the base device) claim; a damaged set or transaction record is an error, since the set
 //! cannot be opened safely without it. Damaged files are never deleted or
 //! overwritten: they stay in place until `MetadataStore::quarantine` moves
 //! one aside.
@@ -40,6 +42,7 @@
 //! is safe to call while writes are in flight, though it is meant for opening.
 
 mod cache;
+mod checks;
 mod durable;
 mod error;
 mod read;
@@ -334,7 +337,9 @@ impl MetadataStore {
     /// Loads the set record, the open transaction and every device record.
     ///
     /// Damaged device records go to [`LoadReport::problems`] and do not stop
-    /// the others loading. Temp files left by interrupted writes of earlier
+    /// the others loading; so do records of reserved ids and every record of
+    /// a thin id claimed twice (none of them is used; see
+    /// [`ProblemReason::SharedThinId`]). Temp files left by interrupted writes of earlier
     /// processes are removed. Errors only for a damaged set or transaction
     /// record, or an unreadable directory.
     pub fn load_all(&self) -> Result<LoadReport, StoreError> {
@@ -399,6 +404,9 @@ impl MetadataStore {
                 }),
             }
         }
+        checks::refuse_shared_thin_ids(&mut report, &self.set_path(), |id| {
+            self.devices_dir.join(format!("{id}{RECORD_EXT}"))
+        });
         let total = report.cache_hits + report.cache_misses;
         if report.cache_misses >= CACHE_REWRITE_MIN_MISSES && report.cache_misses * 16 >= total {
             self.write_cache(&stamps, &report.devices);

@@ -24,6 +24,11 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Device ids no record may have: the set names its kernel devices
+/// `<prefix><id>`, and `<prefix>pool` and `<prefix>base` are its own pool and
+/// base device.
+pub const RESERVED_DEVICE_IDS: [&str; 2] = ["pool", "base"];
+
 /// One thin device (a layer), stored as `devices/<id>.json`.
 ///
 /// The base device has no `DeviceRecord`; it lives in [`SetRecord`]. Unknown
@@ -63,10 +68,17 @@ impl DeviceRecord {
     }
 
     /// Checks the values: ids valid (`max_id_len` as in
-    /// [`validate_device_id`]), parent not the device itself, thin id in
+    /// [`validate_device_id`]) and the id not one of
+    /// [`RESERVED_DEVICE_IDS`], parent not the device itself, thin id in
     /// range, size a non-zero multiple of 512.
     pub fn validate(&self, max_id_len: usize) -> Result<(), String> {
         validate_device_id(&self.id, max_id_len).map_err(|e| e.to_string())?;
+        if RESERVED_DEVICE_IDS.contains(&self.id.as_str()) {
+            return Err(format!(
+                "device id {:?} is reserved: the set's own {} device has that name",
+                self.id, self.id
+            ));
+        }
         if let Some(parent) = &self.parent {
             validate_device_id(parent, max_id_len).map_err(|e| format!("parent: {e}"))?;
             if *parent == self.id {
