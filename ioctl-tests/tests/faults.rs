@@ -674,7 +674,6 @@ fn duplicate_thin_ids_and_reserved_names_are_refused_at_open() {
 }
 
 #[test]
-#[ignore = "needs set.rs: add_device must refuse an id whose record file is in problems() (today it overwrites it)"]
 fn adding_a_device_over_a_refused_record_keeps_the_record() {
     let root = Root::new("over-refused");
     {

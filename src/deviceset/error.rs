@@ -46,6 +46,16 @@ pub enum DeviceSetError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A record file for this id exists but was refused at load (see
+    /// [`DeviceSet::problems`](super::DeviceSet::problems)); it is kept, so the id
+    /// cannot be reused until it is repaired or moved away.
+    #[error("device id {id:?} has a record the set refused at open ({path}); repair or move it away first")]
+    RefusedRecord {
+        /// The id.
+        id: String,
+        /// The record file.
+        path: PathBuf,
+    },
     /// No device with this id.
     #[error("no device {0:?} in the set")]
     UnknownDevice(String),

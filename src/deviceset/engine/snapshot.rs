@@ -6,6 +6,7 @@ use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fail_point;
 use crate::deviceset::ids::{max_id_len_for_prefix, validate_device_id};
 use crate::deviceset::report::{DeviceSummary, RemoveOutcome};
+use crate::deviceset::store::RESERVED_DEVICE_IDS;
 use crate::deviceset::store::{DeviceRecord, TransactionOp};
 use crate::dm::StatusOptions;
 use crate::dm::SECTOR_SIZE;
@@ -44,7 +45,7 @@ impl Config {
     /// Refuses an id that is malformed, too long, or one of the set's own names.
     pub(crate) fn validate_new_id(&self, id: &str) -> Result<()> {
         validate_device_id(id, max_id_len_for_prefix(&self.prefix))?;
-        if id == "pool" || id == "base" {
+        if RESERVED_DEVICE_IDS.contains(&id) {
             return Err(DeviceSetError::ReservedId(id.to_string()));
         }
         Ok(())
@@ -63,6 +64,15 @@ impl Config {
                 DeviceSetError::PendingDeletion(id.to_string())
             } else {
                 DeviceSetError::DeviceExists(id.to_string())
+            });
+        }
+        // A record the load refused (damaged, sharing a thin id) still holds
+        // what was stored under this id: never write over it.
+        let path = state.store.device_path(id)?;
+        if path.exists() {
+            return Err(DeviceSetError::RefusedRecord {
+                id: id.to_string(),
+                path,
             });
         }
         let (origin, size, origin_name) = match parent {

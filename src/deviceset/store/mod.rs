@@ -64,7 +64,9 @@ use read::{read_if_exists, read_record_at};
 use records::{parse, to_json, TransactionState};
 
 pub use error::{LoadReport, ProblemReason, RecordProblem, StoreError};
-pub use records::{DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord};
+pub use records::{
+    DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord, RESERVED_DEVICE_IDS,
+};
 
 /// The newest format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
