@@ -866,6 +866,7 @@ fn needs_check_pool_opens_degraded() {
     let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     set.add_device("before", None).unwrap();
     set.activate_device("before").unwrap();
+    let txn = set.status().unwrap().transaction_id;
     // Metadata writes fail: the next change fails and the pool wants a check.
     c.reload_table(
         DevId::Name(fmeta),
@@ -875,8 +876,11 @@ fn needs_check_pool_opens_degraded() {
     .unwrap();
     set.add_device("during", None).unwrap_err();
     drop(set);
+    // And a process creating a device was killed after recording its start:
+    // its roll back needs the pool, so it waits for the repair.
+    interrupted_create(&set_root, "crashed", 4242, txn);
     // Open succeeds, degraded, and says the pool needs a check.
-    let set = DeviceSet::open(&set_root, o).unwrap();
+    let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     let st = set.status().unwrap();
     assert!(st.needs_check, "{st:?}");
     assert!(set.list().unwrap().iter().any(|d| d.id == "before"));
@@ -891,6 +895,25 @@ fn needs_check_pool_opens_degraded() {
     set.grow_pool_metadata(16 * MIB).unwrap();
     set.shutdown().unwrap();
     drop(set);
+    // Repaired as an operator would (healthy device, thin_check), the next
+    // open finishes the interrupted create's roll back.
+    c.reload_table(
+        DevId::Name(fmeta),
+        &flakey_line(&meta_loop, 16 * MIB / 512, false),
+        UdevFlags::PRIVATE,
+    )
+    .unwrap();
+    let (ok, out) = sh(&format!(
+        "thin_check --clear-needs-check-flag /dev/mapper/{fmeta}"
+    ));
+    println!("thin_check: ok={ok} {out}");
+    if ok {
+        let set = DeviceSet::open(&set_root, o).unwrap();
+        assert_eq!(set.status().unwrap().mode, "rw");
+        assert!(set.has_device("before") && !set.has_device("crashed"));
+        check_invariants_on(&set, &format!("/dev/mapper/{fmeta}"));
+        set.shutdown().unwrap();
+    }
     for n in [fmeta, fdata] {
         let _ = c.remove(DevId::Name(n), &RemoveOptions::default());
     }
