@@ -499,6 +499,18 @@ fn records_left_by_a_rolled_back_operation_and_foreign_pool_state() {
 
 // ---- Open repairs or degrades, never bricks (issue #17) ----
 
+/// A loop device over a new sparse `<dir>/<name>.img` of `mib` MiB.
+fn loop_file(dir: &Path, name: &str, mib: u64) -> String {
+    let f = dir.join(format!("{name}.img"));
+    std::fs::File::create(&f)
+        .unwrap()
+        .set_len(mib * MIB)
+        .unwrap();
+    sh_ok(&format!("losetup -f --show {}", f.display()))
+        .trim()
+        .to_string()
+}
+
 fn cli(root: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new("dmthin")
         .arg("--root")
@@ -680,16 +692,7 @@ fn rollback_keeps_the_thin_of_a_damaged_record() {
 #[test]
 fn rollback_keeps_an_adopted_pools_own_thins() {
     let root = Root::new("adopt-own");
-    let mk = |name: &str, mib: u64| {
-        let f = root.0.join(format!("{name}.img"));
-        std::fs::File::create(&f)
-            .unwrap()
-            .set_len(mib * MIB)
-            .unwrap();
-        sh_ok(&format!("losetup -f --show {}", f.display()))
-            .trim()
-            .to_string()
-    };
+    let mk = |name: &str, mib: u64| loop_file(&root.0, name, mib);
     let (data, meta) = (mk("data", 512), mk("meta", 16));
     let name = "dmthin-test-adopt-own-pool";
     let mut c = Control::open().unwrap();
@@ -835,16 +838,7 @@ fn out_of_metadata_opens_degraded_and_grow_pool_metadata_heals_a_deferred_remova
 #[test]
 fn needs_check_pool_opens_degraded() {
     let root = Root::new("needs-check");
-    let mk = |name: &str, mib: u64| {
-        let f = root.0.join(format!("{name}.img"));
-        std::fs::File::create(&f)
-            .unwrap()
-            .set_len(mib * MIB)
-            .unwrap();
-        sh_ok(&format!("losetup -f --show {}", f.display()))
-            .trim()
-            .to_string()
-    };
+    let mk = |name: &str, mib: u64| loop_file(&root.0, name, mib);
     let (data_loop, meta_loop) = (mk("data", 512), mk("meta", 16));
     let mut c = Control::open().unwrap();
     let (fmeta, fdata) = ("dmthin-test-nc-meta", "dmthin-test-nc-data");
