@@ -74,6 +74,15 @@ impl Config {
             Ok(u) => u,
             Err(e) => {
                 undo(self, &mut txn);
+                // Back to the transaction id before, so the pool is as it
+                // was and a first init can simply be run again.
+                if let Err(back) = self.set_transaction(&mut txn, open - 1) {
+                    log::warn!(
+                        "could not move pool {} back to transaction {}: {back}",
+                        self.pool_name,
+                        open - 1
+                    );
+                }
                 return Err(e);
             }
         };

@@ -48,6 +48,8 @@ pub(crate) struct State {
     pub(crate) loops: Vec<LoopDevice>,
     /// Set by shutdown: every later call fails.
     pub(crate) closed: bool,
+    /// Thin ids damaged records may own: recovery never deletes them.
+    pub(crate) damaged: recovery::DamagedClaims,
 }
 
 /// What does not change after open: the set's settings and names.

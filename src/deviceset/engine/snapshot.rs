@@ -192,6 +192,7 @@ impl Config {
             Some(r) => r.thin_id,
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
         };
+        self.writable_pool(state)?;
         let op = TransactionOp::Delete {
             device_id: id.to_string(),
             thin_id: thin,
@@ -278,6 +279,7 @@ impl Config {
                 paths,
             });
         }
+        self.writable_pool(state)?;
         let name = self.device_name(id);
         self.deactivate_once(state, &name, true)?;
         if state.ctl.exists(&name)? {
