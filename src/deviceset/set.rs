@@ -172,7 +172,7 @@ impl DeviceSet {
     pub fn remove_device(&self, id: &str) -> Result<()> {
         let guard = self.lock()?;
         let mut guard = self.config.deactivate_retrying(guard, &self.state, id)?;
-        fail_point!("remove.after_deactivate");
+        fail_point!("remove.after_deactivate")?;
         self.config.delete_device(&mut guard, id)
     }
 
