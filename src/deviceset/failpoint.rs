@@ -119,3 +119,44 @@ macro_rules! fail_point {
     };
 }
 pub(crate) use fail_point;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn armed_in_process_point_returns_an_injected_eio_naming_it() {
+        set(Some(("set_initialized.after_write", Mode::Error)));
+        let hit = fail_point!("set_initialized.after_write");
+        let other = fail_point!("set_initialized.before_write");
+        set(None);
+        let after = fail_point!("set_initialized.after_write");
+        match hit {
+            Err(e @ DeviceSetError::Injected { point, .. }) => {
+                assert_eq!(point, "set_initialized.after_write");
+                let msg = e.to_string();
+                assert!(msg.contains("set_initialized.after_write"), "{msg}");
+                let source = std::error::Error::source(&e).unwrap().to_string();
+                assert!(source.contains("Input/output error"), "{source}");
+            }
+            other => panic!("not injected: {other:?}"),
+        }
+        assert!(other.is_ok() && after.is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "unknown fail point")]
+    fn arming_an_unknown_point_panics() {
+        set(Some(("no.such_point", Mode::Abort)));
+    }
+
+    #[test]
+    fn fail_point_names_are_unique_and_name_their_operation() {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in FAIL_POINTS {
+            assert!(seen.insert(*p), "{p} twice");
+            let (op, step) = p.split_once('.').expect("op.step");
+            assert!(!op.is_empty() && !step.is_empty(), "{p}");
+        }
+    }
+}

@@ -10,6 +10,7 @@ use crate::deviceset::store::{DeviceRecord, TransactionOp};
 use crate::dm::StatusOptions;
 use crate::dm::SECTOR_SIZE;
 use crate::dm::{DevId, ErrorKind, SuspendOptions, UdevFlags};
+use crate::retry::Backoff;
 use crate::target::ThinStatus;
 use crate::target::{PoolMessage, ThinId};
 use std::collections::BTreeSet;
@@ -190,8 +191,11 @@ impl Config {
         };
         let mut txn = OpenTransaction::begin(state, op)?;
         fail_point!("remove.after_begin")?;
-        // A failed delete closes the transaction unchanged.
-        self.delete_thin(&mut txn, thin)?;
+        // A failed delete closes the transaction unchanged. EBUSY is retried:
+        // a deferred removal the kernel is finishing (from a work queue) has
+        // the name gone a moment before the thin is closed in the pool.
+        let busy = |e: &DeviceSetError| matches!(e, DeviceSetError::Dm(e) if e.is_busy());
+        Backoff::BUSY.run(|_| self.delete_thin(&mut txn, thin), busy)?;
         // Deleted in the pool: from here on recovery finishes the removal.
         let open = txn.open_id();
         txn.keep();
