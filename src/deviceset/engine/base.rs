@@ -42,13 +42,18 @@ impl Config {
                 }
             }
         };
-        // On failure from here the base device goes, then the guards close
-        // the transaction and give the thin id back.
+        let open = txn.open_id();
+        // On failure from here the base device goes and the pool's
+        // transaction id moves back (a first init leaves an empty pool at 0,
+        // which a new init accepts), then the guards close the transaction
+        // and give the thin id back.
         let undo = |config: &Config, state: &mut State| {
             let _ = config.deactivate_once(state, &config.base_name, false);
             let _ = config.delete_thin(state, thin);
+            if state.transaction_id == open {
+                let _ = config.set_transaction(state, open - 1);
+            }
         };
-        let open = txn.open_id();
         let committed = fail_point!("init.after_create_thin")
             .and_then(|()| self.set_transaction(&mut txn, open));
         if let Err(e) = committed {
