@@ -159,6 +159,15 @@ pub enum DeviceSetError {
     /// The set was shut down.
     #[error("the device set has been shut down")]
     Closed,
+    /// A test armed this fail point to fail its step (feature `failpoints`).
+    #[cfg(feature = "failpoints")]
+    #[error("injected error at fail point {point}: {source}")]
+    Injected {
+        /// The fail point.
+        point: &'static str,
+        /// The error injected (EIO).
+        source: std::io::Error,
+    },
 }
 
 /// Result alias for the device set.

@@ -26,10 +26,12 @@ pub use store::FsKind;
 #[cfg(feature = "failpoints")]
 pub(crate) use failpoint::fail_point;
 
-/// Fail points compile to nothing without the `failpoints` feature.
+/// Fail points compile to nothing without the `failpoints` feature: `Ok(())`.
 #[cfg(not(feature = "failpoints"))]
 macro_rules! fail_point {
-    ($name:literal) => {{}};
+    ($name:literal) => {
+        $crate::deviceset::error::Result::<()>::Ok(())
+    };
 }
 #[cfg(not(feature = "failpoints"))]
 pub(crate) use fail_point;

@@ -177,7 +177,7 @@ impl DeviceSet {
         self.config.record(&guard, id)?;
         self.config.writable_pool(&mut guard)?;
         let mut guard = self.config.deactivate_retrying(guard, &self.state, id)?;
-        fail_point!("remove.after_deactivate");
+        fail_point!("remove.after_deactivate")?;
         self.config.delete_device(&mut guard, id)
     }
 

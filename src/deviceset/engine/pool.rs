@@ -465,17 +465,18 @@ impl Config {
             });
         }
         self.grow_backing(state, Backing::Data, new_data_size)?;
-        fail_point!("grow_pool.after_grow_file");
+        fail_point!("grow_pool.after_grow_file")?;
         let pool_table = ThinPoolTable::from_line(&line)?;
         let bs = u64::from(self.block_size.sectors());
         let len = sectors(new_data_size) / bs * bs;
         let new_line = pool_table.to_line(0, len);
-        state.ctl.reload_table(
+        state.ctl.reload_table_steps(
             DevId::Name(&self.pool_name),
             &[new_line],
             UdevFlags::PRIVATE,
+            || fail_point!("grow_pool.after_suspend"),
         )?;
-        fail_point!("grow_pool.after_reload");
+        fail_point!("grow_pool.after_reload")?;
         Ok(())
     }
 
@@ -508,11 +509,16 @@ impl Config {
             }
         }
         self.grow_backing(state, Backing::Metadata, new_metadata_size)?;
+        fail_point!("grow_pool_metadata.after_grow_file")?;
         // The same table: the pool re-reads its metadata device's size on
         // resume (pool_preresume), and a reload lets it leave read-only mode.
-        state
-            .ctl
-            .reload_table(DevId::Name(&self.pool_name), &[line], UdevFlags::PRIVATE)?;
+        state.ctl.reload_table_steps(
+            DevId::Name(&self.pool_name),
+            &[line],
+            UdevFlags::PRIVATE,
+            || fail_point!("grow_pool_metadata.after_suspend"),
+        )?;
+        fail_point!("grow_pool_metadata.after_reload")?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{Config, State};
 use crate::deviceset::error::{DeviceSetError, Result};
+use crate::deviceset::fail_point;
 use crate::deviceset::fs as fsx;
 use crate::deviceset::ids::ThinIdAllocator;
 use crate::deviceset::options::StorageOptions;
@@ -480,6 +481,7 @@ impl Config {
         for id in pending {
             let name = self.device_name(&id);
             if !state.ctl.exists(&name)? {
+                fail_point!("cleanup_deferred.before_delete")?;
                 self.delete_device(state, &id)?;
             }
         }
