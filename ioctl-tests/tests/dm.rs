@@ -9,7 +9,7 @@ use dmthin::dm::{
     StatusKind, StatusOptions, SuspendOptions, UdevFlags,
 };
 use dmthin::target::TableLine;
-use dmthin_ioctl_tests::{sh, sh_ok};
+use dmthin_ioctl_tests::{sh, sh_ok, udev_mode};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

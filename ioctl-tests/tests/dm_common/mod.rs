@@ -6,7 +6,6 @@
 use dmthin::dm::{Control, DevId, RemoveOptions};
 use dmthin::target::TableLine;
 use dmthin_ioctl_tests::sh_ok;
-pub use dmthin_ioctl_tests::udev_mode;
 use std::path::PathBuf;
 use std::process::Command;
 
