@@ -23,26 +23,6 @@ fn loop_file(dir: &Path, name: &str, mib: u64) -> String {
         .to_string()
 }
 
-fn cli(root: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new("dmthin")
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("the dmthin CLI is on PATH in the test VM")
-}
-
-fn cli_ok(root: &Path, args: &[&str]) -> String {
-    let out = cli(root, args);
-    assert!(
-        out.status.success(),
-        "dmthin {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `dmsetup info`'s state line of `name`: ACTIVE or SUSPENDED.
 fn dm_state(name: &str) -> String {
     let info = sh_ok(&format!("dmsetup info {name}"));
@@ -92,10 +72,10 @@ fn suspended_pool_and_device_are_resumed_at_open() {
     let pool = set.pool_name().to_string();
     drop(set);
     sh_ok(&format!("dmsetup suspend {pool}"));
-    let out = cli_ok(&root.0, &["list"]);
+    let out = dmthin_ok(&root.0, &["list"]);
     assert!(out.contains('b'), "{out}");
     assert_eq!(dm_state(&pool), "ACTIVE");
-    cli_ok(&root.0, &["shutdown"]);
+    dmthin_ok(&root.0, &["shutdown"]);
 }
 
 #[test]
@@ -112,7 +92,7 @@ fn failed_first_init_can_be_rerun() {
     ];
     let mut bad = sizes.to_vec();
     bad.extend_from_slice(&["--mkfs-options", "-O no_such_feature"]);
-    let out = cli(&r.0, &bad);
+    let out = dmthin_cli(&r.0, &bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -120,9 +100,9 @@ fn failed_first_init_can_be_rerun() {
     );
     assert!(err.contains("no_such_feature"), "mkfs's message: {err}");
     // Every later command works: a new init, then the set's usual life.
-    cli_ok(&r.0, &sizes);
-    cli_ok(&r.0, &["create", "a"]);
-    let out = cli_ok(&r.0, &["list"]);
+    dmthin_ok(&r.0, &sizes);
+    dmthin_ok(&r.0, &["create", "a"]);
+    let out = dmthin_ok(&r.0, &["list"]);
     assert!(out.contains('a'), "{out}");
     let o = DeviceSet::recorded_options(&r.0).unwrap().unwrap();
     let set = DeviceSet::open(&r.0, o).unwrap();
@@ -324,16 +304,16 @@ fn out_of_metadata_opens_degraded_and_grow_pool_metadata_heals_a_deferred_remova
     set.deactivate_device("src").unwrap();
     drop(set);
     // The CLI works on the degraded set too, and grow-pool --metadata heals it.
-    let out = cli_ok(&root.0, &["status"]);
+    let out = dmthin_ok(&root.0, &["status"]);
     assert!(out.contains("out_of_metadata_space"), "{out}");
-    cli_ok(&root.0, &["list"]);
-    let out = cli(&root.0, &["create", "refused", "--from", "src"]);
+    dmthin_ok(&root.0, &["list"]);
+    let out = dmthin_cli(&root.0, &["create", "refused", "--from", "src"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("out_of_metadata_space"),
         "{err}"
     );
-    cli_ok(&root.0, &["grow-pool", "--metadata", "16M"]);
+    dmthin_ok(&root.0, &["grow-pool", "--metadata", "16M"]);
     let set = DeviceSet::open(&root.0, o).unwrap();
     let st = set.status().unwrap();
     assert_eq!(st.mode, "rw", "{st:?}");

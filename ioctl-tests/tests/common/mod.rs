@@ -161,3 +161,25 @@ pub fn check_invariants_on(set: &DeviceSet, meta_dev: &str) {
     let n = xml.matches("<device dev_id=").count();
     assert_eq!(n, set.list().unwrap().len() + 1, "{xml}");
 }
+
+/// Runs the `dmthin` CLI (on PATH in the test VM) on the set at `root`.
+pub fn dmthin_cli(root: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("dmthin")
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("the dmthin CLI is on PATH in the test VM")
+}
+
+/// Runs the CLI like [`dmthin_cli`], asserts success and returns its stdout.
+pub fn dmthin_ok(root: &Path, args: &[&str]) -> String {
+    let out = dmthin_cli(root, args);
+    assert!(
+        out.status.success(),
+        "dmthin {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
