@@ -167,7 +167,10 @@ fn a_planted_link_under_the_root_is_refused_and_its_target_untouched() {
     std::fs::write(&victim, b"precious").unwrap();
     std::fs::create_dir_all(r.0.join("devicemapper")).unwrap();
     std::os::unix::fs::symlink(&victim, r.0.join("devicemapper/data")).unwrap();
-    let out = dmthin(&r.0, &["init", "--data-size", "256M", "--metadata-size", "16M"]);
+    let out = dmthin(
+        &r.0,
+        &["init", "--data-size", "256M", "--metadata-size", "16M"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "init followed the planted link");
     assert!(err.contains("symbolic link"), "{err}");
@@ -185,7 +188,10 @@ fn a_root_others_can_write_to_is_refused() {
     std::os::unix::fs::chown(&r.0, Some(1000), None).unwrap();
     let out = dmthin(&r.0, &["list"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a root owned by uid 1000 was trusted");
+    assert!(
+        !out.status.success(),
+        "a root owned by uid 1000 was trusted"
+    );
     assert!(err.contains("owned by uid 1000"), "{err}");
     std::os::unix::fs::chown(&r.0, Some(0), None).unwrap();
     ok(&r.0, &["list"]);
