@@ -281,13 +281,21 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn step(
+        l: &mut Vec<&'static str>,
+        step: &'static str,
+    ) -> std::result::Result<(), &'static str> {
+        l.push(step);
+        Ok(())
+    }
+
     #[test]
     fn released_after_a_good_read_a_failed_read_and_a_panic() {
         let mut log = Vec::new();
         let r: std::result::Result<u32, &str> = while_held(
             &mut log,
-            |l| Ok(l.push("reserve")),
-            |l| Ok(l.push("release")),
+            |l| step(l, "reserve"),
+            |l| step(l, "release"),
             || Ok(7),
         );
         assert_eq!(r, Ok(7));
@@ -296,8 +304,8 @@ mod tests {
         let mut log = Vec::new();
         let r: std::result::Result<u32, &str> = while_held(
             &mut log,
-            |l| Ok(l.push("reserve")),
-            |l| Ok(l.push("release")),
+            |l| step(l, "reserve"),
+            |l| step(l, "release"),
             || Err("corrupt"),
         );
         assert_eq!(r, Err("corrupt"));
@@ -307,8 +315,8 @@ mod tests {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _: std::result::Result<u32, &str> = while_held(
                 &mut log,
-                |l| Ok(l.push("reserve")),
-                |l| Ok(l.push("release")),
+                |l| step(l, "reserve"),
+                |l| step(l, "release"),
                 || panic!("reader bug"),
             );
         }));
@@ -319,12 +327,8 @@ mod tests {
     #[test]
     fn no_release_without_a_reserve_and_a_failed_release_is_reported() {
         let mut log = Vec::new();
-        let r: std::result::Result<u32, &str> = while_held(
-            &mut log,
-            |_| Err("busy"),
-            |l| Ok(l.push("release")),
-            || Ok(1),
-        );
+        let r: std::result::Result<u32, &str> =
+            while_held(&mut log, |_| Err("busy"), |l| step(l, "release"), || Ok(1));
         assert_eq!(r, Err("busy"));
         assert!(log.is_empty());
 
