@@ -409,6 +409,11 @@ fn cli_usage_prints_a_sorted_table_and_json() {
         // Dropped without shutdown: the CLI takes the set's lock.
     }
     let r = root.0.display();
+    let help = sh_ok("dmthin usage --help");
+    assert!(
+        help.starts_with("Usage: dmthin") && help.contains("EXCLUSIVE"),
+        "{help}"
+    );
     let table = sh_ok(&format!("dmthin --root {r} usage"));
     let rows: Vec<&str> = table.lines().collect();
     assert!(rows[0].starts_with("ID "), "{table}");
