@@ -15,6 +15,7 @@ mod report;
 mod set;
 pub(crate) mod store;
 mod trust;
+mod usage_report;
 
 pub use engine::MAX_METADATA_BYTES;
 pub use error::{DeviceSetError, Result};
@@ -22,6 +23,7 @@ pub use options::{Options, Progress, StorageOptions};
 pub use report::{DeviceSummary, RemoveOutcome, SetStatus};
 pub use set::{name_prefix, DeviceSet};
 pub use store::FsKind;
+pub use usage_report::{DeviceUsage, SetUsage};
 
 #[cfg(feature = "failpoints")]
 pub(crate) use failpoint::fail_point;

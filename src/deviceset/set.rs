@@ -8,6 +8,7 @@ use super::lock::SetLock;
 use super::options::Options;
 use super::report::{DeviceSummary, RemoveOutcome, SetStatus};
 use super::store::{MetadataStore, RecordProblem};
+use super::usage_report::{DeviceUsage, SetUsage};
 use crate::deviceset::fail_point;
 use crate::dm::Dev;
 use std::os::unix::fs::MetadataExt;
@@ -315,6 +316,24 @@ impl DeviceSet {
     pub fn shutdown(&self) -> Result<()> {
         let mut state = self.lock()?;
         self.config.shutdown(&mut state)
+    }
+
+    /// Space device `id` uses (`base`: the base device): mapped, exclusive
+    /// and shared bytes, read from a metadata snapshot of the pool (see
+    /// [`DeviceSet::usage_all`]).
+    pub fn usage(&self, id: &str) -> Result<DeviceUsage> {
+        let mut state = self.lock()?;
+        self.config.usage(&mut state, id)
+    }
+
+    /// Space the base and every device use, and the pool's totals, read
+    /// in-process from the pool's metadata device: a metadata snapshot is
+    /// reserved for the read and always released (a read-only pool is read
+    /// as it is). Other calls on the set wait meanwhile; the pool's writers
+    /// do not.
+    pub fn usage_all(&self) -> Result<SetUsage> {
+        let mut state = self.lock()?;
+        self.config.usage_all(&mut state)
     }
 }
 
