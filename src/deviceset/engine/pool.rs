@@ -147,7 +147,7 @@ impl Config {
     }
 
     /// The pool's status, whatever its state.
-    fn any_pool_status(&self, state: &mut State) -> Result<PoolStatus> {
+    pub(crate) fn any_pool_status(&self, state: &mut State) -> Result<PoolStatus> {
         let line = self.pool_first_line(state, StatusKind::Info)?;
         Ok(PoolStatus::parse(line.params())?)
     }
@@ -228,6 +228,16 @@ impl Config {
             return Err(unusable(format!("mode {}{hint}", mode_name(&s))));
         }
         Ok(s)
+    }
+
+    /// Whether the pool takes no writes (read-only, out of metadata space,
+    /// failed): its metadata can then be read live, with no writer racing.
+    pub(crate) fn pool_takes_no_writes(&self, state: &mut State) -> Result<bool> {
+        Ok(match self.any_pool_status(state)? {
+            PoolStatus::Active(s) => s.mode == PoolMode::ReadOnly,
+            PoolStatus::Fail => true,
+            PoolStatus::Error => false,
+        })
     }
 
     /// Why the pool cannot take changes now (read-only, out of space,

@@ -17,7 +17,7 @@ use crate::deviceset::store::Storage;
 use crate::deviceset::usage_report::{DeviceUsage, SetUsage};
 use crate::dm::{Dev, DmError, ErrorKind};
 use crate::retry::Backoff;
-use crate::target::{DeviceRef, PoolMessage, PoolMode, TargetTable, ThinPoolTable};
+use crate::target::{DeviceRef, PoolMessage, TargetTable, ThinPoolTable};
 use crate::thinmeta::{self, Metadata, PoolUsage, ReadAt, Source};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -179,8 +179,7 @@ impl Config {
     /// writes) is read live.
     fn pool_usage(&self, state: &mut State) -> Result<(PoolUsage, u64, bool)> {
         let device = self.metadata_device(state)?;
-        let status = self.pool_status(state)?;
-        if status.mode == PoolMode::ReadOnly {
+        if self.pool_takes_no_writes(state)? {
             let (u, txn) = self.read_usage(&device, Source::Live)?;
             return Ok((u, txn, false));
         }
@@ -203,9 +202,7 @@ impl Config {
         match r {
             Ok((u, txn)) => Ok((u, txn, true)),
             // The pool went read-only between the status and the reserve.
-            Err(DeviceSetError::PoolUnusable { .. })
-                if self.pool_status(state)?.mode == PoolMode::ReadOnly =>
-            {
+            Err(DeviceSetError::PoolUnusable { .. }) if self.pool_takes_no_writes(state)? => {
                 let (u, txn) = self.read_usage(&device, Source::Live)?;
                 Ok((u, txn, false))
             }
