@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn init(root: &Path, extra: &[&str]) {
     let mut args = vec![
@@ -194,4 +194,96 @@ fn the_metadata_file_is_fully_allocated() {
         meta.len()
     );
     dmthin_ok(&r.0, &["shutdown"]);
+}
+
+/// A set whose root is its own small ext4 filesystem (on a loop device),
+/// so the test can fill it or make it read-only, with device `a` mounted
+/// outside it. With `block_devices` the pool sits on two loop devices over
+/// files elsewhere, so nothing on the root's filesystem stays open for
+/// writing and it can be remounted read-only under a running set.
+fn set_on_own_filesystem(r: &Root, tag: &str, block_devices: bool) -> (PathBuf, Vec<String>) {
+    let attach = |name: &str, size: &str| {
+        let img = r.0.join(format!("{tag}-{name}.img"));
+        let dev = sh_ok(&format!(
+            "truncate -s {size} {img} && losetup -f --show {img}",
+            img = img.display()
+        ));
+        dev.trim().to_string()
+    };
+    let fs_dev = attach("fs", "400M");
+    let top = r.0.join(tag);
+    std::fs::create_dir_all(&top).unwrap();
+    sh_ok(&format!(
+        "mkfs.ext4 -q -F {fs_dev} && mount {fs_dev} {}",
+        top.display()
+    ));
+    let root = top.join("set");
+    let mut loops = vec![fs_dev];
+    if block_devices {
+        let (data, meta) = (attach("data", "256M"), attach("meta", "16M"));
+        let args = [
+            "init",
+            "--base-size",
+            "64M",
+            "--data-dev",
+            &data,
+            "--metadata-dev",
+            &meta,
+        ];
+        dmthin_ok(&root, &args);
+        loops.extend([data, meta]);
+    } else {
+        init(&root, &[]);
+    }
+    dmthin_ok(&root, &["create", "a"]);
+    let mnt = r.mnt(&format!("{tag}-a"));
+    std::fs::create_dir_all(&mnt).unwrap();
+    dmthin_ok(&root, &["mount", "a", mnt.to_str().unwrap()]);
+    (root, loops)
+}
+
+/// Unmounts the root's filesystem and detaches the loop devices
+/// (the filesystem's first: it is the last one the pool can hold).
+fn teardown_own_filesystem(root: &Path, loops: &[String]) {
+    sh(&format!("umount {}", root.parent().unwrap().display()));
+    for dev in loops.iter().rev() {
+        sh(&format!("losetup -d {dev}"));
+    }
+}
+
+#[test]
+fn a_full_root_filesystem_still_lists_unmounts_and_shuts_down() {
+    let r = Root::new("fullroot");
+    let (root, loops) = set_on_own_filesystem(&r, "full", false);
+    let top = root.parent().unwrap().to_path_buf();
+    let (_, out) = sh(&format!(
+        "dd if=/dev/zero of={}/filler bs=1M",
+        top.display()
+    ));
+    assert!(
+        out.contains("No space left"),
+        "the filesystem did not fill: {out}"
+    );
+    let list = dmthin_ok(&root, &["list"]);
+    assert!(list.contains('a'), "{list}");
+    dmthin_ok(&root, &["status"]);
+    let mnt = r.mnt("full-a");
+    dmthin_ok(&root, &["umount", "a", mnt.to_str().unwrap()]);
+    dmthin_ok(&root, &["shutdown"]);
+    teardown_own_filesystem(&root, &loops);
+}
+
+#[test]
+fn a_read_only_root_filesystem_still_lists_unmounts_and_shuts_down() {
+    let r = Root::new("roroot");
+    let (root, loops) = set_on_own_filesystem(&r, "ro", true);
+    let top = root.parent().unwrap().to_path_buf();
+    sh_ok(&format!("mount -o remount,ro {}", top.display()));
+    let list = dmthin_ok(&root, &["list"]);
+    assert!(list.contains('a'), "{list}");
+    dmthin_ok(&root, &["status"]);
+    let mnt = r.mnt("ro-a");
+    dmthin_ok(&root, &["umount", "a", mnt.to_str().unwrap()]);
+    dmthin_ok(&root, &["shutdown"]);
+    teardown_own_filesystem(&root, &loops);
 }
