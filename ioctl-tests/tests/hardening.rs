@@ -6,6 +6,7 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn init(root: &Path, extra: &[&str]) {
     let mut args = vec![
@@ -286,4 +287,77 @@ fn a_read_only_root_filesystem_still_lists_unmounts_and_shuts_down() {
     dmthin_ok(&root, &["umount", "a", mnt.to_str().unwrap()]);
     dmthin_ok(&root, &["shutdown"]);
     teardown_own_filesystem(&root, &loops);
+}
+
+/// The kernel name of device `id` of the set at `root`.
+fn kernel_name(root: &Path, id: &str) -> String {
+    format!("{}{id}", dmthin::deviceset::name_prefix(root).unwrap())
+}
+
+/// Holds `path` open in a child process until it is killed.
+fn hold_open(path: &str) -> std::process::Child {
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3<{path}; echo held; exec sleep 120"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
+}
+
+#[test]
+fn deferred_removal_and_deletion_are_set_options() {
+    let r = Root::new("deferred-opts");
+    init(&r.0, &["--deferred-removal", "--deferred-deletion"]);
+    let rec = std::fs::read_to_string(r.0.join("metadata/set.json")).unwrap();
+    assert!(rec.contains("\"deferred_removal\": true"), "{rec}");
+
+    // Deferred removal: a device held open elsewhere is removed at its last close.
+    dmthin_ok(&r.0, &["create", "held"]);
+    dmthin_ok(&r.0, &["activate", "held"]);
+    let name = kernel_name(&r.0, "held");
+    let mut holder = hold_open(&format!("/dev/mapper/{name}"));
+    let removed = dmthin_cli(&r.0, &["remove", "held"]);
+    assert!(
+        removed.status.success(),
+        "remove of a busy device failed despite --deferred-removal: {}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert!(!dmthin_ok(&r.0, &["list"]).contains("held"));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    dmthin_ok(&r.0, &["list"]);
+    assert!(!r.0.join("metadata/devices/held.json").exists());
+    assert!(!sh_ok("dmsetup ls").contains(&name));
+
+    // Deferred deletion: a thin another tool keeps open in the pool is
+    // deleted later, not refused.
+    dmthin_ok(&r.0, &["create", "shared"]);
+    let rec = std::fs::read_to_string(r.0.join("metadata/devices/shared.json")).unwrap();
+    let thin: serde_json::Value = serde_json::from_str(&rec).unwrap();
+    let thin_id = thin["thin_id"].as_u64().unwrap();
+    let pool = kernel_name(&r.0, "pool");
+    sh_ok(&format!(
+        "dmsetup create dmthin-test-foreign --table '0 2048 thin /dev/mapper/{pool} {thin_id}'"
+    ));
+    dmthin_ok(&r.0, &["remove", "shared"]);
+    assert!(!dmthin_ok(&r.0, &["list"]).contains("shared"));
+    assert!(
+        r.0.join("metadata/devices/shared.json").exists(),
+        "deleted too early"
+    );
+    sh_ok("dmsetup remove dmthin-test-foreign");
+    dmthin_ok(&r.0, &["list"]);
+    assert!(
+        !r.0.join("metadata/devices/shared.json").exists(),
+        "never deleted"
+    );
+
+    // And turned off again by init.
+    init(&r.0, &["--no-deferred-removal"]);
+    let rec = std::fs::read_to_string(r.0.join("metadata/set.json")).unwrap();
+    assert!(rec.contains("\"deferred_removal\": false"), "{rec}");
+    dmthin_ok(&r.0, &["shutdown"]);
 }

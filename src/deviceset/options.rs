@@ -81,6 +81,16 @@ pub struct Options {
     pub udev_sync: bool,
     /// How often a busy device's deactivation is retried before giving up.
     pub busy_retries: u32,
+    /// A device that stays busy (held open elsewhere, say by a mount in
+    /// another namespace) is removed with the kernel's deferred removal
+    /// instead of failing: `remove_device` and `deactivate_device` then
+    /// succeed and the kernel removes it at its last close (moby's
+    /// `dm.use_deferred_removal`).
+    pub deferred_removal: bool,
+    /// A thin the pool cannot delete yet (still open) is marked for deletion
+    /// and deleted by a later call or open instead of failing (moby's
+    /// `dm.use_deferred_deletion`).
+    pub deferred_deletion: bool,
     /// Called with a line of text before long steps.
     pub progress: Option<Progress>,
 }
@@ -112,6 +122,8 @@ impl Default for Options {
             udev_timeout: Duration::from_secs(30),
             udev_sync: true,
             busy_retries: 20,
+            deferred_removal: false,
+            deferred_deletion: false,
             progress: None,
         }
     }
@@ -174,6 +186,8 @@ impl Options {
                 .unwrap_or(Options::default().min_free_space_percent),
             block_zeroing: set.block_zeroing.unwrap_or(true),
             mount_discard: set.mount_discard.unwrap_or(true),
+            deferred_removal: set.deferred_removal.unwrap_or(false),
+            deferred_deletion: set.deferred_deletion.unwrap_or(false),
             ..Options::default()
         }
     }
@@ -227,6 +241,8 @@ mod tests {
             min_free_space_percent: None,
             block_zeroing: None,
             mount_discard: None,
+            deferred_removal: None,
+            deferred_deletion: None,
         };
         let o = Options::from_record(&set);
         assert_eq!(

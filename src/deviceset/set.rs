@@ -177,7 +177,13 @@ impl DeviceSet {
         // cannot take the delete.
         self.config.record(&guard, id)?;
         self.config.writable_pool(&mut guard)?;
-        let mut guard = self.config.deactivate_retrying(guard, &self.state, id)?;
+        let mut guard = match self.config.deactivate_retrying(guard, &self.state, id) {
+            Err(DeviceSetError::Busy { .. }) if self.config.options.deferred_removal => {
+                let mut state = self.lock()?;
+                return self.config.remove_device_deferred(&mut state, id).map(drop);
+            }
+            other => other?,
+        };
         fail_point!("remove.after_deactivate")?;
         self.config.delete_device(&mut guard, id)
     }
@@ -205,9 +211,14 @@ impl DeviceSet {
     /// Deactivates device `id` (refused while mounted; EBUSY retried).
     pub fn deactivate_device(&self, id: &str) -> Result<()> {
         let guard = self.lock()?;
-        self.config
-            .deactivate_retrying(guard, &self.state, id)
-            .map(drop)
+        match self.config.deactivate_retrying(guard, &self.state, id) {
+            Err(DeviceSetError::Busy { .. }) if self.config.options.deferred_removal => {
+                let mut state = self.lock()?;
+                let name = self.config.device_name(id);
+                Ok(self.config.deactivate_once(&mut state, &name, true)?)
+            }
+            other => other.map(drop),
+        }
     }
 
     /// Mounts device `id` at `path`, activating it if needed. Mounting the same

@@ -40,7 +40,12 @@ Options:
   --mount-options OPTS    Mount options, comma separated
   --min-free PERCENT      Refuse new devices below this free space (10)
   --no-zeroing            Skip zeroing new pool blocks (faster, but a new
-                          device may see data of a deleted one)
+                          device may see data of a deleted one; --zeroing
+                          turns it back on)
+  --deferred-removal      Remove a busy device when its last user closes it
+                          instead of failing (--no-deferred-removal: off)
+  --deferred-deletion     Delete a thin still open in the pool later instead
+                          of failing (--no-deferred-deletion: off)
   --json                  Print the status as JSON
   -h, --help              Show this help
 
@@ -108,7 +113,15 @@ Unmount what the set mounted, deactivate every device and remove the pool
 ";
 
 const INIT: Spec = Spec {
-    switches: &["--no-zeroing", "--json"],
+    switches: &[
+        "--no-zeroing",
+        "--zeroing",
+        "--deferred-removal",
+        "--no-deferred-removal",
+        "--deferred-deletion",
+        "--no-deferred-deletion",
+        "--json",
+    ],
     valued: &[
         "--data-size",
         "--metadata-size",
@@ -429,9 +442,26 @@ fn init(root: &Path, p: &crate::args::Parsed, out: &mut dyn Write) -> CliResult 
             .parse()
             .map_err(|_| p.usage(format!("--min-free: '{m}' is not a percentage")))?;
     }
-    if p.has("--no-zeroing") {
-        o.block_zeroing = false;
-    }
+    // Each on/off pair (off wins if both are given); neither keeps the recorded value.
+    let toggle = |on: &str, off: &str, value: &mut bool| {
+        if p.has(on) {
+            *value = true;
+        }
+        if p.has(off) {
+            *value = false;
+        }
+    };
+    toggle("--zeroing", "--no-zeroing", &mut o.block_zeroing);
+    toggle(
+        "--deferred-removal",
+        "--no-deferred-removal",
+        &mut o.deferred_removal,
+    );
+    toggle(
+        "--deferred-deletion",
+        "--no-deferred-deletion",
+        &mut o.deferred_deletion,
+    );
     // Loop files already there are grown, never shrunk: pass the larger size.
     let grow_to = match (&recorded, &o.storage) {
         (Some(_), StorageOptions::LoopFiles { data_size, .. }) => Some(*data_size),

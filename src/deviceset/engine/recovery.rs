@@ -121,6 +121,8 @@ impl Config {
                 min_free_space_percent: Some(self.options.min_free_space_percent),
                 block_zeroing: Some(self.options.block_zeroing),
                 mount_discard: Some(self.options.mount_discard),
+                deferred_removal: Some(self.options.deferred_removal),
+                deferred_deletion: Some(self.options.deferred_deletion),
             },
         };
         let mut state = State {
@@ -241,6 +243,8 @@ impl Config {
         set.name_prefix = Some(self.prefix.clone());
         set.min_free_space_percent = Some(o.min_free_space_percent);
         set.mount_discard = Some(o.mount_discard);
+        set.deferred_removal = Some(o.deferred_removal);
+        set.deferred_deletion = Some(o.deferred_deletion);
         set.mount_options.clone_from(&o.mount_options);
         if set.block_zeroing.is_some_and(|z| z != o.block_zeroing) {
             log::info!(

@@ -206,7 +206,20 @@ impl Config {
         // a deferred removal the kernel is finishing (from a work queue) has
         // the name gone a moment before the thin is closed in the pool.
         let busy = |e: &DeviceSetError| matches!(e, DeviceSetError::Dm(e) if e.is_busy());
-        Backoff::BUSY.run(|_| self.delete_thin(&mut txn, thin), busy)?;
+        match Backoff::BUSY.run(|_| self.delete_thin(&mut txn, thin), busy) {
+            Ok(()) => {}
+            Err(e) if busy(&e) && self.options.deferred_deletion => {
+                // Still open in the pool: deleted by a later call or open.
+                drop(txn);
+                let mut rec = self.record(state, id)?.clone();
+                rec.deferred_delete = true;
+                state.store.write_device(&rec)?;
+                state.devices.insert(id.to_string(), rec);
+                log::info!("{id}: thin {thin} is still open in the pool; it is deleted later");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
         // Deleted in the pool: from here on recovery finishes the removal.
         let open = txn.open_id();
         txn.keep();

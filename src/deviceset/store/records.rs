@@ -181,6 +181,12 @@ pub struct SetRecord {
     /// Whether mounts try the `discard` option.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_discard: Option<bool>,
+    /// Whether busy devices get the kernel's deferred removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_removal: Option<bool>,
+    /// Whether busy thins are deleted later instead of failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_deletion: Option<bool>,
 }
 
 impl SetRecord {

@@ -46,6 +46,8 @@ pub(super) fn set_record() -> SetRecord {
         min_free_space_percent: None,
         block_zeroing: None,
         mount_discard: None,
+        deferred_removal: None,
+        deferred_deletion: None,
     }
 }
 
@@ -713,6 +715,8 @@ fn set_records_from_before_the_remembered_options_still_load() {
         "min_free_space_percent",
         "block_zeroing",
         "mount_discard",
+        "deferred_removal",
+        "deferred_deletion",
     ] {
         assert!(obj.remove(key).is_none(), "{key} written while None");
     }
