@@ -33,6 +33,8 @@ Options:
   --no-zeroing            Do not zero newly provisioned blocks
   --udev-sync             Wait for udev through cookies (default)
   --no-udev-sync          Keep udev out of the way (faster; no /dev/disk links)
+  --teardown-on-exit      On SIGTERM also deactivate every device and remove
+                          the pool (for tests; never while containers run)
   --log-level LEVEL       error, warn, info (default) or debug
                           (also DMTHIN_SNAPSHOTTER_LOG)
   -h, --help              Show this help
@@ -52,6 +54,8 @@ pub struct Args {
     pub set: SetArgs,
     /// `--udev-sync` / `--no-udev-sync`.
     pub udev_sync: bool,
+    /// `--teardown-on-exit`.
+    pub teardown: bool,
     /// `--log-level`.
     pub log_level: Option<String>,
     /// `--help`.
@@ -152,6 +156,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--no-zeroing" => s.no_zeroing = true,
             "--udev-sync" => a.udev_sync = true,
             "--no-udev-sync" => a.udev_sync = false,
+            "--teardown-on-exit" => a.teardown = true,
             "--log-level" => a.log_level = Some(value(&mut it)?),
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -211,5 +216,79 @@ impl SetArgs {
             o.block_zeroing = false;
         }
         Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Args, String> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let a = p(&[]).unwrap();
+        assert_eq!(a.root, PathBuf::from(DEFAULT_ROOT));
+        assert_eq!(a.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert!(a.udev_sync && !a.teardown);
+        let a = p(&[
+            "--root=/r",
+            "--socket",
+            "/s",
+            "--no-udev-sync",
+            "--data-size",
+            "1G",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.root.to_str(), a.socket.to_str()),
+            (Some("/r"), Some("/s"))
+        );
+        assert!(!a.udev_sync);
+        let o = a.set.options(None).unwrap();
+        assert_eq!(
+            o.storage,
+            StorageOptions::LoopFiles {
+                data_size: 1 << 30,
+                metadata_size: 2 << 30
+            }
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert!(p(&["--bogus"]).unwrap_err().contains("unknown option"));
+        assert!(p(&["--root"]).unwrap_err().contains("needs a value"));
+        assert!(p(&["--data-size", "lots"])
+            .unwrap_err()
+            .contains("not a size"));
+        assert!(p(&["--fs", "btrfs"]).is_err());
+        let a = p(&["--data-dev", "/dev/x"]).unwrap();
+        assert!(a.set.options(None).is_err(), "data without metadata device");
+        let a = p(&["--pool", "p", "--data-size", "1G"]).unwrap();
+        assert!(a.set.options(None).is_err());
+    }
+
+    #[test]
+    fn recorded_options_are_kept_unless_given() {
+        let recorded = Options {
+            base_size: 1 << 30,
+            filesystem: FsKind::Xfs,
+            ..Options::default()
+        };
+        let a = p(&["--base-size", "2G"]).unwrap();
+        let o = a.set.options(Some(recorded)).unwrap();
+        assert_eq!((o.base_size, o.filesystem), (2 << 30, FsKind::Xfs));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64K"), Some(64 << 10));
+        assert_eq!(parse_size("256MiB"), Some(256 << 20));
+        assert_eq!(parse_size("1T"), Some(1 << 40));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("99999999999T"), None);
     }
 }

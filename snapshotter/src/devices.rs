@@ -82,6 +82,8 @@ pub trait Devices: Send + Sync + 'static {
     fn make_template(&self, id: &str, scratch: &Path) -> DevResult<()>;
     /// The filesystem type for mounts (`ext4`, `xfs`).
     fn fs_type(&self) -> &str;
+    /// Deactivates every device and removes the pool (the set is unusable afterwards).
+    fn teardown(&self) -> DevResult<()>;
 }
 
 /// The real device layer: dmthin's device set.
@@ -172,6 +174,10 @@ impl Devices for SetDevices {
 
     fn fs_type(&self) -> &str {
         &self.fs
+    }
+
+    fn teardown(&self) -> DevResult<()> {
+        Ok(self.set.shutdown()?)
     }
 }
 

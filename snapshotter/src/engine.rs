@@ -661,6 +661,11 @@ impl<D: Devices> Engine<D> {
         Ok(out)
     }
 
+    /// Deactivates every device and removes the pool (`--teardown-on-exit`).
+    pub fn teardown(&self) -> Result<()> {
+        Ok(self.devs.teardown()?)
+    }
+
     /// Removes snapshot devices no snapshot refers to, and finishes deferred removals.
     pub fn cleanup(&self) -> Result<()> {
         if let Err(e) = self.devs.cleanup_deferred() {

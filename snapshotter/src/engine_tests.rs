@@ -120,6 +120,9 @@ impl Devices for Arc<Fake> {
     fn fs_type(&self) -> &str {
         "ext4"
     }
+    fn teardown(&self) -> DevResult<()> {
+        Ok(())
+    }
 }
 
 struct Rig {

@@ -54,6 +54,8 @@
 //! SIGTERM or SIGINT stops serving and removes the socket. The device set
 //! is not shut down: containerd may still have snapshots mounted, so their
 //! devices stay active and the pool stays up; the next start adopts them.
+//! `--teardown-on-exit` (for tests) deactivates everything and removes the
+//! pool as well.
 
 mod args;
 mod devices;
@@ -124,10 +126,14 @@ fn run(args: args::Args) -> Result<(), String> {
         .max_blocking_threads(64)
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let served = rt.block_on(serve(engine, &args.socket));
+    let served = rt.block_on(serve(engine.clone(), &args.socket));
     let _ = std::fs::remove_file(&args.socket);
     rt.shutdown_timeout(std::time::Duration::from_secs(10));
     served?;
+    if args.teardown {
+        log::info!("tearing down the device set");
+        engine.teardown().map_err(|e| format!("teardown: {e}"))?;
+    }
     log::info!("stopped");
     Ok(())
 }

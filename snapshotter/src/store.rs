@@ -218,3 +218,89 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(device: &str, key: &str) -> Record {
+        Record {
+            format: FORMAT,
+            device: device.into(),
+            key: key.into(),
+            kind: Kind::Committed,
+            parent: Some("p/1".into()),
+            labels: [("a".to_string(), "b".to_string())].into(),
+            created: Stamp { secs: 5, nanos: 7 },
+            updated: Stamp::now(),
+            state: State::Ready,
+            mapped_bytes: Some(65536),
+        }
+    }
+
+    #[test]
+    fn round_trip_overwrite_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("snaps")).unwrap();
+        let mut r = rec("snap-1", "default/1/sha256:x\n\"y\"");
+        s.write(&r).unwrap();
+        r.state = State::Removing;
+        s.write(&r).unwrap();
+        s.write(&rec("snap-2", "k")).unwrap();
+        let (recs, bad) = s.load().unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(
+            recs,
+            vec![r, rec("snap-2", "k")]
+                .into_iter()
+                .map(|mut x| {
+                    x.updated = recs.iter().find(|y| y.device == x.device).unwrap().updated;
+                    x
+                })
+                .collect::<Vec<_>>()
+        );
+        s.remove("snap-1").unwrap();
+        s.remove("snap-1").unwrap();
+        assert_eq!(s.load().unwrap().0.len(), 1);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("snaps/snap-2.json"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn damaged_and_mismatched_files_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("snap-1.json"), b"{").unwrap();
+        let mut r = rec("snap-3", "k");
+        s.write(&r).unwrap();
+        std::fs::rename(
+            dir.path().join("snap-3.json"),
+            dir.path().join("snap-2.json"),
+        )
+        .unwrap();
+        r.format = 99;
+        r.device = "snap-4".into();
+        s.write(&r).unwrap();
+        std::fs::write(dir.path().join("snap-5.json.tmp"), b"half").unwrap();
+        std::fs::write(dir.path().join("README"), b"ignored").unwrap();
+        let (recs, bad) = s.load().unwrap();
+        assert!(recs.is_empty());
+        let mut names: Vec<_> = bad
+            .iter()
+            .map(|d| d.path.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["snap-1.json", "snap-2.json", "snap-4.json"]);
+        assert!(!dir.path().join("snap-5.json.tmp").exists());
+    }
+
+    #[test]
+    fn stamps_convert_exactly() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(SystemTime::from(Stamp::from(t)), t);
+    }
+}
