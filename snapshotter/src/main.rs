@@ -62,6 +62,8 @@ mod devices;
 mod engine;
 mod error;
 mod failpoint;
+#[cfg(test)]
+mod fake;
 mod filter;
 mod logger;
 mod service;

@@ -11,7 +11,6 @@ use containerd_snapshots::api::types::Mount as ApiMount;
 use containerd_snapshots::{Info as ApiInfo, Kind as ApiKind, Snapshotter, Usage};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tonic::Status;
 
 /// The gRPC-facing snapshotter.
 pub struct Service<D: Devices> {
@@ -28,18 +27,15 @@ impl<D: Devices> Service<D> {
         &self,
         what: &'static str,
         f: impl FnOnce(&Engine<D>) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Status> {
+    ) -> Result<T, Error> {
         let engine = self.engine.clone();
         let out = tokio::task::spawn_blocking(move || f(&engine))
             .await
-            .map_err(|e| Status::internal(format!("{what}: worker failed: {e}")))?;
-        match out {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                log::debug!("{what}: {e}");
-                Err(e.into())
-            }
+            .map_err(|e| Error::internal(format!("{what}: worker failed: {e}")))?;
+        if let Err(e) = &out {
+            log::debug!("{what}: {e}");
         }
+        out
     }
 }
 
@@ -89,18 +85,18 @@ fn api_mounts(m: Vec<Mount>) -> Vec<ApiMount> {
         .collect()
 }
 
-type InfoStream = tokio_stream::Iter<std::vec::IntoIter<Result<ApiInfo, Status>>>;
+type InfoStream = tokio_stream::Iter<std::vec::IntoIter<Result<ApiInfo, Error>>>;
 
 #[tonic::async_trait]
 impl<D: Devices> Snapshotter for Service<D> {
-    type Error = Status;
+    type Error = Error;
     type InfoStream = InfoStream;
 
-    async fn stat(&self, key: String) -> Result<ApiInfo, Status> {
+    async fn stat(&self, key: String) -> Result<ApiInfo, Error> {
         self.run("stat", move |e| e.stat(&key)).await.map(to_api)
     }
 
-    async fn update(&self, info: ApiInfo, paths: Option<Vec<String>>) -> Result<ApiInfo, Status> {
+    async fn update(&self, info: ApiInfo, paths: Option<Vec<String>>) -> Result<ApiInfo, Error> {
         let info = from_api(info);
         let paths = paths.unwrap_or_default();
         self.run("update", move |e| e.update(info, &paths))
@@ -108,7 +104,7 @@ impl<D: Devices> Snapshotter for Service<D> {
             .map(to_api)
     }
 
-    async fn usage(&self, key: String) -> Result<Usage, Status> {
+    async fn usage(&self, key: String) -> Result<Usage, Error> {
         let (bytes, inodes) = self.run("usage", move |e| e.usage(&key)).await?;
         Ok(Usage {
             size: i64::try_from(bytes).unwrap_or(i64::MAX),
@@ -116,7 +112,7 @@ impl<D: Devices> Snapshotter for Service<D> {
         })
     }
 
-    async fn mounts(&self, key: String) -> Result<Vec<ApiMount>, Status> {
+    async fn mounts(&self, key: String) -> Result<Vec<ApiMount>, Error> {
         self.run("mounts", move |e| e.mounts_of(&key))
             .await
             .map(api_mounts)
@@ -127,7 +123,7 @@ impl<D: Devices> Snapshotter for Service<D> {
         key: String,
         parent: String,
         labels: HashMap<String, String>,
-    ) -> Result<Vec<ApiMount>, Status> {
+    ) -> Result<Vec<ApiMount>, Error> {
         log::debug!("prepare {key:?} from {parent:?}");
         self.run("prepare", move |e| {
             e.create(Kind::Active, &key, &parent, labels)
@@ -141,7 +137,7 @@ impl<D: Devices> Snapshotter for Service<D> {
         key: String,
         parent: String,
         labels: HashMap<String, String>,
-    ) -> Result<Vec<ApiMount>, Status> {
+    ) -> Result<Vec<ApiMount>, Error> {
         log::debug!("view {key:?} of {parent:?}");
         self.run("view", move |e| e.create(Kind::View, &key, &parent, labels))
             .await
@@ -153,26 +149,29 @@ impl<D: Devices> Snapshotter for Service<D> {
         name: String,
         key: String,
         labels: HashMap<String, String>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         log::debug!("commit {key:?} as {name:?}");
         self.run("commit", move |e| e.commit(&name, &key, labels))
             .await
     }
 
-    async fn remove(&self, key: String) -> Result<(), Status> {
+    async fn remove(&self, key: String) -> Result<(), Error> {
         log::debug!("remove {key:?}");
         self.run("remove", move |e| e.remove(&key)).await
     }
 
-    async fn clear(&self) -> Result<(), Status> {
+    async fn clear(&self) -> Result<(), Error> {
         log::debug!("cleanup");
         self.run("cleanup", |e| e.cleanup()).await
     }
 
-    async fn list(&self, _snapshotter: String, filters: Vec<String>) -> Result<InfoStream, Status> {
+    async fn list(&self, _snapshotter: String, filters: Vec<String>) -> Result<InfoStream, Error> {
         let infos = self.run("walk", move |e| e.walk(&filters)).await?;
-        let items: Vec<Result<ApiInfo, Status>> =
-            infos.into_iter().map(|i| Ok(to_api(i))).collect();
+        let items: Vec<Result<ApiInfo, Error>> = infos.into_iter().map(|i| Ok(to_api(i))).collect();
         Ok(tokio_stream::iter(items))
     }
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;
