@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use dmthin::deviceset::store::{DeviceRecord, MetadataStore};
+use dmthin::internals::{DeviceRecord, MetadataStore};
 
 const MAX_ID: usize = 77;
 

@@ -7,12 +7,13 @@
 //!   module that issues DM ioctls.
 //! - [`loopdev`]: loop devices through the `LOOP_*` ioctls.
 //! - [`target`]: target tables, messages and status lines; pure functions, no I/O.
-#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod deviceset;
 pub mod dm;
 pub mod loopdev;
 mod retry;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 /// Crate internals for the fuzz targets and benches only: compiled in under
 /// cargo-fuzz (`cfg(fuzzing)`) or with the `internals` feature, never in a

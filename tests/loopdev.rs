@@ -9,6 +9,9 @@
 // device still bound to one of its files (matched by inode), even when an
 // assertion failed.
 
+#[path = "loopdev/sys.rs"]
+mod sys;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -116,31 +119,8 @@ fn ino(p: &Path) -> (u64, u64) {
 }
 
 const O_EXCL: i32 = 0o200;
-const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
-const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
-const FS_IMMUTABLE_FL: i32 = 0x10;
-
-/// Set or clear the immutable attribute; false where the filesystem has none.
-fn set_immutable(p: &Path, on: bool) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(f) = File::open(p) else { return false };
-    let mut flags: i32 = 0;
-    // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer, which is valid.
-    let r = unsafe { nix::libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS as _, &mut flags) };
-    if r != 0 {
-        return false;
-    }
-    if on {
-        flags |= FS_IMMUTABLE_FL;
-    } else {
-        flags &= !FS_IMMUTABLE_FL;
-    }
-    // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer, which is valid.
-    unsafe { nix::libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS as _, &flags) == 0 }
-}
-
 fn clear_immutable(p: &Path) {
-    let _ = set_immutable(p, false);
+    let _ = sys::set_immutable(p, false);
 }
 
 /// Hold an unbound device with an exclusive open, so no one can bind it while
@@ -529,7 +509,7 @@ fn file_we_may_only_read_needs_read_only() {
     }
     let scratch = Scratch::new("immutable");
     let f = scratch.file("f", MIB);
-    if !set_immutable(&f, true) {
+    if !sys::set_immutable(&f, true) {
         eprintln!(
             "skipped: the filesystem of {} has no immutable flag",
             f.display()

@@ -5,15 +5,15 @@
 //! Nothing may panic or read out of bounds, whatever the kernel wrote.
 #![no_main]
 
-use dmthin::dm::codec;
-use dmthin::dm::Command;
+use dmthin::dm::{Command, Version};
+use dmthin::internals as codec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    match selector % 6 {
+    match selector % 7 {
         0 => {
             // A whole reply: header, then its payload bounded by data_size.
             if let Ok(h) = codec::decode_header(Command::TableStatus, rest) {
@@ -25,8 +25,11 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        1 => name_list(rest, true),
-        2 => name_list(rest, false),
+        // The three layouts of the per-name trailer: event_nr, flags and
+        // uuid (4.45+); event_nr only (4.38 to 4.44); nothing (older).
+        1 => name_list(rest, Version::new(4, 45, 0)),
+        2 => name_list(rest, Version::new(4, 37, 0)),
+        6 => name_list(rest, Version::new(4, 43, 0)),
         3 => {
             let count = rest.first().copied().unwrap_or(0) as u32;
             if let Ok(lines) =
@@ -48,8 +51,9 @@ fuzz_target!(|data: &[u8]| {
 
 /// The borrowing iterator: entries, at most one error, then nothing; and the
 /// owned decoder gives the same entries or the same error.
-fn name_list(payload: &[u8], with_trailer: bool) {
-    let mut it = codec::NameList::new(payload, with_trailer).iter();
+fn name_list(payload: &[u8], version: Version) {
+    let list = codec::name_list(payload, version);
+    let mut it = list.iter();
     let mut entries = Vec::new();
     let mut error = None;
     for e in it.by_ref() {
@@ -65,7 +69,7 @@ fn name_list(payload: &[u8], with_trailer: bool) {
         }
     }
     assert!(it.next().is_none(), "fused");
-    match codec::decode_name_list(payload, with_trailer) {
+    match list.to_vec() {
         Ok(owned) => assert!(error.is_none() && owned == entries),
         Err(e) => assert_eq!(Some(e.to_string()), error),
     }

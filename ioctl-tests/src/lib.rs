@@ -108,10 +108,25 @@ where
     checked(&mut cmd)
 }
 
-/// Runs a shell command line with `sh -c`; panics unless it exits 0 and
-/// returns its stdout.
-pub fn sh(script: &str) -> String {
-    checked(Command::new("sh").arg("-c").arg(script))
+/// Runs a shell command line with `sh -c`; returns whether it exited 0 and
+/// its stdout followed by its stderr. Panics only when `sh` cannot be started.
+pub fn sh(script: &str) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run sh");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// [`sh`] that panics (with the output) unless the command exits 0; returns
+/// its stdout followed by its stderr.
+pub fn sh_ok(script: &str) -> String {
+    let (ok, text) = sh(script);
+    assert!(ok, "`{script}` failed: {text}");
+    text
 }
 
 fn checked(cmd: &mut Command) -> String {
@@ -147,8 +162,20 @@ pub struct TempDir {
 }
 
 impl TempDir {
+    /// A new directory with a unique name under the system's temp directory.
     pub fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(unique_name(tag));
+        TempDir::create(std::env::temp_dir().join(unique_name(tag)))
+    }
+
+    /// A fresh directory at a fixed `path`: whatever a previous run left
+    /// there is removed first.
+    pub fn at(path: impl Into<PathBuf>) -> TempDir {
+        let path = path.into();
+        let _ = fs::remove_dir_all(&path);
+        TempDir::create(path)
+    }
+
+    fn create(path: PathBuf) -> TempDir {
         fs::create_dir_all(&path)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
         TempDir { path }

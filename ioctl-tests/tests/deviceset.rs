@@ -424,12 +424,7 @@ fn block_devices_and_adopted_pools() {
     let name = "dmthin-test-adopted-pool";
     let mut c = Control::open().unwrap();
     let params = format!("{} {} 128 32", dm(&meta), dm(&data));
-    let line = TableLine {
-        start: 0,
-        length: 512 * MIB / 512,
-        target_type: "thin-pool".into(),
-        params,
-    };
+    let line = TableLine::new(0, 512 * MIB / 512, "thin-pool", params).unwrap();
     c.create_with_table(name, &CreateOptions::default(), &[line], UdevFlags::PRIVATE)
         .unwrap();
     let adopt_root = root.0.join("adopt");

@@ -256,12 +256,7 @@ fn flakey_line(dev: &str, sectors: u64, failing: bool) -> Vec<TableLine> {
     } else {
         format!("{} 0 1 0", majmin(dev))
     };
-    vec![TableLine {
-        start: 0,
-        length: sectors,
-        target_type: "flakey".into(),
-        params,
-    }]
+    vec![TableLine::new(0, sectors, "flakey", params).unwrap()]
 }
 
 #[test]
@@ -388,13 +383,28 @@ fn check_invariants_on(set: &DeviceSet, meta_dev: &str) {
     assert_eq!(n, set.list().unwrap().len() + 1, "{xml}");
 }
 
-/// Child mode: take the set's lock and hold it until killed.
+/// Child mode: take the set's lock the way a set does, an exclusive flock on
+/// `<root>/lock` with the holder's pid in the file, and hold it until killed.
 #[test]
 fn lock_holder_child() {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let Ok(root) = std::env::var("DMTHIN_LOCK_HOLDER_ROOT") else {
         return;
     };
-    let _lock = dmthin::deviceset::lock::SetLock::acquire(Path::new(&root)).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(Path::new(&root).join("lock"))
+        .unwrap();
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| errno)
+        .unwrap();
+    lock.set_len(0).unwrap();
+    lock.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)
+        .unwrap();
     println!("LOCKED");
     std::thread::sleep(Duration::from_secs(600));
 }

@@ -1,13 +1,16 @@
 //! Errors of the device set.
 
 use super::fs::FsError;
-use super::ids::IdError;
-use super::lock::LockError;
-use super::store::StoreError;
 use crate::dm::DmError;
 use crate::loopdev::LoopError;
 use crate::target::TargetError;
 use std::path::PathBuf;
+
+// The error types of the set's private parts, nameable by users matching on
+// a `DeviceSetError` or reading `DeviceSet::problems`.
+pub use super::ids::IdError;
+pub use super::lock::LockError;
+pub use super::store::{ProblemReason, RecordProblem, StoreError};
 
 /// An error from a [`DeviceSet`](super::DeviceSet) operation.
 #[derive(Debug, thiserror::Error)]

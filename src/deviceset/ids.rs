@@ -8,14 +8,11 @@
 
 use std::fmt;
 
-/// Longest device-mapper device name, in bytes (`DM_NAME_LEN` minus the NUL).
-pub const KERNEL_NAME_MAX: usize = 127;
-
-/// Largest thin id the pool accepts (`create_thin` takes 24 bits).
-pub const THIN_ID_MAX: u32 = 0xFF_FFFF;
+use crate::dm::MAX_NAME_LEN;
+use crate::target::ThinId;
 
 /// Number of thin ids in the 24-bit space.
-const THIN_ID_COUNT: usize = THIN_ID_MAX as usize + 1;
+const THIN_ID_COUNT: usize = ThinId::MAX.get() as usize + 1;
 const WORDS: usize = THIN_ID_COUNT / 64;
 
 /// Why a device id or thin id was refused.
@@ -53,8 +50,8 @@ pub enum IdError {
         /// The limit in bytes.
         max: usize,
     },
-    /// A thin id outside `0..=THIN_ID_MAX`.
-    #[error("thin id {id} is out of range: the pool's limit is {max}", max = THIN_ID_MAX)]
+    /// A thin id outside `0..=ThinId::MAX`.
+    #[error("thin id {id} is out of range: the pool's limit is {max}", max = ThinId::MAX)]
     ThinIdOutOfRange {
         /// The refused thin id.
         id: u64,
@@ -68,7 +65,7 @@ pub fn is_id_char(c: char) -> bool {
 
 /// The longest id that fits after `prefix` in a kernel device name.
 pub fn max_id_len_for_prefix(prefix: &str) -> usize {
-    KERNEL_NAME_MAX.saturating_sub(prefix.len())
+    MAX_NAME_LEN.saturating_sub(prefix.len())
 }
 
 /// Checks a device id: non-empty, only `[A-Za-z0-9_.:-]`, not `.` or `..`, and
@@ -102,7 +99,7 @@ pub fn validate_device_id(id: &str, max_len: usize) -> Result<(), IdError> {
 
 /// Checks that a thin id lies in the pool's 24-bit space.
 pub fn validate_thin_id(id: u64) -> Result<u32, IdError> {
-    if id <= u64::from(THIN_ID_MAX) {
+    if id <= u64::from(ThinId::MAX.get()) {
         // Lossless: id <= 0xFFFFFF.
         Ok(id as u32)
     } else {
@@ -172,6 +169,7 @@ impl ThinIdAllocator {
     }
 
     /// Whether `id` is used. Ids outside the 24-bit space are never used.
+    #[cfg(test)]
     pub fn is_used(&self, id: u32) -> bool {
         match Self::slot(id) {
             Ok((w, bit)) => self.words[w] & bit != 0,
@@ -180,6 +178,7 @@ impl ThinIdAllocator {
     }
 
     /// How many ids are used.
+    #[cfg(test)]
     pub fn used_count(&self) -> usize {
         self.used
     }
@@ -189,14 +188,14 @@ impl ThinIdAllocator {
         THIN_ID_COUNT - self.used
     }
 
-    /// The first free id at or after `hint`, wrapping past [`THIN_ID_MAX`] to 0,
+    /// The first free id at or after `hint`, wrapping past [`ThinId::MAX`] to 0,
     /// without marking it. `None` when every id is used. A `hint` beyond the
     /// space wraps to 0.
     pub fn next_free(&self, hint: u32) -> Option<u32> {
         if self.used >= THIN_ID_COUNT {
             return None;
         }
-        let hint = if hint > THIN_ID_MAX { 0 } else { hint };
+        let hint = if hint > ThinId::MAX.get() { 0 } else { hint };
         let start_word = (hint / 64) as usize;
         let start_bit = hint % 64;
         // Free bits at or after the hint within its word.
@@ -243,7 +242,7 @@ mod tests {
         assert!(max >= 64, "max {max}");
         assert_eq!(SHA.len(), 64);
         validate_device_id(SHA, max).unwrap();
-        assert!(prefix.len() + SHA.len() <= KERNEL_NAME_MAX);
+        assert!(prefix.len() + SHA.len() <= MAX_NAME_LEN);
     }
 
     #[test]
@@ -292,5 +291,141 @@ mod tests {
         assert!(a.mark_used(THIN_ID_MAX + 1).is_err());
         assert!(!a.is_used(THIN_ID_MAX + 1));
         assert_eq!(a.next_free(THIN_ID_MAX + 5), Some(2));
+    }
+
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    const THIN_ID_MAX: u32 = ThinId::MAX.get();
+    /// The limit for the longest prefix the set can have.
+    const MAX_ID: usize = MAX_NAME_LEN - 50;
+
+    #[test]
+    fn sha256_id_fits_worst_case_prefix() {
+        // maj/min as u32, ino as u64: the longest prefix possible.
+        let prefix = format!("dmthin-{}:{}-{}-", u32::MAX, u32::MAX, u64::MAX);
+        let max = max_id_len_for_prefix(&prefix);
+        assert_eq!(max, MAX_ID);
+        validate_device_id(SHA, max).unwrap();
+        assert!((prefix + SHA).len() <= MAX_NAME_LEN);
+    }
+
+    #[test]
+    fn id_refusals() {
+        let cases: &[(&str, &str)] = &[
+            ("", "empty"),
+            (".", "reserved"),
+            ("..", "reserved"),
+            ("../x", "'/' at position 2"),
+            ("a/b", "'/' at position 1"),
+            ("/etc", "'/' at position 0"),
+            ("a b", "' ' at position 1"),
+            ("a\nb", "'\\n' at position 1"),
+            ("naïve", "'ï' at position 2"),
+            ("a\0", "'\\0' at position 1"),
+            ("x~1", "'~' at position 1"),
+            ("a\\b", "'\\\\' at position 1"),
+        ];
+        for (id, want) in cases {
+            let err = validate_device_id(id, MAX_ID).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(want), "{id:?}: {msg}");
+        }
+        let long = "a".repeat(MAX_ID + 1);
+        let err = validate_device_id(&long, MAX_ID).unwrap_err();
+        assert_eq!(
+            err,
+            IdError::TooLong {
+                id: long.clone(),
+                len: MAX_ID + 1,
+                max: MAX_ID
+            }
+        );
+        assert!(err.to_string().contains(&format!(
+            "{} bytes long, over the limit of {MAX_ID} bytes",
+            MAX_ID + 1
+        )));
+        for ok in [
+            "a",
+            "...",
+            ".hidden",
+            "A-b_c.d:e",
+            "sha256:abc",
+            &"z".repeat(MAX_ID),
+        ] {
+            validate_device_id(ok, MAX_ID).unwrap();
+        }
+    }
+
+    #[test]
+    fn allocator_wraps_around() {
+        let mut a = ThinIdAllocator::new();
+        a.mark_used(THIN_ID_MAX).unwrap();
+        a.mark_used(THIN_ID_MAX - 1).unwrap();
+        a.mark_used(0).unwrap();
+        assert_eq!(a.allocate_from(THIN_ID_MAX - 1), Some(1));
+        assert_eq!(a.allocate_from(THIN_ID_MAX - 2), Some(THIN_ID_MAX - 2));
+        a.release(THIN_ID_MAX).unwrap();
+        assert_eq!(a.next_free(THIN_ID_MAX), Some(THIN_ID_MAX));
+        // Within one word, below the hint, is found last.
+        let mut b = ThinIdAllocator::new();
+        for id in 64..128 {
+            b.mark_used(id).unwrap();
+        }
+        b.mark_used(200).unwrap();
+        assert_eq!(b.next_free(70), Some(128));
+        assert_eq!(b.next_free(200), Some(201));
+    }
+
+    #[test]
+    fn allocator_exhaustion() {
+        let mut a = ThinIdAllocator::new();
+        let mut next = 5;
+        for _ in 0..=THIN_ID_MAX {
+            let id = a.allocate_from(next).expect("space left");
+            next = id.wrapping_add(1);
+        }
+        assert_eq!(a.free_count(), 0);
+        assert_eq!(a.used_count(), THIN_ID_MAX as usize + 1);
+        assert_eq!(a.allocate_from(0), None);
+        assert_eq!(a.next_free(123), None);
+        a.release(777).unwrap();
+        assert_eq!(a.allocate_from(0), Some(777));
+        assert_eq!(a.allocate_from(0), None);
+        assert!(matches!(
+            a.release(THIN_ID_MAX + 1),
+            Err(IdError::ThinIdOutOfRange { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn allocator_matches_model(ops in prop::collection::vec((0u8..3, 0u32..300), 1..200)) {
+            // Ids near both ends of the space, to exercise wrapping.
+            let map = |x: u32| if x < 150 { x } else { THIN_ID_MAX - (x - 150) };
+            let mut a = ThinIdAllocator::new();
+            let mut model = BTreeSet::new();
+            for (op, x) in ops {
+                let id = map(x);
+                match op {
+                    0 => prop_assert_eq!(a.mark_used(id).unwrap(), model.insert(id)),
+                    1 => prop_assert_eq!(a.release(id).unwrap(), model.remove(&id)),
+                    _ => {
+                        let want = model_next_free(&model, id);
+                        let got = a.allocate_from(id);
+                        prop_assert_eq!(got, want);
+                        if let Some(g) = got { model.insert(g); }
+                    }
+                }
+                prop_assert_eq!(a.used_count(), model.len());
+            }
+        }
+    }
+
+    fn model_next_free(used: &BTreeSet<u32>, hint: u32) -> Option<u32> {
+        (hint..=THIN_ID_MAX)
+            .chain(0..hint)
+            .find(|id| !used.contains(id))
     }
 }

@@ -54,7 +54,6 @@ fn holder(pid: Option<u32>) -> String {
 #[derive(Debug)]
 pub struct SetLock {
     file: Flock<File>,
-    path: PathBuf,
 }
 
 impl SetLock {
@@ -99,12 +98,7 @@ impl SetLock {
         file.set_len(0)
             .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
             .map_err(io_err("write pid to lock file", &path))?;
-        Ok(SetLock { file, path })
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(SetLock { file })
     }
 }
 
@@ -126,5 +120,156 @@ fn read_live_pid(mut file: File) -> Option<u32> {
     match kill(Pid::from_raw(raw), None) {
         Ok(()) | Err(Errno::EPERM) => Some(pid),
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::testutil::Scratch;
+
+    const CHILD_ENV: &str = "DMTHIN_TEST_LOCK_ROOT";
+    const CHILD_MARK: &str = "DMTHIN-CHILD-HOLDS-LOCK";
+
+    /// Not a test on its own: run by `lock_of_dead_process_is_free` as a child
+    /// process that takes the lock and waits to be killed.
+    #[test]
+    fn lock_holder_child() {
+        let Some(root) = std::env::var_os(CHILD_ENV) else {
+            return;
+        };
+        let _lock = SetLock::acquire(Path::new(&root)).unwrap();
+        println!("\n{CHILD_MARK}");
+        std::thread::sleep(Duration::from_secs(120));
+    }
+
+    #[test]
+    fn second_open_in_process_is_refused() {
+        let s = Scratch::new("lock1");
+        let root = s.path().join("set");
+        let lock = SetLock::acquire(&root).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("lock")).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        let err = SetLock::acquire(&root).unwrap_err();
+        match &err {
+            LockError::Held { path, pid } => {
+                assert_eq!(path, &root.join("lock"));
+                assert_eq!(*pid, Some(std::process::id()));
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "device set is in use: {} is locked by process {}",
+                root.join("lock").display(),
+                std::process::id()
+            )
+        );
+        drop(lock);
+        let again = SetLock::acquire(&root).unwrap();
+        drop(again);
+        // The pid is cleared on release, so a holder that writes none is unknown.
+        assert_eq!(fs::read_to_string(root.join("lock")).unwrap(), "");
+    }
+
+    #[test]
+    fn lock_of_dead_process_is_free() {
+        let s = Scratch::new("lock2");
+        let root = s.path().join("set");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "deviceset::lock::tests::lock_holder_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, &root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "child exited early");
+            if line.contains(CHILD_MARK) {
+                break;
+            }
+        }
+        let err = SetLock::acquire(&root).unwrap_err();
+        assert!(
+            matches!(&err, LockError::Held { pid: Some(p), .. } if *p == child.id()),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with(&format!("is locked by process {}", child.id())),
+            "{err}"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The lock file is still there, naming the dead process; the lock is free.
+        assert_eq!(
+            fs::read_to_string(root.join("lock")).unwrap(),
+            format!("{}\n", child.id())
+        );
+        let _lock = SetLock::acquire(&root).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("lock")).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+    }
+
+    #[test]
+    fn lock_held_by_foreign_tool_has_unknown_pid() {
+        if !Path::new("/usr/bin/flock").exists() {
+            eprintln!("flock(1) not installed; skipping");
+            return;
+        }
+        let s = Scratch::new("lock3");
+        let root = s.path().join("set");
+        fs::create_dir_all(&root).unwrap();
+        // Garbage in the file: a holder that did not write a pid.
+        fs::write(root.join("lock"), b"not a pid").unwrap();
+        // -o: only flock(1) itself holds the lock, not the command it runs. Its
+        // own process group, so that the whole group can be killed by id.
+        let mut child = Command::new("/usr/bin/flock")
+            .args(["-n", "-x", "-o"])
+            .arg(root.join("lock"))
+            .args(["-c", "echo held; exec sleep 120"])
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "held\n");
+        let err = SetLock::acquire(&root).unwrap_err();
+        assert!(matches!(err, LockError::Held { pid: None, .. }), "{err:?}");
+        assert!(err.to_string().ends_with("(pid unknown)"), "{err}");
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        child.wait().unwrap();
+        let t = Instant::now();
+        loop {
+            match SetLock::acquire(&root) {
+                Ok(_) => break,
+                Err(LockError::Held { .. }) if t.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 }

@@ -5,10 +5,10 @@
 pub mod error;
 pub mod failpoint;
 pub mod fs;
-pub mod ids;
-pub mod lock;
+pub(crate) mod ids;
+pub(crate) mod lock;
 mod set;
-pub mod store;
+pub(crate) mod store;
 
 pub use error::{DeviceSetError, Result};
 pub use set::{

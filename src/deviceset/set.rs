@@ -445,7 +445,7 @@ impl Cfg {
             pool: self.pool_name.clone(),
             reason: "the pool has no table".into(),
         })?;
-        match PoolStatus::parse(&line.params)? {
+        match PoolStatus::parse(line.params())? {
             PoolStatus::Active(s) => Ok(s),
             other => Err(DeviceSetError::PoolUnusable {
                 pool: self.pool_name.clone(),
@@ -855,7 +855,7 @@ impl Cfg {
         let made = (|| -> Result<String> {
             let size = self.options.base_size;
             let dev = self.activate(inner, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
-            let node = crate::dm::udev::dm_node_path(dev);
+            let node = crate::dm::dm_node_path(dev);
             self.progress(&format!(
                 "creating {} filesystem on the base device ({} bytes)",
                 self.options.filesystem.as_str(),
@@ -888,7 +888,7 @@ impl Cfg {
         let thin = inner.set.base_thin_id;
         let size = inner.set.base_size;
         let dev = self.activate(inner, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
-        let node = crate::dm::udev::dm_node_path(dev);
+        let node = crate::dm::dm_node_path(dev);
         let result = (|| -> Result<u64> {
             let found = fsx::read_fs_uuid(inner.set.filesystem, &node)?;
             if let Some(expected) = &inner.set.base_fs_uuid {
@@ -935,7 +935,7 @@ impl Cfg {
             new,
             UdevFlags::PRIVATE,
         )?;
-        let node = crate::dm::udev::dm_node_path(dev);
+        let node = crate::dm::dm_node_path(dev);
         let grown = fsx::grow(
             inner.set.filesystem,
             &node,
@@ -1592,7 +1592,7 @@ impl DeviceSet {
             .cfg
             .activate(&mut inner, &name, thin, size, UdevFlags::empty())?;
         fail_point!("mount.after_activate");
-        let node = crate::dm::udev::dm_node_path(dev);
+        let node = crate::dm::dm_node_path(dev);
         let mounted = std::fs::create_dir_all(path)
             .map_err(|source| {
                 DeviceSetError::Fs(FsError::Io {
@@ -1717,7 +1717,7 @@ impl DeviceSet {
                 {
                     Ok((_, lines)) => lines
                         .first()
-                        .and_then(|l| ThinStatus::parse(&l.params).ok())
+                        .and_then(|l| ThinStatus::parse(l.params()).ok())
                         .and_then(|s| s.usage().map(|u| u.mapped_sectors * SECTOR)),
                     Err(_) => None,
                 }
@@ -1748,7 +1748,7 @@ impl DeviceSet {
             pool: self.cfg.pool_name.clone(),
             reason: "no table".into(),
         })?;
-        let parsed = PoolStatus::parse(&line.params)?;
+        let parsed = PoolStatus::parse(line.params())?;
         let (data_source, metadata_source) = match &inner.set.storage {
             Storage::LoopFiles {
                 data_file,
@@ -1803,7 +1803,7 @@ impl DeviceSet {
         let mut inner = self.lock()?;
         let cfg = &self.cfg;
         let line = cfg.pool_line(&mut inner)?;
-        let current = line.length * SECTOR;
+        let current = line.length() * SECTOR;
         if new_data_size < current {
             return Err(DeviceSetError::InvalidOption {
                 option: "data size",
@@ -1916,8 +1916,8 @@ fn remove_retrying(ctl: &mut Control, name: &str) -> std::result::Result<(), DmE
 
 fn device_path(inner: &Inner, name: &str, dev: Dev) -> PathBuf {
     match inner.ctl.node_mode() {
-        NodeMode::None => crate::dm::udev::dm_node_path(dev),
-        _ => crate::dm::udev::mapper_path(name),
+        NodeMode::None => crate::dm::dm_node_path(dev),
+        _ => crate::dm::mapper_path(name),
     }
 }
 

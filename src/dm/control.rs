@@ -1,112 +1,32 @@
 //! The control handle on `/dev/mapper/control` and every DM command.
 
+mod sync;
+
 use super::abi::{Command, Dev, DmFlags, DmIoctl, Version, CONTROL_PATH, HEADER_SIZE};
-use super::codec::{self, DevId, DeviceEntry, DeviceInfo, NameList, TargetVersion};
+use super::cookie::{self, UdevFlags};
+use super::decode::{self, DeviceInfo, TargetVersion};
+use super::encode::{self, DevId};
 use super::error::{DmError, ErrorKind, Result};
+use super::name_list::{DeviceEntry, NameList};
 use super::names::{validate_name, validate_uuid, NamePolicy};
-use super::udev::{self, Cookie, UdevFlags};
-use crate::target::TableLine;
+use super::node;
+use super::options::{
+    ControlOptions, CreateOptions, NodeMode, RemoveOptions, StatusKind, StatusOptions,
+    SuspendOptions,
+};
+use super::sys::{self, IoctlError};
+use super::table_line::TableLine;
+use super::{MAX_NAME_LEN, MAX_UUID_LEN};
+use crate::retry::Backoff;
 use nix::errno::Errno;
-use nix::libc;
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 /// Initial ioctl buffer size (libdm's choice); doubled on `BUFFER_FULL`.
-pub const INITIAL_BUFFER: usize = 16 * 1024;
+pub(crate) const INITIAL_BUFFER: usize = 16 * 1024;
 /// The buffer never grows past this.
-pub const MAX_BUFFER: usize = 64 * 1024 * 1024;
-/// Tries of a removal that meets EBUSY while udev runs (50 ms apart).
-pub const REMOVE_RETRIES_WITH_UDEV: u32 = 20;
-
-/// Who makes `/dev/mapper/<name>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeMode {
-    /// udev does, and we wait for it through cookies (at most `timeout`).
-    Udev {
-        /// Longest wait for udev per operation.
-        timeout: Duration,
-    },
-    /// We create and remove the nodes ourselves.
-    Direct,
-    /// Beside a running udev, without its sync: every uevent carries
-    /// [`UdevFlags::BYPASS`], so the dm rules skip the device (no symlinks,
-    /// no blkid, no inotify watch), and we make and remove the nodes as in
-    /// `Direct`. No cookie is waited for; nothing of udev's can hold the
-    /// device. For devices nothing else on the host needs to see through
-    /// udev (container layers); `/dev/disk/by-*` links are not made.
-    Bypass,
-    /// Nobody: only `/dev/dm-<minor>` (devtmpfs) exists.
-    None,
-}
-
-/// Settings for [`Control::open_with`].
-#[derive(Clone, Copy, Debug)]
-pub struct ControlOptions {
-    /// Node handling; `None` picks `Udev` when udev runs, `Direct` otherwise.
-    pub nodes: Option<NodeMode>,
-    /// Character rules for names and uuids.
-    pub name_policy: NamePolicy,
-}
-
-impl Default for ControlOptions {
-    fn default() -> Self {
-        ControlOptions {
-            nodes: None,
-            name_policy: NamePolicy::UdevSafe,
-        }
-    }
-}
-
-/// Options for [`Control::create`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CreateOptions<'a> {
-    /// Device uuid.
-    pub uuid: Option<&'a str>,
-    /// Ask for this minor number.
-    pub minor: Option<u32>,
-    /// Create it read-only.
-    pub read_only: bool,
-}
-
-/// Options for [`Control::remove`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RemoveOptions {
-    /// If the device is open, remove it when the last opener closes.
-    pub deferred: bool,
-    /// udev rule flags for the remove event.
-    pub udev_flags: UdevFlags,
-}
-
-/// Options for [`Control::suspend`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SuspendOptions {
-    /// Keep queued I/O queued instead of flushing it.
-    pub noflush: bool,
-    /// Do not freeze the filesystem on top.
-    pub skip_lockfs: bool,
-}
-
-/// What [`Control::table_status`] returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum StatusKind {
-    /// Each target's status line (`dmsetup status`).
-    #[default]
-    Info,
-    /// Each target's table line (`dmsetup table`).
-    Table,
-}
-
-/// Options for [`Control::table_status`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StatusOptions {
-    /// Status or table.
-    pub kind: StatusKind,
-    /// Report the inactive table instead of the live one.
-    pub inactive: bool,
-    /// Do not let the target flush (thin-pool: do not commit metadata first).
-    pub noflush: bool,
-}
+pub(crate) const MAX_BUFFER: usize = 64 * 1024 * 1024;
 
 /// One ioctl to issue; see [`Control::run_ext`].
 struct Req<'a> {
@@ -154,6 +74,9 @@ pub struct Control {
     file: File,
     version: Version,
     buf: Vec<u8>,
+    /// How far the last request or reply may have written into `buf`: the
+    /// next request zeroes what lies past its own bytes up to there.
+    stale: usize,
     payload: Vec<u8>,
     ioctls: u64,
     nodes: NodeMode,
@@ -194,7 +117,7 @@ impl Control {
                 }
             })?;
         let nodes = options.nodes.unwrap_or_else(|| {
-            if udev::udev_running() {
+            if cookie::udev_running() {
                 NodeMode::Udev {
                     timeout: Duration::from_secs(30),
                 }
@@ -206,6 +129,7 @@ impl Control {
             file,
             version: Version::new(4, 0, 0),
             buf: vec![0; INITIAL_BUFFER],
+            stale: 0,
             payload: Vec::with_capacity(1024),
             ioctls: 0,
             nodes,
@@ -257,8 +181,8 @@ impl Control {
 
     fn check_lookup(id: DevId<'_>) -> Result<()> {
         let (what, value, max) = match id {
-            DevId::Name(n) => ("device name", n, 127),
-            DevId::Uuid(u) => ("device uuid", u, 128),
+            DevId::Name(n) => ("device name", n, MAX_NAME_LEN),
+            DevId::Uuid(u) => ("device uuid", u, MAX_UUID_LEN),
             DevId::Dev(_) => return Ok(()),
         };
         if value.is_empty() || value.len() > max || value.contains('\0') {
@@ -292,33 +216,44 @@ impl Control {
             Self::check_lookup(id)?;
         }
         loop {
-            let mut hdr = codec::header(command, id, flags, event_nr);
+            let mut hdr = encode::header(command, id, flags, event_nr);
             customize(&mut hdr);
             let min = if output { self.buf.len() } else { 0 };
-            let size = codec::write_request(&mut self.buf, &mut hdr, &self.payload, min);
+            let prior = self.stale;
+            let size = encode::write_request(&mut self.buf, &mut hdr, &self.payload, min, prior);
+            // Old bytes past this request stay where they were; until the
+            // reply says how much it wrote, assume all of the request.
+            let beyond = if prior > size { prior } else { 0 };
+            self.stale = size.max(beyond);
             self.ioctls += 1;
-            // SAFETY: the buffer is at least `size` bytes (write_request grew it)
-            // and `data_size` in its header says `size`, so the kernel reads and
-            // writes only inside it; the fd is our open control node.
-            let rc = unsafe {
-                libc::ioctl(
-                    self.file.as_raw_fd(),
-                    command.request() as _,
-                    self.buf.as_mut_ptr(),
-                )
-            };
-            if rc < 0 {
-                let errno = Errno::last();
-                return Err(DmError::Ioctl {
-                    command,
-                    device: id.map_or_else(|| "-".to_string(), |i| i.to_string()),
-                    errno,
-                    kind: ErrorKind::from_errno(errno),
-                    detail: detail.map(|d| d()),
-                });
+            match sys::dm_ioctl(self.file.as_fd(), command, &mut self.buf[..size]) {
+                Ok(()) => {}
+                Err(IoctlError::Kernel(errno)) => {
+                    return Err(DmError::Ioctl {
+                        command,
+                        device: id.map_or_else(|| "-".to_string(), |i| i.to_string()),
+                        errno,
+                        kind: ErrorKind::from_errno(errno),
+                        detail: detail.map(|d| d()),
+                    });
+                }
+                Err(IoctlError::Oversized { data_size, buffer }) => {
+                    return Err(DmError::InvalidArgument {
+                        what: "ioctl request",
+                        value: format!("{command} of {data_size} bytes"),
+                        reason: format!("it does not fit the {buffer}-byte buffer"),
+                    });
+                }
             }
-            let out = codec::decode_header(command, &self.buf[..size.min(self.buf.len())])?;
-            if output && DmFlags::from_bits_retain(out.flags).contains(DmFlags::BUFFER_FULL) {
+            let out = decode::decode_header(command, &self.buf[..size])?;
+            let full = DmFlags::from_bits_retain(out.flags).contains(DmFlags::BUFFER_FULL);
+            if !full {
+                // The reply is `data_size` bytes; our request's own bytes
+                // (header and payload) may reach further.
+                let written = HEADER_SIZE + self.payload.len();
+                self.stale = written.max(out.data_size as usize).min(size).max(beyond);
+            }
+            if output && full {
                 let grown = (self.buf.len() * 2).min(MAX_BUFFER);
                 if grown == self.buf.len() {
                     return Err(DmError::Malformed {
@@ -364,81 +299,11 @@ impl Control {
     fn simple(&mut self, command: Command, id: DevId<'_>, flags: DmFlags) -> Result<DeviceInfo> {
         self.payload.clear();
         let h = self.run(command, Some(id), flags, 0, false, None)?;
-        Ok(codec::device_info(&h))
+        Ok(decode::device_info(&h))
     }
 
     fn reply_payload(&self, command: Command, h: &DmIoctl) -> Result<&[u8]> {
-        codec::payload(command, h, &self.buf)
-    }
-
-    /// Runs a command that may generate a uevent, under a udev cookie when udev runs.
-    fn run_with_cookie(
-        &mut self,
-        command: Command,
-        id: DevId<'_>,
-        flags: DmFlags,
-        udev_flags: UdevFlags,
-        customize: &dyn Fn(&mut DmIoctl),
-    ) -> Result<DmIoctl> {
-        self.payload_keep_or_clear(command);
-        let NodeMode::Udev { timeout } = self.nodes else {
-            // No udev sync, but the rule flags still travel (cookie value 0).
-            let mut rule_flags = udev_flags | UdevFlags::PRIMARY_SOURCE;
-            if self.nodes == NodeMode::Bypass {
-                rule_flags |= UdevFlags::BYPASS;
-            }
-            let ev = u32::from(rule_flags.bits()) << 16;
-            return self.run_ext(Req::new(command, Some(id), flags, ev, customize));
-        };
-        let cookie = Cookie::create()?;
-        cookie.inc()?;
-        let ev = cookie
-            .event_nr(udev_flags | UdevFlags::PRIMARY_SOURCE | UdevFlags::DISABLE_LIBRARY_FALLBACK);
-        let result = self.run_ext(Req::new(command, Some(id), flags, ev, customize));
-        let generated = matches!(&result, Ok(h) if DmFlags::from_bits_retain(h.flags).contains(DmFlags::UEVENT_GENERATED));
-        if !generated {
-            // No uevent will decrement it: take our count back so the wait ends.
-            let _ = cookie.dec();
-        }
-        let waited = cookie.wait(timeout);
-        let h = result?;
-        waited?;
-        Ok(h)
-    }
-
-    /// Whether this handle makes and removes `/dev/mapper` nodes itself.
-    fn makes_nodes(&self) -> bool {
-        matches!(self.nodes, NodeMode::Direct | NodeMode::Bypass)
-    }
-
-    fn payload_keep_or_clear(&mut self, command: Command) {
-        if command != Command::DevRename {
-            self.payload.clear();
-        }
-    }
-
-    /// Nodes after create: `/dev/mapper/<name>` when we manage nodes. The
-    /// kernel registers the disk (and devtmpfs its `/dev/dm-<minor>`) only on
-    /// the first table load, so nothing else is made here: a node made now
-    /// would not be devtmpfs's and would outlive the device.
-    fn after_create(&self, info: &DeviceInfo) -> Result<()> {
-        if self.makes_nodes() {
-            udev::ensure_block_node(&udev::mapper_path(info.name.as_str()), info.dev)?;
-        }
-        Ok(())
-    }
-
-    /// Nodes after resume: the mapper node, and `/dev/dm-<minor>` only where
-    /// /dev is not devtmpfs (checked once, on open) and nobody made it.
-    fn after_resume(&self, info: &DeviceInfo) -> Result<()> {
-        self.after_create(info)?;
-        if !self.dev_is_devtmpfs {
-            let dm_node = udev::dm_node_path(info.dev);
-            if !dm_node.exists() {
-                udev::ensure_block_node(&dm_node, info.dev)?;
-            }
-        }
-        Ok(())
+        decode::payload(command, h, &self.buf)
     }
 
     // ----- commands -----
@@ -491,9 +356,9 @@ impl Control {
     pub fn list_devices_view(&mut self) -> Result<NameList<'_>> {
         self.payload.clear();
         let h = self.run(Command::ListDevices, None, DmFlags::UUID, 0, true, None)?;
-        let with_trailer = self.version.supports(Version::new(4, 38, 0));
+        let version = self.version;
         let payload = self.reply_payload(Command::ListDevices, &h)?;
-        Ok(NameList::new(payload, with_trailer))
+        Ok(NameList::new(payload, version))
     }
 
     /// `DM_DEV_CREATE`: a new device with no table.
@@ -514,8 +379,7 @@ impl Control {
         let minor = options.minor;
         let set_uuid_and_minor = |h: &mut DmIoctl| {
             if let Some(u) = uuid {
-                let n = u.len().min(h.uuid.len() - 1);
-                h.uuid[..n].copy_from_slice(&u.as_bytes()[..n]);
+                encode::copy_str_into(&mut h.uuid, u);
             }
             if let Some(m) = minor {
                 h.dev = Dev::new(0, m).huge_encode();
@@ -528,7 +392,7 @@ impl Control {
             0,
             &set_uuid_and_minor,
         ))?;
-        let info = codec::device_info(&h);
+        let info = decode::device_info(&h);
         if let Err(e) = self.after_create(&info) {
             let _ = self.remove(DevId::Name(name), &RemoveOptions::default());
             return Err(e);
@@ -552,22 +416,15 @@ impl Control {
         // probe it (its inotify watch), which holds it open for a moment: an
         // EBUSY then is usually udev's, so retry briefly, as libdm's
         // dm_task_retry_remove does. A device really held open still fails.
-        let attempts = if matches!(self.nodes, NodeMode::Udev { .. }) && !options.deferred {
-            REMOVE_RETRIES_WITH_UDEV
+        let backoff = if matches!(self.nodes, NodeMode::Udev { .. }) && !options.deferred {
+            Backoff::BUSY
         } else {
-            1
+            Backoff::BUSY.with_tries(1)
         };
-        for attempt in 1..=attempts {
-            match self.run_with_cookie(Command::DevRemove, id, flags, options.udev_flags, &|_| {}) {
-                Err(e) if e.is_busy() && attempt < attempts => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                other => {
-                    other?;
-                    break;
-                }
-            }
-        }
+        backoff.run(
+            |_| self.run_with_cookie(Command::DevRemove, id, flags, options.udev_flags, &|_| {}),
+            DmError::is_busy,
+        )?;
         if self.makes_nodes() {
             if let Some(name) = name {
                 let gone = !options.deferred
@@ -575,7 +432,7 @@ impl Control {
                         .info(DevId::Name(&name))
                         .is_err_and(|e| e.is_not_found());
                 if gone {
-                    udev::remove_node(&udev::mapper_path(&name))?;
+                    node::remove_node(&node::mapper_path(&name))?;
                 }
             }
         }
@@ -590,7 +447,7 @@ impl Control {
             _ if self.makes_nodes() => Some(self.info(id)?.name.as_str().to_string()),
             _ => None,
         };
-        codec::encode_string(new_name, &mut self.payload);
+        encode::encode_string(new_name, &mut self.payload);
         let h = self.run_with_cookie(
             Command::DevRename,
             id,
@@ -600,15 +457,15 @@ impl Control {
         )?;
         if self.makes_nodes() {
             if let Some(old) = old {
-                udev::remove_node(&udev::mapper_path(&old))?;
+                node::remove_node(&node::mapper_path(&old))?;
             }
-            let info = codec::device_info(&h);
+            let info = decode::device_info(&h);
             let dev = if info.dev == Dev::default() {
                 self.info(DevId::Name(new_name))?.dev
             } else {
                 info.dev
             };
-            udev::ensure_block_node(&udev::mapper_path(new_name), dev)?;
+            node::ensure_block_node(&node::mapper_path(new_name), dev)?;
         }
         Ok(())
     }
@@ -617,7 +474,7 @@ impl Control {
     pub fn set_uuid(&mut self, id: DevId<'_>, uuid: &str) -> Result<()> {
         validate_uuid(uuid, self.name_policy)?;
         self.check_supported(Command::DevRename, Version::new(4, 19, 0))?;
-        codec::encode_string(uuid, &mut self.payload);
+        encode::encode_string(uuid, &mut self.payload);
         self.run_with_cookie(
             Command::DevRename,
             id,
@@ -649,7 +506,7 @@ impl Control {
             udev_flags,
             &|_| {},
         )?;
-        let info = codec::device_info(&h);
+        let info = decode::device_info(&h);
         self.after_resume(&info)?;
         Ok(info)
     }
@@ -675,12 +532,12 @@ impl Control {
             true,
             None,
         )?;
-        let lines = codec::decode_specs(
+        let lines = decode::decode_specs(
             Command::DevWait,
             self.reply_payload(Command::DevWait, &h)?,
             h.target_count,
         )?;
-        Ok((codec::device_info(&h), lines))
+        Ok((decode::device_info(&h), lines))
     }
 
     /// `DM_TABLE_LOAD`: loads `lines` as the device's inactive table.
@@ -691,7 +548,7 @@ impl Control {
         lines: &[TableLine],
         read_only: bool,
     ) -> Result<DeviceInfo> {
-        codec::encode_table(lines, &mut self.payload)?;
+        encode::encode_table(lines, &mut self.payload)?;
         let flags = if read_only {
             DmFlags::READONLY
         } else {
@@ -701,7 +558,10 @@ impl Control {
         let detail = || {
             let table: Vec<String> = lines
                 .iter()
-                .map(|l| format!("{} {} {} {}", l.start, l.length, l.target_type, l.params))
+                .map(|l| {
+                    let (start, length) = (l.start(), l.length());
+                    format!("{start} {length} {} {}", l.target_type(), l.params())
+                })
                 .collect();
             format!("table refused: {}", table.join(" | "))
         };
@@ -710,7 +570,7 @@ impl Control {
             detail: Some(&detail),
             ..Req::new(Command::TableLoad, Some(id), flags, 0, &set_count)
         })?;
-        Ok(codec::device_info(&h))
+        Ok(decode::device_info(&h))
     }
 
     /// `DM_TABLE_CLEAR`: drops the inactive table.
@@ -727,7 +587,7 @@ impl Control {
             DmFlags::empty()
         };
         let h = self.run(Command::TableDeps, Some(id), flags, 0, true, None)?;
-        codec::decode_deps(self.reply_payload(Command::TableDeps, &h)?)
+        decode::decode_deps(self.reply_payload(Command::TableDeps, &h)?)
     }
 
     /// `DM_TABLE_STATUS`: each target's status or table line.
@@ -748,19 +608,19 @@ impl Control {
             flags |= DmFlags::NOFLUSH;
         }
         let h = self.run(Command::TableStatus, Some(id), flags, 0, true, None)?;
-        let lines = codec::decode_specs(
+        let lines = decode::decode_specs(
             Command::TableStatus,
             self.reply_payload(Command::TableStatus, &h)?,
             h.target_count,
         )?;
-        Ok((codec::device_info(&h), lines))
+        Ok((decode::device_info(&h), lines))
     }
 
     /// `DM_LIST_VERSIONS`: every loaded target type with its version.
     pub fn list_versions(&mut self) -> Result<Vec<TargetVersion>> {
         self.payload.clear();
         let h = self.run(Command::ListVersions, None, DmFlags::empty(), 0, true, None)?;
-        codec::decode_versions(
+        decode::decode_versions(
             Command::ListVersions,
             self.reply_payload(Command::ListVersions, &h)?,
         )
@@ -777,7 +637,7 @@ impl Control {
             true,
             None,
         )?;
-        let mut list = codec::decode_versions(
+        let mut list = decode::decode_versions(
             Command::GetTargetVersion,
             self.reply_payload(Command::GetTargetVersion, &h)?,
         )?;
@@ -798,7 +658,7 @@ impl Control {
         sector: u64,
         message: &str,
     ) -> Result<Option<String>> {
-        codec::encode_message(sector, message, &mut self.payload)?;
+        encode::encode_message(sector, message, &mut self.payload)?;
         let detail = || format!("message {message:?}");
         let h = self.run_ext(Req {
             output: true,
@@ -807,7 +667,7 @@ impl Control {
             ..Req::new(Command::TargetMsg, Some(id), DmFlags::empty(), 0, &|_| {})
         })?;
         let payload = self.reply_payload(Command::TargetMsg, &h)?;
-        Ok(codec::decode_message_reply(&h, payload))
+        Ok(decode::decode_message_reply(&h, payload))
     }
 
     /// `DM_TARGET_MSG` for messages that return nothing (every thin-pool
@@ -817,7 +677,7 @@ impl Control {
     /// sends anyway does not fit and is dropped (logged); the message itself
     /// has taken effect.
     pub fn send_message(&mut self, id: DevId<'_>, sector: u64, message: &str) -> Result<()> {
-        codec::encode_message(sector, message, &mut self.payload)?;
+        encode::encode_message(sector, message, &mut self.payload)?;
         let detail = || format!("message {message:?}");
         let h = self.run_ext(Req {
             detail: Some(&detail),
@@ -838,7 +698,7 @@ impl Control {
         sectors: u64,
         start: u64,
     ) -> Result<()> {
-        codec::encode_string(
+        encode::encode_string(
             &format!("{cylinders} {heads} {sectors} {start}"),
             &mut self.payload,
         );
@@ -877,7 +737,7 @@ impl Control {
         udev_flags: UdevFlags,
     ) -> Result<DeviceInfo> {
         // Validate the table before creating anything.
-        codec::encode_table(lines, &mut self.payload)?;
+        encode::encode_table(lines, &mut self.payload)?;
         self.create(name, options)?;
         let loaded = self
             .table_load(DevId::Name(name), lines, options.read_only)
@@ -930,7 +790,4 @@ impl Control {
             Err(e) => Err(e),
         }
     }
-
-    /// Size of the reply header, exposed for tests of the buffer path.
-    pub const HEADER_SIZE: usize = HEADER_SIZE;
 }

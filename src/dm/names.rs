@@ -1,7 +1,7 @@
 //! Validation of device names and uuids, done before any ioctl.
 
-use super::abi::{NAME_LEN, UUID_LEN};
 use super::error::{DmError, Result};
+use super::{MAX_NAME_LEN, MAX_UUID_LEN};
 
 /// How strictly names and uuids are checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -57,12 +57,12 @@ fn check(what: &'static str, value: &str, max: usize, policy: NamePolicy) -> Res
 
 /// Checks a device name: 1..=127 bytes, no `/`, no whitespace or control characters.
 pub fn validate_name(name: &str, policy: NamePolicy) -> Result<()> {
-    check("device name", name, NAME_LEN - 1, policy)
+    check("device name", name, MAX_NAME_LEN, policy)
 }
 
 /// Checks a device uuid: 1..=128 bytes, same character rules as names.
 pub fn validate_uuid(uuid: &str, policy: NamePolicy) -> Result<()> {
-    check("device uuid", uuid, UUID_LEN - 1, policy)
+    check("device uuid", uuid, MAX_UUID_LEN, policy)
 }
 
 #[cfg(test)]

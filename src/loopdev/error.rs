@@ -1,6 +1,7 @@
 //! Typed errors of the loop layer.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
@@ -149,4 +150,44 @@ pub(crate) fn sys(op: &'static str, path: impl Into<PathBuf>, errno: Errno) -> L
 
 pub(crate) fn io_errno(e: &std::io::Error) -> Errno {
     e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO)
+}
+
+pub(super) fn device_open_error(path: &Path, e: &std::io::Error) -> LoopError {
+    match io_errno(e) {
+        Errno::ENOENT | Errno::ENODEV => LoopError::DeviceNotFound {
+            device: path.into(),
+        },
+        Errno::ENXIO => LoopError::NotBound {
+            device: path.into(),
+        },
+        Errno::EACCES | Errno::EPERM => LoopError::PermissionDenied { path: path.into() },
+        e => sys("open", path, e),
+    }
+}
+
+pub(super) fn stat_error(path: &Path, e: &std::io::Error) -> LoopError {
+    match io_errno(e) {
+        Errno::ENOENT | Errno::ENOTDIR => LoopError::FileNotFound { path: path.into() },
+        Errno::EACCES | Errno::EPERM => LoopError::PermissionDenied { path: path.into() },
+        e => sys("stat", path, e),
+    }
+}
+
+pub(super) fn open_error(path: &Path, e: &std::io::Error, writing: bool) -> LoopError {
+    match io_errno(e) {
+        Errno::ENOENT | Errno::ENOTDIR => LoopError::FileNotFound { path: path.into() },
+        Errno::EISDIR => LoopError::IsDirectory { path: path.into() },
+        errno @ (Errno::EACCES | Errno::EPERM | Errno::EROFS | Errno::ETXTBSY)
+            if writing && File::open(path).is_ok() =>
+        {
+            LoopError::ReadOnlyFile {
+                path: path.into(),
+                errno,
+            }
+        }
+        Errno::EACCES | Errno::EPERM | Errno::EROFS => {
+            LoopError::PermissionDenied { path: path.into() }
+        }
+        e => sys("open", path, e),
+    }
 }

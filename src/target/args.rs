@@ -1,23 +1,30 @@
-//! Internal helpers: splitting parameter strings the way the kernel does and
-//! reading numbers strictly.
+//! The one tokenizer of the target layer: splitting table parameters,
+//! messages and status lines the way the kernel does, and reading numbers
+//! strictly.
 
 use super::error::{snippet, Result, TargetError};
 
-/// True for the ASCII bytes the kernel's `isspace()` treats as separators
-/// (`dm_split_args`): space, `\t`, `\n`, `\v`, `\f` and `\r`.
+/// True for the bytes the kernel's `isspace()` takes as separators in
+/// `dm_split_args` (`_S` in lib/ctype.c): space, `\t`, `\n`, `\v`, `\f` and `\r`.
+///
+/// The kernel's table also marks 0xA0 (Latin-1 no-break space). In UTF-8 text
+/// that byte only occurs inside a multi-byte character, so it separates
+/// nothing here (every cut stays on a char boundary); device paths holding it
+/// are refused instead (see `DeviceRef`).
 #[inline]
-pub(crate) fn is_kernel_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
-}
-
-/// True for the same separators as [`is_kernel_space`], as a byte.
-#[inline]
-fn is_space_byte(b: u8) -> bool {
+pub(crate) const fn is_space_byte(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
-/// A cursor over whitespace-separated arguments (a byte scanner: the
-/// separators are ASCII, so every cut falls on a char boundary).
+/// [`is_space_byte`] for a `char`: only ASCII characters can separate.
+#[inline]
+pub(crate) fn is_kernel_space(c: char) -> bool {
+    c.is_ascii() && is_space_byte(c as u8)
+}
+
+/// A cursor over arguments separated by [`is_space_byte`] (a byte scanner
+/// that never allocates: the separators are ASCII, so every cut falls on a
+/// char boundary). Tables, messages and status lines all split through it.
 #[derive(Clone)]
 pub(crate) struct Args<'a> {
     s: &'a str,
@@ -59,7 +66,10 @@ impl<'a> Args<'a> {
     /// The next token, or [`TargetError::Missing`] naming `field`.
     #[inline]
     pub(crate) fn required(&mut self, field: &'static str) -> Result<&'a str> {
-        self.next_token().ok_or(TargetError::Missing { field })
+        match self.next_token() {
+            Some(t) => Ok(t),
+            None => Err(missing(field)),
+        }
     }
 
     /// The next token as a `u64`.
@@ -98,6 +108,67 @@ impl<'a> Args<'a> {
     /// The context name given at construction.
     pub(crate) fn context(&self) -> &'static str {
         self.context
+    }
+
+    /// Fast path for a number of at most 19 digits ending at a separator or
+    /// the end (or, with `before_slash`, at a `/`). On anything else the
+    /// position is left unchanged and `None` returned, so the caller can take
+    /// the token and report precisely.
+    #[inline]
+    fn fast_u64(&mut self, before_slash: bool) -> Option<u64> {
+        let b = self.s.as_bytes();
+        let mut i = self.pos;
+        while b.get(i).is_some_and(|c| is_space_byte(*c)) {
+            i += 1;
+        }
+        let start = i;
+        let mut v: u64 = 0;
+        while let Some(&c) = b.get(i) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                // The used half of a ratio ends at `/`; a number ends at a separator.
+                if (before_slash && c == b'/') || (!before_slash && is_space_byte(c)) {
+                    break;
+                }
+                return None;
+            }
+            // At most 19 digits (checked below), which cannot wrap.
+            v = v.wrapping_mul(10).wrapping_add(u64::from(d));
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 || n > 19 || (before_slash && b.get(i) != Some(&b'/')) {
+            return None;
+        }
+        self.pos = i;
+        Some(v)
+    }
+
+    /// Fast path for `<used>/<total>` with `used <= total`; see
+    /// [`Self::fast_u64`]. [`parse_ratio`] on the next token is the slow path.
+    #[inline]
+    pub(crate) fn fast_ratio(&mut self) -> Option<(u64, u64)> {
+        let save = self.pos;
+        let r = (|| {
+            let used = self.fast_u64(true)?;
+            // fast_u64(true) stopped on a `/`.
+            self.pos += 1;
+            // No separator may follow the slash.
+            if self
+                .s
+                .as_bytes()
+                .get(self.pos)
+                .is_none_or(|c| is_space_byte(*c))
+            {
+                return None;
+            }
+            let total = self.fast_u64(false)?;
+            (used <= total).then_some((used, total))
+        })();
+        if r.is_none() {
+            self.pos = save;
+        }
+        r
     }
 }
 
@@ -170,6 +241,37 @@ pub(crate) fn parse_u32(field: &'static str, s: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| too_large(field, s, 32))
 }
 
+/// Parses `<used>/<total>` (two [`parse_u64`] numbers) with `used <= total`.
+#[inline]
+pub(crate) fn parse_ratio(field: &'static str, tok: &str) -> Result<(u64, u64)> {
+    let Some(slash) = tok.bytes().position(|b| b == b'/') else {
+        return Err(not_a_ratio(field, tok));
+    };
+    // `/` is ASCII, so both sides are on char boundaries.
+    let (Some(u), Some(t)) = (tok.get(..slash), tok.get(slash + 1..)) else {
+        return Err(not_a_ratio(field, tok));
+    };
+    let used = parse_u64(field, u)?;
+    let total = parse_u64(field, t)?;
+    if used > total {
+        return Err(TargetError::UsedExceedsTotal { field, used, total });
+    }
+    Ok((used, total))
+}
+
+#[cold]
+fn missing(field: &'static str) -> TargetError {
+    TargetError::Missing { field }
+}
+
+#[cold]
+fn not_a_ratio(field: &'static str, tok: &str) -> TargetError {
+    TargetError::NotARatio {
+        field,
+        found: snippet(tok),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +311,26 @@ mod tests {
         assert_eq!(toks, ["a", "b", "c", "d", "e", "\u{a0}é"]);
         assert!(a.is_empty());
         assert!(a.finish().is_ok());
+    }
+
+    #[test]
+    fn vertical_tab_separates_in_tables_and_status_lines() {
+        use super::super::{LinearTable, PoolStatus, ThinStatus, ThinUsage};
+        // Table parameters.
+        let t: LinearTable = "7:0\x0b2048\x0b".parse().unwrap();
+        assert_eq!(t.offset(), 2048);
+        // Status lines: the thin status, and the pool status through both
+        // its fast path (`used/total` scanned in place) and its token path.
+        assert_eq!(
+            ThinStatus::parse("2048\x0b4095"),
+            Ok(ThinStatus::Active(ThinUsage {
+                mapped_sectors: 2048,
+                highest_mapped_sector: Some(4095)
+            }))
+        );
+        let spaced = "0 10/4096 0/1600 - rw discard_passdown queue_if_no_space - 1024";
+        let want = PoolStatus::parse(spaced).unwrap();
+        assert_eq!(PoolStatus::parse(&spaced.replace(' ', "\x0b")), Ok(want));
+        assert_eq!(PoolStatus::parse(&format!("{spaced}\x0b")), Ok(want));
     }
 }

@@ -260,6 +260,11 @@ pub(crate) mod tests {
         assert!(DeviceRef::Path("7:0".into()).validate().is_err());
     }
 
+    /// `major:minor`, for brevity in the tests.
+    pub(crate) fn mm(major: u32, minor: u32) -> DeviceRef {
+        DeviceRef::MajorMinor(major, minor)
+    }
+
     pub(crate) fn path_strategy() -> impl Strategy<Value = String> {
         "/[A-Za-z0-9_.:/é#+=@-]{0,40}"
     }

@@ -16,101 +16,82 @@
 //! problem for anything else; none panics.
 
 mod args;
+mod delay;
 mod device;
 mod error;
+mod flakey;
+mod linear;
 mod message;
 mod pool;
-mod simple;
 mod status;
 mod thin;
+mod zero_error;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use delay::{DelayClass, DelayTable};
 pub use device::{DeviceRef, MAX_MAJOR, MAX_MINOR, MAX_PATH_LEN};
 pub use error::{Result, TargetError, SNIPPET_MAX};
+pub use flakey::{CorruptBioByte, Direction, FlakeyFeatures, FlakeyTable, WriteFault};
+pub use linear::LinearTable;
 pub use message::PoolMessage;
 pub use pool::{BlockSize, PoolFeatures, ThinPoolTable};
-pub use simple::{
-    CorruptBioByte, DelayClass, DelayTable, Direction, ErrorTable, FlakeyFeatures, FlakeyTable,
-    LinearTable, WriteFault, ZeroTable,
-};
 pub use status::{
     DiscardMode, NoSpacePolicy, PoolMode, PoolStatus, PoolUsageBytes, ThinPoolStatus, ThinStatus,
     ThinUsage, METADATA_BLOCK_BYTES,
 };
 pub use thin::{ThinId, ThinTable};
+pub use zero_error::{ErrorTable, ZeroTable};
 
+/// `FromStr` for the tables whose text is just their parameters.
+macro_rules! from_str_via_params {
+    ($($t:ty),*) => {$(
+        impl std::str::FromStr for $t {
+            type Err = TargetError;
+            fn from_str(s: &str) -> Result<Self> {
+                <$t as TargetTable>::parse_params(s)
+            }
+        }
+    )*};
+}
+from_str_via_params!(LinearTable, ZeroTable, ErrorTable, FlakeyTable, DelayTable);
+
+use crate::dm::TableLineError;
 use error::snippet;
 
-/// One line of a device-mapper table, as the kernel takes it in `TABLE_LOAD`
-/// and reports it in `TABLE_STATUS`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TableLine {
-    /// First sector covered by this line.
-    pub start: u64,
-    /// Number of sectors covered.
-    pub length: u64,
-    /// Target type name, such as `thin-pool` (at most 15 bytes).
-    pub target_type: String,
-    /// Target parameters, as the target's constructor takes them.
-    pub params: String,
-}
+/// One line of a device-mapper table: the dm layer's raw line
+/// ([`crate::dm::TableLine`]), which the typed tables here convert to and
+/// from. Its one validation lives there; parsing `dmsetup table` text is here.
+pub use crate::dm::TableLine;
 
 /// Longest target type name the kernel takes, in bytes (`DM_MAX_TYPE_NAME` less the NUL).
-pub const MAX_TARGET_TYPE_LEN: usize = 15;
+pub use crate::dm::MAX_TARGET_TYPE_LEN;
 
-impl TableLine {
-    /// A validated line (see [`TableLine::validate`]).
-    pub fn new(
-        start: u64,
-        length: u64,
-        target_type: impl Into<String>,
-        params: impl Into<String>,
-    ) -> Result<Self> {
-        let line = TableLine {
-            start,
-            length,
-            target_type: target_type.into(),
-            params: params.into(),
-        };
-        line.validate()?;
-        Ok(line)
-    }
-
-    /// Checks what the kernel checks of any line: a non-zero length, an end
-    /// that fits 64 bits, a target type of 1 to 15 bytes with no whitespace
-    /// or control characters, and parameters with no NUL or line break.
-    pub fn validate(&self) -> Result<()> {
-        if self.length == 0 {
-            return Err(TargetError::OutOfRange {
+impl From<TableLineError> for TargetError {
+    fn from(e: TableLineError) -> Self {
+        match e {
+            TableLineError::ZeroLength => TargetError::OutOfRange {
                 field: "table line length",
                 value: 0,
                 rule: "the kernel refuses zero-length targets",
-            });
-        }
-        if self.start.checked_add(self.length).is_none() {
-            return Err(TargetError::RangeOverflow {
-                start: self.start,
-                length: self.length,
-            });
-        }
-        check_target_type(&self.target_type)?;
-        if self.params.contains('\0') {
-            return Err(TargetError::InvalidParams {
+            },
+            TableLineError::RangeOverflow { start, length } => {
+                TargetError::RangeOverflow { start, length }
+            }
+            TableLineError::TargetType { found, reason } => TargetError::InvalidTargetType {
+                found: snippet(&found),
+                reason,
+            },
+            TableLineError::Params { what } => TargetError::InvalidParams {
                 context: "table line",
-                what: "a NUL byte, which would cut them short",
-            });
+                what,
+            },
         }
-        if self.params.contains(['\n', '\r']) {
-            return Err(TargetError::InvalidParams {
-                context: "table line",
-                what: "a line break",
-            });
-        }
-        Ok(())
     }
+}
 
+impl TableLine {
     /// Parses `<start> <length> <target_type> [<params>]`, the form `dmsetup
     /// table` prints. The parameters are kept verbatim, less surrounding
     /// whitespace.
@@ -136,7 +117,7 @@ impl TableLine {
             });
         }
         let params = rest.trim_matches(args::is_kernel_space);
-        TableLine::new(start, length, target_type, params)
+        Ok(TableLine::new(start, length, target_type, params)?)
     }
 
     /// Parses a whole table: one line per non-blank line of `s`.
@@ -145,11 +126,6 @@ impl TableLine {
             .filter(|l| !l.trim_matches(args::is_kernel_space).is_empty())
             .map(TableLine::parse)
             .collect()
-    }
-
-    /// The end sector (exclusive), if it fits 64 bits.
-    pub fn end(&self) -> Option<u64> {
-        self.start.checked_add(self.length)
     }
 }
 
@@ -163,33 +139,6 @@ fn split_word(s: &str) -> (&str, &str) {
             (w, r.trim_start_matches(args::is_kernel_space))
         }
         None => (s, ""),
-    }
-}
-
-fn check_target_type(t: &str) -> Result<()> {
-    let reason = if t.is_empty() {
-        "it is empty"
-    } else if t.len() > MAX_TARGET_TYPE_LEN {
-        "it is longer than 15 bytes"
-    } else if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        "it contains whitespace or a control character"
-    } else {
-        return Ok(());
-    };
-    Err(TargetError::InvalidTargetType {
-        found: snippet(t),
-        reason,
-    })
-}
-
-impl fmt::Display for TableLine {
-    /// `<start> <length> <target_type>` and, if not empty, ` <params>`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.start, self.length, self.target_type)?;
-        if !self.params.is_empty() {
-            write!(f, " {}", self.params)?;
-        }
-        Ok(())
     }
 }
 
@@ -216,23 +165,18 @@ pub trait TargetTable: fmt::Display + Sized {
 
     /// A table line covering `length` sectors from `start`.
     fn to_line(&self, start: u64, length: u64) -> TableLine {
-        TableLine {
-            start,
-            length,
-            target_type: Self::TARGET_TYPE.to_owned(),
-            params: self.params(),
-        }
+        TableLine::new_unchecked(start, length, Self::TARGET_TYPE, self.params())
     }
 
     /// Parses a line, which must be of this target type.
     fn from_line(line: &TableLine) -> Result<Self> {
-        if line.target_type != Self::TARGET_TYPE {
+        if line.target_type() != Self::TARGET_TYPE {
             return Err(TargetError::WrongTargetType {
                 expected: Self::TARGET_TYPE,
-                found: snippet(&line.target_type),
+                found: snippet(line.target_type()),
             });
         }
-        Self::parse_params(&line.params)
+        Self::parse_params(line.params())
     }
 }
 
@@ -307,12 +251,7 @@ impl Target {
 
     /// A table line covering `length` sectors from `start`.
     pub fn to_line(&self, start: u64, length: u64) -> TableLine {
-        TableLine {
-            start,
-            length,
-            target_type: self.target_type().to_owned(),
-            params: self.params(),
-        }
+        TableLine::new_unchecked(start, length, self.target_type(), self.params())
     }
 
     /// Parses `params` for the target type `target_type`.
@@ -341,7 +280,7 @@ impl Target {
 
     /// Parses a table line of any known type.
     pub fn from_line(line: &TableLine) -> Result<Self> {
-        Target::parse(&line.target_type, &line.params)
+        Target::parse(line.target_type(), line.params())
     }
 }
 
@@ -398,16 +337,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             l,
-            TableLine {
-                start: 0,
-                length: 2_097_152,
-                target_type: "thin-pool".into(),
-                params: "253:0 253:1 128 16384 0".into()
-            }
+            TableLine::new(0, 2_097_152, "thin-pool", "253:0 253:1 128 16384 0").unwrap()
         );
         assert_eq!(l.to_string(), "0 2097152 thin-pool 253:0 253:1 128 16384 0");
         let z: TableLine = "  8 8 zero  ".parse().unwrap();
-        assert_eq!(z.params, "");
+        assert_eq!(z.params(), "");
         assert_eq!(z.to_string(), "8 8 zero");
         assert_eq!(z.end(), Some(16));
         let t = TableLine::parse_table("0 8 zero\n\n8 8 error\n").unwrap();
@@ -453,11 +387,11 @@ mod tests {
         prop_oneof![
             pool::tests::pool_strategy().prop_map(Target::ThinPool),
             thin::tests::thin_strategy().prop_map(Target::Thin),
-            simple::tests::linear_strategy().prop_map(Target::Linear),
+            linear::tests::linear_strategy().prop_map(Target::Linear),
             Just(Target::Zero(ZeroTable)),
             Just(Target::Error(ErrorTable)),
-            simple::tests::flakey_strategy().prop_map(Target::Flakey),
-            simple::tests::delay_strategy().prop_map(Target::Delay),
+            flakey::tests::flakey_strategy().prop_map(Target::Flakey),
+            delay::tests::delay_strategy().prop_map(Target::Delay),
         ]
     }
 

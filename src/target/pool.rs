@@ -352,14 +352,10 @@ impl TargetTable for ThinPoolTable {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::device::tests::device_strategy;
+    use super::super::device::tests::{device_strategy, mm};
     use super::super::TableLine;
     use super::*;
     use proptest::prelude::*;
-
-    fn mm(a: u32, b: u32) -> DeviceRef {
-        DeviceRef::MajorMinor(a, b)
-    }
 
     #[test]
     fn block_size_rules() {
@@ -398,7 +394,7 @@ pub(crate) mod tests {
             "7:1 7:0 128 32768 2 skip_block_zeroing error_if_no_space"
         );
         let line = t.to_line(0, 2_097_152);
-        assert_eq!(line.target_type, "thin-pool");
+        assert_eq!(line.target_type(), "thin-pool");
         assert_eq!(
             line.to_string(),
             "0 2097152 thin-pool 7:1 7:0 128 32768 2 skip_block_zeroing error_if_no_space"
@@ -521,12 +517,7 @@ pub(crate) mod tests {
 
     #[test]
     fn wrong_target_type_is_refused() {
-        let line = TableLine {
-            start: 0,
-            length: 8,
-            target_type: "thin".into(),
-            params: "7:0 7:1 128 0".into(),
-        };
+        let line = TableLine::new(0, 8, "thin", "7:0 7:1 128 0").unwrap();
         let e = ThinPoolTable::try_from(&line).unwrap_err();
         assert_eq!(
             e,

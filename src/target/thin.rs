@@ -15,7 +15,9 @@ const CONTEXT: &str = "thin table";
 pub struct ThinId(u32);
 
 impl ThinId {
-    /// The largest id the kernel accepts.
+    /// The largest id the kernel accepts (`MAX_DEV_ID` in dm-thin.c,
+    /// 2^24 - 1). This is the crate's one thin id limit; as a number,
+    /// `ThinId::MAX.get()` (usable in a `const`).
     pub const MAX: ThinId = ThinId(0xFF_FFFF);
 
     /// The id `id`, if it fits 24 bits.
@@ -24,20 +26,14 @@ impl ThinId {
     }
 
     pub(crate) fn checked(field: &'static str, id: u64) -> Result<Self> {
-        if id > u64::from(Self::MAX.0) {
-            return Err(TargetError::OutOfRange {
+        match u32::try_from(id) {
+            Ok(v) if v <= Self::MAX.0 => Ok(ThinId(v)),
+            _ => Err(TargetError::OutOfRange {
                 field,
                 value: id,
                 rule: "a thin device id must be at most 16777215 (0xFFFFFF, 24 bits)",
-            });
+            }),
         }
-        u32::try_from(id)
-            .map(ThinId)
-            .map_err(|_| TargetError::OutOfRange {
-                field,
-                value: id,
-                rule: "a thin device id must be at most 16777215 (0xFFFFFF, 24 bits)",
-            })
     }
 
     pub(crate) fn parse_field(field: &'static str, s: &str) -> Result<Self> {

@@ -307,12 +307,7 @@ impl Bench {
             maj_min(&meta_loop),
             maj_min(&data_loop)
         );
-        let line = TableLine {
-            start: 0,
-            length: data_size / 512,
-            target_type: "thin-pool".into(),
-            params,
-        };
+        let line = TableLine::new(0, data_size / 512, "thin-pool", params).expect("pool line");
         let info = ctl
             .create_with_table(POOL, &CreateOptions::default(), &[line], UdevFlags::PRIVATE)
             .expect("create pool");
@@ -321,12 +316,8 @@ impl Bench {
         let origin_id = 1;
         ctl.target_message(dmthin::dm::DevId::Name(POOL), 0, "create_thin 1")
             .expect("create_thin 1");
-        let line = TableLine {
-            start: 0,
-            length: size,
-            target_type: "thin".into(),
-            params: format!("{pool_dev} {origin_id}"),
-        };
+        let line =
+            TableLine::new(0, size, "thin", format!("{pool_dev} {origin_id}")).expect("thin line");
         ctl.create_with_table(ORIGIN, &CreateOptions::default(), &[line], UdevFlags::empty())
             .expect("create origin");
         Bench {

@@ -129,12 +129,8 @@ impl DmthinPeer {
             "cycle" | "nodes" => {
                 let name = job.name(id);
                 ctl.send_message(pool, 0, &format!("create_thin {id}")).expect("create_thin");
-                let line = TableLine {
-                    start: 0,
-                    length: job.size,
-                    target_type: "thin".into(),
-                    params: format!("{} {id}", job.pool_dev),
-                };
+                let line = TableLine::new(0, job.size, "thin", format!("{} {id}", job.pool_dev))
+                    .expect("thin line");
                 ctl.create_with_table(&name, &CreateOptions::default(), &[line], self.flags)
                     .expect("activate");
                 check_active(job, &name);
@@ -153,7 +149,7 @@ impl DmthinPeer {
             "list" => self.sink += consume_list(ctl.list_devices_view().expect("list")),
             "status" => {
                 let (_, lines) = ctl.table_status(pool, &StatusOptions::default()).expect("status");
-                match PoolStatus::parse(&lines[0].params).expect("parse") {
+                match PoolStatus::parse(lines[0].params()).expect("parse") {
                     PoolStatus::Active(s) => self.sink += s.used_data_blocks as usize,
                     _ => self.sink += 1,
                 }
@@ -469,19 +465,22 @@ fn consume_list(list: dmthin::dm::NameList<'_>) -> usize {
     sink
 }
 
-/// dmthin's decoding of a LIST_DEVICES or TABLE_STATUS reply (its public
-/// codec and status parser), applied to the floor's buffer.
+/// dmthin's decoding of a LIST_DEVICES or TABLE_STATUS reply (its decoders,
+/// through `dmthin::internals`, and status parser), applied to the floor's buffer.
 fn decode_reply(req: &Req) -> usize {
-    use dmthin::dm::codec;
-    use dmthin::dm::Command;
+    use dmthin::dm::{Command, Version};
+    use dmthin::internals as codec;
     let u32_at = |off: usize| u32::from_ne_bytes(req.buf[off..off + 4].try_into().unwrap());
     let (start, end, count) = (u32_at(16) as usize, u32_at(12) as usize, u32_at(20));
     let payload = &req.buf[start..end.max(start).min(req.buf.len())];
     if req.nr == crate::raw::LIST_DEVICES {
-        consume_list(codec::NameList::new(payload, true))
+        // The reply header carries the kernel's interface version, which
+        // says what follows each name.
+        let version = Version::new(u32_at(0), u32_at(4), u32_at(8));
+        consume_list(codec::name_list(payload, version))
     } else {
         let lines = codec::decode_specs(Command::TableStatus, payload, count).expect("decode status");
-        match dmthin::target::PoolStatus::parse(&lines[0].params).expect("parse") {
+        match dmthin::target::PoolStatus::parse(lines[0].params()).expect("parse") {
             dmthin::target::PoolStatus::Active(s) => s.used_data_blocks as usize,
             _ => 1,
         }

@@ -3,9 +3,9 @@
 //! every change), on the same pool and the same filesystem. Then the peak
 //! resident memory of the dmthin CLI against that set.
 
-use dmthin::deviceset::store::DeviceRecord;
 use dmthin::deviceset::{DeviceSet, Options, StorageOptions};
 use dmthin::dm::{Control, DevId, SuspendOptions, UdevFlags};
+use dmthin::internals::DeviceRecord;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;

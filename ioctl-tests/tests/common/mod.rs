@@ -3,39 +3,22 @@
 
 use dmthin::deviceset::{DeviceSet, FsKind, Options, StorageOptions};
 use dmthin::dm::{Control, DevId, RemoveOptions};
+use dmthin_ioctl_tests::TempDir;
+pub use dmthin_ioctl_tests::{sh, sh_ok};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 pub const MIB: u64 = 1 << 20;
 
-pub fn sh(cmd: &str) -> (bool, String) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("run sh");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-pub fn sh_ok(cmd: &str) -> String {
-    let (ok, text) = sh(cmd);
-    assert!(ok, "`{cmd}` failed: {text}");
-    text
-}
-
-/// A fresh root directory; on drop, whatever the test left is torn down.
-pub struct Root(pub PathBuf);
+/// A fresh device-set root directory, `/tmp/dmthin-ds-TAG`; on drop, whatever
+/// the test left is torn down, then the directory is removed.
+pub struct Root(pub PathBuf, TempDir);
 
 impl Root {
     pub fn new(tag: &str) -> Root {
-        let p = PathBuf::from(format!("/tmp/dmthin-ds-{tag}"));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Root(p)
+        let dir = TempDir::at(format!("/tmp/dmthin-ds-{tag}"));
+        Root(dir.path().to_path_buf(), dir)
     }
 
     pub fn mnt(&self, name: &str) -> PathBuf {
@@ -67,7 +50,7 @@ impl Drop for Root {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&self.0);
+        // the TempDir field removes the directory after this
     }
 }
 

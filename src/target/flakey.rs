@@ -1,110 +1,11 @@
-//! The plain and test targets: `linear`, `zero`, `error`, `flakey`, `delay`.
+//! The `flakey` test target: a device that works, then misbehaves, in turns.
 
 use std::fmt;
-use std::str::FromStr;
 
 use super::args::{parse_u64, Args};
 use super::device::DeviceRef;
 use super::error::{snippet, Result, TargetError};
 use super::TargetTable;
-
-// ---------------------------------------------------------------- linear
-
-/// A `linear` table: `<device> <offset>`, mapping onto `device` from sector `offset`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LinearTable {
-    device: DeviceRef,
-    offset: u64,
-}
-
-impl LinearTable {
-    /// Maps onto `device` starting at sector `offset`.
-    pub fn new(device: DeviceRef, offset: u64) -> Result<Self> {
-        device.validate_field("linear device")?;
-        Ok(LinearTable { device, offset })
-    }
-
-    /// The underlying device.
-    pub fn device(&self) -> &DeviceRef {
-        &self.device
-    }
-
-    /// The first sector used on the device.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    /// Parses the parameters.
-    pub fn parse_params(params: &str) -> Result<Self> {
-        const CONTEXT: &str = "linear table";
-        let mut a = Args::new(params, CONTEXT);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: CONTEXT });
-        }
-        let dev = DeviceRef::parse_field("linear device", a.required("linear device")?)?;
-        let offset = a.u64("linear offset")?;
-        a.finish()?;
-        LinearTable::new(dev, offset)
-    }
-}
-
-impl fmt::Display for LinearTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.device, self.offset)
-    }
-}
-
-impl TargetTable for LinearTable {
-    const TARGET_TYPE: &'static str = "linear";
-    fn parse_params(params: &str) -> Result<Self> {
-        LinearTable::parse_params(params)
-    }
-}
-
-// ---------------------------------------------------------------- zero, error
-
-/// A `zero` table: reads return zeroes, writes are discarded. No parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct ZeroTable;
-
-/// An `error` table: every I/O fails. No parameters.
-///
-/// (Kernels from 6.10 accept an optional backing device for zoned use; that
-/// form is not supported here and is refused.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct ErrorTable;
-
-fn no_params(context: &'static str, params: &str) -> Result<()> {
-    Args::new(params, context).finish()
-}
-
-impl fmt::Display for ZeroTable {
-    fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Ok(())
-    }
-}
-
-impl fmt::Display for ErrorTable {
-    fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Ok(())
-    }
-}
-
-impl TargetTable for ZeroTable {
-    const TARGET_TYPE: &'static str = "zero";
-    fn parse_params(params: &str) -> Result<Self> {
-        no_params("zero table (takes no parameters)", params).map(|()| ZeroTable)
-    }
-}
-
-impl TargetTable for ErrorTable {
-    const TARGET_TYPE: &'static str = "error";
-    fn parse_params(params: &str) -> Result<Self> {
-        no_params("error table (takes no parameters)", params).map(|()| ErrorTable)
-    }
-}
-
-// ---------------------------------------------------------------- flakey
 
 const FLAKEY: &str = "flakey table";
 
@@ -531,210 +432,11 @@ impl TargetTable for FlakeyTable {
     }
 }
 
-// ---------------------------------------------------------------- delay
-
-const DELAY: &str = "delay table";
-
-/// One `<device> <offset> <delay_ms>` group of a `delay` table.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DelayClass {
-    /// Device the I/O goes to (validated when given to a [`DelayTable`]).
-    pub device: DeviceRef,
-    /// First sector used on the device.
-    pub offset: u64,
-    /// Delay in milliseconds.
-    pub delay_ms: u32,
-}
-
-impl DelayClass {
-    fn parse(a: &mut Args<'_>, which: [&'static str; 3]) -> Result<Self> {
-        let [f_dev, f_off, f_delay] = which;
-        Ok(DelayClass {
-            device: DeviceRef::parse_field(f_dev, a.required(f_dev)?)?,
-            offset: a.u64(f_off)?,
-            delay_ms: a.u32(f_delay)?,
-        })
-    }
-}
-
-impl fmt::Display for DelayClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.device, self.offset, self.delay_ms)
-    }
-}
-
-/// A `delay` table: `<read class> [<write class> [<flush class>]]`, each
-/// class `<device> <offset> <delay_ms>` (3, 6 or 9 arguments).
-///
-/// With one class it applies to all I/O; with two, the second applies to
-/// writes and flushes; with three, the third applies to flushes (Linux 6.7+).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DelayTable {
-    read: DelayClass,
-    write: Option<DelayClass>,
-    flush: Option<DelayClass>,
-}
-
-impl DelayTable {
-    /// A delay table with one class for all I/O.
-    pub fn new(read: DelayClass) -> Result<Self> {
-        read.device.validate_field("delay read device")?;
-        Ok(DelayTable {
-            read,
-            write: None,
-            flush: None,
-        })
-    }
-
-    /// The same table with a separate class for writes.
-    pub fn with_write(mut self, write: DelayClass) -> Result<Self> {
-        write.device.validate_field("delay write device")?;
-        self.write = Some(write);
-        Ok(self)
-    }
-
-    /// The same table with a separate class for flushes; needs a write class.
-    pub fn with_flush(mut self, flush: DelayClass) -> Result<Self> {
-        flush.device.validate_field("delay flush device")?;
-        if self.write.is_none() {
-            return Err(TargetError::Missing {
-                field: "delay write class (a flush class needs one before it)",
-            });
-        }
-        self.flush = Some(flush);
-        Ok(self)
-    }
-
-    /// The class for reads (and for everything when alone).
-    pub fn read(&self) -> &DelayClass {
-        &self.read
-    }
-
-    /// The class for writes, if separate.
-    pub fn write(&self) -> Option<&DelayClass> {
-        self.write.as_ref()
-    }
-
-    /// The class for flushes, if separate.
-    pub fn flush(&self) -> Option<&DelayClass> {
-        self.flush.as_ref()
-    }
-
-    /// Parses the parameters.
-    pub fn parse_params(params: &str) -> Result<Self> {
-        let mut a = Args::new(params, DELAY);
-        let n = a.remaining();
-        if n == 0 {
-            return Err(TargetError::Empty { context: DELAY });
-        }
-        if n != 3 && n != 6 && n != 9 {
-            return Err(TargetError::OutOfRange {
-                field: "delay argument count",
-                value: n,
-                rule: "must be 3, 6 or 9",
-            });
-        }
-        let read = DelayClass::parse(
-            &mut a,
-            ["delay read device", "delay read offset", "delay read delay"],
-        )?;
-        let mut t = DelayTable::new(read)?;
-        if n >= 6 {
-            let w = DelayClass::parse(
-                &mut a,
-                [
-                    "delay write device",
-                    "delay write offset",
-                    "delay write delay",
-                ],
-            )?;
-            t = t.with_write(w)?;
-        }
-        if n >= 9 {
-            let fl = DelayClass::parse(
-                &mut a,
-                [
-                    "delay flush device",
-                    "delay flush offset",
-                    "delay flush delay",
-                ],
-            )?;
-            t = t.with_flush(fl)?;
-        }
-        a.finish()?;
-        Ok(t)
-    }
-}
-
-impl fmt::Display for DelayTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.read)?;
-        if let Some(w) = &self.write {
-            write!(f, " {w}")?;
-        }
-        if let Some(fl) = &self.flush {
-            write!(f, " {fl}")?;
-        }
-        Ok(())
-    }
-}
-
-impl TargetTable for DelayTable {
-    const TARGET_TYPE: &'static str = "delay";
-    fn parse_params(params: &str) -> Result<Self> {
-        DelayTable::parse_params(params)
-    }
-}
-
-macro_rules! from_str_via_params {
-    ($($t:ty),*) => {$(
-        impl FromStr for $t {
-            type Err = TargetError;
-            fn from_str(s: &str) -> Result<Self> {
-                <$t as TargetTable>::parse_params(s)
-            }
-        }
-    )*};
-}
-from_str_via_params!(LinearTable, ZeroTable, ErrorTable, FlakeyTable, DelayTable);
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::device::tests::device_strategy;
     use super::*;
     use proptest::prelude::*;
-
-    fn mm(a: u32, b: u32) -> DeviceRef {
-        DeviceRef::MajorMinor(a, b)
-    }
-
-    #[test]
-    fn linear() {
-        let t: LinearTable = "7:0 2048".parse().unwrap();
-        assert_eq!((t.device(), t.offset()), (&mm(7, 0), 2048));
-        assert_eq!(t.to_string(), "7:0 2048");
-        assert_eq!(t.to_line(0, 10).to_string(), "0 10 linear 7:0 2048");
-        for (input, want) in [
-            ("", "empty"),
-            ("7:0", "linear offset is missing"),
-            ("7:0 x", "linear offset: expected a decimal integer"),
-            ("7:0 1 2", "unexpected extra argument \"2\""),
-        ] {
-            let e = input.parse::<LinearTable>().unwrap_err();
-            assert!(e.to_string().contains(want), "{input:?}: {e}");
-        }
-        assert!(LinearTable::new(DeviceRef::Path("/dev/a b".into()), 0).is_err());
-    }
-
-    #[test]
-    fn zero_and_error() {
-        assert_eq!("".parse(), Ok(ZeroTable));
-        assert_eq!(" ".parse(), Ok(ErrorTable));
-        assert_eq!(ZeroTable.to_line(0, 8).to_string(), "0 8 zero");
-        let e = "7:0".parse::<ErrorTable>().unwrap_err();
-        assert!(e.to_string().contains("takes no parameters"), "{e}");
-        assert!("1".parse::<ZeroTable>().is_err());
-    }
 
     #[test]
     fn flakey_parses_kernel_output() {
@@ -849,46 +551,6 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn delay() {
-        let t: DelayTable = "7:0 0 500".parse().unwrap();
-        assert_eq!(t.read().delay_ms, 500);
-        assert_eq!(t.write(), None);
-        let t: DelayTable = "7:0 0 0 7:1 0 400 7:2 8 333".parse().unwrap();
-        assert_eq!(t.flush().map(|c| c.delay_ms), Some(333));
-        assert_eq!(t.to_string(), "7:0 0 0 7:1 0 400 7:2 8 333");
-        for (input, want) in [
-            ("", "empty"),
-            ("7:0 0", "must be 3, 6 or 9"),
-            ("7:0 0 1 2", "must be 3, 6 or 9"),
-            ("7:0 0 1 7:1 0 1 7:2 0 1 7:3", "must be 3, 6 or 9"),
-            ("7:0 x 1", "delay read offset: expected a decimal integer"),
-            (
-                "7:0 0 1 7:1 0 4294967296",
-                "delay write delay: 4294967296 does not fit in 32 bits",
-            ),
-            ("7:0 0 1 /dev/a\\b 0 1", "backslash"),
-        ] {
-            let e = input.parse::<DelayTable>().unwrap_err();
-            assert!(e.to_string().contains(want), "{input:?}: {e}");
-        }
-        let c = |d: DeviceRef| DelayClass {
-            device: d,
-            offset: 0,
-            delay_ms: 1,
-        };
-        let e = DelayTable::new(c(mm(1, 1)))
-            .unwrap()
-            .with_flush(c(mm(1, 2)))
-            .unwrap_err();
-        assert!(e.to_string().contains("flush class needs"), "{e}");
-        assert!(DelayTable::new(c(DeviceRef::Path(" ".into()))).is_err());
-    }
-
-    pub(crate) fn linear_strategy() -> impl Strategy<Value = LinearTable> {
-        (device_strategy(), any::<u64>()).prop_map(|(d, o)| LinearTable::new(d, o).unwrap())
-    }
-
     pub(crate) fn flakey_features_strategy() -> impl Strategy<Value = FlakeyFeatures> {
         (
             any::<bool>(),
@@ -930,46 +592,7 @@ pub(crate) mod tests {
             })
     }
 
-    fn delay_class_strategy() -> impl Strategy<Value = DelayClass> {
-        (device_strategy(), any::<u64>(), any::<u32>()).prop_map(|(device, offset, delay_ms)| {
-            DelayClass {
-                device,
-                offset,
-                delay_ms,
-            }
-        })
-    }
-
-    pub(crate) fn delay_strategy() -> impl Strategy<Value = DelayTable> {
-        (
-            delay_class_strategy(),
-            proptest::option::of((
-                delay_class_strategy(),
-                proptest::option::of(delay_class_strategy()),
-            )),
-        )
-            .prop_map(|(r, w)| {
-                let t = DelayTable::new(r).unwrap();
-                match w {
-                    None => t,
-                    Some((w, fl)) => {
-                        let t = t.with_write(w).unwrap();
-                        match fl {
-                            None => t,
-                            Some(fl) => t.with_flush(fl).unwrap(),
-                        }
-                    }
-                }
-            })
-    }
-
     proptest! {
-        #[test]
-        fn linear_round_trip(t in linear_strategy()) {
-            prop_assert_eq!(t.to_string().parse::<LinearTable>(), Ok(t.clone()));
-            prop_assert_eq!(LinearTable::try_from(&t.to_line(0, 1)), Ok(t));
-        }
-
         #[test]
         fn flakey_round_trip(t in flakey_strategy()) {
             prop_assert_eq!(t.to_string().parse::<FlakeyTable>(), Ok(t.clone()));
@@ -978,17 +601,8 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn delay_round_trip(t in delay_strategy()) {
-            prop_assert_eq!(t.to_string().parse::<DelayTable>(), Ok(t.clone()));
-            prop_assert_eq!(DelayTable::try_from(&t.to_line(0, 1)), Ok(t));
-        }
-
-        #[test]
         fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<LinearTable>();
             let _ = s.parse::<FlakeyTable>();
-            let _ = s.parse::<DelayTable>();
-            let _ = s.parse::<ZeroTable>();
         }
     }
 }

@@ -1,57 +1,28 @@
-//! Host tests of the device set's metadata layer: ids, the thin id allocator,
-//! the JSON metadata store and the set lock. Plain file I/O, no root or kernel
-//! features needed.
+//! Tests of the metadata store on real files (moved from the old
+//! `tests/deviceset_store.rs`): layout, round trips, damaged records,
+//! quarantine, transactions, concurrency, the record cache.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dmthin::deviceset::ids::{
-    max_id_len_for_prefix, validate_device_id, IdError, ThinIdAllocator, KERNEL_NAME_MAX,
-    THIN_ID_MAX,
-};
-use dmthin::deviceset::lock::{LockError, SetLock};
-use dmthin::deviceset::store::{
-    DeviceRecord, FsKind, MetadataStore, ProblemReason, SetRecord, Storage, StoreError,
-    TransactionOp, TransactionRecord, CACHE_FILE, CACHE_SETTLE_SECS, FORMAT_VERSION,
-};
 use proptest::prelude::*;
 
+use super::cache::{CACHE_FILE, CACHE_SETTLE_SECS};
+use super::{
+    DeviceRecord, FsKind, MetadataStore, ProblemReason, SetRecord, Storage, StoreError,
+    TransactionOp, TransactionRecord, FORMAT_VERSION,
+};
+use crate::dm::abi::NAME_LEN;
+use crate::target::ThinId;
+use crate::testutil::Scratch;
+
+const THIN_ID_MAX: u32 = ThinId::MAX.get();
 const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 /// The limit for the longest prefix the set can have.
-const MAX_ID: usize = KERNEL_NAME_MAX - 50;
-
-/// A scratch directory under cargo's target tmp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "store-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+const MAX_ID: usize = NAME_LEN - 1 - 50;
 
 fn set_record() -> SetRecord {
     SetRecord {
@@ -81,65 +52,6 @@ fn open(s: &Scratch) -> MetadataStore {
     MetadataStore::open(s.path(), MAX_ID).unwrap()
 }
 
-// ---------------------------------------------------------------- ids
-
-#[test]
-fn sha256_id_fits_worst_case_prefix() {
-    // maj/min as u32, ino as u64: the longest prefix possible.
-    let prefix = format!("dmthin-{}:{}-{}-", u32::MAX, u32::MAX, u64::MAX);
-    let max = max_id_len_for_prefix(&prefix);
-    assert_eq!(max, MAX_ID);
-    validate_device_id(SHA, max).unwrap();
-    assert!((prefix + SHA).len() <= KERNEL_NAME_MAX);
-}
-
-#[test]
-fn id_refusals() {
-    let cases: &[(&str, &str)] = &[
-        ("", "empty"),
-        (".", "reserved"),
-        ("..", "reserved"),
-        ("../x", "'/' at position 2"),
-        ("a/b", "'/' at position 1"),
-        ("/etc", "'/' at position 0"),
-        ("a b", "' ' at position 1"),
-        ("a\nb", "'\\n' at position 1"),
-        ("naïve", "'ï' at position 2"),
-        ("a\0", "'\\0' at position 1"),
-        ("x~1", "'~' at position 1"),
-        ("a\\b", "'\\\\' at position 1"),
-    ];
-    for (id, want) in cases {
-        let err = validate_device_id(id, MAX_ID).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains(want), "{id:?}: {msg}");
-    }
-    let long = "a".repeat(MAX_ID + 1);
-    let err = validate_device_id(&long, MAX_ID).unwrap_err();
-    assert_eq!(
-        err,
-        IdError::TooLong {
-            id: long.clone(),
-            len: MAX_ID + 1,
-            max: MAX_ID
-        }
-    );
-    assert!(err.to_string().contains(&format!(
-        "{} bytes long, over the limit of {MAX_ID} bytes",
-        MAX_ID + 1
-    )));
-    for ok in [
-        "a",
-        "...",
-        ".hidden",
-        "A-b_c.d:e",
-        "sha256:abc",
-        &"z".repeat(MAX_ID),
-    ] {
-        validate_device_id(ok, MAX_ID).unwrap();
-    }
-}
-
 #[test]
 fn valid_ids_stay_inside_the_devices_dir() {
     let s = Scratch::new("prop-id");
@@ -164,81 +76,6 @@ fn valid_ids_stay_inside_the_devices_dir() {
         })
         .unwrap();
 }
-
-// ---------------------------------------------------------------- allocator
-
-#[test]
-fn allocator_wraps_around() {
-    let mut a = ThinIdAllocator::new();
-    a.mark_used(THIN_ID_MAX).unwrap();
-    a.mark_used(THIN_ID_MAX - 1).unwrap();
-    a.mark_used(0).unwrap();
-    assert_eq!(a.allocate_from(THIN_ID_MAX - 1), Some(1));
-    assert_eq!(a.allocate_from(THIN_ID_MAX - 2), Some(THIN_ID_MAX - 2));
-    a.release(THIN_ID_MAX).unwrap();
-    assert_eq!(a.next_free(THIN_ID_MAX), Some(THIN_ID_MAX));
-    // Within one word, below the hint, is found last.
-    let mut b = ThinIdAllocator::new();
-    for id in 64..128 {
-        b.mark_used(id).unwrap();
-    }
-    b.mark_used(200).unwrap();
-    assert_eq!(b.next_free(70), Some(128));
-    assert_eq!(b.next_free(200), Some(201));
-}
-
-#[test]
-fn allocator_exhaustion() {
-    let mut a = ThinIdAllocator::new();
-    let mut next = 5;
-    for _ in 0..=THIN_ID_MAX {
-        let id = a.allocate_from(next).expect("space left");
-        next = id.wrapping_add(1);
-    }
-    assert_eq!(a.free_count(), 0);
-    assert_eq!(a.used_count(), THIN_ID_MAX as usize + 1);
-    assert_eq!(a.allocate_from(0), None);
-    assert_eq!(a.next_free(123), None);
-    a.release(777).unwrap();
-    assert_eq!(a.allocate_from(0), Some(777));
-    assert_eq!(a.allocate_from(0), None);
-    assert!(matches!(
-        a.release(THIN_ID_MAX + 1),
-        Err(IdError::ThinIdOutOfRange { .. })
-    ));
-}
-
-proptest! {
-    #[test]
-    fn allocator_matches_model(ops in prop::collection::vec((0u8..3, 0u32..300), 1..200)) {
-        // Ids near both ends of the space, to exercise wrapping.
-        let map = |x: u32| if x < 150 { x } else { THIN_ID_MAX - (x - 150) };
-        let mut a = ThinIdAllocator::new();
-        let mut model = BTreeSet::new();
-        for (op, x) in ops {
-            let id = map(x);
-            match op {
-                0 => prop_assert_eq!(a.mark_used(id).unwrap(), model.insert(id)),
-                1 => prop_assert_eq!(a.release(id).unwrap(), model.remove(&id)),
-                _ => {
-                    let want = model_next_free(&model, id);
-                    let got = a.allocate_from(id);
-                    prop_assert_eq!(got, want);
-                    if let Some(g) = got { model.insert(g); }
-                }
-            }
-            prop_assert_eq!(a.used_count(), model.len());
-        }
-    }
-}
-
-fn model_next_free(used: &BTreeSet<u32>, hint: u32) -> Option<u32> {
-    (hint..=THIN_ID_MAX)
-        .chain(0..hint)
-        .find(|id| !used.contains(id))
-}
-
-// ---------------------------------------------------------------- store
 
 #[test]
 fn round_trips_and_layout() {
@@ -729,148 +566,6 @@ fn opening_ten_thousand_records() {
     assert!(rep.problems.is_empty());
     // Generous for unoptimized builds; the release figure is in the bench.
     assert!(took < Duration::from_secs(5), "{took:?}");
-}
-
-// ---------------------------------------------------------------- lock
-
-const CHILD_ENV: &str = "DMTHIN_TEST_LOCK_ROOT";
-const CHILD_MARK: &str = "DMTHIN-CHILD-HOLDS-LOCK";
-
-/// Not a test on its own: run by `lock_of_dead_process_is_free` as a child
-/// process that takes the lock and waits to be killed.
-#[test]
-fn lock_holder_child() {
-    let Some(root) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
-    let _lock = SetLock::acquire(Path::new(&root)).unwrap();
-    println!("\n{CHILD_MARK}");
-    std::thread::sleep(Duration::from_secs(120));
-}
-
-#[test]
-fn second_open_in_process_is_refused() {
-    let s = Scratch::new("lock1");
-    let root = s.path().join("set");
-    let lock = SetLock::acquire(&root).unwrap();
-    assert_eq!(lock.path(), root.join("lock"));
-    assert_eq!(
-        fs::read_to_string(root.join("lock")).unwrap(),
-        format!("{}\n", std::process::id())
-    );
-    let err = SetLock::acquire(&root).unwrap_err();
-    match &err {
-        LockError::Held { path, pid } => {
-            assert_eq!(path, &root.join("lock"));
-            assert_eq!(*pid, Some(std::process::id()));
-        }
-        other => panic!("{other}"),
-    }
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "device set is in use: {} is locked by process {}",
-            root.join("lock").display(),
-            std::process::id()
-        )
-    );
-    drop(lock);
-    let again = SetLock::acquire(&root).unwrap();
-    drop(again);
-    // The pid is cleared on release, so a holder that writes none is unknown.
-    assert_eq!(fs::read_to_string(root.join("lock")).unwrap(), "");
-}
-
-#[test]
-fn lock_of_dead_process_is_free() {
-    let s = Scratch::new("lock2");
-    let root = s.path().join("set");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "lock_holder_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert_ne!(out.read_line(&mut line).unwrap(), 0, "child exited early");
-        if line.contains(CHILD_MARK) {
-            break;
-        }
-    }
-    let err = SetLock::acquire(&root).unwrap_err();
-    assert!(
-        matches!(&err, LockError::Held { pid: Some(p), .. } if *p == child.id()),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .ends_with(&format!("is locked by process {}", child.id())),
-        "{err}"
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // The lock file is still there, naming the dead process; the lock is free.
-    assert_eq!(
-        fs::read_to_string(root.join("lock")).unwrap(),
-        format!("{}\n", child.id())
-    );
-    let lock = SetLock::acquire(&root).unwrap();
-    assert_eq!(
-        fs::read_to_string(lock.path()).unwrap(),
-        format!("{}\n", std::process::id())
-    );
-}
-
-#[test]
-fn lock_held_by_foreign_tool_has_unknown_pid() {
-    if !Path::new("/usr/bin/flock").exists() {
-        eprintln!("flock(1) not installed; skipping");
-        return;
-    }
-    let s = Scratch::new("lock3");
-    let root = s.path().join("set");
-    fs::create_dir_all(&root).unwrap();
-    // Garbage in the file: a holder that did not write a pid.
-    fs::write(root.join("lock"), b"not a pid").unwrap();
-    // -o: only flock(1) itself holds the lock, not the command it runs. Its
-    // own process group, so that the whole group can be killed by id.
-    let mut child = Command::new("/usr/bin/flock")
-        .args(["-n", "-x", "-o"])
-        .arg(root.join("lock"))
-        .args(["-c", "echo held; exec sleep 120"])
-        .stdout(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "held\n");
-    let err = SetLock::acquire(&root).unwrap_err();
-    assert!(matches!(err, LockError::Held { pid: None, .. }), "{err:?}");
-    assert!(err.to_string().ends_with("(pid unknown)"), "{err}");
-    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    child.wait().unwrap();
-    let t = Instant::now();
-    loop {
-        match SetLock::acquire(&root) {
-            Ok(_) => break,
-            Err(LockError::Held { .. }) if t.elapsed() < Duration::from_secs(5) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
 }
 
 #[test]

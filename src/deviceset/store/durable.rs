@@ -1,0 +1,185 @@
+//! Durable file changes: a write goes to a fresh fsynced temp file that is
+//! renamed over the target before the directory is fsynced; a removal or a
+//! quarantine is followed by a directory fsync.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use nix::fcntl::OFlag;
+
+use super::error::{io_err, StoreError};
+use super::MetadataStore;
+
+pub(super) const TEMP_PREFIX: &str = ".tmp~";
+const QUARANTINE_SUFFIX: &str = ".corrupt";
+
+impl MetadataStore {
+    /// Moves a device record file aside to `<name>.corrupt` (or
+    /// `<name>.corrupt.<n>` if that exists), durably. Only files directly in
+    /// the device record directory may be moved. Returns the new path.
+    /// (Nothing in the set quarantines yet; only the tests do.)
+    #[cfg(test)]
+    pub fn quarantine(&self, path: &Path) -> Result<PathBuf, StoreError> {
+        let refuse = || StoreError::NotQuarantinable {
+            path: path.to_path_buf(),
+            dir: self.devices_dir.clone(),
+        };
+        let name = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+            (Some(parent), Some(name)) if parent == self.devices_dir => name,
+            _ => return Err(refuse()),
+        };
+        if name.starts_with(TEMP_PREFIX) || name == "." || name == ".." {
+            return Err(refuse());
+        }
+        fs::symlink_metadata(path).map_err(io_err("stat", path))?;
+        for n in 0..1000u32 {
+            let target = if n == 0 {
+                self.devices_dir.join(format!("{name}{QUARANTINE_SUFFIX}"))
+            } else {
+                self.devices_dir
+                    .join(format!("{name}{QUARANTINE_SUFFIX}.{n}"))
+            };
+            match fs::symlink_metadata(&target) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Ok(_) => continue,
+                Err(e) => return Err(io_err("stat", &target)(e)),
+            }
+            fs::rename(path, &target).map_err(io_err("rename to quarantine", path))?;
+            self.devices_dir_file
+                .sync_all()
+                .map_err(io_err("fsync directory", &self.devices_dir))?;
+            log::info!("quarantined {} as {}", path.display(), target.display());
+            return Ok(target);
+        }
+        Err(io_err("quarantine", path)(io::Error::new(
+            ErrorKind::AlreadyExists,
+            "too many quarantined copies",
+        )))
+    }
+
+    /// Creates a new temp file (mode 0600) of this store's in `dir`.
+    pub(super) fn create_temp(&self, dir: &Path) -> Result<(PathBuf, File), StoreError> {
+        loop {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!("{}{seq}", self.temp_tag));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+            {
+                Ok(file) => return Ok((tmp, file)),
+                // Only possible if a dead process had our pid, start time and
+                // instance number; take the next sequence number.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && seq < 1 << 20 => continue,
+                Err(e) => return Err(io_err("create temp file", &tmp)(e)),
+            }
+        }
+    }
+
+    /// Writes `bytes` to a new fsynced temp file in `dir` and returns its path.
+    fn write_temp(&self, dir: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let (tmp, mut file) = self.create_temp(dir)?;
+        let written = file
+            .write_all(bytes)
+            .map_err(io_err("write", &tmp))
+            .and_then(|()| file.sync_all().map_err(io_err("fsync", &tmp)));
+        if let Err(e) = written {
+            drop(file);
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(tmp)
+    }
+
+    pub(super) fn write_atomic(
+        &self,
+        dir: &Path,
+        dir_file: &File,
+        target: &Path,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let tmp = self.write_temp(dir, bytes)?;
+        if let Err(e) = fs::rename(&tmp, target) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("rename temp file onto", target)(e));
+        }
+        dir_file.sync_all().map_err(io_err("fsync directory", dir))
+    }
+}
+
+pub(super) fn remove_durably(path: &Path, dir: &Path, dir_file: &File) -> Result<bool, StoreError> {
+    let existed = match fs::remove_file(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        Err(e) => return Err(io_err("remove", path)(e)),
+    };
+    dir_file
+        .sync_all()
+        .map_err(io_err("fsync directory", dir))?;
+    Ok(existed)
+}
+
+/// `<name>.corrupt` or `<name>.corrupt.<digits>`.
+pub(super) fn is_quarantined(name: &str) -> bool {
+    match name.rfind(QUARANTINE_SUFFIX) {
+        Some(i) => {
+            let rest = &name[i + QUARANTINE_SUFFIX.len()..];
+            rest.is_empty()
+                || rest
+                    .strip_prefix('.')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        }
+        None => false,
+    }
+}
+
+pub(super) fn open_dir(dir: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_DIRECTORY.bits())
+        .open(dir)
+        .map_err(io_err("open directory", dir))
+}
+
+/// Creates `dir` with mode 0700 (fsyncing `parent` so it stays), or tightens
+/// an existing one to 0700.
+pub(super) fn ensure_private_dir(dir: &Path, parent: &Path) -> Result<(), StoreError> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => open_dir(parent)?
+            .sync_all()
+            .map_err(io_err("fsync directory", parent)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let meta = fs::metadata(dir).map_err(io_err("stat", dir))?;
+            if !meta.is_dir() {
+                return Err(io_err("open directory", dir)(io::Error::new(
+                    ErrorKind::NotADirectory,
+                    "exists and is not a directory",
+                )));
+            }
+            if meta.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                    .map_err(io_err("chmod 0700", dir))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(io_err("create directory", dir)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_names() {
+        assert!(is_quarantined("a.json.corrupt"));
+        assert!(is_quarantined("a.json.corrupt.12"));
+        assert!(!is_quarantined("a.corrupt.json"));
+        assert!(!is_quarantined("a.json.corrupt."));
+        assert!(!is_quarantined("a.json.corrupt.x"));
+    }
+}
