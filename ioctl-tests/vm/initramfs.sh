@@ -251,6 +251,12 @@ build_run_part() {
     lines "${guest_env[@]}" >"$stage/etc/dmthin/env"
     lines "${scratch_devs[@]}" >"$stage/etc/dmthin/scratch"
     guest_bin "$cli_bin" "$stage/usr/local/bin/dmthin" "$stage"
+    guest_bin "$snap_bin" "$stage/usr/local/bin/dmthin-snapshotter" "$stage"
+    # The Go suite is big (11 MB): only when the snapshotter test runs, or for --exec/--script.
+    if [[ -n $conformance_bin ]] &&
+        { [[ $mode != suite ]] || printf '%s\n' "${tests_to_run[@]}" | grep -q '^snapshotter'$'\t'; }; then
+        guest_bin "$conformance_bin" "$stage/usr/local/bin/dmthin-conformance.test" "$stage"
+    fi
     case $mode in
         suite)
             for entry in "${tests_to_run[@]}"; do

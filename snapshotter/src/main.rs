@@ -145,12 +145,14 @@ async fn serve<D: devices::Devices>(
     path: &std::path::Path,
 ) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
+    // The handlers come first: a client may send SIGTERM as soon as the
+    // socket answers.
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     socket::prepare(path)?;
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| format!("binding {}: {e}", path.display()))?;
     socket::restrict(path)?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let stop = async move {
         tokio::select! {
             _ = term.recv() => log::info!("SIGTERM: stopping"),

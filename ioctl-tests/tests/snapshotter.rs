@@ -1,0 +1,80 @@
+//! containerd's snapshotter conformance suite (`snapshots/testsuite`,
+//! containerd 1.6.20 from Debian) against `dmthin-snapshotter`, through
+//! containerd's proxy client: the Go test binary the runner builds from
+//! `snapshotter/conformance/` starts one daemon on a fresh loop-file pool
+//! per subtest. Every subtest must pass; the suite itself skips `Rename`
+//! for every snapshotter.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn on_path(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|f| f.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not on PATH: run this test with `ioctl-tests/run --test snapshotter`, \
+                 which builds and ships it (the Go suite needs Debian's golang-go and \
+                 golang-github-containerd-containerd-dev)"
+            )
+        })
+}
+
+/// Runs the Go suite with `args`; returns its output, panicking on failure.
+fn conformance(args: &[&str], env: &[(&str, &str)]) -> String {
+    dmthin_ioctl_tests::require_device_mapper();
+    let suite = on_path("dmthin-conformance.test");
+    let daemon = on_path("dmthin-snapshotter");
+    let mut cmd = Command::new(&suite);
+    cmd.args(["-test.v", "-test.timeout", "40m"])
+        .args(args)
+        .env("DMTHIN_SNAPSHOTTER", &daemon)
+        .current_dir(Path::new("/tmp"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let t0 = std::time::Instant::now();
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The per-subtest results, for the log.
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.starts_with("--- ") || l.starts_with("ok") || l.starts_with("FAIL") {
+            println!("{line}");
+        }
+    }
+    println!("conformance wall time: {:.1} s", t0.elapsed().as_secs_f64());
+    assert!(out.status.success(), "conformance suite failed:\n{text}");
+    text
+}
+
+#[test]
+fn containerd_conformance_suite() {
+    let text = conformance(&[], &[]);
+    for expected in [
+        "--- PASS: TestSnapshotterSuite/Basic",
+        "--- PASS: TestSnapshotterSuite/128LayersMount",
+        "--- PASS: TestSnapshotterSuite/DmthinUsage",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in:\n{text}");
+    }
+    let passed = text.matches("--- PASS: TestSnapshotterSuite/").count();
+    let skipped: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("--- SKIP: TestSnapshotterSuite/"))
+        .collect();
+    println!("{passed} subtests passed, skipped: {skipped:?}");
+    // 20 of containerd's 21 plus our usage check; Rename is skipped by the
+    // suite itself (for every snapshotter, devmapper included).
+    assert_eq!(passed, 21, "{text}");
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].contains("/Rename"), "{skipped:?}");
+}
