@@ -78,3 +78,32 @@ fn containerd_conformance_suite() {
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert!(skipped[0].contains("/Rename"), "{skipped:?}");
 }
+
+const CONTAINERD_SCRIPT: &str = include_str!("snapshotter/containerd.sh");
+
+/// Real containerd (Debian's 1.6.20) with dmthin-snapshotter as its proxy
+/// plugin: see `snapshotter/containerd.sh`.
+#[test]
+fn real_containerd_imports_and_runs_a_layered_image() {
+    dmthin_ioctl_tests::require_device_mapper();
+    for tool in [
+        "containerd",
+        "ctr",
+        "containerd-shim-runc-v2",
+        "runc",
+        "dmthin-snapshotter",
+    ] {
+        on_path(tool);
+    }
+    let script = Path::new("/tmp/dmthin-containerd.sh");
+    std::fs::write(script, CONTAINERD_SCRIPT).unwrap();
+    let out = Command::new("bash").arg(script).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "containerd test failed:\n{text}");
+    assert!(text.contains("containerd test done"), "{text}");
+}
