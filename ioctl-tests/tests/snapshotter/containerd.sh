@@ -36,6 +36,7 @@ wait_socket() { # path what
 }
 
 snap_pid=
+ctd_pid=
 start_snapshotter() {
     # After a SIGKILL the old socket is still there (the daemon replaces a
     # stale one itself); remove it here only so that the wait below waits
@@ -44,13 +45,21 @@ start_snapshotter() {
     dmthin-snapshotter "${SNAP_ARGS[@]}" --log-level info 2>>"$W/snapshotter.log" &
     snap_pid=$!
     wait_socket "$SOCK" dmthin-snapshotter
+    # A running containerd reconnects to the proxy plugin with a backoff of
+    # at most 3 s; its calls fail meanwhile.
+    if [[ -n $ctd_pid ]]; then
+        local i
+        for i in $(seq 1 50); do
+            ctr snapshots --snapshotter dmthin ls >/dev/null 2>&1 && return 0
+            sleep 0.2
+        done
+    fi
 }
 stop_snapshotter() { # signal
     kill -"$1" "$snap_pid"
     wait "$snap_pid" || true
 }
 
-ctd_pid=
 start_containerd() {
     containerd --config /etc/containerd/config.toml >"$W/containerd.log" 2>&1 &
     ctd_pid=$!
@@ -213,11 +222,6 @@ for round in 1 2 3; do
     # a commit the snapshotter made durable but whose answer the kill
     # lost; containerd then still lists the active key (its own commit
     # rolled back) and its garbage collector removes the orphan name.
-    # containerd reconnects with a backoff of at most 3 s; calls fail meanwhile.
-    for i in $(seq 1 50); do
-        ctr snapshots --snapshotter dmthin ls >/dev/null 2>&1 && break
-        sleep 0.2
-    done
     keys=$(ctr snapshots --snapshotter dmthin ls | awk 'NR > 1 { print $1 }')
     echo "round $round: containerd lists $(wc -w <<<"$keys") snapshots"
     for k in $keys; do
