@@ -47,7 +47,11 @@ fn conformance(args: &[&str], env: &[(&str, &str)]) -> String {
     // The per-subtest results, for the log.
     for line in text.lines() {
         let l = line.trim_start();
-        if l.starts_with("--- ") || l.starts_with("ok") || l.starts_with("FAIL") {
+        if l.starts_with("--- ")
+            || l.starts_with("ok")
+            || l.starts_with("FAIL")
+            || l.contains("BENCH")
+        {
             println!("{line}");
         }
     }
@@ -58,7 +62,7 @@ fn conformance(args: &[&str], env: &[(&str, &str)]) -> String {
 
 #[test]
 fn containerd_conformance_suite() {
-    let text = conformance(&[], &[]);
+    let text = conformance(&["-test.run", "^TestSnapshotterSuite$"], &[]);
     for expected in [
         "--- PASS: TestSnapshotterSuite/Basic",
         "--- PASS: TestSnapshotterSuite/128LayersMount",
@@ -77,6 +81,24 @@ fn containerd_conformance_suite() {
     assert_eq!(passed, 21, "{text}");
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert!(skipped[0].contains("/Rename"), "{skipped:?}");
+}
+
+/// With `--env DMTHIN_BENCH=1 --udev`: containerd's devmapper snapshotter on
+/// the same suite and pools, and Prepare+Commit / Remove per layer for both
+/// (medians over 100 layers), for the README's comparison.
+#[test]
+fn comparison_with_containerds_devmapper() {
+    if std::env::var("DMTHIN_BENCH").as_deref() != Ok("1") {
+        println!("skipped: run with --env DMTHIN_BENCH=1 --udev for the devmapper comparison");
+        return;
+    }
+    assert!(
+        dmthin_ioctl_tests::udev_expected(),
+        "containerd's devmapper snapshotter needs udev: add --udev"
+    );
+    let bench = [("DMTHIN_BENCH", "1")];
+    conformance(&["-test.run", "^TestDevmapperSuite$"], &bench);
+    conformance(&["-test.run", "^TestLayerTimes$"], &bench);
 }
 
 const CONTAINERD_SCRIPT: &str = include_str!("snapshotter/containerd.sh");

@@ -17,7 +17,8 @@ SNAP_ROOT=$W/snapshotter
 SOCK=/run/dmthin-snapshotter/snapshotter.sock
 IMAGE=docker.io/library/dmthin-test:latest
 SNAP_ARGS=(--root "$SNAP_ROOT" --socket "$SOCK" --data-size 2G --metadata-size 64M --base-size 256M)
-[[ ${DMTHIN_TEST_UDEV:-0} == 1 ]] || SNAP_ARGS+=(--no-udev-sync)
+# Under udev, this test takes the cookie path (the conformance suite the default bypass).
+[[ ${DMTHIN_TEST_UDEV:-0} != 1 ]] || SNAP_ARGS+=(--udev-sync)
 rm -rf "$W"
 mkdir -p "$W" /etc/containerd /run/containerd
 
