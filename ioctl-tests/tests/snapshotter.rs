@@ -9,19 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn on_path(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|f| f.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} is not on PATH: run this test with `ioctl-tests/run --test snapshotter`, \
+    dmthin_ioctl_tests::find_on_path(name).unwrap_or_else(|| {
+        panic!(
+            "{name} is not on PATH: run this test with `ioctl-tests/run --test snapshotter`, \
                  which builds and ships it (the Go suite needs Debian's golang-go and \
                  golang-github-containerd-containerd-dev)"
-            )
-        })
+        )
+    })
 }
 
 /// Runs the Go suite with `args`; returns its output, panicking on failure.
@@ -117,15 +111,9 @@ fn real_containerd_imports_and_runs_a_layered_image() {
     ] {
         on_path(tool);
     }
-    let script = Path::new("/tmp/dmthin-containerd.sh");
-    std::fs::write(script, CONTAINERD_SCRIPT).unwrap();
-    let out = Command::new("bash").arg(script).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) =
+        dmthin_ioctl_tests::bash_script("/tmp/dmthin-containerd.sh", CONTAINERD_SCRIPT);
     println!("{text}");
-    assert!(out.status.success(), "containerd test failed:\n{text}");
+    assert!(ok, "containerd test failed:\n{text}");
     assert!(text.contains("containerd test done"), "{text}");
 }
