@@ -17,3 +17,6 @@ pub fn name_list(payload: &[u8], version: crate::dm::Version) -> crate::dm::Name
 // deviceset: the metadata store (benches/store.rs; benches/compare writes
 // device records directly to populate a big set).
 pub use crate::deviceset::store::{DeviceRecord, MetadataStore};
+
+// thinmeta: resealing blocks so fuzz input reaches the checks past the checksum.
+pub use crate::thinmeta::seal::seal_blocks;

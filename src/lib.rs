@@ -6,6 +6,7 @@
 //! - [`dm`]: the device-mapper kernel interface (`/dev/mapper/control`). The only
 //!   module that issues DM ioctls.
 //! - [`loopdev`]: loop devices through the `LOOP_*` ioctls.
+//! - [`thinmeta`]: a read-only reader of the thin-pool metadata device.
 //! - [`target`]: target tables, messages and status lines; pure functions, no I/O.
 
 pub mod deviceset;
@@ -14,6 +15,7 @@ pub mod loopdev;
 mod retry;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod thinmeta;
 
 /// Crate internals for the fuzz targets and benches only: compiled in under
 /// cargo-fuzz (`cfg(fuzzing)`) or with the `internals` feature, never in a

@@ -102,24 +102,19 @@ mod tests {
         );
         assert_eq!((r, seen.as_slice()), (Ok(3), &[1, 2, 3][..]));
 
-        let mut calls = 0;
-        let r: Result<(), &str> = quick.run(
-            |_| {
-                calls += 1;
-                Err("gone")
-            },
-            |e| *e == "busy",
-        );
-        assert_eq!((r, calls), (Err("gone"), 1));
-
-        let mut calls = 0;
-        let r: Result<(), &str> = quick.run(
-            |_| {
-                calls += 1;
-                Err("busy")
-            },
-            |e| *e == "busy",
-        );
-        assert_eq!((r, calls), (Err("busy"), 4));
+        // Always failing with `err`: the result and how many calls were made.
+        let always = |err: &'static str| {
+            let mut calls = 0;
+            let r: Result<(), &str> = quick.run(
+                |_| {
+                    calls += 1;
+                    Err(err)
+                },
+                |e| *e == "busy",
+            );
+            (r, calls)
+        };
+        assert_eq!(always("gone"), (Err("gone"), 1));
+        assert_eq!(always("busy"), (Err("busy"), 4));
     }
 }

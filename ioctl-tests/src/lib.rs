@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+mod sys;
+pub use sys::{block_device_geometry, poll_readable, Geometry};
+
 /// `/dev/mapper/control`, the device-mapper control node.
 pub const DM_CONTROL: &str = "/dev/mapper/control";
 

@@ -146,3 +146,89 @@ fn cli_drives_the_device_set() {
     ok(r, &["umount", "ctr", m]);
     ok(r, &["shutdown"]);
 }
+
+/// Thin ids in a stopped set's pool metadata (thin_dump through a loop device).
+fn thin_ids_on_disk(root: &std::path::Path) -> Vec<String> {
+    let meta = root.join("devicemapper/metadata");
+    let dev = sh_ok(&format!("losetup -f --show {}", meta.display()))
+        .trim()
+        .to_string();
+    let (ok, xml) = sh(&format!("thin_dump {dev}"));
+    sh(&format!("losetup -d {dev}"));
+    assert!(ok, "thin_dump: {xml}");
+    xml.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("<device dev_id=\""))
+        .filter_map(|rest| rest.split('"').next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn remove_deferred_through_the_cli() {
+    let root = Root::new("cli-deferred");
+    let r = root.0.as_path();
+    ok(
+        r,
+        &[
+            "init",
+            "--data-size",
+            "1G",
+            "--metadata-size",
+            "16M",
+            "--base-size",
+            "64M",
+        ],
+    );
+    ok(r, &["create", "held"]);
+    ok(r, &["create", "idle"]);
+    let name = format!("{}held", dmthin::deviceset::name_prefix(r).unwrap());
+    let path = ok(r, &["activate", "held"]);
+    let holder = std::fs::File::open(path.trim()).unwrap();
+    // Held open: a plain remove is refused as busy...
+    let out = dmthin(r, &["remove", "held"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("busy"),
+        "{out:?}"
+    );
+    // ... and a deferred one succeeds, leaving the kernel to finish it.
+    let said = ok(r, &["remove", "held", "--deferred"]);
+    assert_eq!(said.trim(), "held is busy; it will be removed once closed");
+    let info = sh_ok(&format!("dmsetup info {name}"));
+    assert!(info.contains("DEFERRED REMOVE"), "{info}");
+    let list: serde_json::Value = serde_json::from_str(&ok(r, &["list", "--json"])).unwrap();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["idle"]);
+    let record = r.join("metadata/devices/held.json");
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(rec["deferred_delete"], true, "{rec}");
+    let out = dmthin(r, &["create", "held"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("being removed"),
+        "{out:?}"
+    );
+    // The holder closes: the kernel removes the device, and the next command
+    // deletes it from the pool and drops its record.
+    drop(holder);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!sh_ok("dmsetup ls").contains(&name));
+    ok(r, &["list"]);
+    assert!(!record.exists(), "record left after the deferred delete");
+    ok(r, &["create", "held"]);
+    // A device nobody holds is removed at once.
+    assert_eq!(
+        ok(r, &["remove", "idle", "--deferred"]).trim(),
+        "removed idle"
+    );
+    let list: serde_json::Value = serde_json::from_str(&ok(r, &["list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    ok(r, &["shutdown"]);
+    // The pool holds the base and the new "held", nothing else.
+    assert_eq!(thin_ids_on_disk(r).len(), 2);
+}

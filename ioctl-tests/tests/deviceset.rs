@@ -451,3 +451,168 @@ fn check_invariants_by_status(set: &DeviceSet) {
     let txn: u64 = dm.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert_eq!(txn, st.transaction_id);
 }
+
+/// How many times `path` is a mount point in /proc/self/mounts.
+fn mount_count(path: &Path) -> usize {
+    let path = path.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some(path))
+        .count()
+}
+
+#[test]
+fn mount_reference_count_per_path_and_across_paths() {
+    let root = Root::new("mount-refs");
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    set.add_device("m", None).unwrap();
+    let (a, b) = (root.mnt("a"), root.mnt("b"));
+    // Two references at a (one real mount), one at b.
+    set.mount_device("m", &a, false).unwrap();
+    set.mount_device("m", &a, false).unwrap();
+    set.mount_device("m", &b, false).unwrap();
+    assert_eq!((mount_count(&a), mount_count(&b)), (1, 1));
+    write_file(&a, "f", "shared");
+    assert_eq!(std::fs::read_to_string(b.join("f")).unwrap(), "shared");
+    let m = set
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == "m")
+        .unwrap();
+    assert_eq!(m.mount_points, vec![a.clone(), b.clone()]);
+    // Dropping one of a's two references unmounts nothing.
+    set.unmount_device("m", &a, true).unwrap();
+    assert_eq!((mount_count(&a), mount_count(&b)), (1, 1));
+    // The last one at a unmounts a; b keeps the device mounted and active,
+    // though deactivation was asked for.
+    set.unmount_device("m", &a, true).unwrap();
+    assert_eq!((mount_count(&a), mount_count(&b)), (0, 1));
+    assert!(set.has_activated_device("m"));
+    let e = set.unmount_device("m", &a, true).unwrap_err();
+    assert!(matches!(e, DeviceSetError::NotMounted { .. }), "{e}");
+    for e in [
+        set.deactivate_device("m").unwrap_err(),
+        set.remove_device("m").unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, DeviceSetError::Mounted { paths, .. } if *paths == vec![b.clone()]),
+            "{e}"
+        );
+    }
+    // The last mount, without deactivation: unmounted, still active.
+    set.unmount_device("m", &b, false).unwrap();
+    assert_eq!(mount_count(&b), 0);
+    assert!(set.has_activated_device("m"));
+    // Mounted again and unmounted with deactivation: gone from the kernel.
+    set.mount_device("m", &b, false).unwrap();
+    assert_eq!(std::fs::read_to_string(b.join("f")).unwrap(), "shared");
+    set.unmount_device("m", &b, true).unwrap();
+    assert_eq!(mount_count(&b), 0);
+    assert!(!set.has_activated_device("m"));
+    assert!(!sh_ok("dmsetup ls").contains(&set.device_name("m")));
+    set.remove_device("m").unwrap();
+    check_invariants(&set);
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn xfs_base_growth_reaches_new_snapshots() {
+    let root = Root::new("grow-xfs");
+    {
+        let set = DeviceSet::open(&root.0, options(FsKind::Xfs)).unwrap();
+        set.add_device("old", None).unwrap();
+        set.shutdown().unwrap();
+    }
+    let mut o = options(FsKind::Xfs);
+    o.base_size = 640 * MIB;
+    let set = DeviceSet::open(&root.0, o.clone()).unwrap();
+    assert_eq!(set.status().unwrap().base_size, 640 * MIB);
+    set.add_device("new", None).unwrap();
+    let list = set.list().unwrap();
+    assert_eq!(list.iter().find(|d| d.id == "old").unwrap().size, 320 * MIB);
+    assert_eq!(list.iter().find(|d| d.id == "new").unwrap().size, 640 * MIB);
+    let fs_bytes = |p: &Path| -> u64 {
+        sh_ok(&format!("stat -f -c '%b %S' {}", p.display()))
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap())
+            .product()
+    };
+    for id in ["old", "new"] {
+        set.mount_device(id, root.mnt(id), false).unwrap();
+        let fstype = sh_ok(&format!("stat -f -c %T {}", root.mnt(id).display()));
+        assert_eq!(fstype.trim(), "xfs");
+    }
+    let (old, new) = (fs_bytes(&root.mnt("old")), fs_bytes(&root.mnt("new")));
+    // statfs leaves out xfs's internal log: compare the two, not the sizes.
+    assert!(old < 320 * MIB, "{old} bytes");
+    assert!(
+        new > old + 280 * MIB,
+        "xfs was not grown: {new} bytes, the old snapshot's {old}"
+    );
+    write_file(&root.mnt("new"), "f", "grown");
+    for id in ["old", "new"] {
+        set.unmount_device(id, root.mnt(id), true).unwrap();
+    }
+    check_invariants(&set);
+    set.shutdown().unwrap();
+    drop(set);
+    // Reopened at the same size: nothing to grow, everything kept.
+    let set = DeviceSet::open(&root.0, o).unwrap();
+    assert_eq!(set.status().unwrap().base_size, 640 * MIB);
+    set.mount_device("new", root.mnt("new"), false).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.mnt("new").join("f")).unwrap(),
+        "grown"
+    );
+    set.unmount_device("new", root.mnt("new"), true).unwrap();
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn the_lock_is_released_between_ebusy_retries() {
+    use std::time::Instant;
+    let root = Root::new("busy-lock");
+    let mut o = options(FsKind::Ext4);
+    // ~60 s of retries (20 ms, 40 ms, ... then 200 ms apart).
+    o.busy_retries = 300;
+    let set = DeviceSet::open(&root.0, o).unwrap();
+    set.add_device("held", None).unwrap();
+    let path = set.activate_device("held").unwrap();
+    let holder = std::fs::File::open(&path).unwrap();
+    std::thread::scope(|s| {
+        let remover = s.spawn(|| {
+            let start = Instant::now();
+            (set.remove_device("held"), start.elapsed())
+        });
+        // Let the remove meet EBUSY and start retrying.
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(!remover.is_finished(), "remove did not wait for the holder");
+        // Other operations on the same set go through meanwhile.
+        let start = Instant::now();
+        let list = set.list().unwrap();
+        assert!(list.iter().any(|d| d.id == "held"));
+        set.status().unwrap();
+        set.add_device("meanwhile", None).unwrap();
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_secs(20),
+            "list, status and add took {took:?}: the lock was held while retrying"
+        );
+        assert!(
+            !remover.is_finished(),
+            "the remove ended before the holder let go"
+        );
+        // The holder lets go: the next retry succeeds.
+        drop(holder);
+        let (result, elapsed) = remover.join().unwrap();
+        result.unwrap();
+        assert!(elapsed > Duration::from_millis(600), "{elapsed:?}");
+    });
+    assert!(!set.has_device("held"));
+    assert!(!sh_ok("dmsetup ls").contains(&set.device_name("held")));
+    assert!(set.has_device("meanwhile"));
+    check_invariants(&set);
+    set.shutdown().unwrap();
+}

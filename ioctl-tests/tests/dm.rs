@@ -477,6 +477,98 @@ fn versions_geometry_and_poll() {
 }
 
 #[test]
+fn set_geometry_is_read_back_with_hdio_getgeo() {
+    use dmthin_ioctl_tests::{block_device_geometry, Geometry};
+    let name = format!("{PREFIX}geo-read");
+    let _g = Cleanup::new(&[&name]);
+    let mut c = ctl();
+    let info = c
+        .create_with_table(
+            &name,
+            &CreateOptions::default(),
+            &zero(&name, 4096),
+            UdevFlags::empty(),
+        )
+        .unwrap();
+    let node = format!("/dev/dm-{}", info.dev.minor);
+    // A fresh device reports no geometry.
+    let none = block_device_geometry(&node).unwrap();
+    assert_eq!((none.cylinders, none.heads, none.sectors), (0, 0, 0));
+    for (cyl, heads, sectors, start) in [(2u16, 64u8, 32u8, 0u64), (1000, 255, 63, 8)] {
+        c.set_geometry(
+            DevId::Name(&name),
+            cyl.into(),
+            heads.into(),
+            sectors.into(),
+            start,
+        )
+        .unwrap();
+        assert_eq!(
+            block_device_geometry(&node).unwrap(),
+            Geometry {
+                cylinders: cyl,
+                heads,
+                sectors,
+                start
+            }
+        );
+    }
+    // Out of range for struct hd_geometry: refused, the last one kept.
+    let e = c
+        .set_geometry(DevId::Name(&name), 1, 256, 63, 0)
+        .unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Invalid), "{e}");
+    let e = c
+        .set_geometry(DevId::Name(&name), 70000, 16, 63, 0)
+        .unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Invalid), "{e}");
+    assert_eq!(block_device_geometry(&node).unwrap().cylinders, 1000);
+}
+
+#[test]
+fn arm_poll_wakes_poll_on_an_event_and_only_then() {
+    use dmthin_ioctl_tests::poll_readable;
+    let a = format!("{PREFIX}poll-a");
+    let b = format!("{PREFIX}poll-b");
+    let _g = Cleanup::new(&[&a, &b]);
+    let mut other = ctl();
+    other
+        .create_with_table(
+            &a,
+            &CreateOptions::default(),
+            &zero(&a, 8),
+            UdevFlags::empty(),
+        )
+        .unwrap();
+    let mut c = ctl();
+    c.arm_poll().unwrap();
+    let fd = c.as_raw_fd();
+    // Armed, no event: poll() times out.
+    assert!(!poll_readable(fd, Duration::from_millis(300)).unwrap());
+    // An event on a device (a rename of a device with a live table), made
+    // through another control fd: poll() on this one wakes.
+    let ev = other.info(DevId::Name(&a)).unwrap().event_nr;
+    let poller = std::thread::spawn(move || {
+        let start = Instant::now();
+        let woke = poll_readable(fd, Duration::from_secs(30)).unwrap();
+        (woke, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    other.rename(DevId::Name(&a), &b).unwrap();
+    let (woke, took) = poller.join().unwrap();
+    assert!(woke, "poll() did not wake within 30 s of the event");
+    assert!(took < Duration::from_secs(10), "woke after {took:?}");
+    assert!(other.info(DevId::Name(&b)).unwrap().event_nr > ev);
+    // Still readable until re-armed; re-arming consumes the event.
+    assert!(poll_readable(fd, Duration::ZERO).unwrap());
+    c.arm_poll().unwrap();
+    assert!(!poll_readable(fd, Duration::from_millis(300)).unwrap());
+    // The next event wakes it again.
+    other.rename(DevId::Name(&b), &a).unwrap();
+    assert!(poll_readable(fd, Duration::from_secs(10)).unwrap());
+}
+
+#[test]
 fn wait_event_returns_after_a_thin_pool_low_water_event() {
     let meta = Loop::new("dm-wait-meta", 8);
     let data = Loop::new("dm-wait-data", 64);
@@ -578,12 +670,15 @@ fn error_duplicate_name_is_busy() {
     let _g = Cleanup::new(&[&name]);
     let mut c = ctl();
     let info = c.create(&name, &CreateOptions::default()).unwrap();
-    // No table yet: the kernel has not registered the disk, and we make no
-    // /dev/dm-<minor> of our own that would outlive the device.
-    assert!(!Path::new(&format!("/dev/dm-{}", info.dev.minor)).exists());
     let err = c.create(&name, &CreateOptions::default()).unwrap_err();
     assert!(err.is_busy(), "{err}");
     assert!(err.to_string().contains(&name), "{err}");
+    // 6.x registers the disk (and devtmpfs its /dev/dm-<minor>) at the first
+    // table load, 5.10 already at create; either way we make no node of our
+    // own that would outlive the device.
+    c.remove(DevId::Name(&name), &RemoveOptions::default())
+        .unwrap();
+    assert!(!Path::new(&format!("/dev/dm-{}", info.dev.minor)).exists());
 }
 
 #[test]
@@ -705,7 +800,11 @@ fn udev_cookies_are_released_and_a_dead_udev_does_not_hang() {
     let name = format!("{PREFIX}udev");
     let _g = Cleanup::new(&[&name]);
     let mut c = Control::open_with(ControlOptions::default()).unwrap();
-    assert!(matches!(c.node_mode(), NodeMode::Udev { .. }));
+    assert!(matches!(c.node_mode(), NodeMode::UdevWatch { .. }));
+    // The cookie mode, libdm's protocol, on request.
+    c.set_node_mode(NodeMode::Udev {
+        timeout: Duration::from_secs(30),
+    });
     c.create_with_table(
         &name,
         &CreateOptions::default(),

@@ -259,6 +259,32 @@ fn flakey_line(dev: &str, sectors: u64, failing: bool) -> Vec<TableLine> {
     vec![TableLine::new(0, sectors, "flakey", params).unwrap()]
 }
 
+/// A metadata device whose writes fail everywhere but in its first 4 KiB
+/// block, the thin-pool superblock: a commit fails, and the pool can still
+/// record `needs_check` in the superblock when it aborts.
+fn flakey_meta_sparing_superblock(dev: &str, sectors: u64) -> Vec<TableLine> {
+    vec![
+        TableLine::new(0, 8, "linear", format!("{} 0", majmin(dev))).unwrap(),
+        TableLine::new(
+            8,
+            sectors - 8,
+            "flakey",
+            format!("{} 8 0 1 1 error_writes", majmin(dev)),
+        )
+        .unwrap(),
+    ]
+}
+
+/// The `needs_check` bit of a thin-pool metadata superblock (flags word at
+/// byte 4, bit 0), read straight from the device.
+fn superblock_needs_check(meta: &str) -> bool {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(meta).unwrap();
+    let mut flags = [0u8; 4];
+    f.read_exact_at(&mut flags, 4).unwrap();
+    u32::from_le_bytes(flags) & 1 != 0
+}
+
 #[test]
 fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
     let root = Root::new("ioerr");
@@ -298,10 +324,11 @@ fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
     };
     let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     set.add_device("before", None).unwrap();
-    // Metadata writes now fail.
+    assert!(!set.status().unwrap().needs_check);
+    // Metadata writes now fail, all but the superblock's.
     c.reload_table(
         DevId::Name(fmeta),
-        &flakey_line(&meta_loop, 16 * MIB / 512, true),
+        &flakey_meta_sparing_superblock(&meta_loop, 16 * MIB / 512),
         UdevFlags::PRIVATE,
     )
     .unwrap();
@@ -317,11 +344,16 @@ fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
             ),
         "{text}"
     );
-    let st = set.status().unwrap();
+    // The failed commit was aborted: the pool is read-only and flags
+    // needs_check, in its own status line and in the set's status.
+    let dm = sh_ok(&format!("dmsetup status {}", set.pool_name()));
     assert!(
-        st.mode != "rw" || st.needs_check,
-        "pool must report the failure: {st:?}"
+        dm.split_whitespace().any(|w| w == "needs_check"),
+        "pool status lacks needs_check: {dm}"
     );
+    let st = set.status().unwrap();
+    assert!(st.needs_check, "DeviceSet::status: {st:?} (pool: {dm})");
+    assert_ne!(st.mode, "rw", "{st:?}");
     // Heal the device: the set refuses changes and says the pool needs a check.
     c.reload_table(
         DevId::Name(fmeta),
@@ -338,17 +370,19 @@ fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
         "{e}"
     );
     let st = set.status().unwrap();
-    println!(
-        "after healing: mode {} needs_check {}",
-        st.mode, st.needs_check
-    );
+    assert!(st.needs_check, "needs_check stays until a check: {st:?}");
     set.shutdown().unwrap();
     drop(set);
+    // The flag reached the superblock: it survives the pool's removal.
+    let meta_node = format!("/dev/mapper/{fmeta}");
+    assert!(
+        superblock_needs_check(&meta_node),
+        "needs_check not in the superblock"
+    );
     // Repair as an operator would: thin_check (and clear the flag), then reopen.
-    let (ok, out) = sh(&format!(
-        "thin_check --clear-needs-check-flag /dev/mapper/{fmeta}"
-    ));
-    println!("thin_check: ok={ok} {out}");
+    let (ok, out) = sh(&format!("thin_check --clear-needs-check-flag {meta_node}"));
+    assert!(ok, "thin_check: {out}");
+    assert!(!superblock_needs_check(&meta_node), "flag not cleared");
     match DeviceSet::open(&set_root, o) {
         Ok(set) => {
             assert!(
@@ -494,5 +528,165 @@ fn records_left_by_a_rolled_back_operation_and_foreign_pool_state() {
         ));
     }
     let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    set.shutdown().unwrap();
+}
+
+/// The base thin device of the set whose `set.json` is `set_record`,
+/// activated by hand under `name` (the set keeps it inactive), for changes
+/// behind the set's back. Returns its `/dev/dm-N`.
+fn base_by_hand(c: &mut Control, set_record: &serde_json::Value, name: &str) -> String {
+    let pool = set_record["pool_name"].as_str().unwrap();
+    let pool = c.info(DevId::Name(pool)).unwrap().dev;
+    let info = c
+        .create_with_table(
+            name,
+            &CreateOptions::default(),
+            &[TableLine::new(
+                0,
+                set_record["base_size"].as_u64().unwrap() / 512,
+                "thin",
+                format!("{pool} {}", set_record["base_thin_id"]),
+            )
+            .unwrap()],
+            UdevFlags::PRIVATE,
+        )
+        .unwrap();
+    format!("/dev/dm-{}", info.dev.minor)
+}
+
+fn set_ext4_uuid(node: &str, uuid: &str) {
+    sh_ok(&format!(
+        "e2fsck -fy {node} >/dev/null 2>&1; tune2fs -U {uuid} {node} 2>&1"
+    ));
+}
+
+#[test]
+fn base_filesystem_uuid_changed_behind_the_sets_back_is_refused() {
+    let root = Root::new("uuid-mismatch");
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    set.add_device("keep", None).unwrap();
+    let set_json = root.0.join("metadata/set.json");
+    let recorded_json = std::fs::read_to_string(&set_json).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&recorded_json).unwrap();
+    let recorded = record["base_fs_uuid"].as_str().unwrap().to_string();
+    let foreign = "0b5e55ed-1111-4222-8333-444455556666";
+    assert_ne!(recorded, foreign);
+    let mut c = Control::open().unwrap();
+    let by_hand = "dmthin-test-base-by-hand";
+    let node = base_by_hand(&mut c, &record, by_hand);
+    set_ext4_uuid(&node, foreign);
+    c.remove(DevId::Name(by_hand), &RemoveOptions::default())
+        .unwrap();
+    drop(set); // the pool stays, as after an exit without shutdown
+    let e = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap_err();
+    assert!(
+        matches!(&e, DeviceSetError::BaseUuidMismatch { expected, found }
+            if *expected == recorded && found == foreign),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains(&recorded) && text.contains(foreign),
+        "names both uuids: {text}"
+    );
+    // Refused without touching anything: the records are as they were.
+    assert_eq!(std::fs::read_to_string(&set_json).unwrap(), recorded_json);
+    assert!(root.0.join("metadata/devices/keep.json").exists());
+    // The uuid put back, the set opens with everything in it.
+    let pool = record["pool_name"].as_str().unwrap();
+    assert!(c.exists(pool).unwrap(), "the refused open removed the pool");
+    let node = base_by_hand(&mut c, &record, by_hand);
+    set_ext4_uuid(&node, &recorded);
+    c.remove(DevId::Name(by_hand), &RemoveOptions::default())
+        .unwrap();
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    assert!(set.has_device("keep"));
+    check_invariants(&set);
+    set.shutdown().unwrap();
+}
+
+#[test]
+fn duplicate_thin_ids_and_reserved_names_are_refused_at_open() {
+    let root = Root::new("dup-thin");
+    {
+        let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+        set.add_device("a", None).unwrap();
+        set.add_device("ok", None).unwrap();
+        set.shutdown().unwrap();
+    }
+    let devices = root.0.join("metadata/devices");
+    let a = std::fs::read_to_string(devices.join("a.json")).unwrap();
+    // A second record claiming a's thin id, and records named like the
+    // set's own pool and base devices.
+    let dup = a.replace("\"a\"", "\"b\"");
+    std::fs::write(devices.join("b.json"), &dup).unwrap();
+    for reserved in ["pool", "base"] {
+        let r = a
+            .replace("\"a\"", &format!("\"{reserved}\""))
+            .replace("\"thin_id\": 1", "\"thin_id\": 4000");
+        std::fs::write(devices.join(format!("{reserved}.json")), r).unwrap();
+    }
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    // Neither duplicate is used; each problem names the other file.
+    assert!(!set.has_device("a") && !set.has_device("b"));
+    assert!(!set.has_device("pool") && !set.has_device("base"));
+    assert!(set.has_device("ok"));
+    let problems: Vec<String> = set.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    for (file, other) in [("a.json", "b.json"), ("b.json", "a.json")] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(file) && p.contains(other) && p.contains("thin id")),
+            "{file} not reported with {other}: {problems:?}"
+        );
+    }
+    for reserved in ["pool.json", "base.json"] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(reserved) && p.contains("reserved")),
+            "{reserved}: {problems:?}"
+        );
+    }
+    // The pool is untouched and the set works.
+    assert!(set.activate_device("pool").is_err());
+    let st = set.status().unwrap();
+    assert_eq!(st.mode, "rw");
+    assert!(pool_thin_ids(&set).contains(&1), "a's thin id kept");
+    set.add_device("new", None).unwrap();
+    assert_ne!(
+        set.list()
+            .unwrap()
+            .iter()
+            .find(|d| d.id == "new")
+            .unwrap()
+            .thin_id,
+        1
+    );
+    set.shutdown().unwrap();
+    drop(set);
+    // Nothing stored was lost.
+    for f in ["a.json", "b.json", "pool.json", "base.json"] {
+        assert!(devices.join(f).exists(), "{f} deleted");
+    }
+    assert_eq!(std::fs::read_to_string(devices.join("a.json")).unwrap(), a);
+}
+
+#[test]
+fn adding_a_device_over_a_refused_record_keeps_the_record() {
+    let root = Root::new("over-refused");
+    {
+        let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+        set.add_device("a", None).unwrap();
+        set.shutdown().unwrap();
+    }
+    let devices = root.0.join("metadata/devices");
+    std::fs::write(devices.join("a.json"), b"{ damaged").unwrap();
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    assert!(!set.has_device("a"));
+    let e = set.add_device("a", None).unwrap_err();
+    assert!(e.to_string().contains("a.json"), "{e}");
+    assert_eq!(std::fs::read(devices.join("a.json")).unwrap(), b"{ damaged");
     set.shutdown().unwrap();
 }

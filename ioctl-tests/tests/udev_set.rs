@@ -1,5 +1,6 @@
-//! The device set beside udev, with its sync (cookies, the default) and
-//! without it (`udev_sync: false`, NodeMode::Bypass). CI runs this file in
+//! The device set beside udev, with its sync (udevd's monitor,
+//! NodeMode::UdevWatch, the default) and without it (`udev_sync: false`,
+//! NodeMode::Bypass). CI runs this file in
 //! the udev pass too; without udev both modes take the direct node path.
 
 mod common;
@@ -62,7 +63,7 @@ fn device_set_with_udev_sync() {
     if udev_mode() {
         assert!(matches!(
             Control::open().unwrap().node_mode(),
-            NodeMode::Udev { .. }
+            NodeMode::UdevWatch { .. }
         ));
     }
     lifecycle("udev-sync", true);

@@ -1,6 +1,5 @@
 //! Errors of the device set.
 
-use super::fs::FsError;
 use crate::dm::DmError;
 use crate::loopdev::LoopError;
 use crate::target::TargetError;
@@ -8,6 +7,7 @@ use std::path::PathBuf;
 
 // The error types of the set's private parts, nameable by users matching on
 // a `DeviceSetError` or reading `DeviceSet::problems`.
+pub use super::fs::FsError;
 pub use super::ids::IdError;
 pub use super::lock::LockError;
 pub use super::store::{ProblemReason, RecordProblem, StoreError};
@@ -36,6 +36,26 @@ pub enum DeviceSetError {
     /// A device id was refused.
     #[error(transparent)]
     Id(#[from] IdError),
+    /// A path under the set's root that another user could have planted or
+    /// changed (a symbolic link, a file of the wrong kind, a directory
+    /// others can write to).
+    #[error("refusing {path}: {reason}")]
+    Untrusted {
+        /// The path refused.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A record file for this id exists but was refused at load (see
+    /// [`DeviceSet::problems`](super::DeviceSet::problems)); it is kept, so the id
+    /// cannot be reused until it is repaired or moved away.
+    #[error("device id {id:?} has a record the set refused at open ({path}); repair or move it away first")]
+    RefusedRecord {
+        /// The id.
+        id: String,
+        /// The record file.
+        path: PathBuf,
+    },
     /// No device with this id.
     #[error("no device {0:?} in the set")]
     UnknownDevice(String),

@@ -1,8 +1,9 @@
-//! Named fail points for the crash-safety tests.
+//! Named fail points for the crash-safety tests; compiled only with the
+//! `failpoints` feature.
 //!
-//! With the `failpoints` feature, `fail_point!("name")` aborts the process when
-//! the environment variable `DMTHIN_FAILPOINT` equals `name`. Without the
-//! feature the macro expands to nothing.
+//! `fail_point!("name")` aborts the process when the environment variable
+//! `DMTHIN_FAILPOINT` equals `name`. Without the feature the macro (defined
+//! in the parent module then) expands to nothing.
 
 /// Every fail point in the device set, in the order an operation meets them.
 pub const FAIL_POINTS: &[&str] = &[
@@ -34,8 +35,6 @@ pub const FAIL_POINTS: &[&str] = &[
 ];
 
 /// Aborts the process if `DMTHIN_FAILPOINT` names this point (tests only).
-#[cfg(feature = "failpoints")]
-#[macro_export]
 macro_rules! fail_point {
     ($name:literal) => {{
         debug_assert!(
@@ -49,10 +48,4 @@ macro_rules! fail_point {
         }
     }};
 }
-
-/// Fail points compile to nothing without the `failpoints` feature.
-#[cfg(not(feature = "failpoints"))]
-#[macro_export]
-macro_rules! fail_point {
-    ($name:literal) => {{}};
-}
+pub(crate) use fail_point;

@@ -3,6 +3,8 @@
 use super::store::FsKind;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
+
+use super::mount_flags::MountOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -115,9 +117,19 @@ fn format_uuid(b: &[u8; 16]) -> String {
     )
 }
 
-/// Reads the filesystem uuid straight from the superblock (ext4: offset
-/// 1024+104, magic 0xEF53 at 1024+56; xfs: "XFSB" at 0, uuid at 32).
-pub fn read_fs_uuid(kind: FsKind, device: &Path) -> Result<String, FsError> {
+/// What the device set reads from a filesystem's superblock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superblock {
+    /// The filesystem uuid.
+    pub uuid: String,
+    /// The bytes the filesystem spans.
+    pub size: u64,
+}
+
+/// Reads the superblock straight from `device`: ext4 at 1024 (magic 0xEF53
+/// at +56, uuid at +104, block count and size at +4 and +24), xfs at 0
+/// ("XFSB", block size at 4, block count at 8, uuid at 32).
+pub fn read_superblock(kind: FsKind, device: &Path) -> Result<Superblock, FsError> {
     let dev = device.display().to_string();
     let io = |source| FsError::Io {
         device: dev.clone(),
@@ -127,8 +139,16 @@ pub fn read_fs_uuid(kind: FsKind, device: &Path) -> Result<String, FsError> {
     let mut sb = [0u8; 2048];
     f.seek(SeekFrom::Start(0)).map_err(io)?;
     f.read_exact(&mut sb).map_err(io)?;
+    let le32 = |at: usize| {
+        u64::from(u32::from_le_bytes([
+            sb[at],
+            sb[at + 1],
+            sb[at + 2],
+            sb[at + 3],
+        ]))
+    };
     let mut uuid = [0u8; 16];
-    match kind {
+    let size = match kind {
         FsKind::Ext4 => {
             if sb[1024 + 56..1024 + 58] != [0x53, 0xEF] {
                 return Err(FsError::NoSuperblock {
@@ -137,6 +157,13 @@ pub fn read_fs_uuid(kind: FsKind, device: &Path) -> Result<String, FsError> {
                 });
             }
             uuid.copy_from_slice(&sb[1024 + 104..1024 + 120]);
+            let log = le32(1024 + 24).min(16);
+            let mut blocks = le32(1024 + 4);
+            // INCOMPAT_64BIT: the high half of the block count is valid.
+            if le32(1024 + 0x60) & 0x80 != 0 {
+                blocks |= le32(1024 + 0x150) << 32;
+            }
+            blocks.saturating_mul(1024 << log)
         }
         FsKind::Xfs => {
             if &sb[0..4] != b"XFSB" {
@@ -146,71 +173,30 @@ pub fn read_fs_uuid(kind: FsKind, device: &Path) -> Result<String, FsError> {
                 });
             }
             uuid.copy_from_slice(&sb[32..48]);
-        }
-    }
-    Ok(format_uuid(&uuid))
-}
-
-/// The size in bytes the filesystem on `device` spans, from its superblock.
-pub fn read_fs_size(kind: FsKind, device: &Path) -> Result<u64, FsError> {
-    let dev = device.display().to_string();
-    let io = |source| FsError::Io {
-        device: dev.clone(),
-        source,
-    };
-    let mut f = std::fs::File::open(device).map_err(io)?;
-    let mut sb = [0u8; 2048];
-    f.read_exact(&mut sb).map_err(io)?;
-    let le32 = |at: usize| {
-        u64::from(u32::from_le_bytes([
-            sb[at],
-            sb[at + 1],
-            sb[at + 2],
-            sb[at + 3],
-        ]))
-    };
-    match kind {
-        FsKind::Ext4 => {
-            if sb[1024 + 56..1024 + 58] != [0x53, 0xEF] {
-                return Err(FsError::NoSuperblock {
-                    device: dev,
-                    kind: "ext4",
-                });
-            }
-            let log = le32(1024 + 24).min(16);
-            let mut blocks = le32(1024 + 4);
-            // INCOMPAT_64BIT: the high half of the block count is valid.
-            if le32(1024 + 0x60) & 0x80 != 0 {
-                blocks |= le32(1024 + 0x150) << 32;
-            }
-            Ok(blocks.saturating_mul(1024 << log))
-        }
-        FsKind::Xfs => {
-            if &sb[0..4] != b"XFSB" {
-                return Err(FsError::NoSuperblock {
-                    device: dev,
-                    kind: "xfs",
-                });
-            }
             let bs = u64::from(u32::from_be_bytes([sb[4], sb[5], sb[6], sb[7]]));
             let mut d = [0u8; 8];
             d.copy_from_slice(&sb[8..16]);
-            Ok(u64::from_be_bytes(d).saturating_mul(bs))
+            u64::from_be_bytes(d).saturating_mul(bs)
         }
-    }
+    };
+    Ok(Superblock {
+        uuid: format_uuid(&uuid),
+        size,
+    })
 }
 
-/// Mount options for a device set mount: the user's, plus `nouuid` for xfs
-/// (snapshots share their parent's uuid).
-pub fn mount_data(kind: FsKind, options: &[String], discard: bool) -> String {
-    let mut opts: Vec<&str> = options.iter().map(String::as_str).collect();
-    if kind == FsKind::Xfs && !opts.contains(&"nouuid") {
-        opts.push("nouuid");
+/// How a device set mount is made: the user's options split into mount(2)
+/// flags and filesystem data (see [`MountOptions`]), plus `nouuid` for xfs
+/// (snapshots share their parent's uuid) and `discard` when asked.
+pub fn mount_options(kind: FsKind, options: &[String], discard: bool) -> MountOptions {
+    let mut parsed = MountOptions::parse(options);
+    if kind == FsKind::Xfs && !parsed.has_data("nouuid") {
+        parsed.data.push("nouuid".into());
     }
-    if discard && !opts.contains(&"discard") {
-        opts.push("discard");
+    if discard && !parsed.has_data("discard") {
+        parsed.data.push("discard".into());
     }
-    opts.join(",")
+    parsed
 }
 
 /// Mounts `device` on `path`. When `discard` is refused, mounts without it.
@@ -223,12 +209,13 @@ pub fn mount(
     options: &[String],
     discard: bool,
 ) -> Result<bool, FsError> {
-    let mut flags = MsFlags::empty();
-    if read_only {
-        flags |= MsFlags::MS_RDONLY;
-    }
     let try_mount = |discard: bool| {
-        let data = mount_data(kind, options, discard);
+        let opts = mount_options(kind, options, discard);
+        let mut flags = opts.flags;
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        let data = opts.data.join(",");
         nix::mount::mount(
             Some(device),
             path,
@@ -373,34 +360,71 @@ mod tests {
     }
 
     #[test]
-    fn mount_data_adds_nouuid_for_xfs_only() {
-        assert_eq!(mount_data(FsKind::Xfs, &[], false), "nouuid");
+    fn mount_options_add_nouuid_for_xfs_only_and_split_flags() {
+        let xfs = mount_options(FsKind::Xfs, &[], false);
         assert_eq!(
-            mount_data(FsKind::Ext4, &["noatime".into()], true),
-            "noatime,discard"
+            (xfs.flags, xfs.data.join(",")),
+            (MsFlags::empty(), "nouuid".into())
         );
+        let ext4 = mount_options(
+            FsKind::Ext4,
+            &["noatime,nosuid,nodev".into(), "data=ordered".into()],
+            true,
+        );
+        assert_eq!(
+            ext4.flags,
+            MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV
+        );
+        assert_eq!(ext4.data.join(","), "data=ordered,discard");
+    }
+
+    fn superblock_of(name: &str, image: &[u8], kind: FsKind) -> Result<Superblock, FsError> {
+        let dir = std::env::temp_dir().join(format!("dmthin-fs-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("sb");
+        std::fs::write(&img, image).unwrap();
+        let sb = read_superblock(kind, &img);
+        std::fs::remove_dir_all(&dir).unwrap();
+        sb
     }
 
     #[test]
     fn uuid_from_ext4_superblock() {
-        let dir = std::env::temp_dir().join(format!("dmthin-fs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let img = dir.join("sb");
         let mut sb = vec![0u8; 4096];
         sb[1024 + 56] = 0x53;
         sb[1024 + 57] = 0xEF;
         for i in 0..16 {
             sb[1024 + 104 + i] = i as u8;
         }
-        std::fs::write(&img, &sb).unwrap();
+        // 1000 blocks of 1024 << 2 bytes.
+        sb[1024 + 4..1024 + 8].copy_from_slice(&1000u32.to_le_bytes());
+        sb[1024 + 24] = 2;
         assert_eq!(
-            read_fs_uuid(FsKind::Ext4, &img).unwrap(),
-            "00010203-0405-0607-0809-0a0b0c0d0e0f"
+            superblock_of("ext4", &sb, FsKind::Ext4).unwrap(),
+            Superblock {
+                uuid: "00010203-0405-0607-0809-0a0b0c0d0e0f".into(),
+                size: 1000 * 4096,
+            }
         );
         assert!(matches!(
-            read_fs_uuid(FsKind::Xfs, &img),
+            superblock_of("ext4-as-xfs", &sb, FsKind::Xfs),
             Err(FsError::NoSuperblock { .. })
         ));
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn size_from_xfs_superblock() {
+        let mut sb = vec![0u8; 4096];
+        sb[0..4].copy_from_slice(b"XFSB");
+        sb[4..8].copy_from_slice(&4096u32.to_be_bytes());
+        sb[8..16].copy_from_slice(&((1u64 << 33) + 5).to_be_bytes());
+        sb[32] = 0xab;
+        let got = superblock_of("xfs", &sb, FsKind::Xfs).unwrap();
+        assert_eq!(got.size, ((1u64 << 33) + 5) * 4096);
+        assert_eq!(got.uuid, "ab000000-0000-0000-0000-000000000000");
+        assert!(matches!(
+            superblock_of("xfs-as-ext4", &sb, FsKind::Ext4),
+            Err(FsError::NoSuperblock { .. })
+        ));
     }
 }

@@ -2,17 +2,34 @@
 //! with a filesystem, and one thin snapshot per caller-chosen id, with
 //! crash-consistent metadata (the design of Docker's devicemapper driver).
 
+mod engine;
 pub mod error;
+#[cfg(feature = "failpoints")]
 pub mod failpoint;
-pub mod fs;
+pub(crate) mod fs;
 pub(crate) mod ids;
 pub(crate) mod lock;
+mod mount_flags;
+mod options;
+mod report;
 mod set;
 pub(crate) mod store;
+mod trust;
 
+pub use engine::MAX_METADATA_BYTES;
 pub use error::{DeviceSetError, Result};
-pub use set::{
-    name_prefix, DeviceSet, DeviceSummary, Options, Progress, RemoveOutcome, SetStatus,
-    StorageOptions, MAX_METADATA_BYTES,
-};
+pub use options::{Options, Progress, StorageOptions};
+pub use report::{DeviceSummary, RemoveOutcome, SetStatus};
+pub use set::{name_prefix, DeviceSet};
 pub use store::FsKind;
+
+#[cfg(feature = "failpoints")]
+pub(crate) use failpoint::fail_point;
+
+/// Fail points compile to nothing without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+macro_rules! fail_point {
+    ($name:literal) => {{}};
+}
+#[cfg(not(feature = "failpoints"))]
+pub(crate) use fail_point;

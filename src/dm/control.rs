@@ -118,7 +118,7 @@ impl Control {
             })?;
         let nodes = options.nodes.unwrap_or_else(|| {
             if cookie::udev_running() {
-                NodeMode::Udev {
+                NodeMode::UdevWatch {
                     timeout: Duration::from_secs(30),
                 }
             } else {
@@ -416,7 +416,7 @@ impl Control {
         // probe it (its inotify watch), which holds it open for a moment: an
         // EBUSY then is usually udev's, so retry briefly, as libdm's
         // dm_task_retry_remove does. A device really held open still fails.
-        let backoff = if matches!(self.nodes, NodeMode::Udev { .. }) && !options.deferred {
+        let backoff = if self.waits_for_udev() && !options.deferred {
             Backoff::BUSY
         } else {
             Backoff::BUSY.with_tries(1)
@@ -736,12 +736,31 @@ impl Control {
         lines: &[TableLine],
         udev_flags: UdevFlags,
     ) -> Result<DeviceInfo> {
+        self.create_with_table_steps(name, options, lines, udev_flags, || {}, || {})
+    }
+
+    /// [`Control::create_with_table`], calling `on_created` once the device
+    /// exists and `on_loaded` once its table is loaded (the device set's
+    /// fail points go there).
+    pub(crate) fn create_with_table_steps(
+        &mut self,
+        name: &str,
+        options: &CreateOptions<'_>,
+        lines: &[TableLine],
+        udev_flags: UdevFlags,
+        on_created: impl FnOnce(),
+        on_loaded: impl FnOnce(),
+    ) -> Result<DeviceInfo> {
         // Validate the table before creating anything.
         encode::encode_table(lines, &mut self.payload)?;
         self.create(name, options)?;
+        on_created();
         let loaded = self
             .table_load(DevId::Name(name), lines, options.read_only)
-            .and_then(|_| self.resume(DevId::Name(name), udev_flags));
+            .and_then(|_| {
+                on_loaded();
+                self.resume(DevId::Name(name), udev_flags)
+            });
         match loaded {
             Ok(info) => Ok(info),
             Err(e) => {

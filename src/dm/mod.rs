@@ -17,6 +17,7 @@ mod node;
 mod options;
 mod sys;
 mod table_line;
+mod uevent;
 
 pub use abi::{Command, Dev, DmFlags, Version};
 pub use control::Control;

@@ -2,6 +2,7 @@
 //! where /dev is not devtmpfs) when udev does not, as libdm does.
 
 use super::abi::{Dev, MAPPER_DIR};
+use super::encode::DevId;
 use super::error::{DmError, Result};
 use nix::errno::Errno;
 use nix::sys::stat::{self, Mode, SFlag};
@@ -23,6 +24,32 @@ fn node_error(path: &Path, errno: Errno) -> DmError {
         path: path.display().to_string(),
         errno,
     }
+}
+
+/// The device number behind `id` as the nodes tell it, without an ioctl:
+/// `/dev/mapper/<name>` or `/dev/disk/by-id/dm-uuid-<uuid>` (udev's links, or
+/// our nodes), confirmed by the device's name or uuid in sysfs. `None` when
+/// there is no such node yet (or a stale one).
+pub(crate) fn known_dev(id: DevId<'_>) -> Option<Dev> {
+    use std::os::unix::fs::MetadataExt;
+    let (path, attr, value) = match id {
+        DevId::Dev(dev) => return Some(dev),
+        DevId::Name(n) if !n.contains('/') => (mapper_path(n), "name", n),
+        DevId::Uuid(u) if !u.contains('/') => (
+            PathBuf::from(format!("/dev/disk/by-id/dm-uuid-{u}")),
+            "uuid",
+            u,
+        ),
+        _ => return None,
+    };
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    let dev = Dev::from_dev_t(meta.rdev());
+    let sysfs = format!("/sys/dev/block/{}:{}/dm/{attr}", dev.major, dev.minor);
+    let named = std::fs::read_to_string(sysfs).ok()?;
+    (named.trim_end_matches('\n') == value).then_some(dev)
 }
 
 /// Makes sure `path` is a block node for `dev` (mode 0600), replacing a stale one.

@@ -7,7 +7,22 @@ use std::time::Duration;
 /// Who makes `/dev/mapper/<name>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeMode {
-    /// udev does, and we wait for it through cookies (at most `timeout`).
+    /// udev does, with every rule (symlinks, blkid, `/dev/disk/by-*`, its
+    /// database), and we wait until udevd reports the event processed on its
+    /// netlink monitor (at most `timeout`): no cookie semaphore, and no rule
+    /// runs `dmsetup`, except on a device's first activation, whose uevent
+    /// must carry the dm rule flags (see [`UdevFlags`]). The default when
+    /// udev runs. A remove retries `EBUSY` (udev's probe after a write) as in
+    /// `Udev`. Where uevents cannot be seen (a network namespace of its own),
+    /// nothing is waited for and a warning is logged.
+    UdevWatch {
+        /// Longest wait for udev per operation.
+        timeout: Duration,
+    },
+    /// udev does, and we wait for it through libdm's cookies (at most
+    /// `timeout`): every uevent carries a SysV semaphore that the rules
+    /// release through `dmsetup udevcomplete`. For hosts whose rules need
+    /// the cookie (libdm-compatible).
     Udev {
         /// Longest wait for udev per operation.
         timeout: Duration,
@@ -28,7 +43,7 @@ pub enum NodeMode {
 /// Settings for [`Control::open_with`](super::Control::open_with).
 #[derive(Clone, Copy, Debug)]
 pub struct ControlOptions {
-    /// Node handling; `None` picks `Udev` when udev runs, `Direct` otherwise.
+    /// Node handling; `None` picks `UdevWatch` (30 s) when udev runs, `Direct` otherwise.
     pub nodes: Option<NodeMode>,
     /// Character rules for names and uuids.
     pub name_policy: NamePolicy,

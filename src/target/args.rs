@@ -2,6 +2,7 @@
 //! messages and status lines the way the kernel does, and reading numbers
 //! strictly.
 
+use super::device::DeviceRef;
 use super::error::{snippet, Result, TargetError};
 
 /// True for the bytes the kernel's `isspace()` takes as separators in
@@ -22,6 +23,18 @@ pub(crate) fn is_kernel_space(c: char) -> bool {
     c.is_ascii() && is_space_byte(c as u8)
 }
 
+/// Writes ` {v}` if `v` is some: an optional trailing argument of a table or
+/// status line.
+pub(crate) fn write_opt<T: std::fmt::Display>(
+    f: &mut std::fmt::Formatter<'_>,
+    v: Option<T>,
+) -> std::fmt::Result {
+    match v {
+        Some(v) => write!(f, " {v}"),
+        None => Ok(()),
+    }
+}
+
 /// A cursor over arguments separated by [`is_space_byte`] (a byte scanner
 /// that never allocates: the separators are ASCII, so every cut falls on a
 /// char boundary). Tables, messages and status lines all split through it.
@@ -36,6 +49,23 @@ impl<'a> Args<'a> {
     /// Splits `s` on the kernel's separators; `context` names the target in errors.
     pub(crate) fn new(s: &'a str, context: &'static str) -> Self {
         Args { s, pos: 0, context }
+    }
+
+    /// Like [`Args::new`], but [`TargetError::Empty`] if `s` holds no token.
+    pub(crate) fn non_empty(s: &'a str, context: &'static str) -> Result<Self> {
+        let a = Args::new(s, context);
+        if a.is_empty() {
+            return Err(TargetError::Empty { context });
+        }
+        Ok(a)
+    }
+
+    /// The next token, or [`TargetError::Empty`]: for the first one of an
+    /// input that must hold something.
+    pub(crate) fn first(&mut self) -> Result<&'a str> {
+        self.next_token().ok_or(TargetError::Empty {
+            context: self.context,
+        })
     }
 
     /// The next non-empty token, if any.
@@ -82,6 +112,11 @@ impl<'a> Args<'a> {
     #[inline]
     pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32> {
         parse_u32(field, self.required(field)?)
+    }
+
+    /// The next token as a device (`major:minor` or a path).
+    pub(crate) fn device(&mut self, field: &'static str) -> Result<DeviceRef> {
+        DeviceRef::parse_field(field, self.required(field)?)
     }
 
     /// Fails if any token is left.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::args::Args;
+use super::args::{write_opt, Args};
 use super::device::DeviceRef;
 use super::error::{Result, TargetError};
 use super::TargetTable;
@@ -20,11 +20,26 @@ pub struct DelayClass {
     pub delay_ms: u32,
 }
 
+/// The field names of the read, write and flush classes in errors.
+const FIELDS: [[&str; 3]; 3] = [
+    ["delay read device", "delay read offset", "delay read delay"],
+    [
+        "delay write device",
+        "delay write offset",
+        "delay write delay",
+    ],
+    [
+        "delay flush device",
+        "delay flush offset",
+        "delay flush delay",
+    ],
+];
+
 impl DelayClass {
     fn parse(a: &mut Args<'_>, which: [&'static str; 3]) -> Result<Self> {
         let [f_dev, f_off, f_delay] = which;
         Ok(DelayClass {
-            device: DeviceRef::parse_field(f_dev, a.required(f_dev)?)?,
+            device: a.device(f_dev)?,
             offset: a.u64(f_off)?,
             delay_ms: a.u32(f_delay)?,
         })
@@ -93,9 +108,21 @@ impl DelayTable {
     pub fn flush(&self) -> Option<&DelayClass> {
         self.flush.as_ref()
     }
+}
+
+impl fmt::Display for DelayTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.read)?;
+        write_opt(f, self.write.as_ref())?;
+        write_opt(f, self.flush.as_ref())
+    }
+}
+
+impl TargetTable for DelayTable {
+    const TARGET_TYPE: &'static str = "delay";
 
     /// Parses the parameters.
-    pub fn parse_params(params: &str) -> Result<Self> {
+    fn parse_params(params: &str) -> Result<Self> {
         let mut a = Args::new(params, DELAY);
         let n = a.remaining();
         if n == 0 {
@@ -108,61 +135,23 @@ impl DelayTable {
                 rule: "must be 3, 6 or 9",
             });
         }
-        let read = DelayClass::parse(
-            &mut a,
-            ["delay read device", "delay read offset", "delay read delay"],
-        )?;
-        let mut t = DelayTable::new(read)?;
+        let [read, write, flush] = FIELDS;
+        let mut t = DelayTable::new(DelayClass::parse(&mut a, read)?)?;
         if n >= 6 {
-            let w = DelayClass::parse(
-                &mut a,
-                [
-                    "delay write device",
-                    "delay write offset",
-                    "delay write delay",
-                ],
-            )?;
-            t = t.with_write(w)?;
+            t = t.with_write(DelayClass::parse(&mut a, write)?)?;
         }
         if n >= 9 {
-            let fl = DelayClass::parse(
-                &mut a,
-                [
-                    "delay flush device",
-                    "delay flush offset",
-                    "delay flush delay",
-                ],
-            )?;
-            t = t.with_flush(fl)?;
+            t = t.with_flush(DelayClass::parse(&mut a, flush)?)?;
         }
         a.finish()?;
         Ok(t)
     }
 }
 
-impl fmt::Display for DelayTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.read)?;
-        if let Some(w) = &self.write {
-            write!(f, " {w}")?;
-        }
-        if let Some(fl) = &self.flush {
-            write!(f, " {fl}")?;
-        }
-        Ok(())
-    }
-}
-
-impl TargetTable for DelayTable {
-    const TARGET_TYPE: &'static str = "delay";
-    fn parse_params(params: &str) -> Result<Self> {
-        DelayTable::parse_params(params)
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::device::tests::{device_strategy, mm};
+    use super::super::test_support::assert_parse_errors;
     use super::*;
     use proptest::prelude::*;
 
@@ -174,7 +163,7 @@ pub(crate) mod tests {
         let t: DelayTable = "7:0 0 0 7:1 0 400 7:2 8 333".parse().unwrap();
         assert_eq!(t.flush().map(|c| c.delay_ms), Some(333));
         assert_eq!(t.to_string(), "7:0 0 0 7:1 0 400 7:2 8 333");
-        for (input, want) in [
+        assert_parse_errors::<DelayTable>(&[
             ("", "empty"),
             ("7:0 0", "must be 3, 6 or 9"),
             ("7:0 0 1 2", "must be 3, 6 or 9"),
@@ -185,10 +174,7 @@ pub(crate) mod tests {
                 "delay write delay: 4294967296 does not fit in 32 bits",
             ),
             ("7:0 0 1 /dev/a\\b 0 1", "backslash"),
-        ] {
-            let e = input.parse::<DelayTable>().unwrap_err();
-            assert!(e.to_string().contains(want), "{input:?}: {e}");
-        }
+        ]);
         let c = |d: DeviceRef| DelayClass {
             device: d,
             offset: 0,
@@ -235,16 +221,5 @@ pub(crate) mod tests {
             })
     }
 
-    proptest! {
-        #[test]
-        fn delay_round_trip(t in delay_strategy()) {
-            prop_assert_eq!(t.to_string().parse::<DelayTable>(), Ok(t.clone()));
-            prop_assert_eq!(DelayTable::try_from(&t.to_line(0, 1)), Ok(t));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<DelayTable>();
-        }
-    }
+    parse_proptests!(table: DelayTable, delay_strategy());
 }

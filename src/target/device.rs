@@ -276,17 +276,9 @@ pub(crate) mod tests {
         ]
     }
 
+    parse_proptests!(DeviceRef, device_strategy());
+
     proptest! {
-        #[test]
-        fn round_trip(d in device_strategy()) {
-            prop_assert_eq!(d.to_string().parse::<DeviceRef>(), Ok(d));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<DeviceRef>();
-        }
-
         #[test]
         fn accepted_paths_are_one_token(s in any::<String>()) {
             if let Ok(d) = DeviceRef::path(s.clone()) {

@@ -227,6 +227,18 @@ pub enum TargetError {
     },
 }
 
+impl TargetError {
+    /// [`TargetError::UnknownKeyword`]: `found` read as `field` is none of `expected`.
+    #[cold]
+    pub(crate) fn unknown(field: &'static str, found: &str, expected: &'static str) -> Self {
+        TargetError::UnknownKeyword {
+            field,
+            found: snippet(found),
+            expected,
+        }
+    }
+}
+
 /// The longest piece of offending input kept in an error, in bytes.
 pub const SNIPPET_MAX: usize = 64;
 

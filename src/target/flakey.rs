@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::args::{parse_u64, Args};
 use super::device::DeviceRef;
-use super::error::{snippet, Result, TargetError};
+use super::error::{Result, TargetError};
 use super::TargetTable;
 
 const FLAKEY: &str = "flakey table";
@@ -209,11 +209,11 @@ impl FlakeyFeatures {
                 } else if dir.eq_ignore_ascii_case("w") {
                     Direction::Write
                 } else {
-                    return Err(TargetError::UnknownKeyword {
-                        field: "flakey corrupt_bio_byte <direction>",
-                        found: snippet(dir),
-                        expected: "r or w",
-                    });
+                    return Err(TargetError::unknown(
+                        "flakey corrupt_bio_byte <direction>",
+                        dir,
+                        "r or w",
+                    ));
                 };
                 let v_tok = a.required("flakey corrupt_bio_byte <value>")?;
                 let v = parse_u64("flakey corrupt_bio_byte <value>", v_tok)?;
@@ -252,12 +252,12 @@ impl FlakeyFeatures {
                 consume(&mut left, 1, canon)?;
                 *slot = Some(a.u32(field)?);
             } else {
-                return Err(TargetError::UnknownKeyword {
-                    field: "flakey feature",
-                    found: snippet(name),
-                    expected: "error_reads, drop_writes, error_writes, corrupt_bio_byte, \
-                               random_read_corrupt or random_write_corrupt",
-                });
+                return Err(TargetError::unknown(
+                    "flakey feature",
+                    name,
+                    "error_reads, drop_writes, error_writes, corrupt_bio_byte, \
+                     random_read_corrupt or random_write_corrupt",
+                ));
             }
         }
         f.validate()?;
@@ -394,21 +394,6 @@ impl FlakeyTable {
     pub fn features(&self) -> FlakeyFeatures {
         self.features
     }
-
-    /// Parses the parameters, as given to or reported by the kernel.
-    pub fn parse_params(params: &str) -> Result<Self> {
-        let mut a = Args::new(params, FLAKEY);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: FLAKEY });
-        }
-        let dev = DeviceRef::parse_field("flakey device", a.required("flakey device")?)?;
-        let offset = a.u64("flakey offset")?;
-        let up = a.u32("flakey up interval")?;
-        let down = a.u32("flakey down interval")?;
-        let features = FlakeyFeatures::parse(&mut a)?;
-        a.finish()?;
-        FlakeyTable::new(dev, offset, up, down)?.with_features(features)
-    }
 }
 
 impl fmt::Display for FlakeyTable {
@@ -427,14 +412,24 @@ impl fmt::Display for FlakeyTable {
 
 impl TargetTable for FlakeyTable {
     const TARGET_TYPE: &'static str = "flakey";
+
+    /// Parses the parameters, as given to or reported by the kernel.
     fn parse_params(params: &str) -> Result<Self> {
-        FlakeyTable::parse_params(params)
+        let mut a = Args::non_empty(params, FLAKEY)?;
+        let dev = a.device("flakey device")?;
+        let offset = a.u64("flakey offset")?;
+        let up = a.u32("flakey up interval")?;
+        let down = a.u32("flakey down interval")?;
+        let features = FlakeyFeatures::parse(&mut a)?;
+        a.finish()?;
+        FlakeyTable::new(dev, offset, up, down)?.with_features(features)
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::device::tests::device_strategy;
+    use super::super::test_support::assert_parse_errors;
     use super::*;
     use proptest::prelude::*;
 
@@ -542,13 +537,7 @@ pub(crate) mod tests {
             ),
             ("7:0 0 1 1 0 extra", "unexpected extra argument"),
         ];
-        for (input, want) in cases {
-            let e = input.parse::<FlakeyTable>().unwrap_err();
-            assert!(
-                e.to_string().contains(want),
-                "{input:?}: got {e}, want {want:?}"
-            );
-        }
+        assert_parse_errors::<FlakeyTable>(cases);
     }
 
     pub(crate) fn flakey_features_strategy() -> impl Strategy<Value = FlakeyFeatures> {
@@ -592,17 +581,5 @@ pub(crate) mod tests {
             })
     }
 
-    proptest! {
-        #[test]
-        fn flakey_round_trip(t in flakey_strategy()) {
-            prop_assert_eq!(t.to_string().parse::<FlakeyTable>(), Ok(t.clone()));
-            prop_assert_eq!(format!("{t} ").parse::<FlakeyTable>(), Ok(t.clone()));
-            prop_assert_eq!(FlakeyTable::try_from(&t.to_line(0, 1)), Ok(t));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<FlakeyTable>();
-        }
-    }
+    parse_proptests!(table: FlakeyTable, flakey_strategy());
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::args::Args;
 use super::device::DeviceRef;
-use super::error::{Result, TargetError};
+use super::error::Result;
 use super::TargetTable;
 
 /// A `linear` table: `<device> <offset>`, mapping onto `device` from sector `offset`.
@@ -30,19 +30,6 @@ impl LinearTable {
     pub fn offset(&self) -> u64 {
         self.offset
     }
-
-    /// Parses the parameters.
-    pub fn parse_params(params: &str) -> Result<Self> {
-        const CONTEXT: &str = "linear table";
-        let mut a = Args::new(params, CONTEXT);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: CONTEXT });
-        }
-        let dev = DeviceRef::parse_field("linear device", a.required("linear device")?)?;
-        let offset = a.u64("linear offset")?;
-        a.finish()?;
-        LinearTable::new(dev, offset)
-    }
 }
 
 impl fmt::Display for LinearTable {
@@ -53,14 +40,22 @@ impl fmt::Display for LinearTable {
 
 impl TargetTable for LinearTable {
     const TARGET_TYPE: &'static str = "linear";
+
+    /// Parses the parameters.
     fn parse_params(params: &str) -> Result<Self> {
-        LinearTable::parse_params(params)
+        const CONTEXT: &str = "linear table";
+        let mut a = Args::non_empty(params, CONTEXT)?;
+        let dev = a.device("linear device")?;
+        let offset = a.u64("linear offset")?;
+        a.finish()?;
+        LinearTable::new(dev, offset)
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::device::tests::{device_strategy, mm};
+    use super::super::test_support::assert_parse_errors;
     use super::*;
     use proptest::prelude::*;
 
@@ -70,15 +65,12 @@ pub(crate) mod tests {
         assert_eq!((t.device(), t.offset()), (&mm(7, 0), 2048));
         assert_eq!(t.to_string(), "7:0 2048");
         assert_eq!(t.to_line(0, 10).to_string(), "0 10 linear 7:0 2048");
-        for (input, want) in [
+        assert_parse_errors::<LinearTable>(&[
             ("", "empty"),
             ("7:0", "linear offset is missing"),
             ("7:0 x", "linear offset: expected a decimal integer"),
             ("7:0 1 2", "unexpected extra argument \"2\""),
-        ] {
-            let e = input.parse::<LinearTable>().unwrap_err();
-            assert!(e.to_string().contains(want), "{input:?}: {e}");
-        }
+        ]);
         assert!(LinearTable::new(DeviceRef::Path("/dev/a b".into()), 0).is_err());
     }
 
@@ -86,16 +78,5 @@ pub(crate) mod tests {
         (device_strategy(), any::<u64>()).prop_map(|(d, o)| LinearTable::new(d, o).unwrap())
     }
 
-    proptest! {
-        #[test]
-        fn linear_round_trip(t in linear_strategy()) {
-            prop_assert_eq!(t.to_string().parse::<LinearTable>(), Ok(t.clone()));
-            prop_assert_eq!(LinearTable::try_from(&t.to_line(0, 1)), Ok(t));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<LinearTable>();
-        }
-    }
+    parse_proptests!(table: LinearTable, linear_strategy());
 }

@@ -1,10 +1,9 @@
 //! Messages to a thin-pool (`TARGET_MSG`, sector 0).
 
 use std::fmt;
-use std::str::FromStr;
 
 use super::args::Args;
-use super::error::{snippet, Result, TargetError};
+use super::error::{Result, TargetError};
 use super::thin::ThinId;
 
 const CONTEXT: &str = "thin-pool message";
@@ -81,9 +80,7 @@ impl PoolMessage {
     /// Parses a message; the name is case-insensitive, as in the kernel.
     pub fn parse(s: &str) -> Result<Self> {
         let mut a = Args::new(s, CONTEXT);
-        let name = a
-            .next_token()
-            .ok_or(TargetError::Empty { context: CONTEXT })?;
+        let name = a.first()?;
         let lower = |n: &str| name.eq_ignore_ascii_case(n);
         let msg = if lower("create_thin") {
             PoolMessage::CreateThin(ThinId::parse_field(
@@ -108,12 +105,12 @@ impl PoolMessage {
         } else if lower("release_metadata_snap") {
             PoolMessage::ReleaseMetadataSnap
         } else {
-            return Err(TargetError::UnknownKeyword {
-                field: "thin-pool message name",
-                found: snippet(name),
-                expected: "create_thin, create_snap, delete, set_transaction_id, \
-                           reserve_metadata_snap or release_metadata_snap",
-            });
+            return Err(TargetError::unknown(
+                "thin-pool message name",
+                name,
+                "create_thin, create_snap, delete, set_transaction_id, \
+                 reserve_metadata_snap or release_metadata_snap",
+            ));
         };
         a.finish()?;
         Ok(msg)
@@ -135,15 +132,9 @@ impl fmt::Display for PoolMessage {
     }
 }
 
-impl FromStr for PoolMessage {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::assert_parse_errors;
     use super::super::thin::tests::thin_id_strategy;
     use super::*;
     use proptest::prelude::*;
@@ -194,7 +185,7 @@ mod tests {
 
     #[test]
     fn every_invalid_input_says_why() {
-        for (input, want) in [
+        assert_parse_errors::<PoolMessage>(&[
             ("", "thin-pool message: input is empty"),
             ("create", "unknown value \"create\""),
             ("create_thin", "create_thin id is missing"),
@@ -222,10 +213,7 @@ mod tests {
                 "does not fit in 64 bits",
             ),
             ("reserve_metadata_snap now", "unexpected extra argument"),
-        ] {
-            let e = PoolMessage::parse(input).unwrap_err();
-            assert!(e.to_string().contains(want), "{input:?}: {e}");
-        }
+        ]);
     }
 
     fn message_strategy() -> impl Strategy<Value = PoolMessage> {
@@ -241,15 +229,5 @@ mod tests {
         ]
     }
 
-    proptest! {
-        #[test]
-        fn round_trip(m in message_strategy()) {
-            prop_assert_eq!(m.to_string().parse::<PoolMessage>(), Ok(m));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<PoolMessage>();
-        }
-    }
+    parse_proptests!(PoolMessage, message_strategy());
 }

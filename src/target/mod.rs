@@ -15,6 +15,10 @@
 //! trailing spaces) and returns a [`TargetError`] naming the field and the
 //! problem for anything else; none panics.
 
+#[cfg(test)]
+#[macro_use]
+mod test_support;
+
 mod args;
 mod delay;
 mod device;
@@ -43,19 +47,6 @@ pub use status::{
 };
 pub use thin::{ThinId, ThinTable};
 pub use zero_error::{ErrorTable, ZeroTable};
-
-/// `FromStr` for the tables whose text is just their parameters.
-macro_rules! from_str_via_params {
-    ($($t:ty),*) => {$(
-        impl std::str::FromStr for $t {
-            type Err = TargetError;
-            fn from_str(s: &str) -> Result<Self> {
-                <$t as TargetTable>::parse_params(s)
-            }
-        }
-    )*};
-}
-from_str_via_params!(LinearTable, ZeroTable, ErrorTable, FlakeyTable, DelayTable);
 
 use crate::dm::TableLineError;
 use error::snippet;
@@ -142,12 +133,24 @@ fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
-impl FromStr for TableLine {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        TableLine::parse(s)
-    }
+/// `FromStr` for the types whose `parse` reads their whole text.
+macro_rules! from_str_via_parse {
+    ($($t:ty),*) => {$(
+        impl FromStr for $t {
+            type Err = TargetError;
+            fn from_str(s: &str) -> Result<Self> {
+                <$t>::parse(s)
+            }
+        }
+    )*};
 }
+from_str_via_parse!(
+    TableLine,
+    PoolMessage,
+    ThinPoolStatus,
+    PoolStatus,
+    ThinStatus
+);
 
 /// A typed target table: its parameters format with `Display` and parse with
 /// [`TargetTable::parse_params`].
@@ -180,29 +183,70 @@ pub trait TargetTable: fmt::Display + Sized {
     }
 }
 
-macro_rules! try_from_line {
-    ($($t:ty),*) => {$(
-        impl TryFrom<&TableLine> for $t {
-            type Error = TargetError;
-            fn try_from(line: &TableLine) -> Result<Self> {
-                <$t as TargetTable>::from_line(line)
+/// Declares [`Target`] with one variant per typed table, each table named
+/// once: the enum, its dispatch on the target type, and for each table
+/// `From<table> for Target`, `FromStr` and `TryFrom<&TableLine>`.
+macro_rules! targets {
+    ($($(#[$doc:meta])* $variant:ident($table:ident),)*) => {
+        /// Any target this module knows.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum Target {
+            $($(#[$doc])* $variant($table),)*
+        }
+
+        impl Target {
+            /// The kernel's target type name.
+            pub fn target_type(&self) -> &'static str {
+                match self {
+                    $(Target::$variant(_) => $table::TARGET_TYPE,)*
+                }
+            }
+
+            /// Parses `params` as the table of type `target_type`, `None` for
+            /// a type not listed here.
+            fn parse_known(target_type: &str, params: &str) -> Option<Result<Self>> {
+                match target_type {
+                    $($table::TARGET_TYPE => Some($table::parse_params(params).map(Target::$variant)),)*
+                    _ => None,
+                }
             }
         }
-    )*};
-}
-try_from_line!(
-    ThinPoolTable,
-    ThinTable,
-    LinearTable,
-    ZeroTable,
-    ErrorTable,
-    FlakeyTable,
-    DelayTable
-);
 
-/// Any target this module knows.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Target {
+        impl fmt::Display for Target {
+            /// The parameters string.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Target::$variant(t) => t.fmt(f),)*
+                }
+            }
+        }
+
+        $(
+            impl From<$table> for Target {
+                fn from(t: $table) -> Target {
+                    Target::$variant(t)
+                }
+            }
+
+            impl FromStr for $table {
+                type Err = TargetError;
+                /// Parses the parameters string, as [`TargetTable::parse_params`].
+                fn from_str(s: &str) -> Result<Self> {
+                    $table::parse_params(s)
+                }
+            }
+
+            impl TryFrom<&TableLine> for $table {
+                type Error = TargetError;
+                fn try_from(line: &TableLine) -> Result<Self> {
+                    $table::from_line(line)
+                }
+            }
+        )*
+    };
+}
+
+targets! {
     /// `thin-pool`.
     ThinPool(ThinPoolTable),
     /// `thin`.
@@ -223,30 +267,9 @@ pub enum Target {
 const KNOWN_TYPES: &str = "thin-pool, thin, linear, zero, error, flakey or delay";
 
 impl Target {
-    /// The kernel's target type name.
-    pub fn target_type(&self) -> &'static str {
-        match self {
-            Target::ThinPool(_) => ThinPoolTable::TARGET_TYPE,
-            Target::Thin(_) => ThinTable::TARGET_TYPE,
-            Target::Linear(_) => LinearTable::TARGET_TYPE,
-            Target::Zero(_) => ZeroTable::TARGET_TYPE,
-            Target::Error(_) => ErrorTable::TARGET_TYPE,
-            Target::Flakey(_) => FlakeyTable::TARGET_TYPE,
-            Target::Delay(_) => DelayTable::TARGET_TYPE,
-        }
-    }
-
     /// The parameters string.
     pub fn params(&self) -> String {
-        match self {
-            Target::ThinPool(t) => t.to_string(),
-            Target::Thin(t) => t.to_string(),
-            Target::Linear(t) => t.to_string(),
-            Target::Zero(t) => t.to_string(),
-            Target::Error(t) => t.to_string(),
-            Target::Flakey(t) => t.to_string(),
-            Target::Delay(t) => t.to_string(),
-        }
+        self.to_string()
     }
 
     /// A table line covering `length` sectors from `start`.
@@ -256,25 +279,12 @@ impl Target {
 
     /// Parses `params` for the target type `target_type`.
     pub fn parse(target_type: &str, params: &str) -> Result<Self> {
-        Ok(match target_type {
-            ThinPoolTable::TARGET_TYPE => Target::ThinPool(ThinPoolTable::parse_params(params)?),
-            ThinTable::TARGET_TYPE => Target::Thin(ThinTable::parse_params(params)?),
-            LinearTable::TARGET_TYPE => Target::Linear(LinearTable::parse_params(params)?),
-            ZeroTable::TARGET_TYPE => {
-                Target::Zero(<ZeroTable as TargetTable>::parse_params(params)?)
-            }
-            ErrorTable::TARGET_TYPE => {
-                Target::Error(<ErrorTable as TargetTable>::parse_params(params)?)
-            }
-            FlakeyTable::TARGET_TYPE => Target::Flakey(FlakeyTable::parse_params(params)?),
-            DelayTable::TARGET_TYPE => Target::Delay(DelayTable::parse_params(params)?),
-            other => {
-                return Err(TargetError::UnknownKeyword {
-                    field: "target type",
-                    found: snippet(other),
-                    expected: KNOWN_TYPES,
-                })
-            }
+        Target::parse_known(target_type, params).unwrap_or_else(|| {
+            Err(TargetError::unknown(
+                "target type",
+                target_type,
+                KNOWN_TYPES,
+            ))
         })
     }
 
@@ -291,42 +301,9 @@ impl TryFrom<&TableLine> for Target {
     }
 }
 
-impl fmt::Display for Target {
-    /// The parameters string.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::ThinPool(t) => t.fmt(f),
-            Target::Thin(t) => t.fmt(f),
-            Target::Linear(t) => t.fmt(f),
-            Target::Zero(t) => t.fmt(f),
-            Target::Error(t) => t.fmt(f),
-            Target::Flakey(t) => t.fmt(f),
-            Target::Delay(t) => t.fmt(f),
-        }
-    }
-}
-
-macro_rules! target_from {
-    ($($v:ident($t:ty)),*) => {$(
-        impl From<$t> for Target {
-            fn from(t: $t) -> Target {
-                Target::$v(t)
-            }
-        }
-    )*};
-}
-target_from!(
-    ThinPool(ThinPoolTable),
-    Thin(ThinTable),
-    Linear(LinearTable),
-    Zero(ZeroTable),
-    Error(ErrorTable),
-    Flakey(FlakeyTable),
-    Delay(DelayTable)
-);
-
 #[cfg(test)]
 mod tests {
+    use super::test_support::assert_parse_errors;
     use super::*;
     use proptest::prelude::*;
 
@@ -350,7 +327,7 @@ mod tests {
 
     #[test]
     fn table_line_errors_say_why() {
-        for (input, want) in [
+        assert_parse_errors::<TableLine>(&[
             ("", "table line: input is empty"),
             ("0", "table line length is missing"),
             ("0 8", "table line target type is missing"),
@@ -359,10 +336,7 @@ mod tests {
             ("1 18446744073709551615 zero", "overflows 64 bits"),
             ("0 8 a-very-long-target-type", "longer than 15 bytes"),
             ("0 8 zero\u{a0}x", "whitespace"),
-        ] {
-            let e = TableLine::parse(input).unwrap_err();
-            assert!(e.to_string().contains(want), "{input:?}: {e}");
-        }
+        ]);
         assert!(TableLine::new(0, 1, "linear", "7:0 0\0").is_err());
         assert!(TableLine::new(0, 1, "linear", "7:0 0\n0 1 zero").is_err());
         assert!(TableLine::new(0, 1, "", "").is_err());

@@ -1,7 +1,6 @@
 //! The `thin-pool` target table.
 
 use std::fmt;
-use std::str::FromStr;
 
 use super::args::Args;
 use super::device::DeviceRef;
@@ -167,12 +166,12 @@ impl PoolFeatures {
         } else if name.eq_ignore_ascii_case("error_if_no_space") {
             (&mut self.error_if_no_space, "error_if_no_space")
         } else {
-            return Err(TargetError::UnknownKeyword {
-                field: "thin-pool feature",
-                found: snippet(name),
-                expected: "skip_block_zeroing, ignore_discard, no_discard_passdown, \
-                           read_only or error_if_no_space",
-            });
+            return Err(TargetError::unknown(
+                "thin-pool feature",
+                name,
+                "skip_block_zeroing, ignore_discard, no_discard_passdown, \
+                 read_only or error_if_no_space",
+            ));
         };
         if *slot {
             return Err(TargetError::DuplicateFeature {
@@ -266,22 +265,38 @@ impl ThinPoolTable {
     pub fn data_blocks(&self, length: u64) -> u64 {
         length / u64::from(self.block_size.sectors())
     }
+}
+
+impl fmt::Display for ThinPoolTable {
+    /// Formats the parameters the way the kernel reports them, without the
+    /// trailing space.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {} {}",
+            self.metadata_dev,
+            self.data_dev,
+            self.block_size.0,
+            self.low_water_mark,
+            self.features.count()
+        )?;
+        for name in self.features.names() {
+            f.write_str(" ")?;
+            f.write_str(name)?;
+        }
+        Ok(())
+    }
+}
+
+impl TargetTable for ThinPoolTable {
+    const TARGET_TYPE: &'static str = "thin-pool";
 
     /// Parses the parameters (not the whole line), as given to or reported by
     /// the kernel; a trailing space is fine.
-    pub fn parse_params(params: &str) -> Result<Self> {
-        let mut a = Args::new(params, CONTEXT);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: CONTEXT });
-        }
-        let meta = DeviceRef::parse_field(
-            "thin-pool metadata device",
-            a.required("thin-pool metadata device")?,
-        )?;
-        let data = DeviceRef::parse_field(
-            "thin-pool data device",
-            a.required("thin-pool data device")?,
-        )?;
+    fn parse_params(params: &str) -> Result<Self> {
+        let mut a = Args::non_empty(params, CONTEXT)?;
+        let meta = a.device("thin-pool metadata device")?;
+        let data = a.device("thin-pool data device")?;
         let bs_tok = a.required("thin-pool block size")?;
         let bs = super::args::parse_u64("thin-pool block size", bs_tok)?;
         let block_size = BlockSize::check("thin-pool block size", bs)?;
@@ -313,46 +328,10 @@ impl ThinPoolTable {
     }
 }
 
-impl fmt::Display for ThinPoolTable {
-    /// Formats the parameters the way the kernel reports them, without the
-    /// trailing space.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} {} {} {}",
-            self.metadata_dev,
-            self.data_dev,
-            self.block_size.0,
-            self.low_water_mark,
-            self.features.count()
-        )?;
-        for name in self.features.names() {
-            f.write_str(" ")?;
-            f.write_str(name)?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for ThinPoolTable {
-    type Err = TargetError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse_params(s)
-    }
-}
-
-impl TargetTable for ThinPoolTable {
-    const TARGET_TYPE: &'static str = "thin-pool";
-
-    fn parse_params(params: &str) -> Result<Self> {
-        ThinPoolTable::parse_params(params)
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::device::tests::{device_strategy, mm};
+    use super::super::test_support::assert_parse_errors;
     use super::super::TableLine;
     use super::*;
     use proptest::prelude::*;
@@ -472,13 +451,7 @@ pub(crate) mod tests {
             ("5000:0 7:1 128 0", "out of range"),
             ("+7:0 7:1 128 0", "major:minor"),
         ];
-        for (input, want) in cases {
-            let e = input.parse::<ThinPoolTable>().unwrap_err();
-            assert!(
-                e.to_string().contains(want),
-                "{input:?}: got {e}, want {want:?}"
-            );
-        }
+        assert_parse_errors::<ThinPoolTable>(cases);
     }
 
     #[test]
@@ -560,21 +533,9 @@ pub(crate) mod tests {
             })
     }
 
+    parse_proptests!(table: ThinPoolTable, pool_strategy());
+
     proptest! {
-        #[test]
-        fn round_trip(t in pool_strategy(), start in any::<u64>(), len in 1u64..) {
-            prop_assert_eq!(t.to_string().parse::<ThinPoolTable>(), Ok(t.clone()));
-            // With the kernel's trailing space too.
-            prop_assert_eq!(format!("{t} ").parse::<ThinPoolTable>(), Ok(t.clone()));
-            let line = t.to_line(start, len);
-            prop_assert_eq!(ThinPoolTable::try_from(&line), Ok(t));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<ThinPoolTable>();
-        }
-
         #[test]
         fn never_panics_on_near_valid(
             n in 0u32..8,

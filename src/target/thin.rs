@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::args::{parse_u64, Args};
+use super::args::{parse_u64, write_opt, Args};
 use super::device::DeviceRef;
 use super::error::{snippet, Result, TargetError};
 use super::TargetTable;
@@ -128,14 +128,22 @@ impl ThinTable {
     pub fn external_origin(&self) -> Option<&DeviceRef> {
         self.external_origin.as_ref()
     }
+}
+
+impl fmt::Display for ThinTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.pool, self.dev_id)?;
+        write_opt(f, self.external_origin.as_ref())
+    }
+}
+
+impl TargetTable for ThinTable {
+    const TARGET_TYPE: &'static str = "thin";
 
     /// Parses the parameters, as given to or reported by the kernel.
-    pub fn parse_params(params: &str) -> Result<Self> {
-        let mut a = Args::new(params, CONTEXT);
-        if a.is_empty() {
-            return Err(TargetError::Empty { context: CONTEXT });
-        }
-        let pool = DeviceRef::parse_field("thin pool device", a.required("thin pool device")?)?;
+    fn parse_params(params: &str) -> Result<Self> {
+        let mut a = Args::non_empty(params, CONTEXT)?;
+        let pool = a.device("thin pool device")?;
         let id = ThinId::parse_field("thin device id", a.required("thin device id")?)?;
         let origin = a
             .next_token()
@@ -150,34 +158,10 @@ impl ThinTable {
     }
 }
 
-impl fmt::Display for ThinTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.pool, self.dev_id)?;
-        if let Some(o) = &self.external_origin {
-            write!(f, " {o}")?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for ThinTable {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse_params(s)
-    }
-}
-
-impl TargetTable for ThinTable {
-    const TARGET_TYPE: &'static str = "thin";
-
-    fn parse_params(params: &str) -> Result<Self> {
-        ThinTable::parse_params(params)
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::device::tests::device_strategy;
+    use super::super::test_support::assert_parse_errors;
     use super::*;
     use proptest::prelude::*;
 
@@ -216,13 +200,7 @@ pub(crate) mod tests {
             ("253:2 1 8:16 extra", "unexpected extra argument \"extra\""),
             ("253:2 1 9999:1", "out of range"),
         ];
-        for (input, want) in cases {
-            let e = input.parse::<ThinTable>().unwrap_err();
-            assert!(
-                e.to_string().contains(want),
-                "{input:?}: got {e}, want {want:?}"
-            );
-        }
+        assert_parse_errors::<ThinTable>(cases);
         let e =
             ThinTable::new(DeviceRef::Path("/dev/mapper/pool x".into()), ThinId::MAX).unwrap_err();
         assert!(e.to_string().contains("whitespace"), "{e}");
@@ -247,17 +225,5 @@ pub(crate) mod tests {
             })
     }
 
-    proptest! {
-        #[test]
-        fn round_trip(t in thin_strategy(), start in any::<u64>(), len in 1u64..) {
-            prop_assert_eq!(t.to_string().parse::<ThinTable>(), Ok(t.clone()));
-            let line = t.to_line(start, len);
-            prop_assert_eq!(ThinTable::try_from(&line), Ok(t));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = s.parse::<ThinTable>();
-        }
-    }
+    parse_proptests!(table: ThinTable, thin_strategy());
 }

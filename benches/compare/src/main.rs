@@ -24,8 +24,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WORKLOADS: [&str; 5] = ["cycle", "snapshot", "list", "status", "nodes"];
-const PEERS: [&str; 7] =
-    ["dmthin", "floor", "libdm", "devicemapper", "dmsetup", "dmthin-private", "dmthin-nosync"];
+const PEERS: [&str; 8] = [
+    "dmthin",
+    "floor",
+    "libdm",
+    "devicemapper",
+    "dmsetup",
+    "dmthin-private",
+    "dmthin-nosync",
+    "dmthin-cookie",
+];
 
 fn usage() -> ! {
     eprintln!(
@@ -82,6 +90,7 @@ fn peer_main(a: &[String]) {
         "dmthin" => peers::run_dmthin(&job, peers::DmthinMode::Default),
         "dmthin-private" => peers::run_dmthin(&job, peers::DmthinMode::Private),
         "dmthin-nosync" => peers::run_dmthin(&job, peers::DmthinMode::NoSync),
+        "dmthin-cookie" => peers::run_dmthin(&job, peers::DmthinMode::Cookie),
         "devicemapper" => peers::run_devmapper(&job),
         "dmsetup" => peers::run_dmsetup(&job),
         "floor" => peers::run_floor(&job, false),
@@ -708,7 +717,8 @@ fn driver_main(a: &[String]) {
                 _ => "-".into(),
             };
             let name = match p.as_str() {
-                "dmthin" => "dmthin (library)",
+                "dmthin" => "dmthin (library; beside udev NodeMode::UdevWatch: udevd's monitor, no cookie)",
+                "dmthin-cookie" => "dmthin, NodeMode::Udev (libdm's cookies, the former default)",
                 "dmthin-private" => "dmthin, UdevFlags::PRIVATE (no blkid/disk rules)",
                 "dmthin-nosync" => "dmthin, NodeMode::Bypass (no udev sync: rules skip the device, dmthin makes the node)",
                 "floor-nodewait" => "floor + poll for /dev/mapper/<name> (no cookie)",

@@ -163,8 +163,11 @@ impl DmthinPeer {
 /// Which dmthin variant a run measures.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum DmthinMode {
-    /// Defaults: udev sync with cookies when udev runs, all rules.
+    /// Defaults: beside udev, `NodeMode::UdevWatch` (all rules, udevd's
+    /// monitor, no cookie).
     Default,
+    /// `NodeMode::Udev`: all rules, libdm's cookie protocol.
+    Cookie,
     /// `UdevFlags::PRIVATE`: cookies, but no blkid/disk/other rules.
     Private,
     /// `NodeMode::Bypass`: no cookie; every uevent carries
@@ -179,6 +182,9 @@ pub fn run_dmthin(job: &Job, mode: DmthinMode) -> Outcome {
         DmthinMode::Default => {}
         DmthinMode::Private => p.flags = dmthin::dm::UdevFlags::PRIVATE,
         DmthinMode::NoSync => p.ctl.set_node_mode(dmthin::dm::NodeMode::Bypass),
+        DmthinMode::Cookie => p.ctl.set_node_mode(dmthin::dm::NodeMode::Udev {
+            timeout: std::time::Duration::from_secs(30),
+        }),
     }
     p.op(job, job.first + job.iters); // warm-up
     marker();

@@ -153,7 +153,8 @@ pub(super) fn ensure_private_dir(dir: &Path, parent: &Path) -> Result<(), StoreE
             .sync_all()
             .map_err(io_err("fsync directory", parent)),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            let meta = fs::metadata(dir).map_err(io_err("stat", dir))?;
+            // Not followed: a link planted here must not move the records.
+            let meta = fs::symlink_metadata(dir).map_err(io_err("stat", dir))?;
             if !meta.is_dir() {
                 return Err(io_err("open directory", dir)(io::Error::new(
                     ErrorKind::NotADirectory,

@@ -41,6 +41,21 @@ pub enum ProblemReason {
     /// The file name is not `<device id>.json`.
     #[error("unexpected file name: {0}")]
     BadFileName(String),
+    /// Another device record, or the set record's base device, claims the
+    /// same thin id. Acting on either (a removal deletes the thin) would
+    /// destroy the other's data, so none of the claimants is used.
+    #[error(
+        "thin id {thin_id} is also claimed by {}; none of these records is used until all but one are fixed or removed",
+        claimants(others, base.as_ref())
+    )]
+    SharedThinId {
+        /// The thin id.
+        thin_id: u32,
+        /// The other device record files that claim it.
+        others: Vec<PathBuf>,
+        /// The set record (`set.json`) that has it as the base device's, if it does.
+        base: Option<PathBuf>,
+    },
     /// The file is named for one device but holds another's record.
     #[error("file is named for device {file_id:?} but holds the record of {record_id:?}")]
     NameMismatch {
@@ -134,6 +149,15 @@ pub enum StoreError {
         /// The device record directory.
         dir: PathBuf,
     },
+}
+
+fn claimants(others: &[PathBuf], base: Option<&PathBuf>) -> String {
+    others
+        .iter()
+        .map(|p| p.display().to_string())
+        .chain(base.map(|p| format!("{} (the base device)", p.display())))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {

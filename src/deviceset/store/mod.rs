@@ -19,7 +19,9 @@
 //!
 //! [`MetadataStore::load_all`] reads everything back. A damaged device record
 //! is reported as a [`RecordProblem`] naming the file, and the other records
-//! still load; a damaged set or transaction record is an error, since the set
+//! still load. So is a record named like the set's own devices (`pool`,
+//! `base`), and every record of a thin id that two records (or a record and
+//! the base device) claim; a damaged set or transaction record is an error, since the set
 //! cannot be opened safely without it. Damaged files are never deleted or
 //! overwritten: they stay in place until `MetadataStore::quarantine` moves
 //! one aside.
@@ -40,6 +42,7 @@
 //! is safe to call while writes are in flight, though it is meant for opening.
 
 mod cache;
+mod checks;
 mod durable;
 mod error;
 mod read;
@@ -61,7 +64,9 @@ use read::{read_if_exists, read_record_at};
 use records::{parse, to_json, TransactionState};
 
 pub use error::{LoadReport, ProblemReason, RecordProblem, StoreError};
-pub use records::{DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord};
+pub use records::{
+    DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord, RESERVED_DEVICE_IDS,
+};
 
 /// The newest format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -334,7 +339,9 @@ impl MetadataStore {
     /// Loads the set record, the open transaction and every device record.
     ///
     /// Damaged device records go to [`LoadReport::problems`] and do not stop
-    /// the others loading. Temp files left by interrupted writes of earlier
+    /// the others loading; so do records of reserved ids and every record of
+    /// a thin id claimed twice (none of them is used; see
+    /// [`ProblemReason::SharedThinId`]). Temp files left by interrupted writes of earlier
     /// processes are removed. Errors only for a damaged set or transaction
     /// record, or an unreadable directory.
     pub fn load_all(&self) -> Result<LoadReport, StoreError> {
@@ -399,6 +406,9 @@ impl MetadataStore {
                 }),
             }
         }
+        checks::refuse_shared_thin_ids(&mut report, &self.set_path(), |id| {
+            self.devices_dir.join(format!("{id}{RECORD_EXT}"))
+        });
         let total = report.cache_hits + report.cache_misses;
         if report.cache_misses >= CACHE_REWRITE_MIN_MISSES && report.cache_misses * 16 >= total {
             self.write_cache(&stamps, &report.devices);

@@ -24,6 +24,11 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Device ids no record may have: the set names its kernel devices
+/// `<prefix><id>`, and `<prefix>pool` and `<prefix>base` are its own pool and
+/// base device.
+pub const RESERVED_DEVICE_IDS: [&str; 2] = ["pool", "base"];
+
 /// One thin device (a layer), stored as `devices/<id>.json`.
 ///
 /// The base device has no `DeviceRecord`; it lives in [`SetRecord`]. Unknown
@@ -63,10 +68,17 @@ impl DeviceRecord {
     }
 
     /// Checks the values: ids valid (`max_id_len` as in
-    /// [`validate_device_id`]), parent not the device itself, thin id in
+    /// [`validate_device_id`]) and the id not one of
+    /// [`RESERVED_DEVICE_IDS`], parent not the device itself, thin id in
     /// range, size a non-zero multiple of 512.
     pub fn validate(&self, max_id_len: usize) -> Result<(), String> {
         validate_device_id(&self.id, max_id_len).map_err(|e| e.to_string())?;
+        if RESERVED_DEVICE_IDS.contains(&self.id.as_str()) {
+            return Err(format!(
+                "device id {:?} is reserved: the set's own {} device has that name",
+                self.id, self.id
+            ));
+        }
         if let Some(parent) = &self.parent {
             validate_device_id(parent, max_id_len).map_err(|e| format!("parent: {e}"))?;
             if *parent == self.id {
@@ -153,6 +165,22 @@ pub struct SetRecord {
     /// Where the next thin id search starts.
     #[serde(default)]
     pub next_thin_id: u32,
+    /// Kernel-name prefix of the set's devices, fixed when the set is made:
+    /// the root's device number, which the default prefix comes from, can
+    /// change across boots (LVM, btrfs). `None` in sets from before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_prefix: Option<String>,
+    /// Options the set remembers between opens; `None` where a set from
+    /// before they were recorded leaves them at their defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_free_space_percent: Option<u32>,
+    /// Whether the pool zeroes newly provisioned blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_zeroing: Option<bool>,
+    /// Whether mounts try the `discard` option.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_discard: Option<bool>,
 }
 
 impl SetRecord {
@@ -193,6 +221,24 @@ impl SetRecord {
             return Err(format!(
                 "pool_name {name:?} is not a device-mapper name (1 to 127 bytes, no '/' or control characters)"
             ));
+        }
+        if let Some(prefix) = &self.name_prefix {
+            if !prefix.starts_with("dmthin-")
+                || prefix.len() > crate::dm::MAX_NAME_LEN - "pool".len()
+                || !prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+            {
+                return Err(format!(
+                    "name_prefix {prefix:?} is not a dmthin prefix ('dmthin-' then [A-Za-z0-9_.:-], at most {} bytes)",
+                    crate::dm::MAX_NAME_LEN - "pool".len()
+                ));
+            }
+        }
+        if let Some(pct) = self.min_free_space_percent {
+            if pct > 99 {
+                return Err(format!("min_free_space_percent {pct} is not below 100"));
+            }
         }
         for opt in self.mkfs_options.iter().chain(&self.mount_options) {
             if opt.contains('\0') {

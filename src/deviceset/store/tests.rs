@@ -24,7 +24,8 @@ const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00
 /// The limit for the longest prefix the set can have.
 const MAX_ID: usize = NAME_LEN - 1 - 50;
 
-fn set_record() -> SetRecord {
+/// A valid set record (base thin id 0); the sibling modules' tests use it too.
+pub(super) fn set_record() -> SetRecord {
     SetRecord {
         format_version: FORMAT_VERSION,
         base_thin_id: 0,
@@ -41,6 +42,10 @@ fn set_record() -> SetRecord {
             metadata_file: "/var/lib/dmthin/metadata".into(),
         },
         next_thin_id: 1,
+        name_prefix: None,
+        min_free_space_percent: None,
+        block_zeroing: None,
+        mount_discard: None,
     }
 }
 
@@ -673,4 +678,44 @@ fn record_cache_is_used_only_where_each_file_still_matches() {
         text.contains("\"d004\""),
         "records stay human-readable JSON: {text}"
     );
+}
+
+#[test]
+fn set_record_checks_the_recorded_prefix_and_free_space() {
+    let mut set = set_record();
+    assert!(set.validate().is_ok());
+    set.name_prefix = Some("dmthin-8:1-1234-".into());
+    set.min_free_space_percent = Some(99);
+    assert!(set.validate().is_ok());
+    for bad in ["other-", "dmthin-../x", "dmthin-a b", "dmthin-\u{0}"] {
+        set.name_prefix = Some(bad.into());
+        assert!(
+            set.validate().unwrap_err().starts_with("name_prefix"),
+            "{bad:?} accepted"
+        );
+    }
+    set.name_prefix = Some(format!("dmthin-{}", "x".repeat(130)));
+    assert!(set.validate().unwrap_err().starts_with("name_prefix"));
+    set.name_prefix = None;
+    set.min_free_space_percent = Some(100);
+    assert!(set
+        .validate()
+        .unwrap_err()
+        .contains("min_free_space_percent 100"));
+}
+
+#[test]
+fn set_records_from_before_the_remembered_options_still_load() {
+    let mut json = serde_json::to_value(set_record()).unwrap();
+    let obj = json.as_object_mut().unwrap();
+    for key in [
+        "name_prefix",
+        "min_free_space_percent",
+        "block_zeroing",
+        "mount_discard",
+    ] {
+        assert!(obj.remove(key).is_none(), "{key} written while None");
+    }
+    let back: SetRecord = serde_json::from_value(json).unwrap();
+    assert_eq!(back, set_record());
 }

@@ -31,22 +31,24 @@ fn find_nul_matches_a_bytewise_search() {
     }
 }
 
+/// Appends a target spec covering `(sector_start, length)` with the given
+/// `next` offset and target type, then `params`, to the payload `p`.
+fn push_spec(p: &mut Vec<u8>, (start, length): (u64, u64), next: u32, tt: &[u8], params: &[u8]) {
+    let mut s = DmTargetSpec::new_zeroed();
+    s.sector_start = start;
+    s.length = length;
+    s.next = next;
+    s.target_type[..tt.len()].copy_from_slice(tt);
+    p.extend_from_slice(s.as_bytes());
+    p.extend_from_slice(params);
+}
+
 #[test]
 fn decodes_status_specs() {
     // Output specs: next counts from the payload start.
     let mut p = Vec::new();
-    let mut s = DmTargetSpec::new_zeroed();
-    s.length = 100;
-    s.next = 48;
-    s.target_type[..4].copy_from_slice(b"thin");
-    p.extend_from_slice(s.as_bytes());
-    p.extend_from_slice(b"12 99\0\0\0");
-    let mut s2 = DmTargetSpec::new_zeroed();
-    s2.sector_start = 100;
-    s2.length = 10;
-    s2.target_type[..5].copy_from_slice(b"error");
-    p.extend_from_slice(s2.as_bytes());
-    p.extend_from_slice(b"\0\0\0\0\0\0\0\0");
+    push_spec(&mut p, (0, 100), 48, b"thin", b"12 99\0\0\0");
+    push_spec(&mut p, (100, 10), 0, b"error", b"\0\0\0\0\0\0\0\0");
     let lines = decode_specs(Command::TableStatus, &p, 2).unwrap();
     assert_eq!(
         lines,

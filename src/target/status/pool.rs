@@ -1,75 +1,79 @@
 //! The `thin-pool` status line.
 
 use std::fmt;
-use std::str::FromStr;
 
-use super::super::args::{parse_ratio, parse_u64, Args};
-use super::super::error::{snippet, Result, TargetError};
+use super::super::args::{parse_ratio, parse_u64, write_opt, Args};
+use super::super::error::{Result, TargetError};
 use super::super::pool::BlockSize;
 
 /// Bytes in a thin-pool metadata block.
 pub const METADATA_BLOCK_BYTES: u64 = 4096;
 
-/// The pool's operating mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PoolMode {
-    /// `rw`: normal operation.
-    ReadWrite,
-    /// `ro`: read-only (requested, after a metadata error, or out of metadata space).
-    ReadOnly,
-    /// `out_of_data_space`: writes to unprovisioned blocks queue or fail.
-    OutOfDataSpace,
+/// Declares a status keyword enum from one table: the enum, `as_str` (the
+/// kernel's keyword) and the private `parse` back from it.
+macro_rules! keyword_enum {
+    (
+        $(#[$doc:meta])*
+        pub enum $name:ident (expected $expected:literal) {
+            $($(#[$vdoc:meta])* $variant:ident = $kw:literal,)*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            /// The kernel's keyword.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $kw,)*
+                }
+            }
+
+            /// The value whose keyword is `tok`, read as `field`.
+            fn parse(field: &'static str, tok: &str) -> Result<Self> {
+                match tok {
+                    $($kw => Ok($name::$variant),)*
+                    _ => Err(TargetError::unknown(field, tok, $expected)),
+                }
+            }
+        }
+    };
 }
 
-impl PoolMode {
-    /// The kernel's keyword.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PoolMode::ReadWrite => "rw",
-            PoolMode::ReadOnly => "ro",
-            PoolMode::OutOfDataSpace => "out_of_data_space",
-        }
+keyword_enum! {
+    /// The pool's operating mode.
+    pub enum PoolMode (expected "rw, ro or out_of_data_space") {
+        /// `rw`: normal operation.
+        ReadWrite = "rw",
+        /// `ro`: read-only (requested, after a metadata error, or out of metadata space).
+        ReadOnly = "ro",
+        /// `out_of_data_space`: writes to unprovisioned blocks queue or fail.
+        OutOfDataSpace = "out_of_data_space",
     }
 }
 
-/// How the pool handles discards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DiscardMode {
-    /// `discard_passdown`: processed and passed to the data device.
-    Passdown,
-    /// `no_discard_passdown`: processed, not passed down.
-    NoPassdown,
-    /// `ignore_discard`: ignored.
-    Ignore,
-}
-
-impl DiscardMode {
-    /// The kernel's keyword.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DiscardMode::Passdown => "discard_passdown",
-            DiscardMode::NoPassdown => "no_discard_passdown",
-            DiscardMode::Ignore => "ignore_discard",
-        }
+keyword_enum! {
+    /// How the pool handles discards.
+    pub enum DiscardMode (expected "discard_passdown, no_discard_passdown or ignore_discard") {
+        /// `discard_passdown`: processed and passed to the data device.
+        Passdown = "discard_passdown",
+        /// `no_discard_passdown`: processed, not passed down.
+        NoPassdown = "no_discard_passdown",
+        /// `ignore_discard`: ignored.
+        Ignore = "ignore_discard",
     }
 }
 
-/// What happens to writes when the pool is out of data space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NoSpacePolicy {
-    /// `queue_if_no_space`: queue them (until a timeout).
-    Queue,
-    /// `error_if_no_space`: fail them at once.
-    Error,
-}
-
-impl NoSpacePolicy {
-    /// The kernel's keyword.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            NoSpacePolicy::Queue => "queue_if_no_space",
-            NoSpacePolicy::Error => "error_if_no_space",
-        }
+keyword_enum! {
+    /// What happens to writes when the pool is out of data space.
+    pub enum NoSpacePolicy (expected "queue_if_no_space or error_if_no_space") {
+        /// `queue_if_no_space`: queue them (until a timeout).
+        Queue = "queue_if_no_space",
+        /// `error_if_no_space`: fail them at once.
+        Error = "error_if_no_space",
     }
 }
 
@@ -119,15 +123,6 @@ pub enum PoolStatus {
 
 pub(super) const POOL: &str = "thin-pool status";
 
-#[cold]
-fn unknown(field: &'static str, tok: &str, expected: &'static str) -> TargetError {
-    TargetError::UnknownKeyword {
-        field,
-        found: snippet(tok),
-        expected,
-    }
-}
-
 /// The next `<used>/<total>` token: through the byte-level fast path unless
 /// `FAST` is off (the tests compare both), and [`parse_ratio`] where the fast
 /// path declines, which also reports the error precisely.
@@ -146,9 +141,7 @@ impl ThinPoolStatus {
     /// [`PoolStatus::parse`] to accept them).
     pub fn parse(s: &str) -> Result<Self> {
         let mut it = Args::new(s, POOL);
-        let first = it
-            .next_token()
-            .ok_or(TargetError::Empty { context: POOL })?;
+        let first = it.first()?;
         Self::parse_rest::<true>(first, it)
     }
 
@@ -167,42 +160,16 @@ impl ThinPoolStatus {
             Some(parse_u64("thin-pool status held metadata root", held)?)
         };
         const F_MODE: &str = "thin-pool status mode";
-        let mode = match it.required(F_MODE)? {
-            "rw" => PoolMode::ReadWrite,
-            "ro" => PoolMode::ReadOnly,
-            "out_of_data_space" => PoolMode::OutOfDataSpace,
-            t => return Err(unknown(F_MODE, t, "rw, ro or out_of_data_space")),
-        };
+        let mode = PoolMode::parse(F_MODE, it.required(F_MODE)?)?;
         const F_DISCARD: &str = "thin-pool status discard mode";
-        let discard = match it.required(F_DISCARD)? {
-            "discard_passdown" => DiscardMode::Passdown,
-            "no_discard_passdown" => DiscardMode::NoPassdown,
-            "ignore_discard" => DiscardMode::Ignore,
-            t => {
-                return Err(unknown(
-                    F_DISCARD,
-                    t,
-                    "discard_passdown, no_discard_passdown or ignore_discard",
-                ))
-            }
-        };
+        let discard = DiscardMode::parse(F_DISCARD, it.required(F_DISCARD)?)?;
         const F_NO_SPACE: &str = "thin-pool status no-space policy";
-        let no_space = match it.required(F_NO_SPACE)? {
-            "queue_if_no_space" => NoSpacePolicy::Queue,
-            "error_if_no_space" => NoSpacePolicy::Error,
-            t => {
-                return Err(unknown(
-                    F_NO_SPACE,
-                    t,
-                    "queue_if_no_space or error_if_no_space",
-                ))
-            }
-        };
+        let no_space = NoSpacePolicy::parse(F_NO_SPACE, it.required(F_NO_SPACE)?)?;
         const F_CHECK: &str = "thin-pool status needs_check";
         let needs_check = match it.required(F_CHECK)? {
             "needs_check" => true,
             "-" => false,
-            t => return Err(unknown(F_CHECK, t, "needs_check or -")),
+            t => return Err(TargetError::unknown(F_CHECK, t, "needs_check or -")),
         };
         let metadata_low_watermark = it
             .next_token()
@@ -303,17 +270,7 @@ impl fmt::Display for ThinPoolStatus {
             self.no_space.as_str(),
             if self.needs_check { "needs_check" } else { "-" }
         )?;
-        if let Some(w) = self.metadata_low_watermark {
-            write!(f, " {w}")?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for ThinPoolStatus {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
+        write_opt(f, self.metadata_low_watermark)
     }
 }
 
@@ -321,9 +278,7 @@ impl PoolStatus {
     /// Parses a `thin-pool` status line, including `Fail` and `Error`.
     pub fn parse(s: &str) -> Result<Self> {
         let mut it = Args::new(s, POOL);
-        let first = it
-            .next_token()
-            .ok_or(TargetError::Empty { context: POOL })?;
+        let first = it.first()?;
         match first {
             "Fail" => it.finish().map(|()| PoolStatus::Fail),
             "Error" => it.finish().map(|()| PoolStatus::Error),
@@ -347,12 +302,5 @@ impl fmt::Display for PoolStatus {
             PoolStatus::Fail => f.write_str("Fail"),
             PoolStatus::Error => f.write_str("Error"),
         }
-    }
-}
-
-impl FromStr for PoolStatus {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
     }
 }

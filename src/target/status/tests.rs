@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use super::super::args::Args;
 use super::super::error::{Result, TargetError};
 use super::super::pool::BlockSize;
+use super::super::test_support::assert_parse_errors;
 use super::pool::POOL;
 use super::*;
 
@@ -118,13 +119,7 @@ fn pool_status_every_invalid_input_says_why() {
         ("0 1/1/1 1/1", "expected a decimal integer, found \"1/1\""),
         ("0 /1 1/1", "expected a decimal integer, found \"\""),
     ];
-    for (input, want) in cases {
-        let e = PoolStatus::parse(input).unwrap_err();
-        assert!(
-            e.to_string().contains(want),
-            "{input:?}: got {e}, want {want:?}"
-        );
-    }
+    assert_parse_errors::<PoolStatus>(cases);
 }
 
 #[test]
@@ -142,7 +137,7 @@ fn parses_thin_status() {
     assert_eq!(ThinStatus::parse("- "), Ok(ThinStatus::Unavailable));
     assert_eq!(ThinStatus::parse("Fail"), Ok(ThinStatus::Fail));
     assert_eq!(ThinStatus::parse("Error "), Ok(ThinStatus::Error));
-    for (input, want) in [
+    assert_parse_errors::<ThinStatus>(&[
         ("", "thin status: input is empty"),
         ("12", "highest mapped sector is missing"),
         ("x 1", "mapped sectors: expected a decimal integer"),
@@ -153,10 +148,7 @@ fn parses_thin_status() {
             "fail",
             "mapped sectors: expected a decimal integer, found \"fail\"",
         ),
-    ] {
-        let e = ThinStatus::parse(input).unwrap_err();
-        assert!(e.to_string().contains(want), "{input:?}: {e}");
-    }
+    ]);
 }
 
 fn pool_status_strategy() -> impl Strategy<Value = ThinPoolStatus> {

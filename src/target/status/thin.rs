@@ -1,10 +1,9 @@
 //! The `thin` status line.
 
 use std::fmt;
-use std::str::FromStr;
 
 use super::super::args::{parse_u64, Args};
-use super::super::error::{Result, TargetError};
+use super::super::error::Result;
 
 /// A thin device's usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,9 +33,7 @@ impl ThinStatus {
     /// Parses a `thin` status line.
     pub fn parse(s: &str) -> Result<Self> {
         let mut it = Args::new(s, THIN);
-        let first = it
-            .next_token()
-            .ok_or(TargetError::Empty { context: THIN })?;
+        let first = it.first()?;
         let status = match first {
             "Fail" => ThinStatus::Fail,
             "Error" => ThinStatus::Error,
@@ -86,12 +83,5 @@ impl fmt::Display for ThinStatus {
             ThinStatus::Fail => f.write_str("Fail"),
             ThinStatus::Error => f.write_str("Error"),
         }
-    }
-}
-
-impl FromStr for ThinStatus {
-    type Err = TargetError;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
     }
 }

@@ -1,0 +1,218 @@
+//! Holes found by trying the CLI as a new user would (issue #17): options
+//! that must be remembered, mount flags, a root whose device number changes,
+//! and a closed stdout.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dmthin(root: &Path, args: &[&str]) -> Output {
+    Command::new("dmthin")
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("the dmthin CLI is on PATH in the test VM")
+}
+
+fn ok(root: &Path, args: &[&str]) -> String {
+    let out = dmthin(root, args);
+    assert!(
+        out.status.success(),
+        "dmthin {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn init(root: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "init",
+        "--data-size",
+        "256M",
+        "--metadata-size",
+        "16M",
+        "--base-size",
+        "64M",
+    ];
+    args.extend_from_slice(extra);
+    ok(root, &args);
+}
+
+fn pool_table(root: &Path) -> String {
+    let pool = format!("{}pool", dmthin::deviceset::name_prefix(root).unwrap());
+    sh_ok(&format!("dmsetup table {pool}"))
+}
+
+#[test]
+fn init_options_are_remembered_by_later_commands() {
+    let r = Root::new("remember");
+    init(&r.0, &["--min-free", "99", "--no-zeroing"]);
+    assert!(pool_table(&r.0).contains("skip_block_zeroing"));
+    // The base filesystem alone uses more than 1% of a 256 MiB pool, so a
+    // remembered --min-free 99 refuses the next create.
+    let out = dmthin(&r.0, &["create", "a"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "create ignored --min-free 99");
+    assert!(err.contains("free"), "{err}");
+    // Still remembered after the pool was taken down and set up again.
+    ok(&r.0, &["shutdown"]);
+    ok(&r.0, &["list"]);
+    assert!(
+        pool_table(&r.0).contains("skip_block_zeroing"),
+        "--no-zeroing forgotten: {}",
+        pool_table(&r.0)
+    );
+    // Changed later by init on the existing set, and remembered again.
+    init(&r.0, &["--min-free", "5"]);
+    ok(&r.0, &["create", "a"]);
+    ok(&r.0, &["remove", "a"]);
+    ok(&r.0, &["shutdown"]);
+}
+
+#[test]
+fn standard_mount_options_become_mount_flags() {
+    let r = Root::new("mountflags");
+    init(&r.0, &["--mount-options", "nosuid,nodev,noexec,noatime"]);
+    ok(&r.0, &["create", "a"]);
+    let mnt = r.mnt("a");
+    std::fs::create_dir_all(&mnt).unwrap();
+    ok(&r.0, &["mount", "a", mnt.to_str().unwrap()]);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == mnt.to_str())
+        .unwrap_or_else(|| panic!("{} not mounted:\n{mounts}", mnt.display()));
+    let opts: Vec<&str> = line.split(' ').nth(3).unwrap().split(',').collect();
+    for flag in ["nosuid", "nodev", "noexec", "noatime"] {
+        assert!(opts.contains(&flag), "{flag} missing in {line}");
+    }
+    ok(&r.0, &["umount", "a", mnt.to_str().unwrap()]);
+    ok(&r.0, &["shutdown"]);
+}
+
+#[test]
+fn kernel_names_survive_a_new_device_number_for_the_root() {
+    let r = Root::new("stdev");
+    let img = r.0.join("fs.img");
+    let top = r.0.join("top");
+    std::fs::create_dir_all(&top).unwrap();
+    sh_ok(&format!(
+        "truncate -s 600M {img} && mkfs.ext4 -q -F {img}",
+        img = img.display()
+    ));
+    let attach = || sh_ok(&format!("losetup -f --show {}", img.display()));
+    let first = attach();
+    let first = first.trim();
+    sh_ok(&format!("mount {first} {}", top.display()));
+    let root = top.join("set");
+    init(&root, &[]);
+    ok(&root, &["create", "a"]);
+    let before = dmthin::deviceset::name_prefix(&root).unwrap();
+    ok(&root, &["shutdown"]);
+    sh_ok(&format!("umount {}", top.display()));
+    // Free the first loop device and hold it with another file, so the
+    // image comes back on another one.
+    sh_ok(&format!("losetup -d {first}"));
+    let hold = sh_ok(&format!(
+        "truncate -s 1M {h} && losetup --show {first} {h}",
+        h = r.0.join("hold.img").display()
+    ));
+    let second = attach();
+    let second = second.trim();
+    assert_ne!(first, second);
+    sh_ok(&format!("mount {second} {}", top.display()));
+    let after = dmthin::deviceset::name_prefix(&root).unwrap();
+    assert_ne!(before, after, "the root's device number did not change");
+    let list = ok(&root, &["list"]);
+    assert!(list.contains('a'), "{list}");
+    let pool_then = format!("{before}pool");
+    let tables = sh_ok("dmsetup ls");
+    assert!(tables.contains(&pool_then), "pool renamed: {tables}");
+    ok(&root, &["activate", "a"]);
+    assert!(sh_ok("dmsetup ls").contains(&format!("{before}a")));
+    ok(&root, &["create", "b", "--from", "a"]);
+    ok(&root, &["shutdown"]);
+    sh_ok(&format!(
+        "umount {}; losetup -d {second}; losetup -d {}",
+        top.display(),
+        hold.trim()
+    ));
+}
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let r = Root::new("pipe");
+    init(&r.0, &[]);
+    for i in 0..40 {
+        ok(&r.0, &["create", &format!("layer-{i:02}")]);
+    }
+    // The reader is gone before dmthin writes: always EPIPE.
+    let out = sh_ok(&format!(
+        "{{ sleep 0.5; dmthin --root {} list --json 2>/tmp/pipe-err; echo \"rc=$?\" >/tmp/pipe-rc; }} | true; \
+         cat /tmp/pipe-rc /tmp/pipe-err",
+        r.0.display()
+    ));
+    assert!(out.contains("rc=141"), "{out}");
+    assert!(
+        !out.contains("panicked") && !out.contains("Broken pipe"),
+        "{out}"
+    );
+    ok(&r.0, &["shutdown"]);
+}
+
+#[test]
+fn a_planted_link_under_the_root_is_refused_and_its_target_untouched() {
+    let r = Root::new("planted");
+    let victim = std::path::PathBuf::from("/tmp/dmthin-victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::create_dir_all(r.0.join("devicemapper")).unwrap();
+    std::os::unix::fs::symlink(&victim, r.0.join("devicemapper/data")).unwrap();
+    let out = dmthin(
+        &r.0,
+        &["init", "--data-size", "256M", "--metadata-size", "16M"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "init followed the planted link");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(std::fs::metadata(&victim).unwrap().len(), 8);
+    std::fs::remove_file(&victim).unwrap();
+}
+
+#[test]
+fn a_root_others_can_write_to_is_refused() {
+    let r = Root::new("open-root");
+    init(&r.0, &[]);
+    ok(&r.0, &["shutdown"]);
+    // Owned by another user: dmthin's chmod cannot fix it, so it refuses.
+    std::os::unix::fs::chown(&r.0, Some(1000), None).unwrap();
+    let out = dmthin(&r.0, &["list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a root owned by uid 1000 was trusted"
+    );
+    assert!(err.contains("owned by uid 1000"), "{err}");
+    std::os::unix::fs::chown(&r.0, Some(0), None).unwrap();
+    ok(&r.0, &["list"]);
+    ok(&r.0, &["shutdown"]);
+}
+
+#[test]
+fn the_metadata_file_is_fully_allocated() {
+    let r = Root::new("fallocate");
+    init(&r.0, &[]);
+    let meta = std::fs::metadata(r.0.join("devicemapper/metadata")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        meta.blocks() * 512 >= meta.len(),
+        "metadata file is sparse: {} of {} bytes allocated",
+        meta.blocks() * 512,
+        meta.len()
+    );
+    ok(&r.0, &["shutdown"]);
+}

@@ -1,0 +1,157 @@
+//! The device set's engine: [`Config`] (what is fixed at open) with the
+//! steps every operation shares, run on the locked [`State`].
+
+mod activation;
+mod base;
+mod guard;
+mod mounts;
+mod pool;
+mod recovery;
+mod snapshot;
+
+pub(crate) use guard::{ClaimedId, OpenTransaction};
+pub(crate) use mounts::mount_paths;
+pub use pool::MAX_METADATA_BYTES;
+
+use super::error::{DeviceSetError, Result};
+use super::ids::ThinIdAllocator;
+use super::options::{Options, StorageOptions};
+use super::store::{DeviceRecord, MetadataStore, SetRecord};
+use crate::dm::SECTOR_SIZE;
+use crate::dm::{Control, Dev, DevId, DmError, ErrorKind};
+use crate::loopdev::LoopDevice;
+use crate::target::{BlockSize, PoolMessage, ThinId};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The set's mutable state, behind [`DeviceSet`](super::DeviceSet)'s lock.
+pub(crate) struct State {
+    /// The device-mapper control handle.
+    pub(crate) ctl: Control,
+    /// The records on disk.
+    pub(crate) store: MetadataStore,
+    /// The set's record (base device, pool, options).
+    pub(crate) set: SetRecord,
+    /// Whether `set` has been written (false until the base device exists).
+    pub(crate) set_written: bool,
+    /// Every device's record, by id.
+    pub(crate) devices: BTreeMap<String, DeviceRecord>,
+    /// The thin ids in use.
+    pub(crate) ids: ThinIdAllocator,
+    /// The pool's transaction id as of the last commit.
+    pub(crate) transaction_id: u64,
+    /// The pool's device number (thin tables name it).
+    pub(crate) pool_dev: Dev,
+    /// (device id, mount point) → reference count.
+    pub(crate) mounts: BTreeMap<(String, PathBuf), u32>,
+    /// Loop devices we hold (autoclear); dropping them lets the kernel detach.
+    pub(crate) loops: Vec<LoopDevice>,
+    /// Set by shutdown: every later call fails.
+    pub(crate) closed: bool,
+}
+
+/// What does not change after open: the set's settings and names.
+pub(crate) struct Config {
+    /// The set's root directory (canonical).
+    pub(crate) root: PathBuf,
+    /// The kernel-name prefix of every device of the set.
+    pub(crate) prefix: String,
+    /// The pool's device-mapper name.
+    pub(crate) pool_name: String,
+    /// The base device's device-mapper name.
+    pub(crate) base_name: String,
+    /// The pool's data block size.
+    pub(crate) block_size: BlockSize,
+    /// The options the set was opened with.
+    pub(crate) options: Options,
+}
+
+impl Config {
+    /// The settings of the set at `root` (canonical), whose kernel names start with `prefix`.
+    pub(crate) fn new(
+        root: PathBuf,
+        prefix: String,
+        options: Options,
+        block_size: BlockSize,
+    ) -> Config {
+        let pool_name = match &options.storage {
+            StorageOptions::AdoptPool { name } => name.clone(),
+            _ => format!("{prefix}pool"),
+        };
+        Config {
+            base_name: format!("{prefix}base"),
+            root,
+            prefix,
+            pool_name,
+            block_size,
+            options,
+        }
+    }
+
+    /// The device-mapper name of device `id`.
+    pub(crate) fn device_name(&self, id: &str) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    /// Reports a long step to the caller's progress callback and the log.
+    pub(crate) fn progress(&self, msg: &str) {
+        if let Some(p) = &self.options.progress {
+            p(msg);
+        }
+        log::info!("{msg}");
+    }
+
+    /// Sends a message to the pool.
+    pub(crate) fn message(
+        &self,
+        state: &mut State,
+        msg: PoolMessage,
+    ) -> std::result::Result<(), DmError> {
+        // Thin-pool messages never reply: no reply buffer to copy.
+        state.ctl.send_message(
+            DevId::Name(&self.pool_name),
+            PoolMessage::SECTOR,
+            &msg.to_string(),
+        )
+    }
+
+    /// Moves the pool's transaction id to `new`: commits the open operation.
+    pub(crate) fn set_transaction(&self, state: &mut State, new: u64) -> Result<()> {
+        let current = state.transaction_id;
+        self.message(state, PoolMessage::SetTransactionId { current, new })?;
+        state.transaction_id = new;
+        Ok(())
+    }
+
+    /// Deletes a thin device from the pool; one already gone is fine.
+    pub(crate) fn delete_thin(&self, state: &mut State, thin_id: u32) -> Result<()> {
+        match self.message(state, PoolMessage::Delete(ThinId::new(thin_id)?)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == Some(ErrorKind::NoData) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The record of a usable device (not unknown, not pending deletion).
+    pub(crate) fn record<'a>(&self, state: &'a State, id: &str) -> Result<&'a DeviceRecord> {
+        match state.devices.get(id) {
+            Some(r) if r.deferred_delete => Err(DeviceSetError::PendingDeletion(id.to_string())),
+            Some(r) => Ok(r),
+            None => Err(DeviceSetError::UnknownDevice(id.to_string())),
+        }
+    }
+}
+
+/// Refuses calls once the set is shut down.
+pub(crate) fn check_open(state: &State) -> Result<()> {
+    if state.closed {
+        Err(DeviceSetError::Closed)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whole sectors in `bytes`.
+pub(crate) fn sectors(bytes: u64) -> u64 {
+    bytes / SECTOR_SIZE
+}

@@ -1,0 +1,307 @@
+//! Thin snapshots: adding and deleting the set's devices.
+
+use super::mount_paths;
+use super::{ClaimedId, Config, OpenTransaction, State};
+use crate::deviceset::error::{DeviceSetError, Result};
+use crate::deviceset::fail_point;
+use crate::deviceset::ids::{max_id_len_for_prefix, validate_device_id};
+use crate::deviceset::report::{DeviceSummary, RemoveOutcome};
+use crate::deviceset::store::RESERVED_DEVICE_IDS;
+use crate::deviceset::store::{DeviceRecord, TransactionOp};
+use crate::dm::StatusOptions;
+use crate::dm::SECTOR_SIZE;
+use crate::dm::{DevId, ErrorKind, SuspendOptions, UdevFlags};
+use crate::target::ThinStatus;
+use crate::target::{PoolMessage, ThinId};
+use std::collections::BTreeSet;
+
+impl Config {
+    /// Refuses changes while the pool is not writable or below `min_free_space_percent`.
+    pub(crate) fn check_space(&self, state: &mut State) -> Result<()> {
+        let s = self.writable_pool(state)?;
+        let min = self.options.min_free_space_percent;
+        let check = |what: &'static str, free: u64, total: u64| {
+            if total == 0 {
+                return Ok(());
+            }
+            let pct = free as f64 * 100.0 / total as f64;
+            if pct < f64::from(min) {
+                return Err(DeviceSetError::LowSpace {
+                    what,
+                    free_percent: pct,
+                    min_percent: min,
+                });
+            }
+            Ok(())
+        };
+        check("data", s.free_data_blocks(), s.total_data_blocks)?;
+        check(
+            "metadata",
+            s.free_metadata_blocks(),
+            s.total_metadata_blocks,
+        )
+    }
+
+    /// Refuses an id that is malformed, too long, or one of the set's own names.
+    pub(crate) fn validate_new_id(&self, id: &str) -> Result<()> {
+        validate_device_id(id, max_id_len_for_prefix(&self.prefix))?;
+        if RESERVED_DEVICE_IDS.contains(&id) {
+            return Err(DeviceSetError::ReservedId(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Snapshots `parent` (the base device when `None`) into a new device `id`.
+    pub(crate) fn add_device(
+        &self,
+        state: &mut State,
+        id: &str,
+        parent: Option<&str>,
+    ) -> Result<()> {
+        self.validate_new_id(id)?;
+        if let Some(r) = state.devices.get(id) {
+            return Err(if r.deferred_delete {
+                DeviceSetError::PendingDeletion(id.to_string())
+            } else {
+                DeviceSetError::DeviceExists(id.to_string())
+            });
+        }
+        // A record the load refused (damaged, sharing a thin id) still holds
+        // what was stored under this id: never write over it.
+        let path = state.store.device_path(id)?;
+        if path.exists() {
+            return Err(DeviceSetError::RefusedRecord {
+                id: id.to_string(),
+                path,
+            });
+        }
+        let (origin, size, origin_name) = match parent {
+            None => (
+                state.set.base_thin_id,
+                state.set.base_size,
+                self.base_name.clone(),
+            ),
+            Some(p) => {
+                let r = match self.record(state, p) {
+                    Ok(r) => r,
+                    Err(DeviceSetError::UnknownDevice(_)) => {
+                        return Err(DeviceSetError::UnknownParent {
+                            id: id.to_string(),
+                            parent: p.to_string(),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                };
+                (r.thin_id, r.size, self.device_name(p))
+            }
+        };
+        self.check_space(state)?;
+        let origin_id = ThinId::new(origin)?;
+        let no_ids = || DeviceSetError::PoolUnusable {
+            pool: self.pool_name.clone(),
+            reason: "all 2^24 thin ids are in use".into(),
+        };
+        let mut claim = ClaimedId::claim(state).ok_or_else(no_ids)?;
+        let parent_active = match claim.ctl.info(DevId::Name(&origin_name)) {
+            Ok(info) => info.active_table() && !info.suspended(),
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(e.into()),
+        };
+        // Every failure below closes the transaction, then gives the id back.
+        let (mut txn, thin) = loop {
+            let thin = claim.id();
+            let thin_id = ThinId::new(thin)?;
+            let op = TransactionOp::Create {
+                device_id: id.to_string(),
+                thin_id: thin,
+            };
+            let mut txn = OpenTransaction::begin(&mut claim, op)?;
+            fail_point!("add.after_begin");
+            // Snapshotting an active origin: suspend it around create_snap so
+            // the snapshot sees a consistent, flushed origin.
+            if parent_active {
+                txn.ctl
+                    .suspend(DevId::Name(&origin_name), &SuspendOptions::default())?;
+                fail_point!("add.after_suspend_parent");
+            }
+            let snap = self.message(
+                &mut txn,
+                PoolMessage::CreateSnap {
+                    id: thin_id,
+                    origin: origin_id,
+                },
+            );
+            if parent_active {
+                if let Err(e) = txn
+                    .ctl
+                    .resume(DevId::Name(&origin_name), UdevFlags::empty())
+                {
+                    log::error!("resuming {origin_name} after create_snap failed: {e}");
+                    if snap.is_ok() {
+                        let _ = self.delete_thin(&mut txn, thin);
+                    }
+                    return Err(e.into());
+                }
+            }
+            match snap {
+                Ok(()) => break (txn, thin),
+                Err(e) if e.kind() == Some(ErrorKind::Exists) => {
+                    if let Err(closing) = txn.abort() {
+                        // The id is the pool's: never given back.
+                        claim.keep();
+                        return Err(closing);
+                    }
+                    log::warn!(
+                        "thin id {thin} exists in the pool though no record names it; skipping it"
+                    );
+                    if !claim.skip() {
+                        return Err(no_ids());
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        fail_point!("add.after_create_snap");
+        let record = DeviceRecord::new(id, parent.map(str::to_string), thin, size);
+        let open = txn.open_id();
+        let committed = txn
+            .store
+            .write_device(&record)
+            .map_err(DeviceSetError::from)
+            .and_then(|()| {
+                fail_point!("add.after_write_record");
+                self.set_transaction(&mut txn, open)
+            });
+        if let Err(e) = committed {
+            let _ = self.delete_thin(&mut txn, thin);
+            let _ = txn.store.remove_device_record(id);
+            return Err(e);
+        }
+        fail_point!("add.after_set_transaction");
+        // Committed: the pool's transaction id now equals the recorded one.
+        // transaction.json is left as it is and replaced by the next begin.
+        txn.keep();
+        claim.keep();
+        state.devices.insert(id.to_string(), record);
+        Ok(())
+    }
+
+    /// Deletes an inactive device from the pool and its record.
+    pub(crate) fn delete_device(&self, state: &mut State, id: &str) -> Result<()> {
+        let thin = match state.devices.get(id) {
+            Some(r) => r.thin_id,
+            None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
+        };
+        let op = TransactionOp::Delete {
+            device_id: id.to_string(),
+            thin_id: thin,
+        };
+        let mut txn = OpenTransaction::begin(state, op)?;
+        fail_point!("remove.after_begin");
+        // A failed delete closes the transaction unchanged.
+        self.delete_thin(&mut txn, thin)?;
+        // Deleted in the pool: from here on recovery finishes the removal.
+        let open = txn.open_id();
+        txn.keep();
+        fail_point!("remove.after_delete");
+        if let Err(e) = self.set_transaction(state, open) {
+            // The delete itself is committed in the pool; finish our side.
+            log::warn!("set_transaction_id after deleting {id} failed: {e}");
+        }
+        fail_point!("remove.after_set_transaction");
+        state.store.remove_device_record(id)?;
+        fail_point!("remove.after_remove_record");
+        state.devices.remove(id);
+        let _ = state.ids.release(thin);
+        Ok(())
+    }
+
+    /// Every device with its state.
+    pub(crate) fn list(&self, state: &mut State) -> Result<Vec<DeviceSummary>> {
+        let active: BTreeSet<String> = state
+            .ctl
+            .list_devices()?
+            .into_iter()
+            .filter_map(|e| e.name.strip_prefix(&self.prefix).map(str::to_string))
+            .collect();
+        let records: Vec<DeviceRecord> = state
+            .devices
+            .values()
+            .filter(|r| !r.deferred_delete)
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let is_active = active.contains(&r.id);
+            let mapped_bytes = if is_active {
+                let name = self.device_name(&r.id);
+                match state
+                    .ctl
+                    .table_status(DevId::Name(&name), &StatusOptions::default())
+                {
+                    Ok((_, lines)) => lines
+                        .first()
+                        .and_then(|l| ThinStatus::parse(l.params()).ok())
+                        .and_then(|s| s.usage().map(|u| u.mapped_sectors * SECTOR_SIZE)),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            out.push(DeviceSummary {
+                mount_points: mount_paths(state, &r.id),
+                id: r.id,
+                parent: r.parent,
+                thin_id: r.thin_id,
+                size: r.size,
+                initialized: r.initialized,
+                active: is_active,
+                mapped_bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Like [`DeviceSet::remove_device`], but a device held open elsewhere is
+    /// removed by the kernel once its last opener closes it, and deleted from the
+    /// pool on a later call or open.
+    pub(crate) fn remove_device_deferred(
+        &self,
+        state: &mut State,
+        id: &str,
+    ) -> Result<RemoveOutcome> {
+        self.record(state, id)?;
+        let paths = mount_paths(state, id);
+        if !paths.is_empty() {
+            return Err(DeviceSetError::Mounted {
+                id: id.to_string(),
+                paths,
+            });
+        }
+        let name = self.device_name(id);
+        self.deactivate_once(state, &name, true)?;
+        if state.ctl.exists(&name)? {
+            let mut rec = self.record(state, id)?.clone();
+            rec.deferred_delete = true;
+            state.store.write_device(&rec)?;
+            state.devices.insert(id.to_string(), rec);
+            return Ok(RemoveOutcome::Deferred);
+        }
+        self.delete_device(state, id)?;
+        Ok(RemoveOutcome::Removed)
+    }
+
+    /// Marks device `id` initialized (or not), durably.
+    pub(crate) fn set_initialized(
+        &self,
+        state: &mut State,
+        id: &str,
+        initialized: bool,
+    ) -> Result<()> {
+        let mut rec = self.record(state, id)?.clone();
+        rec.initialized = initialized;
+        state.store.write_device(&rec)?;
+        state.devices.insert(id.to_string(), rec);
+        Ok(())
+    }
+}

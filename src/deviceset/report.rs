@@ -1,0 +1,70 @@
+//! What a set reports: [`DeviceSummary`], [`SetStatus`], [`RemoveOutcome`].
+
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// One device of the set, as [`DeviceSet::list`](super::DeviceSet::list) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceSummary {
+    /// The caller's id.
+    pub id: String,
+    /// The device it was snapshotted from (`None`: the base).
+    pub parent: Option<String>,
+    /// Its thin id in the pool.
+    pub thin_id: u32,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether the caller marked it initialized.
+    pub initialized: bool,
+    /// Whether it is active (has a device-mapper device).
+    pub active: bool,
+    /// Where this set has it mounted.
+    pub mount_points: Vec<PathBuf>,
+    /// Bytes the pool has provisioned for it (only while active).
+    pub mapped_bytes: Option<u64>,
+}
+
+/// Pool usage as [`DeviceSet::status`](super::DeviceSet::status) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetStatus {
+    /// The pool's device-mapper name.
+    pub pool_name: String,
+    /// Data file or device.
+    pub data_source: Option<PathBuf>,
+    /// Metadata file or device.
+    pub metadata_source: Option<PathBuf>,
+    /// Data block size in bytes.
+    pub data_block_size: u64,
+    /// Data space used, bytes.
+    pub data_used: u64,
+    /// Data space total, bytes.
+    pub data_total: u64,
+    /// Metadata space used, bytes.
+    pub metadata_used: u64,
+    /// Metadata space total, bytes.
+    pub metadata_total: u64,
+    /// Pool mode: `rw`, `ro`, `out_of_data_space`, `out_of_metadata_space`
+    /// (the kernel's `ro` with every metadata block used) or `fail`.
+    pub mode: String,
+    /// Whether the pool wants `thin_check`.
+    pub needs_check: bool,
+    /// The pool's transaction id.
+    pub transaction_id: u64,
+    /// Number of devices in the set (the base not counted).
+    pub devices: usize,
+    /// Base filesystem.
+    pub filesystem: String,
+    /// Base device size in bytes.
+    pub base_size: u64,
+    /// The base device's thin id in the pool.
+    pub base_thin_id: u32,
+}
+
+/// What [`DeviceSet::remove_device_deferred`](super::DeviceSet::remove_device_deferred) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    /// The device is gone from the pool.
+    Removed,
+    /// The device is still held open; it goes once the holder closes it.
+    Deferred,
+}
