@@ -430,6 +430,11 @@ impl Drop for Mount {
     }
 }
 
+/// Whether this run has systemd-udevd in the guest (`ioctl-tests/run --udev`).
+pub fn udev_mode() -> bool {
+    std::env::var_os("DMTHIN_TEST_UDEV").is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,27 +4,7 @@
 mod common;
 use common::*;
 
-use std::process::{Command, Output};
-
-fn dmthin(root: &std::path::Path, args: &[&str]) -> Output {
-    Command::new("dmthin")
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("the dmthin CLI is on PATH in the test VM")
-}
-
-fn ok(root: &std::path::Path, args: &[&str]) -> String {
-    let out = dmthin(root, args);
-    assert!(
-        out.status.success(),
-        "dmthin {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use std::process::Command;
 
 #[test]
 fn every_subcommand_has_help() {
@@ -61,7 +41,7 @@ fn every_subcommand_has_help() {
 fn cli_drives_the_device_set() {
     let root = Root::new("cli");
     let r = root.0.as_path();
-    let status = ok(
+    let status = dmthin_ok(
         r,
         &[
             "init",
@@ -80,14 +60,14 @@ fn cli_drives_the_device_set() {
     let pool = format!("{}pool", dmthin::deviceset::name_prefix(r).unwrap());
     assert!(sh_ok("dmsetup ls").contains(&pool));
 
-    ok(r, &["create", "img"]);
-    ok(r, &["create", "ctr", "--from", "img"]);
+    dmthin_ok(r, &["create", "img"]);
+    dmthin_ok(r, &["create", "ctr", "--from", "img"]);
     let mnt = root.mnt("ctr");
     let m = mnt.to_str().unwrap();
-    ok(r, &["mount", "ctr", m]);
+    dmthin_ok(r, &["mount", "ctr", m]);
     std::fs::write(mnt.join("f"), "cli").unwrap();
     sh_ok("sync");
-    let list: serde_json::Value = serde_json::from_str(&ok(r, &["list", "--json"])).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&dmthin_ok(r, &["list", "--json"])).unwrap();
     let arr = list.as_array().unwrap();
     assert_eq!(arr.len(), 2);
     let ctr = arr.iter().find(|d| d["id"] == "ctr").unwrap();
@@ -102,25 +82,25 @@ fn cli_drives_the_device_set() {
         table.contains(" thin ") && table.trim().ends_with(&ctr["thin_id"].to_string()),
         "{table}"
     );
-    let human = ok(r, &["list"]);
+    let human = dmthin_ok(r, &["list"]);
     assert!(human.contains("64.0 MiB"), "human-readable sizes: {human}");
 
     // Refusals exit 1 with a message.
-    let out = dmthin(r, &["remove", "ctr"]);
+    let out = dmthin_cli(r, &["remove", "ctr"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mounted"));
-    let out = dmthin(r, &["create", "img"]);
+    let out = dmthin_cli(r, &["create", "img"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
 
-    ok(r, &["umount", "ctr", m]);
-    let path = ok(r, &["activate", "img"]);
+    dmthin_ok(r, &["umount", "ctr", m]);
+    let path = dmthin_ok(r, &["activate", "img"]);
     assert!(std::path::Path::new(path.trim()).exists(), "{path}");
-    ok(r, &["deactivate", "img"]);
-    let st: serde_json::Value = serde_json::from_str(&ok(r, &["status", "--json"])).unwrap();
+    dmthin_ok(r, &["deactivate", "img"]);
+    let st: serde_json::Value = serde_json::from_str(&dmthin_ok(r, &["status", "--json"])).unwrap();
     assert_eq!(st["data_total"], 1u64 << 30);
-    ok(r, &["grow-pool", "2G"]);
-    let st: serde_json::Value = serde_json::from_str(&ok(r, &["status", "--json"])).unwrap();
+    dmthin_ok(r, &["grow-pool", "2G"]);
+    let st: serde_json::Value = serde_json::from_str(&dmthin_ok(r, &["status", "--json"])).unwrap();
     assert_eq!(st["data_total"], 2u64 << 30);
     let dm = sh_ok(&format!("dmsetup table {pool}"));
     assert!(
@@ -128,23 +108,23 @@ fn cli_drives_the_device_set() {
         "{dm}"
     );
     let meta_before = st["metadata_total"].as_u64().unwrap();
-    ok(r, &["grow-pool", "--metadata", "24M"]);
-    let st: serde_json::Value = serde_json::from_str(&ok(r, &["status", "--json"])).unwrap();
+    dmthin_ok(r, &["grow-pool", "--metadata", "24M"]);
+    let st: serde_json::Value = serde_json::from_str(&dmthin_ok(r, &["status", "--json"])).unwrap();
     assert_eq!(st["metadata_total"], 24u64 << 20, "was {meta_before}");
     assert_eq!(st["data_total"], 2u64 << 30, "data untouched");
-    let out = dmthin(r, &["grow-pool", "--metadata", "4M"]);
+    let out = dmthin_cli(r, &["grow-pool", "--metadata", "4M"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("never shrinks"));
-    let out = dmthin(r, &["grow-pool", "--metadata", "32M", "3G"]);
+    let out = dmthin_cli(r, &["grow-pool", "--metadata", "32M", "3G"]);
     assert_eq!(out.status.code(), Some(2), "usage error");
-    ok(r, &["remove", "img"]);
-    ok(r, &["shutdown"]);
+    dmthin_ok(r, &["remove", "img"]);
+    dmthin_ok(r, &["shutdown"]);
     assert!(!sh_ok("dmsetup ls").contains(&pool));
     // Everything comes back.
-    ok(r, &["mount", "ctr", m]);
+    dmthin_ok(r, &["mount", "ctr", m]);
     assert_eq!(std::fs::read_to_string(mnt.join("f")).unwrap(), "cli");
-    ok(r, &["umount", "ctr", m]);
-    ok(r, &["shutdown"]);
+    dmthin_ok(r, &["umount", "ctr", m]);
+    dmthin_ok(r, &["shutdown"]);
 }
 
 /// Thin ids in a stopped set's pool metadata (thin_dump through a loop device).
@@ -166,7 +146,7 @@ fn thin_ids_on_disk(root: &std::path::Path) -> Vec<String> {
 fn remove_deferred_through_the_cli() {
     let root = Root::new("cli-deferred");
     let r = root.0.as_path();
-    ok(
+    dmthin_ok(
         r,
         &[
             "init",
@@ -178,24 +158,24 @@ fn remove_deferred_through_the_cli() {
             "64M",
         ],
     );
-    ok(r, &["create", "held"]);
-    ok(r, &["create", "idle"]);
+    dmthin_ok(r, &["create", "held"]);
+    dmthin_ok(r, &["create", "idle"]);
     let name = format!("{}held", dmthin::deviceset::name_prefix(r).unwrap());
-    let path = ok(r, &["activate", "held"]);
+    let path = dmthin_ok(r, &["activate", "held"]);
     let holder = std::fs::File::open(path.trim()).unwrap();
     // Held open: a plain remove is refused as busy...
-    let out = dmthin(r, &["remove", "held"]);
+    let out = dmthin_cli(r, &["remove", "held"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("busy"),
         "{out:?}"
     );
     // ... and a deferred one succeeds, leaving the kernel to finish it.
-    let said = ok(r, &["remove", "held", "--deferred"]);
+    let said = dmthin_ok(r, &["remove", "held", "--deferred"]);
     assert_eq!(said.trim(), "held is busy; it will be removed once closed");
     let info = sh_ok(&format!("dmsetup info {name}"));
     assert!(info.contains("DEFERRED REMOVE"), "{info}");
-    let list: serde_json::Value = serde_json::from_str(&ok(r, &["list", "--json"])).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&dmthin_ok(r, &["list", "--json"])).unwrap();
     let ids: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -207,7 +187,7 @@ fn remove_deferred_through_the_cli() {
     let rec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
     assert_eq!(rec["deferred_delete"], true, "{rec}");
-    let out = dmthin(r, &["create", "held"]);
+    let out = dmthin_cli(r, &["create", "held"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("being removed"),
@@ -218,17 +198,17 @@ fn remove_deferred_through_the_cli() {
     drop(holder);
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!sh_ok("dmsetup ls").contains(&name));
-    ok(r, &["list"]);
+    dmthin_ok(r, &["list"]);
     assert!(!record.exists(), "record left after the deferred delete");
-    ok(r, &["create", "held"]);
+    dmthin_ok(r, &["create", "held"]);
     // A device nobody holds is removed at once.
     assert_eq!(
-        ok(r, &["remove", "idle", "--deferred"]).trim(),
+        dmthin_ok(r, &["remove", "idle", "--deferred"]).trim(),
         "removed idle"
     );
-    let list: serde_json::Value = serde_json::from_str(&ok(r, &["list", "--json"])).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&dmthin_ok(r, &["list", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
-    ok(r, &["shutdown"]);
+    dmthin_ok(r, &["shutdown"]);
     // The pool holds the base and the new "held", nothing else.
     assert_eq!(thin_ids_on_disk(r).len(), 2);
 }

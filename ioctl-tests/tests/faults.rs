@@ -114,22 +114,6 @@ fn low_metadata_space_refuses_add_device() {
     set.shutdown().unwrap();
 }
 
-/// Writes one 4 KiB block of zeros at each MiB offset given, bypassing the
-/// page cache, then fsyncs (a flush: the pool commits its metadata).
-fn write_blocks(node: &Path, mib_offsets: &[u64]) -> (bool, String) {
-    let cmds: Vec<String> = mib_offsets
-        .iter()
-        .map(|m| {
-            format!(
-                "dd if=/dev/urandom of={} bs=4k count=1 seek={} oflag=direct conv=notrunc,fsync 2>&1",
-                node.display(),
-                m * 256
-            )
-        })
-        .collect();
-    sh(&format!("set -e; {}", cmds.join("; ")))
-}
-
 #[test]
 fn metadata_space_runs_out_refuses_and_grow_pool_metadata_recovers() {
     let root = Root::new("meta-full");
@@ -241,22 +225,6 @@ fn metadata_space_runs_out_refuses_and_grow_pool_metadata_recovers() {
     assert_eq!(set.status().unwrap().metadata_total, 16 * MIB);
     assert!(set.has_device("after-grow"));
     set.shutdown().unwrap();
-}
-
-fn majmin(path: &str) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let r = std::fs::metadata(path).unwrap().rdev();
-    format!("{}:{}", nix::sys::stat::major(r), nix::sys::stat::minor(r))
-}
-
-fn flakey_line(dev: &str, sectors: u64, failing: bool) -> Vec<TableLine> {
-    // up 1 s / down 0 s = healthy; up 0 s / down 1 s with error_writes = every write fails.
-    let params = if failing {
-        format!("{} 0 0 1 1 error_writes", majmin(dev))
-    } else {
-        format!("{} 0 1 0", majmin(dev))
-    };
-    vec![TableLine::new(0, sectors, "flakey", params).unwrap()]
 }
 
 /// A metadata device whose writes fail everywhere but in its first 4 KiB
@@ -404,17 +372,6 @@ fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
         let _ = c.remove(DevId::Name(n), &RemoveOptions::default());
     }
     sh(&format!("losetup -d {data_loop}; losetup -d {meta_loop}"));
-}
-
-/// Pool thin ids vs records for a set whose metadata is on `meta_dev`.
-fn check_invariants_on(set: &DeviceSet, meta_dev: &str) {
-    let pool = set.pool_name();
-    sh_ok(&format!("dmsetup message {pool} 0 reserve_metadata_snap"));
-    let (ok, xml) = sh(&format!("thin_dump --metadata-snap {meta_dev}"));
-    sh_ok(&format!("dmsetup message {pool} 0 release_metadata_snap"));
-    assert!(ok, "{xml}");
-    let n = xml.matches("<device dev_id=").count();
-    assert_eq!(n, set.list().unwrap().len() + 1, "{xml}");
 }
 
 /// Child mode: take the set's lock the way a set does, an exclusive flock on

@@ -5,28 +5,7 @@
 mod common;
 use common::*;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn dmthin(root: &Path, args: &[&str]) -> Output {
-    Command::new("dmthin")
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("the dmthin CLI is on PATH in the test VM")
-}
-
-fn ok(root: &Path, args: &[&str]) -> String {
-    let out = dmthin(root, args);
-    assert!(
-        out.status.success(),
-        "dmthin {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use std::path::{Path, PathBuf};
 
 fn init(root: &Path, extra: &[&str]) {
     let mut args = vec![
@@ -39,7 +18,7 @@ fn init(root: &Path, extra: &[&str]) {
         "64M",
     ];
     args.extend_from_slice(extra);
-    ok(root, &args);
+    dmthin_ok(root, &args);
 }
 
 fn pool_table(root: &Path) -> String {
@@ -54,13 +33,13 @@ fn init_options_are_remembered_by_later_commands() {
     assert!(pool_table(&r.0).contains("skip_block_zeroing"));
     // The base filesystem alone uses more than 1% of a 256 MiB pool, so a
     // remembered --min-free 99 refuses the next create.
-    let out = dmthin(&r.0, &["create", "a"]);
+    let out = dmthin_cli(&r.0, &["create", "a"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "create ignored --min-free 99");
     assert!(err.contains("free"), "{err}");
     // Still remembered after the pool was taken down and set up again.
-    ok(&r.0, &["shutdown"]);
-    ok(&r.0, &["list"]);
+    dmthin_ok(&r.0, &["shutdown"]);
+    dmthin_ok(&r.0, &["list"]);
     assert!(
         pool_table(&r.0).contains("skip_block_zeroing"),
         "--no-zeroing forgotten: {}",
@@ -68,19 +47,19 @@ fn init_options_are_remembered_by_later_commands() {
     );
     // Changed later by init on the existing set, and remembered again.
     init(&r.0, &["--min-free", "5"]);
-    ok(&r.0, &["create", "a"]);
-    ok(&r.0, &["remove", "a"]);
-    ok(&r.0, &["shutdown"]);
+    dmthin_ok(&r.0, &["create", "a"]);
+    dmthin_ok(&r.0, &["remove", "a"]);
+    dmthin_ok(&r.0, &["shutdown"]);
 }
 
 #[test]
 fn standard_mount_options_become_mount_flags() {
     let r = Root::new("mountflags");
     init(&r.0, &["--mount-options", "nosuid,nodev,noexec,noatime"]);
-    ok(&r.0, &["create", "a"]);
+    dmthin_ok(&r.0, &["create", "a"]);
     let mnt = r.mnt("a");
     std::fs::create_dir_all(&mnt).unwrap();
-    ok(&r.0, &["mount", "a", mnt.to_str().unwrap()]);
+    dmthin_ok(&r.0, &["mount", "a", mnt.to_str().unwrap()]);
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let line = mounts
         .lines()
@@ -90,8 +69,8 @@ fn standard_mount_options_become_mount_flags() {
     for flag in ["nosuid", "nodev", "noexec", "noatime"] {
         assert!(opts.contains(&flag), "{flag} missing in {line}");
     }
-    ok(&r.0, &["umount", "a", mnt.to_str().unwrap()]);
-    ok(&r.0, &["shutdown"]);
+    dmthin_ok(&r.0, &["umount", "a", mnt.to_str().unwrap()]);
+    dmthin_ok(&r.0, &["shutdown"]);
 }
 
 #[test]
@@ -110,9 +89,9 @@ fn kernel_names_survive_a_new_device_number_for_the_root() {
     sh_ok(&format!("mount {first} {}", top.display()));
     let root = top.join("set");
     init(&root, &[]);
-    ok(&root, &["create", "a"]);
+    dmthin_ok(&root, &["create", "a"]);
     let before = dmthin::deviceset::name_prefix(&root).unwrap();
-    ok(&root, &["shutdown"]);
+    dmthin_ok(&root, &["shutdown"]);
     sh_ok(&format!("umount {}", top.display()));
     // Free the first loop device and hold it with another file, so the
     // image comes back on another one.
@@ -127,15 +106,15 @@ fn kernel_names_survive_a_new_device_number_for_the_root() {
     sh_ok(&format!("mount {second} {}", top.display()));
     let after = dmthin::deviceset::name_prefix(&root).unwrap();
     assert_ne!(before, after, "the root's device number did not change");
-    let list = ok(&root, &["list"]);
+    let list = dmthin_ok(&root, &["list"]);
     assert!(list.contains('a'), "{list}");
     let pool_then = format!("{before}pool");
     let tables = sh_ok("dmsetup ls");
     assert!(tables.contains(&pool_then), "pool renamed: {tables}");
-    ok(&root, &["activate", "a"]);
+    dmthin_ok(&root, &["activate", "a"]);
     assert!(sh_ok("dmsetup ls").contains(&format!("{before}a")));
-    ok(&root, &["create", "b", "--from", "a"]);
-    ok(&root, &["shutdown"]);
+    dmthin_ok(&root, &["create", "b", "--from", "a"]);
+    dmthin_ok(&root, &["shutdown"]);
     sh_ok(&format!(
         "umount {}; losetup -d {second}; losetup -d {}",
         top.display(),
@@ -148,7 +127,7 @@ fn a_closed_stdout_ends_the_cli_quietly() {
     let r = Root::new("pipe");
     init(&r.0, &[]);
     for i in 0..40 {
-        ok(&r.0, &["create", &format!("layer-{i:02}")]);
+        dmthin_ok(&r.0, &["create", &format!("layer-{i:02}")]);
     }
     // The reader is gone before dmthin writes: always EPIPE.
     let out = sh_ok(&format!(
@@ -161,7 +140,7 @@ fn a_closed_stdout_ends_the_cli_quietly() {
         !out.contains("panicked") && !out.contains("Broken pipe"),
         "{out}"
     );
-    ok(&r.0, &["shutdown"]);
+    dmthin_ok(&r.0, &["shutdown"]);
 }
 
 #[test]
@@ -171,7 +150,7 @@ fn a_planted_link_under_the_root_is_refused_and_its_target_untouched() {
     std::fs::write(&victim, b"precious").unwrap();
     std::fs::create_dir_all(r.0.join("devicemapper")).unwrap();
     std::os::unix::fs::symlink(&victim, r.0.join("devicemapper/data")).unwrap();
-    let out = dmthin(
+    let out = dmthin_cli(
         &r.0,
         &["init", "--data-size", "256M", "--metadata-size", "16M"],
     );
@@ -187,10 +166,10 @@ fn a_planted_link_under_the_root_is_refused_and_its_target_untouched() {
 fn a_root_others_can_write_to_is_refused() {
     let r = Root::new("open-root");
     init(&r.0, &[]);
-    ok(&r.0, &["shutdown"]);
+    dmthin_ok(&r.0, &["shutdown"]);
     // Owned by another user: dmthin's chmod cannot fix it, so it refuses.
     std::os::unix::fs::chown(&r.0, Some(1000), None).unwrap();
-    let out = dmthin(&r.0, &["list"]);
+    let out = dmthin_cli(&r.0, &["list"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -198,8 +177,8 @@ fn a_root_others_can_write_to_is_refused() {
     );
     assert!(err.contains("owned by uid 1000"), "{err}");
     std::os::unix::fs::chown(&r.0, Some(0), None).unwrap();
-    ok(&r.0, &["list"]);
-    ok(&r.0, &["shutdown"]);
+    dmthin_ok(&r.0, &["list"]);
+    dmthin_ok(&r.0, &["shutdown"]);
 }
 
 #[test]
@@ -214,5 +193,97 @@ fn the_metadata_file_is_fully_allocated() {
         meta.blocks() * 512,
         meta.len()
     );
-    ok(&r.0, &["shutdown"]);
+    dmthin_ok(&r.0, &["shutdown"]);
+}
+
+/// A set whose root is its own small ext4 filesystem (on a loop device),
+/// so the test can fill it or make it read-only, with device `a` mounted
+/// outside it. With `block_devices` the pool sits on two loop devices over
+/// files elsewhere, so nothing on the root's filesystem stays open for
+/// writing and it can be remounted read-only under a running set.
+fn set_on_own_filesystem(r: &Root, tag: &str, block_devices: bool) -> (PathBuf, Vec<String>) {
+    let attach = |name: &str, size: &str| {
+        let img = r.0.join(format!("{tag}-{name}.img"));
+        let dev = sh_ok(&format!(
+            "truncate -s {size} {img} && losetup -f --show {img}",
+            img = img.display()
+        ));
+        dev.trim().to_string()
+    };
+    let fs_dev = attach("fs", "400M");
+    let top = r.0.join(tag);
+    std::fs::create_dir_all(&top).unwrap();
+    sh_ok(&format!(
+        "mkfs.ext4 -q -F {fs_dev} && mount {fs_dev} {}",
+        top.display()
+    ));
+    let root = top.join("set");
+    let mut loops = vec![fs_dev];
+    if block_devices {
+        let (data, meta) = (attach("data", "256M"), attach("meta", "16M"));
+        let args = [
+            "init",
+            "--base-size",
+            "64M",
+            "--data-dev",
+            &data,
+            "--metadata-dev",
+            &meta,
+        ];
+        dmthin_ok(&root, &args);
+        loops.extend([data, meta]);
+    } else {
+        init(&root, &[]);
+    }
+    dmthin_ok(&root, &["create", "a"]);
+    let mnt = r.mnt(&format!("{tag}-a"));
+    std::fs::create_dir_all(&mnt).unwrap();
+    dmthin_ok(&root, &["mount", "a", mnt.to_str().unwrap()]);
+    (root, loops)
+}
+
+/// Unmounts the root's filesystem and detaches the loop devices
+/// (the filesystem's first: it is the last one the pool can hold).
+fn teardown_own_filesystem(root: &Path, loops: &[String]) {
+    sh(&format!("umount {}", root.parent().unwrap().display()));
+    for dev in loops.iter().rev() {
+        sh(&format!("losetup -d {dev}"));
+    }
+}
+
+#[test]
+fn a_full_root_filesystem_still_lists_unmounts_and_shuts_down() {
+    let r = Root::new("fullroot");
+    let (root, loops) = set_on_own_filesystem(&r, "full", false);
+    let top = root.parent().unwrap().to_path_buf();
+    let (_, out) = sh(&format!(
+        "dd if=/dev/zero of={}/filler bs=1M",
+        top.display()
+    ));
+    assert!(
+        out.contains("No space left"),
+        "the filesystem did not fill: {out}"
+    );
+    let list = dmthin_ok(&root, &["list"]);
+    assert!(list.contains('a'), "{list}");
+    dmthin_ok(&root, &["status"]);
+    let mnt = r.mnt("full-a");
+    dmthin_ok(&root, &["umount", "a", mnt.to_str().unwrap()]);
+    dmthin_ok(&root, &["shutdown"]);
+    teardown_own_filesystem(&root, &loops);
+}
+
+#[test]
+fn a_read_only_root_filesystem_still_lists_unmounts_and_shuts_down() {
+    let r = Root::new("roroot");
+    let (root, loops) = set_on_own_filesystem(&r, "ro", true);
+    let top = root.parent().unwrap().to_path_buf();
+    sh_ok(&format!("mount -o remount,ro {}", top.display()));
+    let list = dmthin_ok(&root, &["list"]);
+    assert!(list.contains('a'), "{list}");
+    dmthin_ok(&root, &["status"]);
+    let mnt = r.mnt("ro-a");
+    dmthin_ok(&root, &["umount", "a", mnt.to_str().unwrap()]);
+    dmthin_ok(&root, &["shutdown"]);
+    teardown_own_filesystem(&root, &loops);
 }

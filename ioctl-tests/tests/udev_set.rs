@@ -8,11 +8,8 @@ use common::*;
 
 use dmthin::deviceset::{DeviceSet, FsKind};
 use dmthin::dm::{Control, NodeMode};
+use dmthin_ioctl_tests::udev_mode;
 use std::os::unix::fs::FileTypeExt;
-
-fn udev_mode() -> bool {
-    std::env::var_os("DMTHIN_TEST_UDEV").is_some()
-}
 
 fn lifecycle(tag: &str, udev_sync: bool) {
     let root = Root::new(tag);

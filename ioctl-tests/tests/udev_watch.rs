@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use dmthin_ioctl_tests::{LoopDevice, TempDir};
+use dmthin_ioctl_tests::{udev_mode, LoopDevice, TempDir};
 
 use dmthin::dm::{
     Control, ControlOptions, CreateOptions, Dev, DevId, DmError, NodeMode, RemoveOptions,
@@ -20,10 +20,6 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(30);
 const WATCH: NodeMode = NodeMode::UdevWatch { timeout: TIMEOUT };
 const COOKIE: NodeMode = NodeMode::Udev { timeout: TIMEOUT };
-
-fn udev_mode() -> bool {
-    std::env::var_os("DMTHIN_TEST_UDEV").is_some()
-}
 
 fn ctl(mode: NodeMode) -> Control {
     let mut c = Control::open_with(ControlOptions::default()).expect("open control");

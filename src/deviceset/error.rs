@@ -153,12 +153,32 @@ pub enum DeviceSetError {
         /// Why.
         reason: String,
     },
+    /// The pool's metadata device could not be opened or read (usage).
+    #[error("pool {pool}: reading its metadata device {device}: {source}")]
+    Metadata {
+        /// The pool's name.
+        pool: String,
+        /// The metadata device read.
+        device: PathBuf,
+        /// What went wrong, naming the block.
+        #[source]
+        source: crate::thinmeta::Error,
+    },
     /// The device is waiting for a deferred deletion.
     #[error("device {0:?} is being removed (deferred); try again once it is no longer open")]
     PendingDeletion(String),
     /// The set was shut down.
     #[error("the device set has been shut down")]
     Closed,
+    /// A test armed this fail point to fail its step (feature `failpoints`).
+    #[cfg(feature = "failpoints")]
+    #[error("injected error at fail point {point}: {source}")]
+    Injected {
+        /// The fail point.
+        point: &'static str,
+        /// The error injected (EIO).
+        source: std::io::Error,
+    },
 }
 
 /// Result alias for the device set.

@@ -71,15 +71,23 @@ impl SetLock {
             .create(root)
             .map_err(io_err("create directory", root))?;
         let path = root.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&path)
-            .map_err(io_err("open lock file", &path))?;
+        let open = |write: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .create(write)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                .open(&path)
+        };
+        // On a read-only root the lock still works (flock needs no write
+        // access); only the holder's pid goes unrecorded.
+        let (file, writable) = match open(true) {
+            Err(e) if e.raw_os_error() == Some(Errno::EROFS as i32) => (open(false), false),
+            other => (other, true),
+        };
+        let file = file.map_err(io_err("open lock file", &path))?;
         let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(f) => f,
             Err((file, Errno::EWOULDBLOCK)) => {
@@ -94,10 +102,12 @@ impl SetLock {
                 })
             }
         };
-        let pid = format!("{}\n", std::process::id());
-        file.set_len(0)
-            .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
-            .map_err(io_err("write pid to lock file", &path))?;
+        if writable {
+            let pid = format!("{}\n", std::process::id());
+            file.set_len(0)
+                .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
+                .map_err(io_err("write pid to lock file", &path))?;
+        }
         Ok(SetLock { file })
     }
 }

@@ -15,6 +15,7 @@ mod report;
 mod set;
 pub(crate) mod store;
 mod trust;
+mod usage_report;
 
 pub use engine::MAX_METADATA_BYTES;
 pub use error::{DeviceSetError, Result};
@@ -22,14 +23,17 @@ pub use options::{Options, Progress, StorageOptions};
 pub use report::{DeviceSummary, RemoveOutcome, SetStatus};
 pub use set::{name_prefix, DeviceSet};
 pub use store::FsKind;
+pub use usage_report::{DeviceUsage, SetUsage};
 
 #[cfg(feature = "failpoints")]
 pub(crate) use failpoint::fail_point;
 
-/// Fail points compile to nothing without the `failpoints` feature.
+/// Fail points compile to nothing without the `failpoints` feature: `Ok(())`.
 #[cfg(not(feature = "failpoints"))]
 macro_rules! fail_point {
-    ($name:literal) => {{}};
+    ($name:literal) => {
+        $crate::deviceset::error::Result::<()>::Ok(())
+    };
 }
 #[cfg(not(feature = "failpoints"))]
 pub(crate) use fail_point;

@@ -8,6 +8,7 @@ use super::lock::SetLock;
 use super::options::Options;
 use super::report::{DeviceSummary, RemoveOutcome, SetStatus};
 use super::store::{MetadataStore, RecordProblem};
+use super::usage_report::{DeviceUsage, SetUsage};
 use crate::deviceset::fail_point;
 use crate::dm::Dev;
 use std::os::unix::fs::MetadataExt;
@@ -99,7 +100,7 @@ impl DeviceSet {
         }
         let problems = std::mem::take(&mut report.problems);
         let config = Config::new(root, prefix, options, block_size);
-        let state = config.open_state(store, report)?;
+        let state = config.open_state(store, report, &problems)?;
         Ok(DeviceSet {
             state: Mutex::new(state),
             config,
@@ -171,9 +172,13 @@ impl DeviceSet {
     /// Deactivates device `id` (EBUSY retried), deletes it from the pool and frees its thin id.
     /// Refused while this set has it mounted.
     pub fn remove_device(&self, id: &str) -> Result<()> {
-        let guard = self.lock()?;
+        let mut guard = self.lock()?;
+        // Refused at once, before the device is deactivated, when the pool
+        // cannot take the delete.
+        self.config.record(&guard, id)?;
+        self.config.writable_pool(&mut guard)?;
         let mut guard = self.config.deactivate_retrying(guard, &self.state, id)?;
-        fail_point!("remove.after_deactivate");
+        fail_point!("remove.after_deactivate")?;
         self.config.delete_device(&mut guard, id)
     }
 
@@ -274,7 +279,21 @@ impl DeviceSet {
     /// grown; block devices must already be that large). Never shrinks.
     pub fn grow_pool(&self, new_data_size: u64) -> Result<()> {
         let mut state = self.lock()?;
-        self.config.grow_pool(&mut state, new_data_size)
+        self.config.grow_pool(&mut state, new_data_size)?;
+        self.heal(&mut state);
+        Ok(())
+    }
+
+    /// After a growth: finishes what the pool's degraded state held back.
+    /// The growth stands either way; a failure here is only logged, and the
+    /// next open tries again.
+    fn heal(&self, state: &mut State) {
+        if let Err(e) = self.config.heal(state) {
+            log::warn!(
+                "pool {}: finishing held-back work failed: {e}",
+                self.config.pool_name
+            );
+        }
     }
 
     /// Grows the pool's metadata device to `new_metadata_size` bytes: a loop
@@ -287,7 +306,9 @@ impl DeviceSet {
         Config::check_metadata_size(new_metadata_size)?;
         let mut state = self.lock()?;
         self.config
-            .grow_pool_metadata(&mut state, new_metadata_size)
+            .grow_pool_metadata(&mut state, new_metadata_size)?;
+        self.heal(&mut state);
+        Ok(())
     }
 
     /// Unmounts what this set mounted, deactivates every device, and removes the
@@ -295,6 +316,24 @@ impl DeviceSet {
     pub fn shutdown(&self) -> Result<()> {
         let mut state = self.lock()?;
         self.config.shutdown(&mut state)
+    }
+
+    /// Space device `id` uses (`base`: the base device): mapped, exclusive
+    /// and shared bytes, read from a metadata snapshot of the pool (see
+    /// [`DeviceSet::usage_all`]).
+    pub fn usage(&self, id: &str) -> Result<DeviceUsage> {
+        let mut state = self.lock()?;
+        self.config.usage(&mut state, id)
+    }
+
+    /// Space the base and every device use, and the pool's totals, read
+    /// in-process from the pool's metadata device: a metadata snapshot is
+    /// reserved for the read and always released (a read-only pool is read
+    /// as it is). Other calls on the set wait meanwhile; the pool's writers
+    /// do not.
+    pub fn usage_all(&self) -> Result<SetUsage> {
+        let mut state = self.lock()?;
+        self.config.usage_all(&mut state)
     }
 }
 

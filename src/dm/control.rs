@@ -1,5 +1,6 @@
 //! The control handle on `/dev/mapper/control` and every DM command.
 
+mod steps;
 mod sync;
 
 use super::abi::{Command, Dev, DmFlags, DmIoctl, Version, CONTROL_PATH, HEADER_SIZE};
@@ -736,46 +737,7 @@ impl Control {
         lines: &[TableLine],
         udev_flags: UdevFlags,
     ) -> Result<DeviceInfo> {
-        self.create_with_table_steps(name, options, lines, udev_flags, || {}, || {})
-    }
-
-    /// [`Control::create_with_table`], calling `on_created` once the device
-    /// exists and `on_loaded` once its table is loaded (the device set's
-    /// fail points go there).
-    pub(crate) fn create_with_table_steps(
-        &mut self,
-        name: &str,
-        options: &CreateOptions<'_>,
-        lines: &[TableLine],
-        udev_flags: UdevFlags,
-        on_created: impl FnOnce(),
-        on_loaded: impl FnOnce(),
-    ) -> Result<DeviceInfo> {
-        // Validate the table before creating anything.
-        encode::encode_table(lines, &mut self.payload)?;
-        self.create(name, options)?;
-        on_created();
-        let loaded = self
-            .table_load(DevId::Name(name), lines, options.read_only)
-            .and_then(|_| {
-                on_loaded();
-                self.resume(DevId::Name(name), udev_flags)
-            });
-        match loaded {
-            Ok(info) => Ok(info),
-            Err(e) => {
-                if let Err(undo) = self.remove(
-                    DevId::Name(name),
-                    &RemoveOptions {
-                        deferred: false,
-                        udev_flags,
-                    },
-                ) {
-                    log::warn!("undo of failed create of {name} failed too: {undo}");
-                }
-                Err(e)
-            }
-        }
+        self.create_with_table_steps(name, options, lines, udev_flags, || Ok(()), || Ok(()))
     }
 
     /// Replaces a live device's table: load, suspend, resume. On failure the
@@ -786,19 +748,7 @@ impl Control {
         lines: &[TableLine],
         udev_flags: UdevFlags,
     ) -> Result<DeviceInfo> {
-        self.table_load(id, lines, false)?;
-        if let Err(e) = self.suspend(id, &SuspendOptions::default()) {
-            let _ = self.table_clear(id);
-            return Err(e);
-        }
-        match self.resume(id, udev_flags) {
-            Ok(info) => Ok(info),
-            Err(e) => {
-                let _ = self.table_clear(id);
-                let _ = self.resume(id, udev_flags);
-                Err(e)
-            }
-        }
+        self.reload_table_steps(id, lines, udev_flags, || Ok(()))
     }
 
     /// Whether a device with this name exists.

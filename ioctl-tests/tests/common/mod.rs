@@ -3,10 +3,11 @@
 
 use dmthin::deviceset::{DeviceSet, FsKind, Options, StorageOptions};
 use dmthin::dm::{Control, DevId, RemoveOptions};
+use dmthin::target::TableLine;
 use dmthin_ioctl_tests::TempDir;
 pub use dmthin_ioctl_tests::{sh, sh_ok};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const MIB: u64 = 1 << 20;
@@ -116,4 +117,69 @@ pub fn thin_check_file(meta: &std::path::Path) -> (bool, String) {
     let result = sh(&format!("thin_check {dev}"));
     sh(&format!("losetup -d {dev}"));
     result
+}
+
+/// Writes one 4 KiB block of zeros at each MiB offset given, bypassing the
+/// page cache, then fsyncs (a flush: the pool commits its metadata).
+pub fn write_blocks(node: &Path, mib_offsets: &[u64]) -> (bool, String) {
+    let cmds: Vec<String> = mib_offsets
+        .iter()
+        .map(|m| {
+            format!(
+                "dd if=/dev/urandom of={} bs=4k count=1 seek={} oflag=direct conv=notrunc,fsync 2>&1",
+                node.display(),
+                m * 256
+            )
+        })
+        .collect();
+    sh(&format!("set -e; {}", cmds.join("; ")))
+}
+
+pub fn majmin(path: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let r = std::fs::metadata(path).unwrap().rdev();
+    format!("{}:{}", nix::sys::stat::major(r), nix::sys::stat::minor(r))
+}
+
+pub fn flakey_line(dev: &str, sectors: u64, failing: bool) -> Vec<TableLine> {
+    // up 1 s / down 0 s = healthy; up 0 s / down 1 s with error_writes = every write fails.
+    let params = if failing {
+        format!("{} 0 0 1 1 error_writes", majmin(dev))
+    } else {
+        format!("{} 0 1 0", majmin(dev))
+    };
+    vec![TableLine::new(0, sectors, "flakey", params).unwrap()]
+}
+
+/// Pool thin ids vs records for a set whose metadata is on `meta_dev`.
+pub fn check_invariants_on(set: &DeviceSet, meta_dev: &str) {
+    let pool = set.pool_name();
+    sh_ok(&format!("dmsetup message {pool} 0 reserve_metadata_snap"));
+    let (ok, xml) = sh(&format!("thin_dump --metadata-snap {meta_dev}"));
+    sh_ok(&format!("dmsetup message {pool} 0 release_metadata_snap"));
+    assert!(ok, "{xml}");
+    let n = xml.matches("<device dev_id=").count();
+    assert_eq!(n, set.list().unwrap().len() + 1, "{xml}");
+}
+
+/// Runs the `dmthin` CLI (on PATH in the test VM) on the set at `root`.
+pub fn dmthin_cli(root: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("dmthin")
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("the dmthin CLI is on PATH in the test VM")
+}
+
+/// Runs the CLI like [`dmthin_cli`], asserts success and returns its stdout.
+pub fn dmthin_ok(root: &Path, args: &[&str]) -> String {
+    let out = dmthin_cli(root, args);
+    assert!(
+        out.status.success(),
+        "dmthin {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -15,6 +15,7 @@ mod logger;
 mod loop_cmds;
 mod output;
 mod set_cmds;
+mod usage_out;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -35,6 +36,7 @@ Device set (a thin pool, a base filesystem, one snapshot per id):
   umount     Unmount a device (and deactivate it)
   list       List the devices
   status     Pool usage and mode
+  usage      Space each device uses: mapped, exclusive, shared
   grow-pool  Grow the pool's data space
   shutdown   Unmount, deactivate everything and remove the pool
 

@@ -13,6 +13,7 @@ use dmthin::deviceset::{DeviceSet, FsKind, Options, RemoveOutcome, StorageOption
 
 use crate::args::{size_arg, Spec};
 use crate::output::{device_table, errln, failed, human, print_json, status_text};
+use crate::usage_out::print_usage;
 use crate::{CliError, CliResult};
 
 /// Default root of a device set.
@@ -77,6 +78,17 @@ umount unmounts it and deactivates ID unless --keep-active is given.
 const LIST_USAGE: &str = "\
 Usage: dmthin [--root DIR] list [--json]
        dmthin [--root DIR] status [--json]
+";
+
+const USAGE_USAGE: &str = "\
+Usage: dmthin [--root DIR] usage [ID...] [--json]
+
+Space each device uses, read from a metadata snapshot of the pool: MAPPED
+bytes, EXCLUSIVE bytes (no other device maps them: removing the device
+frees them) and SHARED bytes, largest exclusive use first, then the pool's
+totals and the allocated bytes no device maps. IDs pick devices ('base' is
+the base device); without them every device is listed. --json prints the
+whole report (with IDs: their rows).
 ";
 
 const GROW_USAGE: &str = "\
@@ -156,6 +168,12 @@ const STATUS: Spec = Spec {
     ..LIST
 };
 
+const USAGE: Spec = Spec {
+    help: "dmthin usage --help",
+    usage: USAGE_USAGE,
+    ..LIST
+};
+
 const GROW: Spec = Spec {
     switches: &[],
     valued: &["--metadata"],
@@ -180,6 +198,7 @@ fn spec(name: &str) -> Option<&'static Spec> {
         "mount" | "umount" => &MOUNT,
         "list" => &LIST,
         "status" => &STATUS,
+        "usage" => &USAGE,
         "grow-pool" => &GROW,
         "shutdown" => &SHUTDOWN,
         _ => return None,
@@ -259,6 +278,16 @@ pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn W
         "status" => {
             let set = open(&root, None)?;
             print_status(out, &set, p.has("--json"))
+        }
+        "usage" => {
+            let ids: Vec<String> = p
+                .positionals
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect();
+            let set = open(&root, None)?;
+            let usage = set.usage_all().map_err(failed)?;
+            print_usage(out, &usage, &ids, p.has("--json"))
         }
         "grow-pool" => {
             let size = |s: String| size_arg(&s, None, GROW.help);

@@ -115,7 +115,7 @@ impl Config {
                         paths,
                     });
                 }
-                fail_point!("deactivate.before_remove");
+                fail_point!("deactivate.before_remove")?;
                 // On EBUSY the guard goes here: the lock is free during the pause.
                 self.deactivate_once(&mut guard, &name, false)?;
                 Ok(guard)

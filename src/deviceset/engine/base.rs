@@ -23,7 +23,7 @@ impl Config {
             let thin_id = ThinId::new(thin)?;
             let mut txn =
                 OpenTransaction::begin(&mut claim, TransactionOp::BaseCreate { thin_id: thin })?;
-            fail_point!("init.after_begin");
+            fail_point!("init.after_begin")?;
             match self.message(&mut txn, PoolMessage::CreateThin(thin_id)) {
                 Ok(()) => break (txn, thin),
                 Err(e) if e.kind() == Some(ErrorKind::Exists) => {
@@ -42,20 +42,32 @@ impl Config {
                 }
             }
         };
-        fail_point!("init.after_create_thin");
-        // On failure from here the base device goes, then the guards close
-        // the transaction and give the thin id back.
+        let open = txn.open_id();
+        // On failure from here the base device goes and the pool's
+        // transaction id moves back (a first init leaves an empty pool at 0,
+        // which a new init accepts), then the guards close the transaction
+        // and give the thin id back.
         let undo = |config: &Config, state: &mut State| {
             let _ = config.deactivate_once(state, &config.base_name, false);
             let _ = config.delete_thin(state, thin);
+            if state.transaction_id == open {
+                if let Err(back) = config.set_transaction(state, open - 1) {
+                    log::warn!(
+                        "could not move pool {} back to transaction {}: {back}",
+                        config.pool_name,
+                        open - 1
+                    );
+                }
+            }
         };
-        let open = txn.open_id();
-        if let Err(e) = self.set_transaction(&mut txn, open) {
+        let committed = fail_point!("init.after_create_thin")
+            .and_then(|()| self.set_transaction(&mut txn, open));
+        if let Err(e) = committed {
             undo(self, &mut txn);
             return Err(e);
         }
-        fail_point!("init.after_set_transaction");
         let made = (|| -> Result<String> {
+            fail_point!("init.after_set_transaction")?;
             let state: &mut State = &mut txn;
             let size = self.options.base_size;
             let dev = self.activate(state, &self.base_name, thin, size, UdevFlags::PRIVATE)?;
@@ -80,13 +92,13 @@ impl Config {
         // Committed in the pool: a failure from here is finished by recovery.
         txn.keep();
         claim.keep();
-        fail_point!("init.after_mkfs");
+        fail_point!("init.after_mkfs")?;
         state.set.base_thin_id = thin;
         state.set.base_size = self.options.base_size;
         state.set.base_fs_uuid = Some(uuid);
         state.store.write_set(&state.set)?;
         state.set_written = true;
-        fail_point!("init.after_write_set");
+        fail_point!("init.after_write_set")?;
         Ok(())
     }
 
@@ -136,7 +148,7 @@ impl Config {
         set.base_size = new;
         state.store.write_set(&set)?;
         state.set = set;
-        fail_point!("grow_base.after_write_set");
+        fail_point!("grow_base.after_write_set")?;
         self.deactivate_once(state, &self.base_name, false)?;
         let dev = self.activate(
             state,
@@ -154,7 +166,7 @@ impl Config {
         );
         let _ = self.deactivate_once(state, &self.base_name, false);
         grown?;
-        fail_point!("grow_base.after_grow_fs");
+        fail_point!("grow_base.after_grow_fs")?;
         Ok(())
     }
 }

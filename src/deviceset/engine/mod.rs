@@ -8,6 +8,7 @@ mod mounts;
 mod pool;
 mod recovery;
 mod snapshot;
+mod usage;
 
 pub(crate) use guard::{ClaimedId, OpenTransaction};
 pub(crate) use mounts::mount_paths;
@@ -48,6 +49,8 @@ pub(crate) struct State {
     pub(crate) loops: Vec<LoopDevice>,
     /// Set by shutdown: every later call fails.
     pub(crate) closed: bool,
+    /// Thin ids damaged records may own: recovery never deletes them.
+    pub(crate) damaged: recovery::DamagedClaims,
 }
 
 /// What does not change after open: the set's settings and names.

@@ -30,13 +30,15 @@ impl Config {
         let name = self.device_name(id);
         let was_active = state.ctl.exists(&name)?;
         let dev = self.activate(state, &name, thin, size, UdevFlags::empty())?;
-        fail_point!("mount.after_activate");
         let node = crate::dm::dm_node_path(dev);
-        let mounted = std::fs::create_dir_all(path)
-            .map_err(|source| {
-                DeviceSetError::Fs(FsError::Io {
-                    device: path.display().to_string(),
-                    source,
+        // An error injected after the activation is undone like a failed mount.
+        let mounted = fail_point!("mount.after_activate")
+            .and_then(|()| {
+                std::fs::create_dir_all(path).map_err(|source| {
+                    DeviceSetError::Fs(FsError::Io {
+                        device: path.display().to_string(),
+                        source,
+                    })
                 })
             })
             .and_then(|()| {
@@ -56,7 +58,7 @@ impl Config {
             }
             return Err(e);
         }
-        fail_point!("mount.after_mount");
+        fail_point!("mount.after_mount")?;
         state.mounts.insert(key, 1);
         Ok(())
     }
@@ -87,7 +89,7 @@ impl Config {
             return Err(e.into());
         }
         state.mounts.remove(&key);
-        fail_point!("unmount.after_unmount");
+        fail_point!("unmount.after_unmount")?;
         if deactivate && mount_paths(&state, id).is_empty() {
             drop(self.deactivate_retrying(state, lock, id)?);
         }

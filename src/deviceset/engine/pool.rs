@@ -147,7 +147,7 @@ impl Config {
     }
 
     /// The pool's status, whatever its state.
-    fn any_pool_status(&self, state: &mut State) -> Result<PoolStatus> {
+    pub(crate) fn any_pool_status(&self, state: &mut State) -> Result<PoolStatus> {
         let line = self.pool_first_line(state, StatusKind::Info)?;
         Ok(PoolStatus::parse(line.params())?)
     }
@@ -199,21 +199,24 @@ impl Config {
         }
     }
 
-    /// The status of a working pool (not failed or in error).
-    pub(crate) fn pool_status(&self, state: &mut State) -> Result<ThinPoolStatus> {
-        match self.any_pool_status(state)? {
-            PoolStatus::Active(s) => Ok(s),
-            other => Err(DeviceSetError::PoolUnusable {
-                pool: self.pool_name.clone(),
-                reason: format!("status is {other}"),
-            }),
-        }
-    }
-
     /// The status of a pool that can take changes; a pool read-only, failed
-    /// or wanting a check is refused with the reason.
+    /// or wanting a check is refused at once, naming its mode.
     pub(crate) fn writable_pool(&self, state: &mut State) -> Result<ThinPoolStatus> {
-        let s = self.pool_status(state)?;
+        let unusable = |reason: String| DeviceSetError::PoolUnusable {
+            pool: self.pool_name.clone(),
+            reason,
+        };
+        let s = match self.any_pool_status(state)? {
+            PoolStatus::Active(s) => s,
+            PoolStatus::Fail => {
+                return Err(unusable(
+                    "mode fail, needs_check (run thin_check, then thin_repair)".into(),
+                ))
+            }
+            PoolStatus::Error => {
+                return Err(unusable("mode error (its status is unreadable)".into()))
+            }
+        };
         if s.mode != PoolMode::ReadWrite || s.needs_check {
             let hint = if s.needs_check {
                 ", needs_check (run thin_check)"
@@ -222,12 +225,30 @@ impl Config {
             } else {
                 ""
             };
-            return Err(DeviceSetError::PoolUnusable {
-                pool: self.pool_name.clone(),
-                reason: format!("mode {}{hint}", mode_name(&s)),
-            });
+            return Err(unusable(format!("mode {}{hint}", mode_name(&s))));
         }
         Ok(s)
+    }
+
+    /// Whether the pool takes no writes (read-only, out of metadata space,
+    /// failed): its metadata can then be read live, with no writer racing.
+    pub(crate) fn pool_takes_no_writes(&self, state: &mut State) -> Result<bool> {
+        Ok(match self.any_pool_status(state)? {
+            PoolStatus::Active(s) => s.mode == PoolMode::ReadOnly,
+            PoolStatus::Fail => true,
+            PoolStatus::Error => false,
+        })
+    }
+
+    /// Why the pool cannot take changes now (read-only, out of space,
+    /// needs_check, failed), or `None` when it can: the set then runs
+    /// degraded, reads and teardown working, changes refused.
+    pub(crate) fn degraded(&self, state: &mut State) -> Result<Option<String>> {
+        match self.writable_pool(state) {
+            Ok(_) => Ok(None),
+            Err(DeviceSetError::PoolUnusable { reason, .. }) => Ok(Some(reason)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes `file` at least `size` bytes and binds a loop device to it (or
@@ -259,7 +280,7 @@ impl Config {
     /// Creates the pool (or finds it), checks its block size, and reads its
     /// transaction id.
     pub(crate) fn setup_pool(&self, state: &mut State, has_set: bool) -> Result<()> {
-        let exists = state.ctl.exists(&self.pool_name)?;
+        let exists = state.ctl.exists(&self.pool_name)? && self.revive_pool(state)?;
         if !exists {
             let (meta, data, data_bytes, storage) = match &self.options.storage {
                 StorageOptions::AdoptPool { name } => {
@@ -349,9 +370,30 @@ impl Config {
                 given: format!("{} sectors", self.block_size.sectors()),
             });
         }
-        let status = self.pool_status(state)?;
+        let status = match self.any_pool_status(state)? {
+            PoolStatus::Active(s) => s,
+            other => {
+                // A failed pool has no transaction id to read: the records'
+                // stands, and the set opens degraded.
+                state.transaction_id = state.store.committed()?.unwrap_or(0);
+                log::warn!(
+                    "pool {} is in {} mode; changes will be refused",
+                    self.pool_name,
+                    other.to_string().to_lowercase()
+                );
+                return Ok(());
+            }
+        };
         state.transaction_id = status.transaction_id;
-        if !has_set && state.store.pending()?.is_none() && status.transaction_id != 0 {
+        // A first init that failed after moving the pool's transaction id
+        // (mkfs refused its options) recorded where it left the pool: the
+        // pool is ours, and init runs again.
+        let moved_by_us = state.store.committed()? == Some(status.transaction_id);
+        if !has_set
+            && state.store.pending()?.is_none()
+            && status.transaction_id != 0
+            && !moved_by_us
+        {
             return Err(DeviceSetError::Inconsistent {
                 pool: self.pool_name.clone(),
                 root: self.root.clone(),
@@ -433,17 +475,18 @@ impl Config {
             });
         }
         self.grow_backing(state, Backing::Data, new_data_size)?;
-        fail_point!("grow_pool.after_grow_file");
+        fail_point!("grow_pool.after_grow_file")?;
         let pool_table = ThinPoolTable::from_line(&line)?;
         let bs = u64::from(self.block_size.sectors());
         let len = sectors(new_data_size) / bs * bs;
         let new_line = pool_table.to_line(0, len);
-        state.ctl.reload_table(
+        state.ctl.reload_table_steps(
             DevId::Name(&self.pool_name),
             &[new_line],
             UdevFlags::PRIVATE,
+            || fail_point!("grow_pool.after_suspend"),
         )?;
-        fail_point!("grow_pool.after_reload");
+        fail_point!("grow_pool.after_reload")?;
         Ok(())
     }
 
@@ -476,11 +519,16 @@ impl Config {
             }
         }
         self.grow_backing(state, Backing::Metadata, new_metadata_size)?;
+        fail_point!("grow_pool_metadata.after_grow_file")?;
         // The same table: the pool re-reads its metadata device's size on
         // resume (pool_preresume), and a reload lets it leave read-only mode.
-        state
-            .ctl
-            .reload_table(DevId::Name(&self.pool_name), &[line], UdevFlags::PRIVATE)?;
+        state.ctl.reload_table_steps(
+            DevId::Name(&self.pool_name),
+            &[line],
+            UdevFlags::PRIVATE,
+            || fail_point!("grow_pool_metadata.after_suspend"),
+        )?;
+        fail_point!("grow_pool_metadata.after_reload")?;
         Ok(())
     }
 }

@@ -3,20 +3,74 @@
 
 use super::{Config, State};
 use crate::deviceset::error::{DeviceSetError, Result};
+use crate::deviceset::fail_point;
 use crate::deviceset::fs as fsx;
 use crate::deviceset::ids::ThinIdAllocator;
 use crate::deviceset::options::StorageOptions;
 use crate::deviceset::store::{
-    LoadReport, MetadataStore, SetRecord, Storage, TransactionOp, TransactionRecord, FORMAT_VERSION,
+    LoadReport, MetadataStore, RecordProblem, SetRecord, Storage, TransactionOp, TransactionRecord,
+    FORMAT_VERSION, MAX_RECORD_BYTES,
 };
 use crate::dm::{Control, ControlOptions, Dev, DevId, NodeMode, UdevFlags};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// The thin ids damaged records may own. A damaged record still owns its
+/// thin id: read from a record that still parses as JSON, else unknown.
+#[derive(Debug, Default)]
+pub(crate) struct DamagedClaims {
+    /// Thin ids read from damaged records.
+    pub(crate) ids: BTreeSet<u32>,
+    /// A damaged record's thin id could not be read: it may own any id.
+    pub(crate) unknown: bool,
+}
+
+impl DamagedClaims {
+    /// The claims of the damaged records `problems` names.
+    pub(crate) fn read(problems: &[RecordProblem]) -> DamagedClaims {
+        let mut claims = DamagedClaims::default();
+        for p in problems {
+            match raw_thin_id(&p.path) {
+                Some(id) => {
+                    claims.ids.insert(id);
+                }
+                None => claims.unknown = true,
+            }
+        }
+        claims
+    }
+}
+
+/// The `thin_id` field of a record that parses as JSON but not as a record.
+fn raw_thin_id(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let mut bytes = Vec::new();
+    file.take(MAX_RECORD_BYTES).read_to_end(&mut bytes).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    u32::try_from(value.get("thin_id")?.as_u64()?).ok()
+}
 
 impl Config {
     /// Opens the set's state from its records and brings the pool and the
     /// records into agreement: the pool set up, an interrupted operation
     /// repaired, the base device made or checked.
-    pub(crate) fn open_state(&self, store: MetadataStore, report: LoadReport) -> Result<State> {
+    ///
+    /// A pool that cannot take changes (read-only, out of metadata space,
+    /// needs_check, failed) does not stop the open: the set runs degraded,
+    /// an interrupted operation and deferred deletes left for when the pool
+    /// is writable again (see [`Config::heal`]).
+    pub(crate) fn open_state(
+        &self,
+        store: MetadataStore,
+        report: LoadReport,
+        problems: &[RecordProblem],
+    ) -> Result<State> {
         self.check_recorded_options(report.set.as_ref())?;
         let mut ctl = Control::open_with(ControlOptions::default())?;
         if let NodeMode::Udev { .. } | NodeMode::UdevWatch { .. } = ctl.node_mode() {
@@ -31,6 +85,12 @@ impl Config {
         let mut ids = ThinIdAllocator::new();
         for rec in report.devices.values() {
             ids.mark_used(rec.thin_id)?;
+        }
+        // A damaged record still owns its thin id: new devices skip the ids
+        // read from them (any other, the pool's EEXIST answer covers).
+        let damaged = DamagedClaims::read(problems);
+        for id in &damaged.ids {
+            let _ = ids.mark_used(*id);
         }
         let LoadReport {
             set,
@@ -63,8 +123,6 @@ impl Config {
                 mount_discard: Some(self.options.mount_discard),
             },
         };
-        // A damaged record still owns its thin id; we cannot know which, so the
-        // pool's EEXIST answer (skip that id) covers it.
         let mut state = State {
             ctl,
             store,
@@ -77,19 +135,100 @@ impl Config {
             mounts: BTreeMap::new(),
             loops: Vec::new(),
             closed: false,
+            damaged,
         };
         self.setup_pool(&mut state, set_written)?;
-        let redo_base = self.recover(&mut state, transaction)?;
+        let degraded = self.degraded(&mut state)?;
+        let redo_base = match (&degraded, transaction) {
+            (Some(why), Some(txn)) => {
+                log::warn!(
+                    "pool {} cannot be changed ({why}): the interrupted {:?} is finished once it can",
+                    self.pool_name,
+                    txn.op
+                );
+                false
+            }
+            (_, txn) => self.recover(&mut state, txn)?,
+        };
         self.remove_stray_devices(&mut state)?;
-        if !state.set_written || redo_base {
-            self.init_base(&mut state)?;
-        } else {
-            self.check_base(&mut state)?;
+        match &degraded {
+            Some(why) if !state.set_written => {
+                return Err(DeviceSetError::PoolUnusable {
+                    pool: self.pool_name.clone(),
+                    reason: format!("{why}; the set's base device cannot be made"),
+                })
+            }
+            Some(why) => log::warn!(
+                "pool {} cannot be changed ({why}): the set is open degraded, changes are refused",
+                self.pool_name
+            ),
+            None if !state.set_written || redo_base => self.init_base(&mut state)?,
+            None => self.check_base(&mut state)?,
         }
         self.remember_options(&mut state);
         self.adopt_existing_mounts(&mut state)?;
-        self.finish_deferred_deletes(&mut state)?;
+        if degraded.is_none() {
+            self.finish_deferred_deletes(&mut state)?;
+        }
         Ok(state)
+    }
+
+    /// Finishes what a degraded open left once the pool can take changes
+    /// again (after growing it): an interrupted operation, the base device,
+    /// deferred deletes. Nothing while the pool is still degraded.
+    pub(crate) fn heal(&self, state: &mut State) -> Result<()> {
+        let status = match self.writable_pool(state) {
+            Ok(s) => s,
+            Err(DeviceSetError::PoolUnusable { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        state.transaction_id = status.transaction_id;
+        let pending = state.store.pending()?;
+        let redo_base = self.recover(state, pending)?;
+        if !state.set_written || redo_base {
+            self.init_base(state)?;
+        }
+        self.finish_deferred_deletes(state)
+    }
+
+    /// Brings back a pool of ours an interrupted process left unusable:
+    /// suspended (killed between the suspend and the resume of a table
+    /// reload, or a failed resume: every I/O to the set would hang) is
+    /// resumed, with the new table if the kernel takes it, else the old one;
+    /// left without a table (an interrupted create) is removed, to be made
+    /// again. Returns whether the pool still exists. An adopted pool is its
+    /// owner's to repair: refused with the reason.
+    pub(crate) fn revive_pool(&self, state: &mut State) -> Result<bool> {
+        let id = DevId::Name(&self.pool_name);
+        let info = state.ctl.info(id)?;
+        if info.active_table() && !info.suspended() {
+            return Ok(true);
+        }
+        if let StorageOptions::AdoptPool { .. } = self.options.storage {
+            return Err(DeviceSetError::PoolUnusable {
+                pool: self.pool_name.clone(),
+                reason: if info.active_table() {
+                    "the pool is suspended; its owner must resume it".into()
+                } else {
+                    "the pool has no table".into()
+                },
+            });
+        }
+        if !info.active_table() {
+            log::warn!("removing pool {} left without a table", self.pool_name);
+            self.deactivate_once(state, &self.pool_name, false)?;
+            return Ok(false);
+        }
+        log::warn!("resuming pool {} left suspended", self.pool_name);
+        if let Err(e) = state.ctl.resume(id, UdevFlags::PRIVATE) {
+            log::warn!(
+                "pool {}: the table loaded before the interruption was refused ({e}); resuming the live one",
+                self.pool_name
+            );
+            state.ctl.table_clear(id)?;
+            state.ctl.resume(id, UdevFlags::PRIVATE)?;
+        }
+        Ok(true)
     }
 
     /// Records the options a set keeps between opens when this open changed
@@ -212,6 +351,10 @@ impl Config {
             }
         );
         let mut redo_base = false;
+        // A delete was of a device of ours; a committed create made its thin.
+        let ours = committed
+            || matches!(txn.op, TransactionOp::Delete { .. })
+            || self.made_by_rolled_back_create(state, &txn.op);
         match &txn.op {
             // A create reaches here only uncommitted: roll it back. A delete
             // may have reached the pool: finish it either way. Both end with
@@ -220,20 +363,62 @@ impl Config {
             | TransactionOp::Delete { device_id, thin_id } => {
                 let name = self.device_name(device_id);
                 self.deactivate_once(state, &name, false)?;
-                self.delete_thin(state, *thin_id)?;
+                self.delete_own_thin(state, *thin_id, ours)?;
                 state.store.remove_device_record(device_id)?;
                 state.devices.remove(device_id);
-                let _ = state.ids.release(*thin_id);
             }
             TransactionOp::BaseCreate { thin_id } => {
                 self.deactivate_once(state, &self.base_name, false)?;
-                self.delete_thin(state, *thin_id)?;
-                let _ = state.ids.release(*thin_id);
+                self.delete_own_thin(state, *thin_id, ours)?;
                 redo_base = true;
             }
         }
         state.store.commit(state.transaction_id)?;
         Ok(redo_base)
+    }
+
+    /// Whether the thin of an uncommitted create is provably the one it
+    /// made, so rolling back may delete it. The create recorded its start
+    /// before asking the pool, so the pool may hold that id for someone
+    /// else: a damaged record (which the allocator could not see) or an
+    /// adopted pool's owner. Proof is the device's own record (written only
+    /// once the pool made the thin), or an owned pool where no record, even
+    /// damaged, can claim the id.
+    fn made_by_rolled_back_create(&self, state: &State, op: &TransactionOp) -> bool {
+        let thin = op.thin_id();
+        let device = op.device_id();
+        let claimed_elsewhere = state
+            .devices
+            .values()
+            .any(|r| r.thin_id == thin && Some(r.id.as_str()) != device)
+            || (state.set_written && device.is_some() && state.set.base_thin_id == thin)
+            || state.damaged.ids.contains(&thin);
+        if claimed_elsewhere {
+            return false;
+        }
+        if device
+            .and_then(|d| state.devices.get(d))
+            .is_some_and(|r| r.thin_id == thin)
+        {
+            return true;
+        }
+        !state.damaged.unknown && state.set.pool_owned
+    }
+
+    /// Deletes the thin of an operation being repaired when it is the
+    /// set's (`ours`); otherwise leaves it in the pool, its id kept used.
+    fn delete_own_thin(&self, state: &mut State, thin_id: u32, ours: bool) -> Result<()> {
+        if ours {
+            self.delete_thin(state, thin_id)?;
+            let _ = state.ids.release(thin_id);
+        } else {
+            log::warn!(
+                "rolling back: thin id {thin_id} is left in pool {}; it may belong to a damaged record or to the pool's owner",
+                self.pool_name
+            );
+            let _ = state.ids.mark_used(thin_id);
+        }
+        Ok(())
     }
 
     /// Mounts of our devices left by an earlier process count as one reference each.
@@ -296,6 +481,7 @@ impl Config {
         for id in pending {
             let name = self.device_name(&id);
             if !state.ctl.exists(&name)? {
+                fail_point!("cleanup_deferred.before_delete")?;
                 self.delete_device(state, &id)?;
             }
         }

@@ -11,6 +11,7 @@ use crate::deviceset::store::{DeviceRecord, TransactionOp};
 use crate::dm::StatusOptions;
 use crate::dm::SECTOR_SIZE;
 use crate::dm::{DevId, ErrorKind, SuspendOptions, UdevFlags};
+use crate::retry::Backoff;
 use crate::target::ThinStatus;
 use crate::target::{PoolMessage, ThinId};
 use std::collections::BTreeSet;
@@ -116,21 +117,26 @@ impl Config {
                 thin_id: thin,
             };
             let mut txn = OpenTransaction::begin(&mut claim, op)?;
-            fail_point!("add.after_begin");
+            fail_point!("add.after_begin")?;
             // Snapshotting an active origin: suspend it around create_snap so
             // the snapshot sees a consistent, flushed origin.
             if parent_active {
                 txn.ctl
                     .suspend(DevId::Name(&origin_name), &SuspendOptions::default())?;
-                fail_point!("add.after_suspend_parent");
             }
-            let snap = self.message(
-                &mut txn,
-                PoolMessage::CreateSnap {
+            // An error injected here stands for a failed create_snap.
+            let snap = if parent_active {
+                fail_point!("add.after_suspend_parent")
+            } else {
+                Ok(())
+            }
+            .and_then(|()| {
+                let msg = PoolMessage::CreateSnap {
                     id: thin_id,
                     origin: origin_id,
-                },
-            );
+                };
+                Ok(self.message(&mut txn, msg)?)
+            });
             if parent_active {
                 if let Err(e) = txn
                     .ctl
@@ -145,7 +151,7 @@ impl Config {
             }
             match snap {
                 Ok(()) => break (txn, thin),
-                Err(e) if e.kind() == Some(ErrorKind::Exists) => {
+                Err(DeviceSetError::Dm(e)) if e.kind() == Some(ErrorKind::Exists) => {
                     if let Err(closing) = txn.abort() {
                         // The id is the pool's: never given back.
                         claim.keep();
@@ -158,18 +164,15 @@ impl Config {
                         return Err(no_ids());
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         };
-        fail_point!("add.after_create_snap");
         let record = DeviceRecord::new(id, parent.map(str::to_string), thin, size);
         let open = txn.open_id();
-        let committed = txn
-            .store
-            .write_device(&record)
-            .map_err(DeviceSetError::from)
+        let committed = fail_point!("add.after_create_snap")
+            .and_then(|()| Ok(txn.store.write_device(&record)?))
             .and_then(|()| {
-                fail_point!("add.after_write_record");
+                fail_point!("add.after_write_record")?;
                 self.set_transaction(&mut txn, open)
             });
         if let Err(e) = committed {
@@ -177,7 +180,7 @@ impl Config {
             let _ = txn.store.remove_device_record(id);
             return Err(e);
         }
-        fail_point!("add.after_set_transaction");
+        fail_point!("add.after_set_transaction")?;
         // Committed: the pool's transaction id now equals the recorded one.
         // transaction.json is left as it is and replaced by the next begin.
         txn.keep();
@@ -192,25 +195,29 @@ impl Config {
             Some(r) => r.thin_id,
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
         };
+        self.writable_pool(state)?;
         let op = TransactionOp::Delete {
             device_id: id.to_string(),
             thin_id: thin,
         };
         let mut txn = OpenTransaction::begin(state, op)?;
-        fail_point!("remove.after_begin");
-        // A failed delete closes the transaction unchanged.
-        self.delete_thin(&mut txn, thin)?;
+        fail_point!("remove.after_begin")?;
+        // A failed delete closes the transaction unchanged. EBUSY is retried:
+        // a deferred removal the kernel is finishing (from a work queue) has
+        // the name gone a moment before the thin is closed in the pool.
+        let busy = |e: &DeviceSetError| matches!(e, DeviceSetError::Dm(e) if e.is_busy());
+        Backoff::BUSY.run(|_| self.delete_thin(&mut txn, thin), busy)?;
         // Deleted in the pool: from here on recovery finishes the removal.
         let open = txn.open_id();
         txn.keep();
-        fail_point!("remove.after_delete");
+        fail_point!("remove.after_delete")?;
         if let Err(e) = self.set_transaction(state, open) {
             // The delete itself is committed in the pool; finish our side.
             log::warn!("set_transaction_id after deleting {id} failed: {e}");
         }
-        fail_point!("remove.after_set_transaction");
+        fail_point!("remove.after_set_transaction")?;
         state.store.remove_device_record(id)?;
-        fail_point!("remove.after_remove_record");
+        fail_point!("remove.after_remove_record")?;
         state.devices.remove(id);
         let _ = state.ids.release(thin);
         Ok(())
@@ -278,12 +285,15 @@ impl Config {
                 paths,
             });
         }
+        self.writable_pool(state)?;
         let name = self.device_name(id);
         self.deactivate_once(state, &name, true)?;
+        fail_point!("remove_deferred.after_deactivate")?;
         if state.ctl.exists(&name)? {
             let mut rec = self.record(state, id)?.clone();
             rec.deferred_delete = true;
             state.store.write_device(&rec)?;
+            fail_point!("remove_deferred.after_write_record")?;
             state.devices.insert(id.to_string(), rec);
             return Ok(RemoveOutcome::Deferred);
         }
@@ -300,7 +310,9 @@ impl Config {
     ) -> Result<()> {
         let mut rec = self.record(state, id)?.clone();
         rec.initialized = initialized;
+        fail_point!("set_initialized.before_write")?;
         state.store.write_device(&rec)?;
+        fail_point!("set_initialized.after_write")?;
         state.devices.insert(id.to_string(), rec);
         Ok(())
     }
