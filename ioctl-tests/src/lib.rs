@@ -86,6 +86,29 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
+/// Where `name` is on PATH, if anywhere.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
+/// Writes `script` to `path` and runs it with bash; returns whether it
+/// exited 0, and its stdout followed by its stderr.
+pub fn bash_script(path: impl AsRef<Path>, script: &str) -> (bool, String) {
+    let path = path.as_ref();
+    fs::write(path, script).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    let out = output("bash", [path]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Runs a command and returns its output whatever the exit status.
 /// Panics only when the program cannot be started.
 pub fn output<I, S>(program: &str, args: I) -> Output

@@ -1,19 +1,12 @@
 //! The README's walkthrough, run in the kernel suite with the static `dmthin`
 //! the runner ships (built for x86_64-unknown-linux-musl).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 const SCRIPT: &str = include_str!("../walkthrough.sh");
 
 fn on_path(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|f| f.is_file())
-        })
-        .unwrap_or_else(|| panic!("{name} is not on PATH"))
+    dmthin_ioctl_tests::find_on_path(name).unwrap_or_else(|| panic!("{name} is not on PATH"))
 }
 
 /// Whether an ELF executable asks for a dynamic loader (has a PT_INTERP header).
@@ -42,15 +35,8 @@ fn walkthrough_runs_with_the_static_cli() {
         "{} is dynamically linked",
         exe.display()
     );
-    let script = Path::new("/tmp/dmthin-walkthrough.sh");
-    std::fs::write(script, SCRIPT).unwrap();
-    let out = Command::new("bash").arg(script).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "walkthrough failed:\n{text}");
+    let (ok, text) = dmthin_ioctl_tests::bash_script("/tmp/dmthin-walkthrough.sh", SCRIPT);
+    assert!(ok, "walkthrough failed:\n{text}");
     for expect in [
         "hello from the image layer",
         "new.txt is not there (isolated)",

@@ -4,6 +4,8 @@
 
 built_tests=() # "name<TAB>path"
 cli_bin=
+snap_bin=        # dmthin-snapshotter
+conformance_bin= # containerd's conformance suite for it (Go), if buildable
 static_build=0
 
 cargo_json_executables() {
@@ -55,6 +57,28 @@ build() {
         show_build_errors $? build -p dmthin --bin dmthin "${target_args[@]}" "${extra[@]}"
     cli_bin=$(cargo_json_executables '"kind":\["bin"\],[^}]*"name":"dmthin"' <<<"$json" | tail -n1)
     [[ -x $cli_bin ]] || die "could not find the dmthin CLI in cargo's output"
+    build_snapshotter "${target_args[@]}" "${extra[@]}"
+}
+
+# dmthin-snapshotter (same target as the CLI) and, from Debian's Go sources,
+# containerd's conformance suite for it (snapshotter/conformance/build.sh).
+build_snapshotter() {
+    local json
+    say "building the snapshotter: cargo build -p dmthin-snapshotter $*"
+    json=$(cargo build -p dmthin-snapshotter --bin dmthin-snapshotter --message-format=json "$@") ||
+        show_build_errors $? build -p dmthin-snapshotter --bin dmthin-snapshotter "$@"
+    snap_bin=$(cargo_json_executables '"name":"dmthin-snapshotter"' <<<"$json" | tail -n1)
+    [[ -x $snap_bin ]] || die "could not find dmthin-snapshotter in cargo's output"
+    ensure_packages "${snapshotter_pkgs[@]}"
+    local out=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/dmthin-conformance.test
+    if command -v go >/dev/null; then
+        say "building containerd's snapshotter conformance suite (Go)"
+        "$REPO_ROOT/snapshotter/conformance/build.sh" "$out" >/dev/null ||
+            die "$EXIT_HARNESS" "building the Go conformance suite failed"
+        conformance_bin=$out
+    else
+        say "no Go toolchain: the snapshotter test will fail (install ${snapshotter_pkgs[*]})"
+    fi
 }
 
 # Orders the built test binaries: vm_smoke (checks the harness itself) first,

@@ -16,6 +16,8 @@ run_on_host() {
     bindir=$(mktemp -d)
     trap 'rm -rf -- "$bindir"' EXIT
     ln -s -- "$cli_bin" "$bindir/dmthin"
+    ln -s -- "$snap_bin" "$bindir/dmthin-snapshotter"
+    [[ -z $conformance_bin ]] || ln -s -- "$conformance_bin" "$bindir/dmthin-conformance.test"
     export PATH="$bindir:$PATH" RUST_BACKTRACE=1 DMTHIN_TEST_HOST=1
     local kv
     for kv in "${guest_env[@]}"; do

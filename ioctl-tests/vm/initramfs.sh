@@ -251,6 +251,17 @@ build_run_part() {
     lines "${guest_env[@]}" >"$stage/etc/dmthin/env"
     lines "${scratch_devs[@]}" >"$stage/etc/dmthin/scratch"
     guest_bin "$cli_bin" "$stage/usr/local/bin/dmthin" "$stage"
+    guest_bin "$snap_bin" "$stage/usr/local/bin/dmthin-snapshotter" "$stage"
+    # The Go suite (11 MB) and containerd with runc (90 MB) only when the
+    # snapshotter test runs, or for --exec/--script.
+    if [[ $mode != suite ]] || printf '%s\n' "${tests_to_run[@]}" | grep -q '^snapshotter'$'\t'; then
+        [[ -z $conformance_bin ]] ||
+            guest_bin "$conformance_bin" "$stage/usr/local/bin/dmthin-conformance.test" "$stage"
+        local t
+        for t in containerd ctr containerd-shim-runc-v2 runc; do
+            t=$(find_tool "$t") && stage_elf "$t" "$stage"
+        done
+    fi
     case $mode in
         suite)
             for entry in "${tests_to_run[@]}"; do

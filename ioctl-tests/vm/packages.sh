@@ -4,6 +4,9 @@
 
 vm_pkgs=(qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs xfsprogs
     thin-provisioning-tools cpio dmsetup util-linux)
+# For the snapshotter test: containerd's conformance suite, built from
+# Debian's packaged Go sources, and real containerd with runc.
+snapshotter_pkgs=(golang-go golang-github-containerd-containerd-dev containerd runc)
 host_pkgs=(e2fsprogs xfsprogs thin-provisioning-tools dmsetup util-linux)
 
 pkg_installed() {

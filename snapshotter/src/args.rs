@@ -1,0 +1,298 @@
+//! Command-line options.
+
+use dmthin::deviceset::{FsKind, Options, StorageOptions};
+use std::path::PathBuf;
+
+/// Default device set root.
+pub const DEFAULT_ROOT: &str = "/var/lib/dmthin-snapshotter";
+/// Default socket.
+pub const DEFAULT_SOCKET: &str = "/run/dmthin-snapshotter/snapshotter.sock";
+
+/// The usage text.
+pub const USAGE: &str = "\
+Usage: dmthin-snapshotter [OPTIONS]
+
+A containerd snapshotter (proxy plugin) on a dmthin device set. Serves
+containerd.services.snapshots.v1 on a unix socket until SIGTERM or SIGINT.
+
+Options:
+  --root DIR              Device set root (/var/lib/dmthin-snapshotter); a set
+                          made there with 'dmthin init' is adopted with its
+                          recorded options
+  --socket PATH           Socket to serve (/run/dmthin-snapshotter/snapshotter.sock)
+  --data-size SIZE        New set: loop data file size (100G)
+  --metadata-size SIZE    New set: loop metadata file size (2G)
+  --data-dev DEV          New set: data block device (with --metadata-dev)
+  --metadata-dev DEV      New set: metadata block device
+  --pool NAME             New set: adopt the existing, empty pool NAME
+  --block-size SIZE       New set: pool data block size (64K)
+  --base-size SIZE        Base device size (10G); a larger one grows it
+  --fs ext4|xfs           New set: base filesystem (ext4)
+  --mkfs-options 'ARGS'   New set: extra mkfs arguments
+  --min-free PERCENT      Refuse new snapshots below this free pool space (10)
+  --no-zeroing            Do not zero newly provisioned blocks
+  --udev-sync             With udev running, wait for it through cookies (its
+                          rules then probe every layer and make /dev/disk links)
+  --no-udev-sync          Keep udev out of the way (default: the dm rules skip
+                          our devices, dmthin makes the /dev/mapper nodes;
+                          several times faster per layer under udev)
+  --teardown-on-exit      On SIGTERM also deactivate every device and remove
+                          the pool (for tests; never while containers run)
+  --log-level LEVEL       error, warn, info (default) or debug
+                          (also DMTHIN_SNAPSHOTTER_LOG)
+  -h, --help              Show this help
+  -V, --version           Show the version
+
+Sizes take a K, M, G or T suffix (powers of 1024).
+";
+
+/// Parsed options.
+#[derive(Debug, Default)]
+pub struct Args {
+    /// `--root`.
+    pub root: PathBuf,
+    /// `--socket`.
+    pub socket: PathBuf,
+    /// Pool and set options given on the command line.
+    pub set: SetArgs,
+    /// `--udev-sync` / `--no-udev-sync`.
+    pub udev_sync: bool,
+    /// `--teardown-on-exit`.
+    pub teardown: bool,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+    /// `--help`.
+    pub help: bool,
+    /// `--version`.
+    pub version: bool,
+}
+
+/// Set options; `None` where not given.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SetArgs {
+    data_size: Option<u64>,
+    metadata_size: Option<u64>,
+    data_dev: Option<PathBuf>,
+    metadata_dev: Option<PathBuf>,
+    pool: Option<String>,
+    block_size: Option<u64>,
+    base_size: Option<u64>,
+    fs: Option<FsKind>,
+    mkfs_options: Option<Vec<String>>,
+    min_free: Option<u32>,
+    no_zeroing: bool,
+}
+
+/// `123`, `64K`, `10M`, `2G`, `1T` (powers of 1024; a trailing `iB`/`B` is allowed).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let s = s
+        .strip_suffix("iB")
+        .or_else(|| s.strip_suffix('B'))
+        .unwrap_or(s);
+    let (num, shift) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], 10),
+        'm' | 'M' => (&s[..s.len() - 1], 20),
+        'g' | 'G' => (&s[..s.len() - 1], 30),
+        't' | 'T' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        root: DEFAULT_ROOT.into(),
+        socket: DEFAULT_SOCKET.into(),
+        udev_sync: false,
+        ..Args::default()
+    };
+    let mut it = argv.into_iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let value = |it: &mut dyn Iterator<Item = String>| -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it.next().ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        let size = |v: String| parse_size(&v).ok_or_else(|| format!("{name}: {v:?} is not a size"));
+        let s = &mut a.set;
+        match name.as_str() {
+            "-h" | "--help" => a.help = true,
+            "-V" | "--version" => a.version = true,
+            "--root" => a.root = value(&mut it)?.into(),
+            "--socket" => a.socket = value(&mut it)?.into(),
+            "--data-size" => s.data_size = Some(size(value(&mut it)?)?),
+            "--metadata-size" => s.metadata_size = Some(size(value(&mut it)?)?),
+            "--data-dev" => s.data_dev = Some(value(&mut it)?.into()),
+            "--metadata-dev" => s.metadata_dev = Some(value(&mut it)?.into()),
+            "--pool" => s.pool = Some(value(&mut it)?),
+            "--block-size" => s.block_size = Some(size(value(&mut it)?)?),
+            "--base-size" => s.base_size = Some(size(value(&mut it)?)?),
+            "--fs" => {
+                s.fs = Some(match value(&mut it)?.as_str() {
+                    "ext4" => FsKind::Ext4,
+                    "xfs" => FsKind::Xfs,
+                    other => return Err(format!("--fs: {other:?} is not ext4 or xfs")),
+                })
+            }
+            "--mkfs-options" => {
+                s.mkfs_options = Some(
+                    value(&mut it)?
+                        .split_whitespace()
+                        .map(String::from)
+                        .collect(),
+                )
+            }
+            "--min-free" => {
+                let v = value(&mut it)?;
+                s.min_free = Some(
+                    v.parse()
+                        .map_err(|_| format!("--min-free: {v:?} is not a number"))?,
+                )
+            }
+            "--no-zeroing" => s.no_zeroing = true,
+            "--udev-sync" => a.udev_sync = true,
+            "--no-udev-sync" => a.udev_sync = false,
+            "--teardown-on-exit" => a.teardown = true,
+            "--log-level" => a.log_level = Some(value(&mut it)?),
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+impl SetArgs {
+    /// The options to open the set with: the recorded ones of an existing set
+    /// (options given here override them; the device set refuses changes it
+    /// cannot make), else defaults with the options given here.
+    pub fn options(&self, recorded: Option<Options>) -> Result<Options, String> {
+        let mut o = recorded.unwrap_or_default();
+        match (&self.data_dev, &self.metadata_dev, &self.pool) {
+            (Some(d), Some(m), None) => {
+                o.storage = StorageOptions::BlockDevices {
+                    data: d.clone(),
+                    metadata: m.clone(),
+                }
+            }
+            (None, None, Some(p)) => o.storage = StorageOptions::AdoptPool { name: p.clone() },
+            (None, None, None) => {}
+            _ => {
+                return Err("give --data-dev with --metadata-dev, or --pool, not a mix".to_string())
+            }
+        }
+        if let StorageOptions::LoopFiles {
+            data_size,
+            metadata_size,
+        } = &mut o.storage
+        {
+            if let Some(d) = self.data_size {
+                *data_size = d;
+            }
+            if let Some(m) = self.metadata_size {
+                *metadata_size = m;
+            }
+        } else if self.data_size.is_some() || self.metadata_size.is_some() {
+            return Err("--data-size and --metadata-size are for loop files only".to_string());
+        }
+        if let Some(b) = self.block_size {
+            o.data_block_size = b;
+        }
+        if let Some(b) = self.base_size {
+            o.base_size = b;
+        }
+        if let Some(f) = self.fs {
+            o.filesystem = f;
+        }
+        if let Some(m) = &self.mkfs_options {
+            o.mkfs_options = m.clone();
+        }
+        if let Some(p) = self.min_free {
+            o.min_free_space_percent = p;
+        }
+        if self.no_zeroing {
+            o.block_zeroing = false;
+        }
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Args, String> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let a = p(&[]).unwrap();
+        assert_eq!(a.root, PathBuf::from(DEFAULT_ROOT));
+        assert_eq!(a.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert!(!a.udev_sync && !a.teardown);
+        assert!(!p(&["--udev-sync", "--no-udev-sync"]).unwrap().udev_sync);
+        let a = p(&[
+            "--root=/r",
+            "--socket",
+            "/s",
+            "--udev-sync",
+            "--data-size",
+            "1G",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.root.to_str(), a.socket.to_str()),
+            (Some("/r"), Some("/s"))
+        );
+        assert!(a.udev_sync);
+        let o = a.set.options(None).unwrap();
+        assert_eq!(
+            o.storage,
+            StorageOptions::LoopFiles {
+                data_size: 1 << 30,
+                metadata_size: 2 << 30
+            }
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert!(p(&["--bogus"]).unwrap_err().contains("unknown option"));
+        assert!(p(&["--root"]).unwrap_err().contains("needs a value"));
+        assert!(p(&["--data-size", "lots"])
+            .unwrap_err()
+            .contains("not a size"));
+        assert!(p(&["--fs", "btrfs"]).is_err());
+        let a = p(&["--data-dev", "/dev/x"]).unwrap();
+        assert!(a.set.options(None).is_err(), "data without metadata device");
+        let a = p(&["--pool", "p", "--data-size", "1G"]).unwrap();
+        assert!(a.set.options(None).is_err());
+    }
+
+    #[test]
+    fn recorded_options_are_kept_unless_given() {
+        let recorded = Options {
+            base_size: 1 << 30,
+            filesystem: FsKind::Xfs,
+            ..Options::default()
+        };
+        let a = p(&["--base-size", "2G"]).unwrap();
+        let o = a.set.options(Some(recorded)).unwrap();
+        assert_eq!((o.base_size, o.filesystem), (2 << 30, FsKind::Xfs));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64K"), Some(64 << 10));
+        assert_eq!(parse_size("256MiB"), Some(256 << 20));
+        assert_eq!(parse_size("1T"), Some(1 << 40));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("99999999999T"), None);
+    }
+}
