@@ -16,12 +16,13 @@
 mod peers;
 mod raw;
 mod scaling;
+mod sys;
 
 use peers::Job;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const WORKLOADS: [&str; 5] = ["cycle", "snapshot", "list", "status", "nodes"];
 const PEERS: [&str; 8] = [
@@ -59,8 +60,11 @@ fn main() {
             if args.len() < 3 {
                 usage();
             }
-            let (kib, wall, ok) = peak_rss(&args[2], &args[3..]);
-            println!("maxrss_kib={kib} wall_ms={:.1} ok={ok}", wall.as_secs_f64() * 1e3);
+            let (kib, wall, ok) = sys::peak_rss(&args[2], &args[3..]);
+            println!(
+                "maxrss_kib={kib} wall_ms={:.1} ok={ok}",
+                wall.as_secs_f64() * 1e3
+            );
         }
         _ => usage(),
     }
@@ -109,82 +113,13 @@ fn peer_main(a: &[String]) {
     }
     if job.workload == "nodes" && a[0] != "floor" {
         use std::sync::atomic::Ordering::Relaxed;
-        print!(" missing={} stale={}", peers::MISSING.load(Relaxed), peers::STALE.load(Relaxed));
+        print!(
+            " missing={} stale={}",
+            peers::MISSING.load(Relaxed),
+            peers::STALE.load(Relaxed)
+        );
     }
     println!();
-}
-
-/// Runs CMD and returns its peak resident memory in KiB, its wall time and
-/// whether it succeeded.
-///
-/// The peak is VmHWM from /proc/PID/status, read at PTRACE_EVENT_EXIT, when
-/// the process has finished but its memory is still mapped. (wait4's
-/// ru_maxrss is no good here: execve folds the pre-exec image's high-water
-/// mark, i.e. this bench's own RSS, into it.)
-pub fn peak_rss(cmd: &str, args: &[String]) -> (i64, Duration, bool) {
-    use std::os::unix::process::CommandExt;
-    let t0 = Instant::now();
-    let mut c = Command::new(cmd);
-    c.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: only async-signal-safe ptrace() between fork and exec.
-    unsafe {
-        c.pre_exec(|| {
-            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = c.spawn().unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut hwm_kib: i64 = -1;
-    let mut ok = false;
-    let mut first = true;
-    loop {
-        let mut status = 0;
-        // SAFETY: waiting for our own traced child.
-        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert_eq!(rc, pid, "waitpid");
-        if libc::WIFEXITED(status) {
-            ok = libc::WEXITSTATUS(status) == 0;
-            break;
-        }
-        if libc::WIFSIGNALED(status) {
-            break;
-        }
-        let mut sig = 0;
-        if libc::WIFSTOPPED(status) {
-            let stop = libc::WSTOPSIG(status);
-            let event = (status >> 16) & 0xff;
-            if first && stop == libc::SIGTRAP {
-                // The stop after execve: from now on, stop again at exit.
-                first = false;
-                unsafe {
-                    libc::ptrace(libc::PTRACE_SETOPTIONS, pid, 0, libc::PTRACE_O_TRACEEXIT as libc::c_long);
-                }
-            } else if event == libc::PTRACE_EVENT_EXIT {
-                hwm_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find(|l| l.starts_with("VmHWM:"))
-                            .and_then(|l| l.split_whitespace().nth(1))
-                            .and_then(|v| v.parse().ok())
-                    })
-                    .unwrap_or(-1);
-            } else if stop != libc::SIGTRAP {
-                sig = stop;
-            }
-        }
-        // SAFETY: resuming our own traced child.
-        unsafe {
-            libc::ptrace(libc::PTRACE_CONT, pid, 0, sig as libc::c_long);
-        }
-    }
-    (hwm_kib, t0.elapsed(), ok)
 }
 
 // ------------------------------------------------------------------ driver
@@ -205,18 +140,29 @@ fn parse_opts(a: &[String]) -> Opts {
     let exe = std::env::current_exe().expect("current_exe");
     let mut o = Opts {
         rounds: 5,
-        iters: [("cycle", 20), ("snapshot", 20), ("list", 200), ("status", 100), ("nodes", 10)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect(),
+        iters: [
+            ("cycle", 20),
+            ("snapshot", 20),
+            ("list", 200),
+            ("status", 100),
+            ("nodes", 10),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect(),
         peers: PEERS.iter().map(|s| s.to_string()).collect(),
         workloads: WORKLOADS.iter().map(|s| s.to_string()).collect(),
         libdm: exe.with_file_name("dmthin-compare-libdm"),
         strace_iters: 3,
-        paired: [("cycle", 30), ("snapshot", 30), ("list", 300), ("status", 300)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect(),
+        paired: [
+            ("cycle", 30),
+            ("snapshot", 30),
+            ("list", 300),
+            ("status", 300),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect(),
         list_devices: 1000,
         workdir: PathBuf::from("/tmp/dmthin-compare"),
     };
@@ -234,7 +180,8 @@ fn parse_opts(a: &[String]) -> Opts {
             "--paired" => {
                 for kv in v.split(',') {
                     let (k, n) = kv.split_once('=').expect("--paired W=N");
-                    o.paired.insert(k.to_string(), n.parse().expect("--paired N"));
+                    o.paired
+                        .insert(k.to_string(), n.parse().expect("--paired N"));
                 }
             }
             "--peers" => o.peers = v.split(',').map(String::from).collect(),
@@ -327,8 +274,13 @@ impl Bench {
             .expect("create_thin 1");
         let line =
             TableLine::new(0, size, "thin", format!("{pool_dev} {origin_id}")).expect("thin line");
-        ctl.create_with_table(ORIGIN, &CreateOptions::default(), &[line], UdevFlags::empty())
-            .expect("create origin");
+        ctl.create_with_table(
+            ORIGIN,
+            &CreateOptions::default(),
+            &[line],
+            UdevFlags::empty(),
+        )
+        .expect("create origin");
         Bench {
             ctl,
             loops: vec![data_loop, meta_loop],
@@ -352,7 +304,10 @@ impl Bench {
             raw.must(&mut raw::Req::create(&name), "create listed device");
             self.listed.push(name);
         }
-        eprintln!("dmthin-compare: created {n} listed devices in {:.1} s", t0.elapsed().as_secs_f64());
+        eprintln!(
+            "dmthin-compare: created {n} listed devices in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
     }
 
     fn remove_listed(&mut self) {
@@ -391,9 +346,13 @@ impl Bench {
             for id in ids {
                 if failed {
                     let name = format!("cmp-{id}");
-                    let _ = self.ctl.remove(DevId::Name(&name), &RemoveOptions::default());
+                    let _ = self
+                        .ctl
+                        .remove(DevId::Name(&name), &RemoveOptions::default());
                 }
-                let _ = self.ctl.target_message(DevId::Name(POOL), 0, &format!("delete {id}"));
+                let _ = self
+                    .ctl
+                    .target_message(DevId::Name(POOL), 0, &format!("delete {id}"));
             }
         }
     }
@@ -401,8 +360,12 @@ impl Bench {
     fn teardown(&mut self) {
         use dmthin::dm::{DevId, RemoveOptions};
         self.remove_listed();
-        let _ = self.ctl.remove(DevId::Name(ORIGIN), &RemoveOptions::default());
-        let _ = self.ctl.remove(DevId::Name(POOL), &RemoveOptions::default());
+        let _ = self
+            .ctl
+            .remove(DevId::Name(ORIGIN), &RemoveOptions::default());
+        let _ = self
+            .ctl
+            .remove(DevId::Name(POOL), &RemoveOptions::default());
         for l in &self.loops {
             let _ = Command::new("losetup").args(["-d", l]).status();
         }
@@ -444,18 +407,24 @@ fn parse_result(stdout: &str) -> Option<RunResult> {
         }
     }
     let nodes = missing.zip(stale);
-    Some(RunResult { ns: ns?, ioctls, nodes })
+    Some(RunResult {
+        ns: ns?,
+        ioctls,
+        nodes,
+    })
 }
 
-fn run_peer(o: &Opts, peer: &str, job: &Job, strace_out: Option<&Path>) -> Result<RunResult, String> {
+fn run_peer(
+    o: &Opts,
+    peer: &str,
+    job: &Job,
+    strace_out: Option<&Path>,
+) -> Result<RunResult, String> {
     let (cmd, args) = peer_command(o, peer, job);
     let mut c = match strace_out {
         Some(f) => {
             let mut c = Command::new("strace");
-            c.args(["-f", "-qq", "-o"])
-                .arg(f)
-                .arg(&cmd)
-                .args(&args);
+            c.args(["-f", "-qq", "-o"]).arg(f).arg(&cmd).args(&args);
             c
         }
         None => {
@@ -496,7 +465,10 @@ fn count_dm_ioctls(log: &str) -> Option<(u64, u64)> {
     let (a, b) = (marks[0], marks[marks.len() - 1]);
     let calls: Vec<&str> = lines[a + 1..b]
         .iter()
-        .map(|l| l.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start())
+        .map(|l| {
+            l.trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start()
+        })
         .filter(|l| !l.starts_with("<...") && !l.starts_with("+++") && !l.starts_with("---"))
         .collect();
     let dm = calls
@@ -523,7 +495,11 @@ fn median(v: &[f64]) -> Option<f64> {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = s.len();
-    Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    })
 }
 
 /// dmsetup costs a process per step: a quarter of the iterations (at least
@@ -540,7 +516,10 @@ fn driver_main(a: &[String]) {
     let o = parse_opts(a);
     let udev = udev_running();
     if o.peers.iter().any(|p| p == "libdm") && !o.libdm.is_file() {
-        panic!("libdevmapper peer not found at {} (use --libdm)", o.libdm.display());
+        panic!(
+            "libdevmapper peer not found at {} (use --libdm)",
+            o.libdm.display()
+        );
     }
     let kernel = sh("uname", &["-r"]);
     let t_start = Instant::now();
@@ -573,7 +552,10 @@ fn driver_main(a: &[String]) {
                 match r {
                     Ok(r) => {
                         let ms = r.ns as f64 / 1e6 / iters as f64;
-                        eprintln!("dmthin-compare: round {} {w:<8} {p:<12} {ms:9.3} ms/op", round + 1);
+                        eprintln!(
+                            "dmthin-compare: round {} {w:<8} {p:<12} {ms:9.3} ms/op",
+                            round + 1
+                        );
                         cell.ms_per_op.push(ms);
                         if let Some(n) = r.ioctls {
                             cell.ioctls_code = Some(n as f64 / iters as f64);
@@ -617,18 +599,43 @@ fn driver_main(a: &[String]) {
             .expect("spawn paired");
         b.clean_ids(&job, ids, !out.status.success());
         if !out.status.success() {
-            let e = format!("paired {w} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            let e = format!(
+                "paired {w} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
             eprintln!("dmthin-compare: {e}");
-            cells.entry((w.clone(), "dmthin".into())).or_default().errors.push(e);
+            cells
+                .entry((w.clone(), "dmthin".into()))
+                .or_default()
+                .errors
+                .push(e);
             continue;
         }
         for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(rest) = line.strip_prefix("PAIRED ") else { continue };
-            let kv: BTreeMap<&str, &str> = rest.split_whitespace().filter_map(|x| x.split_once('=')).collect();
-            let ms = |k: &str| kv.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN) / 1e6;
+            let Some(rest) = line.strip_prefix("PAIRED ") else {
+                continue;
+            };
+            let kv: BTreeMap<&str, &str> = rest
+                .split_whitespace()
+                .filter_map(|x| x.split_once('='))
+                .collect();
+            let ms = |k: &str| {
+                kv.get(k)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN)
+                    / 1e6
+            };
             let peer = kv.get("peer").copied().unwrap_or("?").to_string();
-            eprintln!("dmthin-compare: paired {w:<8} {peer:<12} median {:9.3} ms/op", ms("median_ns"));
-            paired.entry(w.clone()).or_default().push((peer, ms("median_ns"), ms("p10_ns"), ms("p90_ns")));
+            eprintln!(
+                "dmthin-compare: paired {w:<8} {peer:<12} median {:9.3} ms/op",
+                ms("median_ns")
+            );
+            paired.entry(w.clone()).or_default().push((
+                peer,
+                ms("median_ns"),
+                ms("p10_ns"),
+                ms("p90_ns"),
+            ));
         }
     }
 
@@ -642,7 +649,9 @@ fn driver_main(a: &[String]) {
                 let _ = std::fs::remove_file(&log);
                 let r = run_peer(&o, p, &job, Some(&log));
                 b.clean_after(&job, r.is_err());
-                let count = std::fs::read_to_string(&log).ok().and_then(|s| count_dm_ioctls(&s));
+                let count = std::fs::read_to_string(&log)
+                    .ok()
+                    .and_then(|s| count_dm_ioctls(&s));
                 let cell = cells.entry((w.clone(), p.clone())).or_default();
                 match (r, count) {
                     (Ok(_), Some((dm, all))) => {
@@ -659,7 +668,10 @@ fn driver_main(a: &[String]) {
     let total = t_start.elapsed();
 
     // ------------------------------------------------------------ report
-    println!("=== BEGIN dmthin-compare run (udev {}) ===", if udev { "running" } else { "not running" });
+    println!(
+        "=== BEGIN dmthin-compare run (udev {}) ===",
+        if udev { "running" } else { "not running" }
+    );
     println!();
     println!(
         "Kernel {kernel}, device-mapper ioctl interface {}.{}.{}; udev {}; {} rounds, peers interleaved \
@@ -679,7 +691,9 @@ fn driver_main(a: &[String]) {
             "snapshot" => "snapshot of an active origin (suspend + create_snap + resume)",
             "list" => "list devices",
             "status" => "thin-pool status (TABLE_STATUS, no noflush)",
-            "nodes" => "the cycle again, checking /dev/mapper/<name> after activate and after deactivate",
+            "nodes" => {
+                "the cycle again, checking /dev/mapper/<name> after activate and after deactivate"
+            }
             _ => w,
         };
         let list_note = if w == "list" {
@@ -696,14 +710,19 @@ fn driver_main(a: &[String]) {
         println!();
         println!("| peer | ms/op | ops/s | time vs dmthin | time vs floor | range ms/op | dm ioctls/op (strace) | dm ioctls/op (counted in code) | all syscalls/op (strace) |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        let base = cells.get(&(w.clone(), "dmthin".into())).and_then(|c| median(&c.ms_per_op));
-        let floor = cells.get(&(w.clone(), "floor".into())).and_then(|c| median(&c.ms_per_op));
+        let base = cells
+            .get(&(w.clone(), "dmthin".into()))
+            .and_then(|c| median(&c.ms_per_op));
+        let floor = cells
+            .get(&(w.clone(), "floor".into()))
+            .and_then(|c| median(&c.ms_per_op));
         for p in &o.peers {
             let c = match cells.get(&(w.clone(), p.clone())) {
                 Some(c) => c,
                 None => continue,
             };
-            let fmt_opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
+            let fmt_opt =
+                |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
             let m = median(&c.ms_per_op);
             let range = if c.ms_per_op.is_empty() {
                 "-".into()
@@ -748,7 +767,12 @@ fn driver_main(a: &[String]) {
     let node_rows: Vec<(&String, (u64, u64, u64))> = o
         .peers
         .iter()
-        .filter_map(|p| cells.get(&("nodes".to_string(), p.clone())).and_then(|c| c.nodes).map(|n| (p, n)))
+        .filter_map(|p| {
+            cells
+                .get(&("nodes".to_string(), p.clone()))
+                .and_then(|c| c.nodes)
+                .map(|n| (p, n))
+        })
         .collect();
     if !node_rows.is_empty() {
         println!("#### Nodes: /dev/mapper/<name> when the call returns (cycle, all rounds)");
@@ -763,14 +787,18 @@ fn driver_main(a: &[String]) {
     if !paired.is_empty() {
         println!("#### Paired: dmthin, floor and devicemapper crate in one process, operations alternated");
         println!();
-        println!("Median per-operation time in ms (10th–90th percentile); the ratio is of medians.");
+        println!(
+            "Median per-operation time in ms (10th–90th percentile); the ratio is of medians."
+        );
         println!();
         println!("| workload | ops per peer | dmthin | floor | devicemapper crate | floor + dmthin's decoding | dmthin / floor | devicemapper / floor |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|");
         for (w, rows) in &paired {
             let get = |p: &str| rows.iter().find(|r| r.0 == p);
             let cell = |p: &str| {
-                get(p).map_or("-".to_string(), |r| format!("{:.3} ({:.3}–{:.3})", r.1, r.2, r.3))
+                get(p).map_or("-".to_string(), |r| {
+                    format!("{:.3} ({:.3}–{:.3})", r.1, r.2, r.3)
+                })
             };
             let ratio = |p: &str| match (get(p), get("floor")) {
                 (Some(a), Some(f)) => format!("{:.3}x", a.1 / f.1),

@@ -21,7 +21,10 @@ pub struct Job {
 
 impl Job {
     pub fn from_args(a: &[String]) -> Job {
-        assert!(a.len() == 8, "need WORKLOAD ITERS POOL POOL_DEV FIRST_ID SIZE ORIGIN ORIGIN_ID");
+        assert!(
+            a.len() == 8,
+            "need WORKLOAD ITERS POOL POOL_DEV FIRST_ID SIZE ORIGIN ORIGIN_ID"
+        );
         Job {
             workload: a[0].clone(),
             iters: a[1].parse().expect("ITERS"),
@@ -74,10 +77,7 @@ pub struct Outcome {
 
 /// strace markers around the timed loop (see c/libdm_peer.c).
 fn marker() {
-    // SAFETY: getppid has no preconditions.
-    unsafe {
-        libc::getppid();
-    }
+    crate::sys::strace_marker();
 }
 
 /// The "nodes" workload is the cycle with checks: is /dev/mapper/<name>
@@ -93,7 +93,9 @@ fn check_active(job: &Job, name: &str) {
 }
 
 fn check_removed(job: &Job, name: &str) {
-    if job.workload == "nodes" && std::fs::symlink_metadata(std::path::Path::new("/dev/mapper").join(name)).is_ok() {
+    if job.workload == "nodes"
+        && std::fs::symlink_metadata(std::path::Path::new("/dev/mapper").join(name)).is_ok()
+    {
         STALE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -117,7 +119,11 @@ impl DmthinPeer {
     /// Control::open issues DM_VERSION (the others' warm-up does the same).
     pub fn new() -> DmthinPeer {
         let ctl = dmthin::dm::Control::open().expect("open /dev/mapper/control");
-        DmthinPeer { ctl, sink: 0, flags: dmthin::dm::UdevFlags::empty() }
+        DmthinPeer {
+            ctl,
+            sink: 0,
+            flags: dmthin::dm::UdevFlags::empty(),
+        }
     }
 
     pub fn op(&mut self, job: &Job, id: u32) {
@@ -128,27 +134,35 @@ impl DmthinPeer {
         match job.workload.as_str() {
             "cycle" | "nodes" => {
                 let name = job.name(id);
-                ctl.send_message(pool, 0, &format!("create_thin {id}")).expect("create_thin");
+                ctl.send_message(pool, 0, &format!("create_thin {id}"))
+                    .expect("create_thin");
                 let line = TableLine::new(0, job.size, "thin", format!("{} {id}", job.pool_dev))
                     .expect("thin line");
                 ctl.create_with_table(&name, &CreateOptions::default(), &[line], self.flags)
                     .expect("activate");
                 check_active(job, &name);
-                let opts = RemoveOptions { udev_flags: self.flags, ..Default::default() };
+                let opts = RemoveOptions {
+                    udev_flags: self.flags,
+                    ..Default::default()
+                };
                 ctl.remove(DevId::Name(&name), &opts).expect("deactivate");
                 check_removed(job, &name);
-                ctl.send_message(pool, 0, &format!("delete {id}")).expect("delete");
+                ctl.send_message(pool, 0, &format!("delete {id}"))
+                    .expect("delete");
             }
             "snapshot" => {
                 let origin = DevId::Name(&job.origin);
-                ctl.suspend(origin, &SuspendOptions::default()).expect("suspend");
+                ctl.suspend(origin, &SuspendOptions::default())
+                    .expect("suspend");
                 ctl.send_message(pool, 0, &format!("create_snap {id} {}", job.origin_id))
                     .expect("create_snap");
                 ctl.resume(origin, self.flags).expect("resume");
             }
             "list" => self.sink += consume_list(ctl.list_devices_view().expect("list")),
             "status" => {
-                let (_, lines) = ctl.table_status(pool, &StatusOptions::default()).expect("status");
+                let (_, lines) = ctl
+                    .table_status(pool, &StatusOptions::default())
+                    .expect("status");
                 match PoolStatus::parse(lines[0].params()).expect("parse") {
                     PoolStatus::Active(s) => self.sink += s.used_data_blocks as usize,
                     _ => self.sink += 1,
@@ -196,7 +210,10 @@ pub fn run_dmthin(job: &Job, mode: DmthinMode) -> Outcome {
     let elapsed = t0.elapsed();
     let ioctls = p.ctl.ioctl_count() - before;
     marker();
-    Outcome { elapsed, ioctls: Some(ioctls) }
+    Outcome {
+        elapsed,
+        ioctls: Some(ioctls),
+    }
 }
 
 // ------------------------------------------------------------ devicemapper
@@ -222,15 +239,26 @@ impl DevmapperPeer {
                 let name = job.name(id);
                 let dname = DmName::new(&name).expect("name");
                 let did = DevId::Name(dname);
-                dm.target_msg(&pool, None, &format!("create_thin {id}")).expect("create_thin");
-                dm.device_create(dname, None, DmOptions::default()).expect("create");
-                let table = [(0u64, job.size, "thin".to_string(), format!("{} {id}", job.pool_dev))];
-                dm.table_load(&did, &table, DmOptions::default()).expect("load");
-                dm.device_suspend(&did, DmOptions::default()).expect("resume");
+                dm.target_msg(&pool, None, &format!("create_thin {id}"))
+                    .expect("create_thin");
+                dm.device_create(dname, None, DmOptions::default())
+                    .expect("create");
+                let table = [(
+                    0u64,
+                    job.size,
+                    "thin".to_string(),
+                    format!("{} {id}", job.pool_dev),
+                )];
+                dm.table_load(&did, &table, DmOptions::default())
+                    .expect("load");
+                dm.device_suspend(&did, DmOptions::default())
+                    .expect("resume");
                 check_active(job, &name);
-                dm.device_remove(&did, DmOptions::default()).expect("remove");
+                dm.device_remove(&did, DmOptions::default())
+                    .expect("remove");
                 check_removed(job, &name);
-                dm.target_msg(&pool, None, &format!("delete {id}")).expect("delete");
+                dm.target_msg(&pool, None, &format!("delete {id}"))
+                    .expect("delete");
             }
             "snapshot" => {
                 let origin = DevId::Name(DmName::new(&job.origin).expect("origin"));
@@ -238,11 +266,14 @@ impl DevmapperPeer {
                     .expect("suspend");
                 dm.target_msg(&pool, None, &format!("create_snap {id} {}", job.origin_id))
                     .expect("create_snap");
-                dm.device_suspend(&origin, DmOptions::default()).expect("resume");
+                dm.device_suspend(&origin, DmOptions::default())
+                    .expect("resume");
             }
             "list" => self.sink += dm.list_devices().expect("list").len(),
             "status" => {
-                let (_, lines) = dm.table_status(&pool, DmOptions::default()).expect("status");
+                let (_, lines) = dm
+                    .table_status(&pool, DmOptions::default())
+                    .expect("status");
                 // The crate's typed thin-pool status needs a ThinPoolDev it set up
                 // itself; take the used-data field out of the line instead.
                 self.sink += lines[0].3.split_whitespace().nth(2).map_or(0, |f| f.len());
@@ -263,7 +294,10 @@ pub fn run_devmapper(job: &Job) -> Outcome {
     }
     let elapsed = t0.elapsed();
     marker();
-    Outcome { elapsed, ioctls: None }
+    Outcome {
+        elapsed,
+        ioctls: None,
+    }
 }
 
 // ------------------------------------------------------------------ dmsetup
@@ -298,7 +332,12 @@ fn dmsetup_op(job: &Job, id: u32) {
         }
         "snapshot" => {
             dmsetup(&["suspend", &job.origin]);
-            dmsetup(&["message", &job.pool, "0", &format!("create_snap {id} {}", job.origin_id)]);
+            dmsetup(&[
+                "message",
+                &job.pool,
+                "0",
+                &format!("create_snap {id} {}", job.origin_id),
+            ]);
             dmsetup(&["resume", &job.origin]);
         }
         "list" => dmsetup(&["ls"]),
@@ -316,7 +355,10 @@ pub fn run_dmsetup(job: &Job) -> Outcome {
     }
     let elapsed = t0.elapsed();
     marker();
-    Outcome { elapsed, ioctls: None }
+    Outcome {
+        elapsed,
+        ioctls: None,
+    }
 }
 
 // -------------------------------------------------------------------- floor
@@ -345,7 +387,11 @@ fn wait_node(name: &str, present: bool) {
     let t0 = Instant::now();
     while std::fs::symlink_metadata(&path).is_ok() != present {
         if t0.elapsed() > Duration::from_secs(30) {
-            panic!("{} did not {} within 30 s", path.display(), if present { "appear" } else { "go" });
+            panic!(
+                "{} did not {} within 30 s",
+                path.display(),
+                if present { "appear" } else { "go" }
+            );
         }
         std::thread::sleep(Duration::from_micros(500));
     }
@@ -444,7 +490,10 @@ impl FloorPeer {
                         wait_node(&name, i == 3);
                     }
                     if self.nodes_check {
-                        let job_nodes = Job { workload: "nodes".into(), ..Job::dummy() };
+                        let job_nodes = Job {
+                            workload: "nodes".into(),
+                            ..Job::dummy()
+                        };
                         if i == 3 {
                             check_active(&job_nodes, &name);
                         } else {
@@ -485,7 +534,8 @@ fn decode_reply(req: &Req) -> usize {
         let version = Version::new(u32_at(0), u32_at(4), u32_at(8));
         consume_list(codec::name_list(payload, version))
     } else {
-        let lines = codec::decode_specs(Command::TableStatus, payload, count).expect("decode status");
+        let lines =
+            codec::decode_specs(Command::TableStatus, payload, count).expect("decode status");
         match dmthin::target::PoolStatus::parse(lines[0].params()).expect("parse") {
             dmthin::target::PoolStatus::Active(s) => s.used_data_blocks as usize,
             _ => 1,
@@ -507,7 +557,10 @@ pub fn run_floor(job: &Job, wait_nodes: bool) -> Outcome {
     let elapsed = t0.elapsed();
     let ioctls = p.raw.ioctls - before;
     marker();
-    Outcome { elapsed, ioctls: Some(ioctls) }
+    Outcome {
+        elapsed,
+        ioctls: Some(ioctls),
+    }
 }
 
 // ------------------------------------------------------------------- paired

@@ -125,7 +125,10 @@ pub struct Raw {
 
 impl Raw {
     pub fn open() -> std::io::Result<Raw> {
-        let file = OpenOptions::new().read(true).write(true).open("/dev/mapper/control")?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/mapper/control")?;
         Ok(Raw { file, ioctls: 0 })
     }
 
@@ -133,13 +136,8 @@ impl Raw {
     #[inline]
     pub fn issue(&mut self, r: &mut Req) -> Result<(), std::io::Error> {
         self.ioctls += 1;
-        // SAFETY: data_size in the header equals the buffer's length, so the
-        // kernel stays inside it; the fd is the open control node.
-        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), request(r.nr) as _, r.buf.as_mut_ptr()) };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        // data_size in the header equals the buffer's length.
+        crate::sys::dm_ioctl(self.file.as_raw_fd(), request(r.nr) as _, &mut r.buf)
     }
 
     /// Issues a request, panicking with context on failure.

@@ -44,7 +44,13 @@ fn parse(a: &[String]) -> Opts {
             "--sizes" => o.sizes = v.split(',').map(|s| s.parse().expect("--sizes")).collect(),
             "--probes" => o.probes = v.parse().expect("--probes"),
             "--budget" => o.budget = Duration::from_secs(v.parse().expect("--budget")),
-            "--cli" => o.clis = v.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+            "--cli" => {
+                o.clis = v
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
             "--populate" => {
                 o.direct = match v.as_str() {
                     "direct" => true,
@@ -120,18 +126,27 @@ impl SeedSet {
 
 /// One seed add_device + remove_device: the same pool messages as the set
 /// (create_snap of the base, later delete), each followed by a full rewrite.
-fn seed_probe(ctl: &mut Control, seed: &mut SeedSet, pool: &str, base: &str, base_id: u32, id: u32) {
+fn seed_probe(
+    ctl: &mut Control,
+    seed: &mut SeedSet,
+    pool: &str,
+    base: &str,
+    base_id: u32,
+    id: u32,
+) {
     let base_active = ctl
         .info(DevId::Name(base))
         .map(|i| i.active_table() && !i.suspended())
         .unwrap_or(false);
     if base_active {
-        ctl.suspend(DevId::Name(base), &SuspendOptions::default()).expect("suspend base");
+        ctl.suspend(DevId::Name(base), &SuspendOptions::default())
+            .expect("suspend base");
     }
     ctl.send_message(DevId::Name(pool), 0, &format!("create_snap {id} {base_id}"))
         .expect("seed create_snap");
     if base_active {
-        ctl.resume(DevId::Name(base), UdevFlags::empty()).expect("resume base");
+        ctl.resume(DevId::Name(base), UdevFlags::empty())
+            .expect("resume base");
     }
     let rec = seed.record(id);
     seed.devices.insert(rec.hash.clone(), rec);
@@ -152,13 +167,18 @@ fn ms(d: Duration) -> f64 {
 /// (or the seed strategy with as many records), between two getppid()
 /// markers, for strace to count the system calls of one operation.
 pub fn probe_main(a: &[String]) {
-    let (kind, root, k) = (a[0].as_str(), PathBuf::from(&a[1]), a[2].parse::<u32>().expect("K"));
+    let (kind, root, k) = (
+        a[0].as_str(),
+        PathBuf::from(&a[1]),
+        a[2].parse::<u32>().expect("K"),
+    );
     let set_root = root.join("set");
-    let opts = DeviceSet::recorded_options(&set_root).ok().flatten().unwrap_or_default();
+    let opts = DeviceSet::recorded_options(&set_root)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let set = DeviceSet::open(&set_root, opts).expect("open set");
-    let marker = || unsafe {
-        libc::getppid();
-    };
+    let marker = crate::sys::strace_marker;
     if kind == "set" {
         marker();
         for j in 0..k {
@@ -196,20 +216,30 @@ pub fn probe_main(a: &[String]) {
 /// log; ioctls split into device-mapper ones and the rest.
 fn count_syscalls(log: &str) -> BTreeMap<String, u64> {
     let lines: Vec<&str> = log.lines().collect();
-    let marks: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains("getppid()")).collect();
+    let marks: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("getppid()"))
+        .collect();
     let mut out = BTreeMap::new();
     if marks.len() < 2 {
         return out;
     }
     for l in &lines[marks[0] + 1..marks[marks.len() - 1]] {
-        let l = l.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start();
+        let l = l
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start();
         if l.starts_with("<...") || l.starts_with("+++") || l.starts_with("---") {
             continue;
         }
-        let Some(name) = l.split('(').next() else { continue };
+        let Some(name) = l.split('(').next() else {
+            continue;
+        };
         let mut name = name.to_string();
         if name == "ioctl" {
-            name = if l.contains("DM_") || l.contains("0xc138fd") { "ioctl (dm)".into() } else { "ioctl (other)".into() };
+            name = if l.contains("DM_") || l.contains("0xc138fd") {
+                "ioctl (dm)".into()
+            } else {
+                "ioctl (other)".into()
+            };
         }
         *out.entry(name).or_insert(0) += 1;
     }
@@ -319,8 +349,12 @@ pub fn main(a: &[String]) {
             let devices = set_root.join("metadata").join("devices");
             while count < size {
                 let thin = DIRECT_THIN_BASE + count;
-                ctl.send_message(DevId::Name(&pool), 0, &format!("create_snap {thin} {base_id}"))
-                    .unwrap_or_else(|e| panic!("populate create_snap {thin}: {e}"));
+                ctl.send_message(
+                    DevId::Name(&pool),
+                    0,
+                    &format!("create_snap {thin} {base_id}"),
+                )
+                .unwrap_or_else(|e| panic!("populate create_snap {thin}: {e}"));
                 let rec = DeviceRecord::new(format!("d{count:05}"), None, thin, base_size);
                 std::fs::write(
                     devices.join(format!("{}.json", rec.id)),
@@ -336,13 +370,17 @@ pub fn main(a: &[String]) {
                 }
             }
             let t = Instant::now();
-            let opts = DeviceSet::recorded_options(&set_root).ok().flatten().unwrap_or_default();
+            let opts = DeviceSet::recorded_options(&set_root)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             set = Some(DeviceSet::open(&set_root, opts).expect("reopen after populating"));
             open = Some(t.elapsed());
         }
         let set_ref = set.as_ref().expect("set is open");
         while count < size {
-            set_ref.add_device(&format!("d{count:05}"), None)
+            set_ref
+                .add_device(&format!("d{count:05}"), None)
                 .unwrap_or_else(|e| panic!("add_device d{count:05}: {e}"));
             count += 1;
             if count % 500 == 0 {
@@ -356,8 +394,7 @@ pub fn main(a: &[String]) {
         populate_total += populate;
         // Let writeback of the populate finish before probing, so that it
         // does not land on whichever strategy happens to run next.
-        // SAFETY: sync(2) takes no arguments and cannot fail.
-        unsafe { libc::sync() };
+        crate::sys::sync();
         std::thread::sleep(Duration::from_millis(500));
         // The seed's set holds the same number of records.
         while (seed.devices.len() as u32) < size {
@@ -366,7 +403,11 @@ pub fn main(a: &[String]) {
             seed.devices.insert(rec.hash.clone(), rec);
         }
         seed.save();
-        let probes = if size >= 10000 { o.probes.min(5).max(1) } else { o.probes };
+        let probes = if size >= 10000 {
+            o.probes.min(5).max(1)
+        } else {
+            o.probes
+        };
         let mut d_dm = Duration::ZERO;
         let mut d_seed = Duration::ZERO;
         for j in 0..probes {
@@ -406,8 +447,14 @@ pub fn main(a: &[String]) {
 
     // Reopen at full size (what every CLI call pays), then the CLI's memory.
     let t0 = Instant::now();
-    let set = DeviceSet::open(&set_root, DeviceSet::recorded_options(&set_root).ok().flatten().unwrap_or_default())
-        .expect("reopen");
+    let set = DeviceSet::open(
+        &set_root,
+        DeviceSet::recorded_options(&set_root)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    )
+    .expect("reopen");
     let reopen = t0.elapsed();
     drop(set);
 
@@ -429,24 +476,46 @@ pub fn main(a: &[String]) {
             vec!["loop".into(), "list".into()],
             vec!["--root".into(), root_s.clone(), "status".into()],
             vec!["--root".into(), root_s.clone(), "list".into()],
-            vec!["--root".into(), root_s.clone(), "create".into(), "rssprobe".into()],
-            vec!["--root".into(), root_s.clone(), "activate".into(), "rssprobe".into()],
-            vec!["--root".into(), root_s.clone(), "remove".into(), "rssprobe".into()],
+            vec![
+                "--root".into(),
+                root_s.clone(),
+                "create".into(),
+                "rssprobe".into(),
+            ],
+            vec![
+                "--root".into(),
+                root_s.clone(),
+                "activate".into(),
+                "rssprobe".into(),
+            ],
+            vec![
+                "--root".into(),
+                root_s.clone(),
+                "remove".into(),
+                "rssprobe".into(),
+            ],
         ];
         for c in cmds {
-            let (kib, wall, ok) = crate::peak_rss(cli, &c);
+            let (kib, wall, ok) = crate::sys::peak_rss(cli, &c);
             let shown = c.join(" ").replace(&root_s, "R");
-            eprintln!("dmthin-compare rss: {cli} {shown}: {kib} KiB, {:.0} ms, ok={ok}", ms(wall));
+            eprintln!(
+                "dmthin-compare rss: {cli} {shown}: {kib} KiB, {:.0} ms, ok={ok}",
+                ms(wall)
+            );
             rss_rows.push((cli.clone(), shown, kib, ms(wall), ok));
         }
     }
     if let Some(cli) = o.clis.first() {
-        let _ = crate::peak_rss(cli, &["--root".into(), root_s.clone(), "shutdown".into()]);
+        let _ = crate::sys::peak_rss(cli, &["--root".into(), root_s.clone(), "shutdown".into()]);
     }
 
     println!(
         "=== BEGIN dmthin-compare scaling (udev {}) ===",
-        if crate::udev_running() { "running" } else { "not running" }
+        if crate::udev_running() {
+            "running"
+        } else {
+            "not running"
+        }
     );
     println!();
     println!(
@@ -505,7 +574,10 @@ pub fn main(a: &[String]) {
                     .iter()
                     .find(|(k, _)| *k == kind)
                     .map_or("-".to_string(), |(_, m)| {
-                        format!("{:.1}", *m.get(n).unwrap_or(&0) as f64 / f64::from(strace_k))
+                        format!(
+                            "{:.1}",
+                            *m.get(n).unwrap_or(&0) as f64 / f64::from(strace_k)
+                        )
                     })
             };
             println!("| {n} | {} | {} |", get("set"), get("seed"));
