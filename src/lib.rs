@@ -13,6 +13,7 @@ pub mod deviceset;
 pub mod dm;
 pub mod loopdev;
 mod retry;
+pub mod size;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod thinmeta;

@@ -1,6 +1,7 @@
 //! Command-line options.
 
 use dmthin::deviceset::{FsKind, Options, StorageOptions};
+use dmthin::size::parse_size;
 use std::path::PathBuf;
 
 /// Default device set root.
@@ -81,23 +82,6 @@ pub struct SetArgs {
     mkfs_options: Option<Vec<String>>,
     min_free: Option<u32>,
     no_zeroing: bool,
-}
-
-/// `123`, `64K`, `10M`, `2G`, `1T` (powers of 1024; a trailing `iB`/`B` is allowed).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let s = s
-        .strip_suffix("iB")
-        .or_else(|| s.strip_suffix('B'))
-        .unwrap_or(s);
-    let (num, shift) = match s.chars().last()? {
-        'k' | 'K' => (&s[..s.len() - 1], 10),
-        'm' | 'M' => (&s[..s.len() - 1], 20),
-        'g' | 'G' => (&s[..s.len() - 1], 30),
-        't' | 'T' => (&s[..s.len() - 1], 40),
-        _ => (s, 0),
-    };
-    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
 /// Parses the arguments after the program name.

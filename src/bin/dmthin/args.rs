@@ -5,6 +5,7 @@
 //! that take a value, its help text); [`Spec::parse`] prints the help for
 //! `-h`/`--help` and otherwise hands back the [`Parsed`] arguments.
 
+use dmthin::size::parse_size;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::Write;
@@ -170,23 +171,6 @@ pub(crate) fn size_arg(s: &str, opt: Option<&str>, help: &'static str) -> Result
     })
 }
 
-/// `123`, `64K`, `10M`, `2G`, `1T` (powers of 1024; a trailing `iB`/`B` is allowed).
-pub(crate) fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let s = s
-        .strip_suffix("iB")
-        .or_else(|| s.strip_suffix('B'))
-        .unwrap_or(s);
-    let (num, shift) = match s.chars().last()? {
-        'k' | 'K' => (&s[..s.len() - 1], 10),
-        'm' | 'M' => (&s[..s.len() - 1], 20),
-        'g' | 'G' => (&s[..s.len() - 1], 30),
-        't' | 'T' => (&s[..s.len() - 1], 40),
-        _ => (s, 0),
-    };
-    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,26 +184,6 @@ mod tests {
             CliError::Usage(m, "h") => m,
             other => panic!("not a usage error for 'h': {other:?}"),
         }
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("64K"), Some(64 << 10));
-        assert_eq!(parse_size("10M"), Some(10 << 20));
-        assert_eq!(parse_size("2GiB"), Some(2 << 30));
-        assert_eq!(parse_size("1t"), Some(1 << 40));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size(""), None);
-        assert_eq!(parse_size("99999999999T"), None);
-        assert_eq!(
-            usage_msg(size_arg("x", None, "h").unwrap_err()),
-            "'x' is not a size"
-        );
-        assert_eq!(
-            usage_msg(size_arg("x", Some("--offset"), "h").unwrap_err()),
-            "--offset: 'x' is not a size"
-        );
     }
 
     #[test]
