@@ -62,7 +62,8 @@ Runner:
   --keep-debug         keep DWARF debug info in the guest binaries (bigger
                        initramfs, line numbers in backtraces)
   --rebuild-base       repack the cached base initramfs even if it is current
-  --install-deps       only install the missing Debian packages (incl. udev)
+  --install-deps       only install the missing Debian packages (incl. udev,
+                       protoc, Go, containerd and runc for the snapshotter)
   --host               run on this host instead of a VM (needs root and
                        /dev/mapper/control); only when asked explicitly
   -h, --help           this help

@@ -7,7 +7,7 @@ run_on_host() {
     grep -qw device-mapper /proc/misc 2>/dev/null || die "--host: /proc/misc has no device-mapper: this kernel has no" \
         "device-mapper (or dm-mod is not loaded). Run without --host to test in a VM."
     ((EUID == 0)) || die "--host: device-mapper tests need root"
-    ensure_packages "${host_pkgs[@]}"
+    ensure_packages "${host_pkgs[@]}" "${build_pkgs[@]}"
     if ((udev)); then
         [[ -e /run/udev/control ]] || die "--host --udev: udev is not running on this host"
         export DMTHIN_TEST_UDEV=1

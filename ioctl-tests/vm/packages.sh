@@ -7,6 +7,8 @@ vm_pkgs=(qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs xfspro
 # For the snapshotter test: containerd's conformance suite, built from
 # Debian's packaged Go sources, and real containerd with runc.
 snapshotter_pkgs=(golang-go golang-github-containerd-containerd-dev containerd runc)
+# To build the workspace: the snapshotter's gRPC bindings need protoc.
+build_pkgs=(protobuf-compiler)
 host_pkgs=(e2fsprogs xfsprogs thin-provisioning-tools dmsetup util-linux)
 
 pkg_installed() {
