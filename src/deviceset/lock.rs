@@ -103,10 +103,15 @@ impl SetLock {
             }
         };
         if writable {
+            // The pid only names the holder in the error others get; a full
+            // root filesystem must not cost the lock.
             let pid = format!("{}\n", std::process::id());
-            file.set_len(0)
+            if let Err(e) = file
+                .set_len(0)
                 .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
-                .map_err(io_err("write pid to lock file", &path))?;
+            {
+                log::warn!("{}: could not record our pid: {e}", path.display());
+            }
         }
         Ok(SetLock { file })
     }

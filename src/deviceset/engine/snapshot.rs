@@ -211,11 +211,14 @@ impl Config {
             Err(e) if busy(&e) && self.options.deferred_deletion => {
                 // Still open in the pool: deleted by a later call or open.
                 drop(txn);
-                let mut rec = self.record(state, id)?.clone();
+                log::info!("{id}: thin {thin} is still open in the pool; it is deleted later");
+                let Some(rec) = state.devices.get(id).filter(|r| !r.deferred_delete) else {
+                    return Ok(()); // marked already: a later try
+                };
+                let mut rec = rec.clone();
                 rec.deferred_delete = true;
                 state.store.write_device(&rec)?;
                 state.devices.insert(id.to_string(), rec);
-                log::info!("{id}: thin {thin} is still open in the pool; it is deleted later");
                 return Ok(());
             }
             Err(e) => return Err(e),
