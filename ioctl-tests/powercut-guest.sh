@@ -57,11 +57,13 @@ check)
     fi
     bad=0
     while read -r id want; do
+        if grep -qx "$id" /tmp/have; then got=1; else got=0; fi
         if grep -qx "$id" /tmp/maybe; then
-            echo "POWERCUT: $id was in flight at the cut; either outcome is right"
+            # Record how it came out, so later cuts expect that state.
+            echo "POWERCUT: $id was in flight at the cut; it $([ "$got" = 1 ] && echo exists || echo is gone)"
+            echo "$([ "$got" = 1 ] && echo create || echo remove) $id" >>"$acks"
             continue
         fi
-        if grep -qx "$id" /tmp/have; then got=1; else got=0; fi
         if [ "$got" != "$want" ]; then
             echo "POWERCUT: $id should $([ "$want" = 1 ] && echo exist || echo be gone) but $([ "$got" = 1 ] && echo exists || echo is missing)"
             bad=1
