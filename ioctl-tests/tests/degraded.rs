@@ -352,6 +352,9 @@ fn needs_check_pool_opens_degraded() {
     let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     set.add_device("before", None).unwrap();
     set.activate_device("before").unwrap();
+    let mnt = root.0.join("mnt-before");
+    std::fs::create_dir_all(&mnt).unwrap();
+    set.mount_device("before", &mnt, true).unwrap();
     let txn = set.status().unwrap().transaction_id;
     // Metadata writes fail: the next change fails and the pool wants a check.
     c.reload_table(
@@ -376,6 +379,11 @@ fn needs_check_pool_opens_degraded() {
             && (e.to_string().contains("needs_check") || e.to_string().contains("fail")),
         "{e}"
     );
+    // Unmounting (a mount the earlier process left) works degraded too.
+    set.unmount_device("before", &mnt, false).unwrap();
+    assert!(!std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .contains(mnt.to_str().unwrap()));
     set.deactivate_device("before").unwrap();
     set.grow_pool(512 * MIB).unwrap();
     set.grow_pool_metadata(16 * MIB).unwrap();
