@@ -81,15 +81,7 @@ fn suspended_pool_and_device_are_resumed_at_open() {
 #[test]
 fn failed_first_init_can_be_rerun() {
     let r = Root::new("init-rerun");
-    let sizes = [
-        "init",
-        "--data-size",
-        "256M",
-        "--metadata-size",
-        "16M",
-        "--base-size",
-        "64M",
-    ];
+    let sizes = SMALL_INIT;
     let mut bad = sizes.to_vec();
     bad.extend_from_slice(&["--mkfs-options", "-O no_such_feature"]);
     let out = dmthin_cli(&r.0, &bad);

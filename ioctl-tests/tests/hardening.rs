@@ -9,15 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn init(root: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "init",
-        "--data-size",
-        "256M",
-        "--metadata-size",
-        "16M",
-        "--base-size",
-        "64M",
-    ];
+    let mut args = SMALL_INIT.to_vec();
     args.extend_from_slice(extra);
     dmthin_ok(root, &args);
 }

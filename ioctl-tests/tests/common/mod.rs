@@ -183,3 +183,14 @@ pub fn dmthin_ok(root: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `dmthin init` with a small pool and base, for CLI tests.
+pub const SMALL_INIT: [&str; 7] = [
+    "init",
+    "--data-size",
+    "256M",
+    "--metadata-size",
+    "16M",
+    "--base-size",
+    "64M",
+];
