@@ -371,6 +371,17 @@ fn needs_check_pool_opens_degraded() {
             && (e.to_string().contains("needs_check") || e.to_string().contains("fail")),
         "{e}"
     );
+    // A read-write mount is refused up front, naming the mode; read-only works.
+    let mnt_rw = root.0.join("mnt-rw");
+    let e = set.mount_device("before", &mnt_rw, false).unwrap_err();
+    assert!(
+        matches!(e, DeviceSetError::PoolUnusable { .. })
+            && e.to_string().contains("only read-only mounts"),
+        "{e}"
+    );
+    set.mount_device("before", &mnt_rw, true).unwrap();
+    assert!(std::fs::read_dir(&mnt_rw).is_ok());
+    set.unmount_device("before", &mnt_rw, false).unwrap();
     // Unmounting (a mount the earlier process left) works degraded too.
     set.unmount_device("before", &mnt, false).unwrap();
     assert!(!std::fs::read_to_string("/proc/self/mounts")

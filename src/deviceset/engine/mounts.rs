@@ -5,6 +5,7 @@ use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fail_point;
 use crate::deviceset::fs::{self as fsx, FsError};
 use crate::dm::UdevFlags;
+use crate::target::{PoolMode, PoolStatus};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -26,6 +27,9 @@ impl Config {
         if let Some(count) = state.mounts.get_mut(&key) {
             *count += 1;
             return Ok(());
+        }
+        if !read_only {
+            self.check_pool_takes_writes(state)?;
         }
         let name = self.device_name(id);
         let was_active = state.ctl.exists(&name)?;
@@ -61,6 +65,29 @@ impl Config {
         fail_point!("mount.after_mount")?;
         state.mounts.insert(key, 1);
         Ok(())
+    }
+
+    /// A read-write mount needs a pool that takes writes: refused up front on
+    /// a read-only, failed or needs_check pool (the filesystem would fail its
+    /// first write), naming the mode. Out of data space is allowed, with a
+    /// warning: writes to blocks already provisioned still work.
+    fn check_pool_takes_writes(&self, state: &mut State) -> Result<()> {
+        match self.writable_pool(state) {
+            Ok(_) => Ok(()),
+            Err(DeviceSetError::PoolUnusable { pool, reason }) => {
+                if let PoolStatus::Active(s) = self.any_pool_status(state)? {
+                    if s.mode == PoolMode::OutOfDataSpace && !s.needs_check {
+                        log::warn!("pool {pool} is out of data space: writes to new blocks fail");
+                        return Ok(());
+                    }
+                }
+                Err(DeviceSetError::PoolUnusable {
+                    pool,
+                    reason: format!("{reason}; only read-only mounts are possible"),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Drops one reference to the mount of `id` at `path`; the last one unmounts
