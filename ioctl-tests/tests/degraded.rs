@@ -11,18 +11,6 @@ use dmthin::target::TableLine;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A loop device over a new sparse `<dir>/<name>.img` of `mib` MiB.
-fn loop_file(dir: &Path, name: &str, mib: u64) -> String {
-    let f = dir.join(format!("{name}.img"));
-    std::fs::File::create(&f)
-        .unwrap()
-        .set_len(mib * MIB)
-        .unwrap();
-    sh_ok(&format!("losetup -f --show {}", f.display()))
-        .trim()
-        .to_string()
-}
-
 /// `dmsetup info`'s state line of `name`: ACTIVE or SUSPENDED.
 fn dm_state(name: &str) -> String {
     let info = sh_ok(&format!("dmsetup info {name}"));
@@ -322,25 +310,10 @@ fn out_of_metadata_opens_degraded_and_grow_pool_metadata_heals_a_deferred_remova
 #[test]
 fn needs_check_pool_opens_degraded() {
     let root = Root::new("needs-check");
-    let mk = |name: &str, mib: u64| loop_file(&root.0, name, mib);
-    let (data_loop, meta_loop) = (mk("data", 512), mk("meta", 16));
-    let mut c = Control::open().unwrap();
-    let (fmeta, fdata) = ("dmthin-test-nc-meta", "dmthin-test-nc-data");
-    for (name, dev, mib) in [(fmeta, &meta_loop, 16), (fdata, &data_loop, 512)] {
-        c.create_with_table(
-            name,
-            &CreateOptions::default(),
-            &flakey_line(dev, mib * MIB / 512, false),
-            UdevFlags::PRIVATE,
-        )
-        .unwrap();
-    }
+    let disks = FlakeyDisks::new(&root.0, "nc");
     let set_root = root.0.join("set");
     let mut o = options(FsKind::Ext4);
-    o.storage = StorageOptions::BlockDevices {
-        data: format!("/dev/mapper/{fdata}").into(),
-        metadata: format!("/dev/mapper/{fmeta}").into(),
-    };
+    o.storage = disks.storage();
     let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     set.add_device("before", None).unwrap();
     set.activate_device("before").unwrap();
@@ -349,12 +322,7 @@ fn needs_check_pool_opens_degraded() {
     set.mount_device("before", &mnt, true).unwrap();
     let txn = set.status().unwrap().transaction_id;
     // Metadata writes fail: the next change fails and the pool wants a check.
-    c.reload_table(
-        DevId::Name(fmeta),
-        &flakey_line(&meta_loop, 16 * MIB / 512, true),
-        UdevFlags::PRIVATE,
-    )
-    .unwrap();
+    disks.fail_meta_writes(true);
     set.add_device("during", None).unwrap_err();
     drop(set);
     // And a process creating a device was killed after recording its start:
@@ -394,25 +362,17 @@ fn needs_check_pool_opens_degraded() {
     drop(set);
     // Repaired as an operator would (healthy device, thin_check), the next
     // open finishes the interrupted create's roll back.
-    c.reload_table(
-        DevId::Name(fmeta),
-        &flakey_line(&meta_loop, 16 * MIB / 512, false),
-        UdevFlags::PRIVATE,
-    )
-    .unwrap();
+    disks.fail_meta_writes(false);
     let (ok, out) = sh(&format!(
-        "thin_check --clear-needs-check-flag /dev/mapper/{fmeta}"
+        "thin_check --clear-needs-check-flag {}",
+        disks.meta_node()
     ));
     println!("thin_check: ok={ok} {out}");
     if ok {
         let set = DeviceSet::open(&set_root, o).unwrap();
         assert_eq!(set.status().unwrap().mode, "rw");
         assert!(set.has_device("before") && !set.has_device("crashed"));
-        check_invariants_on(&set, &format!("/dev/mapper/{fmeta}"));
+        check_invariants_on(&set, &disks.meta_node());
         set.shutdown().unwrap();
     }
-    for n in [fmeta, fdata] {
-        let _ = c.remove(DevId::Name(n), &RemoveOptions::default());
-    }
-    sh(&format!("losetup -d {data_loop}; losetup -d {meta_loop}"));
 }

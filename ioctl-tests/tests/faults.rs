@@ -256,50 +256,18 @@ fn superblock_needs_check(meta: &str) -> bool {
 #[test]
 fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
     let root = Root::new("ioerr");
-    let mk = |name: &str, mib: u64| {
-        let f = root.0.join(format!("{name}.img"));
-        std::fs::File::create(&f)
-            .unwrap()
-            .set_len(mib * MIB)
-            .unwrap();
-        sh_ok(&format!("losetup -f --show {}", f.display()))
-            .trim()
-            .to_string()
-    };
-    let (data_loop, meta_loop) = (mk("data", 512), mk("meta", 16));
-    let mut c = Control::open().unwrap();
-    let fmeta = "dmthin-test-flakey-meta";
-    let fdata = "dmthin-test-flakey-data";
-    c.create_with_table(
-        fmeta,
-        &CreateOptions::default(),
-        &flakey_line(&meta_loop, 16 * MIB / 512, false),
-        UdevFlags::PRIVATE,
-    )
-    .unwrap();
-    c.create_with_table(
-        fdata,
-        &CreateOptions::default(),
-        &flakey_line(&data_loop, 512 * MIB / 512, false),
-        UdevFlags::PRIVATE,
-    )
-    .unwrap();
+    let disks = FlakeyDisks::new(&root.0, "flakey");
     let set_root = root.0.join("set");
     let mut o = options(FsKind::Ext4);
-    o.storage = StorageOptions::BlockDevices {
-        data: format!("/dev/mapper/{fdata}").into(),
-        metadata: format!("/dev/mapper/{fmeta}").into(),
-    };
+    o.storage = disks.storage();
     let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     set.add_device("before", None).unwrap();
     assert!(!set.status().unwrap().needs_check);
     // Metadata writes now fail, all but the superblock's.
-    c.reload_table(
-        DevId::Name(fmeta),
-        &flakey_meta_sparing_superblock(&meta_loop, 16 * MIB / 512),
-        UdevFlags::PRIVATE,
-    )
-    .unwrap();
+    disks.set_meta_table(&flakey_meta_sparing_superblock(
+        &disks.meta_loop,
+        FlakeyDisks::META_MIB * MIB / 512,
+    ));
     let start = Instant::now();
     let e = set.add_device("during", None).unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(60));
@@ -323,12 +291,7 @@ fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
     assert!(st.needs_check, "DeviceSet::status: {st:?} (pool: {dm})");
     assert_ne!(st.mode, "rw", "{st:?}");
     // Heal the device: the set refuses changes and says the pool needs a check.
-    c.reload_table(
-        DevId::Name(fmeta),
-        &flakey_line(&meta_loop, 16 * MIB / 512, false),
-        UdevFlags::PRIVATE,
-    )
-    .unwrap();
+    disks.fail_meta_writes(false);
     let e = set.add_device("after", None).unwrap_err();
     assert!(
         matches!(
@@ -342,7 +305,7 @@ fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
     set.shutdown().unwrap();
     drop(set);
     // The flag reached the superblock: it survives the pool's removal.
-    let meta_node = format!("/dev/mapper/{fmeta}");
+    let meta_node = disks.meta_node();
     assert!(
         superblock_needs_check(&meta_node),
         "needs_check not in the superblock"
@@ -357,7 +320,7 @@ fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
                 set.has_device("before"),
                 "a device created before the fault is kept"
             );
-            check_invariants_on(&set, &format!("/dev/mapper/{fmeta}"));
+            check_invariants_on(&set, &meta_node);
             set.shutdown().unwrap();
         }
         Err(e) => {
@@ -368,10 +331,6 @@ fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
             );
         }
     }
-    for n in [fmeta, fdata] {
-        let _ = c.remove(DevId::Name(n), &RemoveOptions::default());
-    }
-    sh(&format!("losetup -d {data_loop}; losetup -d {meta_loop}"));
 }
 
 /// Child mode: take the set's lock the way a set does, an exclusive flock on

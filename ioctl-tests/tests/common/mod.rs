@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use dmthin::deviceset::{DeviceSet, FsKind, Options, StorageOptions};
-use dmthin::dm::{Control, DevId, RemoveOptions};
+use dmthin::dm::{Control, CreateOptions, DevId, RemoveOptions, UdevFlags};
 use dmthin::target::TableLine;
 use dmthin_ioctl_tests::TempDir;
 pub use dmthin_ioctl_tests::{sh, sh_ok};
@@ -149,6 +149,98 @@ pub fn flakey_line(dev: &str, sectors: u64, failing: bool) -> Vec<TableLine> {
         format!("{} 0 1 0", majmin(dev))
     };
     vec![TableLine::new(0, sectors, "flakey", params).unwrap()]
+}
+
+/// A loop device over a new sparse `<dir>/<name>.img` of `mib` MiB.
+pub fn loop_file(dir: &Path, name: &str, mib: u64) -> String {
+    let f = dir.join(format!("{name}.img"));
+    std::fs::File::create(&f)
+        .unwrap()
+        .set_len(mib * MIB)
+        .unwrap();
+    sh_ok(&format!("losetup -f --show {}", f.display()))
+        .trim()
+        .to_string()
+}
+
+/// Pool disks that can be made to fail: healthy `flakey` devices `<tag>-data`
+/// (512 MiB) and `<tag>-meta` (16 MiB) over loop files in `dir`. Dropping it
+/// removes both and detaches the loops.
+pub struct FlakeyDisks {
+    pub data_loop: String,
+    pub meta_loop: String,
+    pub data: String,
+    pub meta: String,
+}
+
+impl FlakeyDisks {
+    pub const DATA_MIB: u64 = 512;
+    pub const META_MIB: u64 = 16;
+
+    pub fn new(dir: &Path, tag: &str) -> FlakeyDisks {
+        let disks = FlakeyDisks {
+            data_loop: loop_file(dir, "data", Self::DATA_MIB),
+            meta_loop: loop_file(dir, "meta", Self::META_MIB),
+            data: format!("dmthin-test-{tag}-data"),
+            meta: format!("dmthin-test-{tag}-meta"),
+        };
+        let mut c = Control::open().unwrap();
+        for (name, dev, mib) in [
+            (&disks.meta, &disks.meta_loop, Self::META_MIB),
+            (&disks.data, &disks.data_loop, Self::DATA_MIB),
+        ] {
+            c.create_with_table(
+                name,
+                &CreateOptions::default(),
+                &flakey_line(dev, mib * MIB / 512, false),
+                UdevFlags::PRIVATE,
+            )
+            .unwrap();
+        }
+        disks
+    }
+
+    /// The set's storage on these disks.
+    pub fn storage(&self) -> StorageOptions {
+        StorageOptions::BlockDevices {
+            data: format!("/dev/mapper/{}", self.data).into(),
+            metadata: self.meta_node().into(),
+        }
+    }
+
+    pub fn meta_node(&self) -> String {
+        format!("/dev/mapper/{}", self.meta)
+    }
+
+    /// Replaces the metadata device's table (`flakey_line` healthy or failing, or another).
+    pub fn set_meta_table(&self, table: &[TableLine]) {
+        Control::open()
+            .unwrap()
+            .reload_table(DevId::Name(&self.meta), table, UdevFlags::PRIVATE)
+            .unwrap();
+    }
+
+    /// Every metadata write fails (`failing`) or none does.
+    pub fn fail_meta_writes(&self, failing: bool) {
+        self.set_meta_table(&flakey_line(
+            &self.meta_loop,
+            Self::META_MIB * MIB / 512,
+            failing,
+        ));
+    }
+}
+
+impl Drop for FlakeyDisks {
+    fn drop(&mut self) {
+        let mut c = Control::open().unwrap();
+        for n in [&self.meta, &self.data] {
+            let _ = c.remove(DevId::Name(n), &RemoveOptions::default());
+        }
+        sh(&format!(
+            "losetup -d {}; losetup -d {}",
+            self.data_loop, self.meta_loop
+        ));
+    }
 }
 
 /// Pool thin ids vs records for a set whose metadata is on `meta_dev`.
