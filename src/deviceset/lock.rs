@@ -256,7 +256,10 @@ mod tests {
         );
         let holder = SetLock::holder(&root).unwrap();
         assert_eq!(holder.pid, std::process::id());
-        assert_eq!(holder.to_string(), format!("{me} (pid {})", std::process::id()));
+        assert_eq!(
+            holder.to_string(),
+            format!("{me} (pid {})", std::process::id())
+        );
         drop(lock);
         assert_eq!(SetLock::holder(&root), None);
         let again = SetLock::acquire(&root).unwrap();

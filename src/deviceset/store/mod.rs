@@ -424,13 +424,11 @@ impl MetadataStore {
                         // Removed by the owner since the directory was read.
                         continue;
                     }
-                    read.and_then(
-                        |(len, stamp)| {
-                            let r = self.parse_device(stem, &buf[..len])?;
-                            stamps.push((name.clone(), stamp));
-                            Ok(r)
-                        },
-                    )
+                    read.and_then(|(len, stamp)| {
+                        let r = self.parse_device(stem, &buf[..len])?;
+                        stamps.push((name.clone(), stamp));
+                        Ok(r)
+                    })
                 }
             } else {
                 Err(ProblemReason::BadFileName(
