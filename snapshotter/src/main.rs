@@ -87,7 +87,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.version {
-        println!("dmthin-snapshotter {}", env!("CARGO_PKG_VERSION"));
+        let extra = if cfg!(feature = "failpoints") {
+            " (with fail points)"
+        } else {
+            ""
+        };
+        println!("dmthin-snapshotter {}{extra}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     if let Err(e) = logger::init(args.log_level.as_deref()) {
