@@ -174,3 +174,22 @@ impl ReadOnlySet {
         self.config.usage_all(&mut state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::deviceset::DeviceSet;
+    use crate::testutil::Scratch;
+
+    #[test]
+    fn no_set_is_an_error_and_nothing_is_created() {
+        let s = Scratch::new("ro-none");
+        let root = s.path().join("set");
+        std::fs::create_dir(&root).unwrap();
+        let err = DeviceSet::open_read_only(&root).unwrap_err();
+        assert!(err.to_string().contains("no device set at"), "{err}");
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "created files");
+        let missing = s.path().join("missing");
+        assert!(DeviceSet::open_read_only(&missing).is_err());
+        assert!(!missing.exists());
+    }
+}
