@@ -187,7 +187,11 @@ mod tests {
         std::fs::create_dir(&root).unwrap();
         let err = DeviceSet::open_read_only(&root).unwrap_err();
         assert!(err.to_string().contains("no device set at"), "{err}");
-        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "created files");
+        assert_eq!(
+            std::fs::read_dir(&root).unwrap().count(),
+            0,
+            "created files"
+        );
         let missing = s.path().join("missing");
         assert!(DeviceSet::open_read_only(&missing).is_err());
         assert!(!missing.exists());
