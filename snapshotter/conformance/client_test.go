@@ -15,17 +15,13 @@ package conformance
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/snapshots"
-	"github.com/containerd/containerd/snapshots/proxy"
-	"google.golang.org/grpc"
 )
 
 func TestDmthinClient(t *testing.T) {
@@ -33,18 +29,11 @@ func TestDmthinClient(t *testing.T) {
 	if socket == "" {
 		t.Skip("DMTHIN_CLIENT_SOCKET is not set")
 	}
-	conn, err := grpc.Dial("unix://"+socket,
-		grpc.WithInsecure(),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}),
-	)
+	sn, conn, err := dial(socket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	sn := proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "dmthin")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	ctx = namespaces.WithNamespace(ctx, "default")

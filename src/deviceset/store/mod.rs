@@ -116,23 +116,35 @@ impl MetadataStore {
             .create(root)
             .map_err(io_err("create directory", root))?;
         let meta_dir = root.join(METADATA_DIR);
-        let devices_dir = meta_dir.join(DEVICES_DIR);
         ensure_private_dir(&meta_dir, root)?;
-        ensure_private_dir(&devices_dir, &meta_dir)?;
+        ensure_private_dir(&meta_dir.join(DEVICES_DIR), &meta_dir)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{TEMP_PREFIX}{}-{nanos:x}-{instance}~", std::process::id());
+        Self::at(root, max_id_len, tag, false)
+    }
+
+    /// The store of the existing metadata directory under `root`.
+    fn at(
+        root: &Path,
+        max_id_len: usize,
+        temp_tag: String,
+        read_only: bool,
+    ) -> Result<Self, StoreError> {
+        let meta_dir = root.join(METADATA_DIR);
+        let devices_dir = meta_dir.join(DEVICES_DIR);
         Ok(Self {
             meta_dir_file: open_dir(&meta_dir)?,
             devices_dir_file: open_dir(&devices_dir)?,
             meta_dir,
             devices_dir,
             max_id_len: max_id_len.min(MAX_FILE_ID_LEN),
-            temp_tag: format!("{TEMP_PREFIX}{}-{nanos:x}-{instance}~", std::process::id()),
+            temp_tag,
             seq: AtomicU64::new(0),
-            read_only: false,
+            read_only,
         })
     }
 
@@ -144,18 +156,7 @@ impl MetadataStore {
     /// out. Loads are snapshots that may mix records from before and after
     /// a concurrent change.
     pub fn open_read_only(root: &Path, max_id_len: usize) -> Result<Self, StoreError> {
-        let meta_dir = root.join(METADATA_DIR);
-        let devices_dir = meta_dir.join(DEVICES_DIR);
-        Ok(Self {
-            meta_dir_file: open_dir(&meta_dir)?,
-            devices_dir_file: open_dir(&devices_dir)?,
-            meta_dir,
-            devices_dir,
-            max_id_len: max_id_len.min(MAX_FILE_ID_LEN),
-            temp_tag: String::new(),
-            seq: AtomicU64::new(0),
-            read_only: true,
-        })
+        Self::at(root, max_id_len, String::new(), true)
     }
 
     /// Refuses a change to `path` on a read-only store.
