@@ -228,6 +228,10 @@ impl Config {
                     })
                 })?;
                 if before != after {
+                    log::debug!(
+                        "pool {}: committed during a live read; reading again",
+                        self.pool_name
+                    );
                     return Err(LiveRead::Committed);
                 }
                 Ok(read)
