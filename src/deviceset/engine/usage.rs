@@ -206,27 +206,22 @@ impl Config {
             })
         };
         let reader = DirectReader::open(device).map_err(read_failed)?;
-        let superblock = || -> std::io::Result<Vec<u8>> {
+        let superblock = || -> std::result::Result<Vec<u8>, LiveRead> {
             let mut b = vec![0u8; ALIGN];
-            reader.read_exact_at(&mut b, 0)?;
+            reader.read_exact_at(&mut b, 0).map_err(|e| {
+                LiveRead::Meta(thinmeta::Error::Read {
+                    block: 0,
+                    source: e,
+                })
+            })?;
             Ok(b)
         };
         let r = LIVE_TRIES.run(
             |_| {
-                let before = superblock().map_err(|e| {
-                    LiveRead::Meta(thinmeta::Error::Read {
-                        block: 0,
-                        source: e,
-                    })
-                })?;
+                let before = superblock()?;
                 let md = Metadata::open(&reader, Source::Live).map_err(LiveRead::Meta)?;
                 let read = (md.usage().map_err(LiveRead::Meta)?, md.transaction_id());
-                let after = superblock().map_err(|e| {
-                    LiveRead::Meta(thinmeta::Error::Read {
-                        block: 0,
-                        source: e,
-                    })
-                })?;
+                let after = superblock()?;
                 if before != after {
                     log::debug!(
                         "pool {}: committed during a live read; reading again",
