@@ -62,8 +62,12 @@ build() {
 
 # dmthin-snapshotter (same target as the CLI) and, from Debian's Go sources,
 # containerd's conformance suite for it (snapshotter/conformance/build.sh).
+# It has its fail points (and the device set's) compiled in, for
+# tests/snapshotter_shared.rs: they cost an environment look-up per
+# step and act only when DMTHIN_FAILPOINT names one.
 build_snapshotter() {
     local json
+    set -- "$@" --features dmthin-snapshotter/failpoints
     say "building the snapshotter: cargo build -p dmthin-snapshotter $*"
     json=$(cargo build -p dmthin-snapshotter --bin dmthin-snapshotter --message-format=json "$@") ||
         show_build_errors $? build -p dmthin-snapshotter --bin dmthin-snapshotter "$@"

@@ -252,9 +252,9 @@ build_run_part() {
     lines "${scratch_devs[@]}" >"$stage/etc/dmthin/scratch"
     guest_bin "$cli_bin" "$stage/usr/local/bin/dmthin" "$stage"
     guest_bin "$snap_bin" "$stage/usr/local/bin/dmthin-snapshotter" "$stage"
-    # The Go suite (11 MB) and containerd with runc (90 MB) only when the
-    # snapshotter test runs, or for --exec/--script.
-    if [[ $mode != suite ]] || printf '%s\n' "${tests_to_run[@]}" | grep -q '^snapshotter'$'\t'; then
+    # The Go suite (11 MB) and containerd with runc (90 MB) only when a
+    # snapshotter test (snapshotter*.rs) runs, or for --exec/--script.
+    if [[ $mode != suite ]] || printf '%s\n' "${tests_to_run[@]}" | grep -q '^snapshotter[a-z_]*'$'\t'; then
         [[ -z $conformance_bin ]] ||
             guest_bin "$conformance_bin" "$stage/usr/local/bin/dmthin-conformance.test" "$stage"
         local t

@@ -95,19 +95,12 @@ func startDaemon(ctx context.Context, root string) (snapshots.Snapshotter, func(
 		}
 	}
 
-	conn, err := grpc.Dial("unix://"+socket,
-		grpc.WithInsecure(),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}),
-	)
+	sn, conn, err := dial(socket)
 	if err != nil {
 		cmd.Process.Kill()
 		<-exited
-		return nil, nil, fmt.Errorf("dialing %s: %w", socket, err)
+		return nil, nil, err
 	}
-	sn := proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "dmthin")
 
 	stopped := false
 	cleanup := func() error {
@@ -135,6 +128,21 @@ func startDaemon(ctx context.Context, root string) (snapshots.Snapshotter, func(
 		return nil
 	}
 	return sn, cleanup, nil
+}
+
+// dial connects containerd's proxy snapshotter to the daemon at socket.
+func dial(socket string) (snapshots.Snapshotter, *grpc.ClientConn, error) {
+	conn, err := grpc.Dial("unix://"+socket,
+		grpc.WithInsecure(),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dialing %s: %w", socket, err)
+	}
+	return proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "dmthin"), conn, nil
 }
 
 func TestSnapshotterSuite(t *testing.T) {

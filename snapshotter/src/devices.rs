@@ -3,7 +3,7 @@
 //! on demand.
 
 use dmthin::deviceset::{DeviceSet, DeviceSetError, RemoveOutcome};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// What went wrong in the device layer, coarsely.
@@ -109,18 +109,8 @@ impl Devices for SetDevices {
     }
 
     fn deactivate_if_unused(&self, id: &str) -> DevResult<bool> {
-        if !self.set.has_activated_device(id) {
-            return Ok(false);
-        }
-        let path = self.set.activate_device(id)?;
-        if is_mounted(&path) {
-            return Ok(false);
-        }
-        match self.set.deactivate_device(id) {
-            Ok(()) => Ok(true),
-            Err(DeviceSetError::Busy { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        // The open count sees containerd's mounts in any mount namespace.
+        Ok(self.set.deactivate_device_unless_open(id)?)
     }
 
     fn remove(&self, id: &str) -> DevResult<()> {
@@ -142,11 +132,7 @@ impl Devices for SetDevices {
     }
 
     fn mapped_bytes(&self, id: &str) -> DevResult<Option<u64>> {
-        let list = self.set.list()?;
-        Ok(list
-            .into_iter()
-            .find(|d| d.id == id)
-            .and_then(|d| d.mapped_bytes))
+        Ok(self.set.mapped_bytes(id)?)
     }
 
     fn cleanup_deferred(&self) -> DevResult<()> {
@@ -186,26 +172,4 @@ fn io_err(e: std::io::Error) -> DevError {
         kind: DevErrorKind::Other,
         msg: e.to_string(),
     }
-}
-
-/// Whether the block device at `dev` is mounted in this mount namespace.
-fn is_mounted(dev: &Path) -> bool {
-    let Ok(meta) = std::fs::metadata(dev) else {
-        return false;
-    };
-    if !meta.file_type().is_block_device() {
-        return false;
-    }
-    let rdev = meta.rdev();
-    let want = format!(
-        "{}:{}",
-        nix::sys::stat::major(rdev),
-        nix::sys::stat::minor(rdev)
-    );
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|text| {
-            text.lines()
-                .any(|l| l.split(' ').nth(2) == Some(want.as_str()))
-        })
-        .unwrap_or(false)
 }

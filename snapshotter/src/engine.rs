@@ -235,7 +235,7 @@ impl<D: Devices> Engine<D> {
         log::info!("making the template device {TEMPLATE} (base without lost+found)");
         self.devs
             .make_template(TEMPLATE, &dir.join("template-mnt"))?;
-        fail_point!("snap.template.after_device");
+        fail_point!("snap.template.after_device")?;
         write_atomic(&marker, br#"{"device":"snap-base"}"#)?;
         Ok(())
     }
@@ -386,16 +386,16 @@ impl<D: Devices> Engine<D> {
         };
         let made = (|| -> Result<(Record, PathBuf)> {
             self.store.write(&rec)?;
-            fail_point!("snap.create.after_intent");
+            fail_point!("snap.create.after_intent")?;
             self.devs.create(&device, Some(&parent_dev))?;
-            fail_point!("snap.create.after_device");
+            fail_point!("snap.create.after_device")?;
             let path = self.devs.activate(&device)?;
             let ready = Record {
                 state: State::Ready,
                 ..rec.clone()
             };
             self.store.write(&ready)?;
-            fail_point!("snap.create.after_ready");
+            fail_point!("snap.create.after_ready")?;
             Ok((ready, path))
         })();
         match made {
@@ -481,6 +481,7 @@ impl<D: Devices> Engine<D> {
             }
         };
         let now = Stamp::now();
+        let rec_before = rec.clone();
         let committed = Record {
             key: name.to_string(),
             kind: Kind::Committed,
@@ -490,13 +491,25 @@ impl<D: Devices> Engine<D> {
             mapped_bytes: mapped,
             ..rec
         };
-        if let Err(e) = self.store.write(&committed) {
+        // A failure just after the write (the injected one) puts the
+        // active record back: the commit did not happen.
+        let written = self
+            .store
+            .write(&committed)
+            .map_err(Error::from)
+            .and_then(|()| {
+                fail_point!("snap.commit.after_write").inspect_err(|_| {
+                    if let Err(e) = self.store.write(&rec_before) {
+                        log::warn!("undoing the commit of {key:?}: rewriting {dev}: {e}");
+                    }
+                })
+            });
+        if let Err(e) = written {
             let mut t = self.tables();
             t.by_key.remove(name);
             t.release(&dev, None);
-            return Err(e.into());
+            return Err(e);
         }
-        fail_point!("snap.commit.after_write");
         {
             let mut t = self.tables();
             t.by_key.remove(key);
@@ -545,14 +558,20 @@ impl<D: Devices> Engine<D> {
         if let Err(e) = self.store.write(&removing) {
             return restore(e.into());
         }
-        fail_point!("snap.remove.after_intent");
+        if let Err(e) = fail_point!("snap.remove.after_intent") {
+            return restore(e);
+        }
         match self.devs.remove(&dev) {
             Ok(()) => {}
             Err(e) if e.kind == DevErrorKind::NotFound => {}
             Err(e) => return restore(e.into()),
         }
-        fail_point!("snap.remove.after_device");
-        if let Err(e) = self.store.remove(&dev) {
+        // Past the device's removal there is no way back: a failure to drop
+        // the record (or the injected one) leaves it `removing`, which the
+        // next start finishes.
+        let dropped = fail_point!("snap.remove.after_device")
+            .and_then(|()| self.store.remove(&dev).map_err(Error::from));
+        if let Err(e) = dropped {
             log::warn!("removing record {dev}: {e} (finished at the next start)");
         }
         self.tables().forget(&dev);

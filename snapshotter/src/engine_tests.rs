@@ -438,3 +438,91 @@ fn errors_map_to_grpc_codes() {
     assert_eq!(dev(DevErrorKind::NoSpace), Code::ResourceExhausted);
     assert_eq!(dev(DevErrorKind::Other), Code::Internal);
 }
+
+/// Every fail point in error mode: the call fails (or, past the point of no
+/// return, completes) with records and devices agreeing, and again after a
+/// restart; the call retried succeeds.
+#[cfg(feature = "failpoints")]
+#[test]
+fn injected_errors_at_every_fail_point_leave_records_and_devices_agreeing() {
+    use crate::failpoint::{arm, Mode, FAIL_POINTS};
+    fn agree(r: &Rig) {
+        let (recs, bad) = r.store().load().unwrap();
+        assert!(bad.is_empty());
+        let mut devs: Vec<String> = recs.iter().map(|r| r.device.clone()).collect();
+        devs.sort();
+        assert_eq!(devs, r.snap_devices(), "records and devices differ");
+        assert!(recs.iter().all(|r| r.state == State::Ready), "{recs:?}");
+    }
+    for &point in FAIL_POINTS {
+        let armed = || arm(Some((point, Mode::Error)));
+        let r = Rig::new();
+        if point != "snap.create.after_intent" && !point.starts_with("snap.template") {
+            r.prepare("a", "").unwrap();
+        }
+        let r = match point {
+            "snap.template.after_device" => {
+                let dir = tempfile::tempdir().unwrap();
+                let fake = Arc::new(Fake::default());
+                armed();
+                let opened = Engine::open(fake.clone(), dir.path());
+                arm(None);
+                let err = opened.err().expect("open fails at the point");
+                assert!(err.msg.contains(point), "{}", err.msg);
+                // The retry is the next start: the template is remade.
+                let e = Engine::open(fake.clone(), dir.path()).unwrap();
+                Rig { dir, fake, e }
+            }
+            p if p.starts_with("snap.create.") => {
+                armed();
+                let err = r.prepare("b", "").unwrap_err();
+                arm(None);
+                assert!(err.msg.contains(point), "{point}: {}", err.msg);
+                assert_eq!(Rig::code(r.e.stat("b")), Code::NotFound);
+                agree(&r);
+                r.prepare("b", "").unwrap();
+                r
+            }
+            "snap.commit.after_write" => {
+                armed();
+                let err = r.commit("c", "a").unwrap_err();
+                arm(None);
+                assert!(err.msg.contains(point), "{}", err.msg);
+                assert_eq!(r.e.stat("a").unwrap().kind, Kind::Active);
+                assert_eq!(Rig::code(r.e.stat("c")), Code::NotFound);
+                agree(&r);
+                let r = r.reopen();
+                assert_eq!(r.e.stat("a").unwrap().kind, Kind::Active, "undone on disk");
+                r.commit("c", "a").unwrap();
+                r
+            }
+            "snap.remove.after_intent" => {
+                armed();
+                let err = r.e.remove("a").unwrap_err();
+                arm(None);
+                assert!(err.msg.contains(point), "{}", err.msg);
+                assert_eq!(r.e.stat("a").unwrap().kind, Kind::Active);
+                agree(&r);
+                r.e.remove("a").unwrap();
+                r
+            }
+            "snap.remove.after_device" => {
+                // Past the device's removal: the call completes, the record
+                // stays `removing` until the next start finishes it.
+                armed();
+                r.e.remove("a").unwrap();
+                arm(None);
+                assert_eq!(Rig::code(r.e.stat("a")), Code::NotFound);
+                assert!(r.snap_devices().is_empty());
+                let (recs, _) = r.store().load().unwrap();
+                assert_eq!(recs.len(), 1);
+                assert_eq!(recs[0].state, State::Removing);
+                r.reopen()
+            }
+            other => panic!("no scenario for fail point {other}"),
+        };
+        agree(&r);
+        let r = r.reopen();
+        agree(&r);
+    }
+}

@@ -1,6 +1,10 @@
-//! Named fail points for crash tests, like the device set's: with the
-//! `failpoints` feature, `fail_point!("name")` aborts the process when
-//! `DMTHIN_FAILPOINT` equals `name`; without it the macro is empty.
+//! Named fail points for crash and error tests, like the device set's: with
+//! the `failpoints` feature, `fail_point!("name")` evaluates to
+//! `Result<(), Error>`. `DMTHIN_FAILPOINT=name` (or `name:abort`) aborts the
+//! process there; `name:error` makes it an injected `Internal` error naming
+//! the point, which the step that follows handles as its own failure (its
+//! undo runs). Host tests arm a point for the calling thread with [`arm`].
+//! Without the feature the macro is `Ok(())`.
 
 /// Every fail point of the snapshotter, in the order an operation meets them.
 #[allow(dead_code)]
@@ -14,26 +18,79 @@ pub const FAIL_POINTS: &[&str] = &[
     "snap.template.after_device",
 ];
 
-/// Aborts the process if `DMTHIN_FAILPOINT` names this point (tests only).
+/// What an armed point does.
 #[cfg(feature = "failpoints")]
-macro_rules! fail_point {
-    ($name:literal) => {{
-        debug_assert!(
-            $crate::failpoint::FAIL_POINTS.contains(&$name),
-            "unknown fail point {}",
-            $name
-        );
-        if std::env::var("DMTHIN_FAILPOINT").as_deref() == Ok($name) {
-            eprintln!("dmthin-snapshotter: fail point {} reached, aborting", $name);
-            std::process::abort();
-        }
-    }};
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Abort the process (a crash).
+    Abort,
+    /// Return an injected error.
+    Error,
 }
 
-/// Fail points compile to nothing without the `failpoints` feature.
+#[cfg(all(feature = "failpoints", test))]
+thread_local! {
+    static ARMED: std::cell::Cell<Option<(&'static str, Mode)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Arms `point` for the calling thread (`None` disarms); it overrides
+/// `DMTHIN_FAILPOINT` there.
+#[cfg(all(feature = "failpoints", test))]
+pub fn arm(point: Option<(&'static str, Mode)>) {
+    if let Some((name, _)) = point {
+        assert!(FAIL_POINTS.contains(&name), "unknown fail point {name}");
+    }
+    ARMED.with(|a| a.set(point));
+}
+
+#[cfg(feature = "failpoints")]
+fn armed(name: &str) -> Option<Mode> {
+    #[cfg(test)]
+    if let Some((point, mode)) = ARMED.with(|a| a.get()) {
+        return (point == name).then_some(mode);
+    }
+    let var = std::env::var("DMTHIN_FAILPOINT").ok()?;
+    let (point, mode) = var.split_once(':').unwrap_or((&var, "abort"));
+    (point == name).then_some(if mode == "error" {
+        Mode::Error
+    } else {
+        Mode::Abort
+    })
+}
+
+/// Reaching fail point `name`: aborts, or returns the injected error, when armed.
+#[cfg(feature = "failpoints")]
+pub fn reached(name: &'static str) -> crate::error::Result<()> {
+    debug_assert!(FAIL_POINTS.contains(&name), "unknown fail point {name}");
+    match armed(name) {
+        None => Ok(()),
+        Some(Mode::Abort) => {
+            eprintln!("dmthin-snapshotter: fail point {name} reached, aborting");
+            std::process::abort();
+        }
+        Some(Mode::Error) => {
+            log::warn!("fail point {name} reached, returning an injected error");
+            Err(crate::error::Error::internal(format!(
+                "injected failure at fail point {name}"
+            )))
+        }
+    }
+}
+
+/// `Err` (an injected error) or an abort when the point is armed, else `Ok(())`.
+#[cfg(feature = "failpoints")]
+macro_rules! fail_point {
+    ($name:literal) => {
+        $crate::failpoint::reached($name)
+    };
+}
+
+/// Fail points are `Ok(())` without the `failpoints` feature.
 #[cfg(not(feature = "failpoints"))]
 macro_rules! fail_point {
-    ($name:literal) => {{}};
+    ($name:literal) => {
+        $crate::error::Result::<()>::Ok(())
+    };
 }
 
 pub(crate) use fail_point;

@@ -11,7 +11,8 @@
 //! snapshot); a child snapshots its committed parent's device. Prepare and
 //! View activate the device and return it as a mount (`ro` for views,
 //! `nouuid` on xfs); containerd mounts it. Commit renames the snapshot and
-//! deactivates the device unless it is still mounted. Remove uses deferred
+//! deactivates the device unless the kernel's open count says it is still
+//! open (mounted in any mount namespace). Remove uses deferred
 //! removal, so a device still open goes when its last user closes it.
 //!
 //! # Metadata and crashes
@@ -38,7 +39,8 @@
 //! unreferenced `snap-<n>` devices and finishes deferred removals. The
 //! template is made before its marker `template.json` is written; without
 //! the marker, a leftover template device is removed and made again. Fail
-//! points (feature `failpoints`, `DMTHIN_FAILPOINT=name`) sit between the
+//! points (feature `failpoints`, `DMTHIN_FAILPOINT=name` aborts there,
+//! `name:error` injects an error the next step handles) sit between the
 //! steps.
 //!
 //! # Concurrency
@@ -87,7 +89,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.version {
-        println!("dmthin-snapshotter {}", env!("CARGO_PKG_VERSION"));
+        let extra = if cfg!(feature = "failpoints") {
+            " (with fail points)"
+        } else {
+            ""
+        };
+        println!("dmthin-snapshotter {}{extra}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     if let Err(e) = logger::init(args.log_level.as_deref()) {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 // a `DeviceSetError` or reading `DeviceSet::problems`.
 pub use super::fs::FsError;
 pub use super::ids::IdError;
-pub use super::lock::LockError;
+pub use super::lock::{LockError, LockHolder};
 pub use super::store::{ProblemReason, RecordProblem, StoreError};
 
 /// An error from a [`DeviceSet`](super::DeviceSet) operation.

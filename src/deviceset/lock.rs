@@ -2,8 +2,11 @@
 //!
 //! The kernel drops a `flock` when the holder's last descriptor closes, so a
 //! lock file left behind by a dead process never blocks a new owner. The file
-//! holds the owner's pid, for the error a second opener gets; it is never
-//! removed (removing it would let two processes lock two different inodes).
+//! holds the owner's pid and program name (`<pid>\n<program>\n`), for the
+//! error a second opener gets; it is never removed (removing it would let two
+//! processes lock two different inodes). Readers that only look
+//! ([`DeviceSet::open_read_only`](super::DeviceSet::open_read_only)) take no
+//! lock; [`SetLock::holder`] names the owner for them.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -22,12 +25,14 @@ pub const LOCK_FILE: &str = "lock";
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process, or another open in this process, holds the lock.
-    #[error("device set is in use: {path} is locked by {}", holder(*.pid))]
+    #[error("device set is in use: {path} is locked by {}", holder(*.pid, .program.as_deref()))]
     Held {
         /// The lock file.
         path: PathBuf,
         /// The holder's pid, when the lock file names a live process.
         pid: Option<u32>,
+        /// The holder's program name (`dmthin`, `dmthin-snapshotter`), when known.
+        program: Option<String>,
     },
     /// A file system call failed.
     #[error("{op} {path}: {source}")]
@@ -42,10 +47,26 @@ pub enum LockError {
     },
 }
 
-fn holder(pid: Option<u32>) -> String {
-    match pid {
-        Some(pid) => format!("process {pid}"),
-        None => "another process (pid unknown)".to_owned(),
+fn holder(pid: Option<u32>, program: Option<&str>) -> String {
+    match (pid, program) {
+        (Some(pid), Some(program)) => format!("{program} (pid {pid})"),
+        (Some(pid), None) => format!("process {pid}"),
+        (None, _) => "another process (pid unknown)".to_owned(),
+    }
+}
+
+/// Who holds a set's lock, as its lock file and `/proc` tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// The holder's pid.
+    pub pid: u32,
+    /// Its program name, when known.
+    pub program: Option<String>,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&holder(Some(self.pid), self.program.as_deref()))
     }
 }
 
@@ -91,8 +112,11 @@ impl SetLock {
         let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(f) => f,
             Err((file, Errno::EWOULDBLOCK)) => {
-                let pid = read_live_pid(file);
-                return Err(LockError::Held { path, pid });
+                let (pid, program) = match read_holder(file) {
+                    Some(h) => (Some(h.pid), h.program),
+                    None => (None, None),
+                };
+                return Err(LockError::Held { path, pid, program });
             }
             Err((_, errno)) => {
                 return Err(LockError::Io {
@@ -105,16 +129,40 @@ impl SetLock {
         if writable {
             // The pid only names the holder in the error others get; a full
             // root filesystem must not cost the lock.
-            let pid = format!("{}\n", std::process::id());
+            let mut owner = format!("{}\n", std::process::id());
+            if let Some(name) = own_program() {
+                owner = format!("{owner}{name}\n");
+            }
             if let Err(e) = file
                 .set_len(0)
-                .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
+                .and_then(|()| file.write_all_at(owner.as_bytes(), 0))
             {
                 log::warn!("{}: could not record our pid: {e}", path.display());
             }
         }
         Ok(SetLock { file })
     }
+
+    /// Who holds the lock on `root`, as its lock file says, without
+    /// touching the lock (a probe could make a starting owner fail): `None`
+    /// when the file names no live process (free, released, or a holder
+    /// that wrote no pid). Never creates or changes anything.
+    pub fn holder(root: &Path) -> Option<LockHolder> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(root.join(LOCK_FILE))
+            .ok()?;
+        read_holder(file)
+    }
+}
+
+/// This program's name, for the lock file: the executable's file name.
+fn own_program() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let name = exe.file_name()?.to_str()?;
+    // One line, printable: it is shown in other processes' errors.
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_graphic())).then(|| name.to_owned())
 }
 
 impl Drop for SetLock {
@@ -126,16 +174,30 @@ impl Drop for SetLock {
     }
 }
 
-/// The pid in a held lock file, if it parses and that process exists.
-fn read_live_pid(mut file: File) -> Option<u32> {
+/// The holder a held lock file names, if its pid parses and that process
+/// exists. The recorded program name is kept only while the process's
+/// `comm` (the kernel's name for it, cut to 15 bytes) still matches it, so a
+/// reused pid is not given a stale name; else `comm` itself names it.
+fn read_holder(mut file: File) -> Option<LockHolder> {
     let mut buf = String::new();
-    (&mut file).take(32).read_to_string(&mut buf).ok()?;
-    let pid: u32 = buf.trim().parse().ok()?;
+    (&mut file).take(320).read_to_string(&mut buf).ok()?;
+    let mut lines = buf.lines();
+    let pid: u32 = lines.next()?.trim().parse().ok()?;
     let raw = i32::try_from(pid).ok().filter(|&p| p > 0)?;
     match kill(Pid::from_raw(raw), None) {
-        Ok(()) | Err(Errno::EPERM) => Some(pid),
-        Err(_) => None,
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return None,
     }
+    let recorded = lines.next().map(str::trim).filter(|n| !n.is_empty());
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+    let comm = comm.as_deref().map(str::trim_end).filter(|c| !c.is_empty());
+    let program = match (recorded, comm) {
+        (Some(name), Some(comm)) if name.starts_with(comm) => Some(name.to_owned()),
+        (Some(name), None) => Some(name.to_owned()),
+        (_, Some(comm)) => Some(comm.to_owned()),
+        (None, None) => None,
+    };
+    Some(LockHolder { pid, program })
 }
 
 #[cfg(test)]
@@ -168,28 +230,38 @@ mod tests {
     fn second_open_in_process_is_refused() {
         let s = Scratch::new("lock1");
         let root = s.path().join("set");
+        assert_eq!(SetLock::holder(&root), None);
         let lock = SetLock::acquire(&root).unwrap();
+        let me = own_program().unwrap();
         assert_eq!(
             fs::read_to_string(root.join("lock")).unwrap(),
-            format!("{}\n", std::process::id())
+            format!("{}\n{me}\n", std::process::id())
         );
         let err = SetLock::acquire(&root).unwrap_err();
         match &err {
-            LockError::Held { path, pid } => {
+            LockError::Held { path, pid, program } => {
                 assert_eq!(path, &root.join("lock"));
                 assert_eq!(*pid, Some(std::process::id()));
+                assert_eq!(program.as_deref(), Some(me.as_str()));
             }
             other => panic!("{other}"),
         }
         assert_eq!(
             err.to_string(),
             format!(
-                "device set is in use: {} is locked by process {}",
+                "device set is in use: {} is locked by {me} (pid {})",
                 root.join("lock").display(),
                 std::process::id()
             )
         );
+        let holder = SetLock::holder(&root).unwrap();
+        assert_eq!(holder.pid, std::process::id());
+        assert_eq!(
+            holder.to_string(),
+            format!("{me} (pid {})", std::process::id())
+        );
         drop(lock);
+        assert_eq!(SetLock::holder(&root), None);
         let again = SetLock::acquire(&root).unwrap();
         drop(again);
         // The pid is cleared on release, so a holder that writes none is unknown.
@@ -226,22 +298,25 @@ mod tests {
             matches!(&err, LockError::Held { pid: Some(p), .. } if *p == child.id()),
             "{err:?}"
         );
+        let me = own_program().unwrap();
         assert!(
             err.to_string()
-                .ends_with(&format!("is locked by process {}", child.id())),
+                .ends_with(&format!("is locked by {me} (pid {})", child.id())),
             "{err}"
         );
         child.kill().unwrap();
         child.wait().unwrap();
-        // The lock file is still there, naming the dead process; the lock is free.
+        // The lock file is still there, naming the dead process; the lock is
+        // free, and a reader is told no one holds it.
         assert_eq!(
             fs::read_to_string(root.join("lock")).unwrap(),
-            format!("{}\n", child.id())
+            format!("{}\n{me}\n", child.id())
         );
+        assert_eq!(SetLock::holder(&root), None);
         let _lock = SetLock::acquire(&root).unwrap();
         assert_eq!(
             fs::read_to_string(root.join("lock")).unwrap(),
-            format!("{}\n", std::process::id())
+            format!("{}\n{me}\n", std::process::id())
         );
     }
 

@@ -6,6 +6,7 @@ use super::error::{DeviceSetError, Result};
 use super::ids::max_id_len_for_prefix;
 use super::lock::SetLock;
 use super::options::Options;
+use super::read_only::ReadOnlySet;
 use super::report::{DeviceSummary, RemoveOutcome, SetStatus};
 use super::store::{MetadataStore, RecordProblem};
 use super::usage_report::{DeviceUsage, SetUsage};
@@ -106,6 +107,17 @@ impl DeviceSet {
             config,
             problems,
             _lock: lock,
+        })
+    }
+
+    /// Opens the existing set at `root` to look at it only, while another
+    /// process may own it (a running `dmthin-snapshotter`, say): no lock is
+    /// taken and nothing is repaired, written or sent to the pool. See
+    /// [`ReadOnlySet`].
+    pub fn open_read_only(root: impl AsRef<Path>) -> Result<ReadOnlySet> {
+        ReadOnlySet::open(root.as_ref(), |store, root| match recorded_prefix(store) {
+            Some(p) => Ok(p),
+            None => root_prefix(root),
         })
     }
 
@@ -221,6 +233,15 @@ impl DeviceSet {
         }
     }
 
+    /// Deactivates device `id` unless something holds it open, in any mount
+    /// namespace or process (the kernel's open count decides; no EBUSY
+    /// retries). Returns whether it deactivated it: false when it was
+    /// inactive or is open.
+    pub fn deactivate_device_unless_open(&self, id: &str) -> Result<bool> {
+        let mut state = self.lock()?;
+        self.config.deactivate_unless_open(&mut state, id)
+    }
+
     /// Mounts device `id` at `path`, activating it if needed. Mounting the same
     /// device at the same path again only counts a reference.
     pub fn mount_device(&self, id: &str, path: impl AsRef<Path>, read_only: bool) -> Result<()> {
@@ -272,6 +293,13 @@ impl DeviceSet {
     pub fn set_initialized(&self, id: &str, initialized: bool) -> Result<()> {
         let mut state = self.lock()?;
         self.config.set_initialized(&mut state, id, initialized)
+    }
+
+    /// Bytes the pool has mapped for device `id` (`None` while it is
+    /// inactive): one status read of that device, cheaper than [`DeviceSet::list`].
+    pub fn mapped_bytes(&self, id: &str) -> Result<Option<u64>> {
+        let mut state = self.lock()?;
+        self.config.mapped_bytes(&mut state, id)
     }
 
     /// Every device with its state.

@@ -12,6 +12,7 @@
 
 mod args;
 mod logger;
+mod look;
 mod loop_cmds;
 mod output;
 mod set_cmds;

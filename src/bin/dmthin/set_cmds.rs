@@ -12,6 +12,7 @@ use std::sync::Arc;
 use dmthin::deviceset::{DeviceSet, FsKind, Options, RemoveOutcome, StorageOptions};
 
 use crate::args::{size_arg, Spec};
+use crate::look::{open_to_look, SetLook};
 use crate::output::{device_table, errln, failed, human, print_json, status_text};
 use crate::usage_out::print_usage;
 use crate::{CliError, CliResult};
@@ -280,7 +281,7 @@ pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn W
             .map_err(failed)
         }
         "list" => {
-            let set = open(&root, None)?;
+            let set = open_to_look(&root, || open_raw(&root, None))?;
             let list = set.list().map_err(failed)?;
             if p.has("--json") {
                 print_json(out, &list)
@@ -289,8 +290,8 @@ pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn W
             }
         }
         "status" => {
-            let set = open(&root, None)?;
-            print_status(out, &set, p.has("--json"))
+            let set = open_to_look(&root, || open_raw(&root, None))?;
+            print_status(out, set.as_ref(), p.has("--json"))
         }
         "usage" => {
             let ids: Vec<String> = p
@@ -298,7 +299,7 @@ pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn W
                 .iter()
                 .map(|s| s.to_string_lossy().into_owned())
                 .collect();
-            let set = open(&root, None)?;
+            let set = open_to_look(&root, || open_raw(&root, None))?;
             let usage = set.usage_all().map_err(failed)?;
             print_usage(out, &usage, &ids, p.has("--json"))
         }
@@ -332,6 +333,14 @@ fn progress() -> dmthin::deviceset::Progress {
 
 /// Opens the set at `root`: a new one with `fresh`, else the recorded one.
 fn open(root: &Path, fresh: Option<Options>) -> Result<DeviceSet, CliError> {
+    open_raw(root, fresh)?.map_err(failed)
+}
+
+/// [`open`], the set's own error kept apart (the outer one is the CLI's).
+fn open_raw(
+    root: &Path,
+    fresh: Option<Options>,
+) -> Result<dmthin::deviceset::Result<DeviceSet>, CliError> {
     let mut options = match fresh {
         Some(o) => o,
         None => match DeviceSet::recorded_options(root).map_err(failed)? {
@@ -349,7 +358,7 @@ fn open(root: &Path, fresh: Option<Options>) -> Result<DeviceSet, CliError> {
     // at info or beyond the logger shows them, so do not print them twice.
     options.progress = (log::max_level() < log::LevelFilter::Info).then(progress);
     options.udev_sync = std::env::var_os("DMTHIN_UDEV_SYNC").is_none_or(|v| v != "0");
-    DeviceSet::open(root, options).map_err(failed)
+    Ok(DeviceSet::open(root, options))
 }
 
 fn grow_pool(set: &DeviceSet, size: u64) -> CliResult {
@@ -360,7 +369,7 @@ fn grow_pool(set: &DeviceSet, size: u64) -> CliResult {
     set.grow_pool(size).map_err(failed)
 }
 
-fn print_status(out: &mut dyn Write, set: &DeviceSet, json: bool) -> CliResult {
+fn print_status(out: &mut dyn Write, set: &dyn SetLook, json: bool) -> CliResult {
     let st = set.status().map_err(failed)?;
     if json {
         print_json(out, &st)

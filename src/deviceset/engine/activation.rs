@@ -131,6 +131,29 @@ impl Config {
         }
     }
 
+    /// Deactivates device `id` if nothing holds it open: the kernel's open
+    /// count, which sees mounts in every mount namespace and any opener,
+    /// decides; no retries. Whether it deactivated it (false: inactive, or
+    /// open, or opened between the look and the remove).
+    pub(crate) fn deactivate_unless_open(&self, state: &mut State, id: &str) -> Result<bool> {
+        self.record(state, id)?;
+        let name = self.device_name(id);
+        let info = match state.ctl.info(DevId::Name(&name)) {
+            Ok(info) => info,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if info.open_count > 0 || !mount_paths(state, id).is_empty() {
+            return Ok(false);
+        }
+        fail_point!("deactivate.before_remove")?;
+        match self.deactivate_once(state, &name, false) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_busy() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Removes a device at shutdown, EBUSY retried ([`Backoff::BUSY`]); missing is fine.
     fn remove_retrying(&self, state: &mut State, name: &str) -> std::result::Result<(), DmError> {
         Backoff::BUSY.run(

@@ -67,6 +67,9 @@ pub(crate) struct Config {
     pub(crate) block_size: BlockSize,
     /// The options the set was opened with.
     pub(crate) options: Options,
+    /// Opened to look only ([`DeviceSet::open_read_only`](super::DeviceSet::open_read_only)):
+    /// no pool messages, no writes.
+    pub(crate) read_only: bool,
 }
 
 impl Config {
@@ -88,6 +91,7 @@ impl Config {
             pool_name,
             block_size,
             options,
+            read_only: false,
         }
     }
 
@@ -110,6 +114,7 @@ impl Config {
         state: &mut State,
         msg: PoolMessage,
     ) -> std::result::Result<(), DmError> {
+        debug_assert!(!self.read_only, "pool message {msg} from a read-only open");
         // Thin-pool messages never reply: no reply buffer to copy.
         state.ctl.send_message(
             DevId::Name(&self.pool_name),

@@ -239,6 +239,31 @@ impl Config {
         Ok(())
     }
 
+    /// Bytes the pool has mapped for device `id`, from its thin status line;
+    /// `None` while it is inactive (or its status reports no usage: failed).
+    pub(crate) fn thin_mapped_bytes(&self, state: &mut State, id: &str) -> Result<Option<u64>> {
+        let name = self.device_name(id);
+        let lines = match state
+            .ctl
+            .table_status(DevId::Name(&name), &StatusOptions::default())
+        {
+            Ok((_, lines)) => lines,
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(lines
+            .first()
+            .and_then(|l| ThinStatus::parse(l.params()).ok())
+            .and_then(|s| s.usage().map(|u| u.mapped_sectors * SECTOR_SIZE)))
+    }
+
+    /// Bytes the pool has mapped for the set's device `id` (`None` while
+    /// inactive): one status read, not a [`Config::list`].
+    pub(crate) fn mapped_bytes(&self, state: &mut State, id: &str) -> Result<Option<u64>> {
+        self.record(state, id)?;
+        self.thin_mapped_bytes(state, id)
+    }
+
     /// Every device with its state.
     pub(crate) fn list(&self, state: &mut State) -> Result<Vec<DeviceSummary>> {
         let active: BTreeSet<String> = state
@@ -257,17 +282,7 @@ impl Config {
         for r in records {
             let is_active = active.contains(&r.id);
             let mapped_bytes = if is_active {
-                let name = self.device_name(&r.id);
-                match state
-                    .ctl
-                    .table_status(DevId::Name(&name), &StatusOptions::default())
-                {
-                    Ok((_, lines)) => lines
-                        .first()
-                        .and_then(|l| ThinStatus::parse(l.params()).ok())
-                        .and_then(|s| s.usage().map(|u| u.mapped_sectors * SECTOR_SIZE)),
-                    Err(_) => None,
-                }
+                self.thin_mapped_bytes(state, &r.id).ok().flatten()
             } else {
                 None
             };

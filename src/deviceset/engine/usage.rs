@@ -31,6 +31,19 @@ const ALIGN: usize = 4096;
 /// Tries of a read that met a block the kernel rewrote meanwhile.
 const READ_TRIES: Backoff = Backoff::new(4, 20, 20, 100);
 
+/// Tries of a live read beside the set's owner (a read-only open), which
+/// may commit many times while a busy owner works.
+const LIVE_TRIES: Backoff = Backoff::new(12, 10, 20, 200);
+
+/// Why a live read beside a writer is tried again.
+enum LiveRead {
+    /// A block failed its checks (rewritten under the read).
+    Meta(thinmeta::Error),
+    /// The superblock changed during the read: the pool committed, and
+    /// blocks read may belong to different transactions.
+    Committed,
+}
+
 /// A block device read with `O_DIRECT`.
 pub(crate) struct DirectReader(File);
 
@@ -174,11 +187,79 @@ impl Config {
             .map_err(failed)
     }
 
+    /// The pool's usage read live while the set's owner (another process)
+    /// may be committing: a read counts only if the superblock is the same
+    /// before and after it. Until a commit, the kernel never overwrites a
+    /// block the committed superblock reaches (it shadows them), so an
+    /// unchanged superblock means every block read was of that one
+    /// transaction. Sends no message to the pool.
+    fn read_usage_beside_owner(&self, device: &Path) -> Result<(PoolUsage, u64)> {
+        let failed = |source| DeviceSetError::Metadata {
+            pool: self.pool_name.clone(),
+            device: device.to_path_buf(),
+            source,
+        };
+        let read_failed = |e| {
+            failed(thinmeta::Error::Read {
+                block: 0,
+                source: e,
+            })
+        };
+        let reader = DirectReader::open(device).map_err(read_failed)?;
+        let superblock = || -> std::result::Result<Vec<u8>, LiveRead> {
+            let mut b = vec![0u8; ALIGN];
+            reader.read_exact_at(&mut b, 0).map_err(|e| {
+                LiveRead::Meta(thinmeta::Error::Read {
+                    block: 0,
+                    source: e,
+                })
+            })?;
+            Ok(b)
+        };
+        let r = LIVE_TRIES.run(
+            |_| {
+                let before = superblock()?;
+                let md = Metadata::open(&reader, Source::Live).map_err(LiveRead::Meta)?;
+                let read = (md.usage().map_err(LiveRead::Meta)?, md.transaction_id());
+                let after = superblock()?;
+                if before != after {
+                    log::debug!(
+                        "pool {}: committed during a live read; reading again",
+                        self.pool_name
+                    );
+                    return Err(LiveRead::Committed);
+                }
+                Ok(read)
+            },
+            |e| {
+                matches!(
+                    e,
+                    LiveRead::Committed | LiveRead::Meta(thinmeta::Error::Corrupt { .. })
+                )
+            },
+        );
+        r.map_err(|e| match e {
+            LiveRead::Meta(e) => failed(e),
+            LiveRead::Committed => DeviceSetError::PoolUnusable {
+                pool: self.pool_name.clone(),
+                reason: format!(
+                    "its metadata changed during each of {} reads (the set's owner is busy); try again",
+                    LIVE_TRIES.tries()
+                ),
+            },
+        })
+    }
+
     /// The pool's usage: from a metadata snapshot reserved for the read and
     /// always released; a read-only pool (which takes no messages and no
-    /// writes) is read live.
+    /// writes) is read live, and so is any pool by a read-only open (see
+    /// [`Config::read_usage_beside_owner`]).
     fn pool_usage(&self, state: &mut State) -> Result<(PoolUsage, u64, bool)> {
         let device = self.metadata_device(state)?;
+        if self.read_only {
+            let (u, txn) = self.read_usage_beside_owner(&device)?;
+            return Ok((u, txn, false));
+        }
         if self.pool_takes_no_writes(state)? {
             let (u, txn) = self.read_usage(&device, Source::Live)?;
             return Ok((u, txn, false));

@@ -102,6 +102,7 @@ impl MetadataStore {
         target: &Path,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
+        self.check_writable(target)?;
         let tmp = self.write_temp(dir, bytes)?;
         if let Err(e) = fs::rename(&tmp, target) {
             let _ = fs::remove_file(&tmp);

@@ -99,6 +99,8 @@ pub struct MetadataStore {
     /// `.tmp~<pid>-<nanos>-<instance>~`: the prefix of this store's temp files.
     temp_tag: String,
     seq: AtomicU64,
+    /// Opened by [`MetadataStore::open_read_only`]: never writes or removes.
+    read_only: bool,
 }
 
 impl MetadataStore {
@@ -114,23 +116,57 @@ impl MetadataStore {
             .create(root)
             .map_err(io_err("create directory", root))?;
         let meta_dir = root.join(METADATA_DIR);
-        let devices_dir = meta_dir.join(DEVICES_DIR);
         ensure_private_dir(&meta_dir, root)?;
-        ensure_private_dir(&devices_dir, &meta_dir)?;
+        ensure_private_dir(&meta_dir.join(DEVICES_DIR), &meta_dir)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{TEMP_PREFIX}{}-{nanos:x}-{instance}~", std::process::id());
+        Self::at(root, max_id_len, tag, false)
+    }
+
+    /// The store of the existing metadata directory under `root`.
+    fn at(
+        root: &Path,
+        max_id_len: usize,
+        temp_tag: String,
+        read_only: bool,
+    ) -> Result<Self, StoreError> {
+        let meta_dir = root.join(METADATA_DIR);
+        let devices_dir = meta_dir.join(DEVICES_DIR);
         Ok(Self {
             meta_dir_file: open_dir(&meta_dir)?,
             devices_dir_file: open_dir(&devices_dir)?,
             meta_dir,
             devices_dir,
             max_id_len: max_id_len.min(MAX_FILE_ID_LEN),
-            temp_tag: format!("{TEMP_PREFIX}{}-{nanos:x}-{instance}~", std::process::id()),
+            temp_tag,
             seq: AtomicU64::new(0),
+            read_only,
         })
+    }
+
+    /// Opens the metadata directory under `root` to read it while another
+    /// process (the set's owner) may be writing it: nothing is created,
+    /// tightened, removed or written, and every write method fails. Every
+    /// record is replaced by a rename, so each read sees a whole old or new
+    /// record; a record removed during [`MetadataStore::load_all`] is left
+    /// out. Loads are snapshots that may mix records from before and after
+    /// a concurrent change.
+    pub fn open_read_only(root: &Path, max_id_len: usize) -> Result<Self, StoreError> {
+        Self::at(root, max_id_len, String::new(), true)
+    }
+
+    /// Refuses a change to `path` on a read-only store.
+    fn check_writable(&self, path: &Path) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(io_err("change (the set is open read-only)", path)(
+                std::io::Error::from_raw_os_error(nix::libc::EROFS),
+            ));
+        }
+        Ok(())
     }
 
     /// `<root>/metadata`.
@@ -179,6 +215,7 @@ impl MetadataStore {
     /// durable too.
     pub fn remove_device_record(&self, id: &str) -> Result<bool, StoreError> {
         let path = self.device_path(id)?;
+        self.check_writable(&path)?;
         remove_durably(&path, &self.devices_dir, &self.devices_dir_file)
     }
 
@@ -383,13 +420,16 @@ impl MetadataStore {
                     Ok(hit.record)
                 } else {
                     report.cache_misses += 1;
-                    read_record_at(&self.devices_dir_file, &name, &mut buf).and_then(
-                        |(len, stamp)| {
-                            let r = self.parse_device(stem, &buf[..len])?;
-                            stamps.push((name.clone(), stamp));
-                            Ok(r)
-                        },
-                    )
+                    let read = read_record_at(&self.devices_dir_file, &name, &mut buf);
+                    if self.read_only && is_missing(&read) {
+                        // Removed by the owner since the directory was read.
+                        continue;
+                    }
+                    read.and_then(|(len, stamp)| {
+                        let r = self.parse_device(stem, &buf[..len])?;
+                        stamps.push((name.clone(), stamp));
+                        Ok(r)
+                    })
                 }
             } else {
                 Err(ProblemReason::BadFileName(
@@ -410,7 +450,10 @@ impl MetadataStore {
             self.devices_dir.join(format!("{id}{RECORD_EXT}"))
         });
         let total = report.cache_hits + report.cache_misses;
-        if report.cache_misses >= CACHE_REWRITE_MIN_MISSES && report.cache_misses * 16 >= total {
+        if !self.read_only
+            && report.cache_misses >= CACHE_REWRITE_MIN_MISSES
+            && report.cache_misses * 16 >= total
+        {
             self.write_cache(&stamps, &report.devices);
         }
         Ok(report)
@@ -455,7 +498,7 @@ impl MetadataStore {
                 }
             };
             if name.starts_with(TEMP_PREFIX) {
-                if name.starts_with(&self.temp_tag) {
+                if self.read_only || name.starts_with(&self.temp_tag) {
                     continue; // one of our own writes, in flight
                 }
                 let path = entry.path();
@@ -487,6 +530,11 @@ impl MetadataStore {
         entries.sort_unstable();
         Ok(entries)
     }
+}
+
+/// Whether a record read failed because the file is gone.
+fn is_missing<T>(read: &Result<T, ProblemReason>) -> bool {
+    matches!(read, Err(ProblemReason::Unreadable(e)) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 #[cfg(test)]

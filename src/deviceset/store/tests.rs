@@ -723,3 +723,49 @@ fn set_records_from_before_the_remembered_options_still_load() {
     let back: SetRecord = serde_json::from_value(json).unwrap();
     assert_eq!(back, set_record());
 }
+
+#[test]
+fn read_only_store_reads_beside_a_writer_and_changes_nothing() {
+    let s = Scratch::new("ro");
+    let missing = s.path().join("none");
+    assert!(MetadataStore::open_read_only(&missing, MAX_ID).is_err());
+    assert!(!missing.exists(), "a read-only open created the root");
+    let writer = open(&s);
+    writer.write_set(&set_record()).unwrap();
+    // Another process's write in flight: a reader must leave it alone.
+    let foreign = writer.devices_dir().join(".tmp~4242-17a-0~3");
+    fs::write(&foreign, b"{\"id\": \"a\"").unwrap();
+    let reader = MetadataStore::open_read_only(s.path(), MAX_ID).unwrap();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            for i in 0..200u32 {
+                let r = dev(&format!("d{}", i % 7), i + 1);
+                writer.write_device(&r).unwrap();
+                if i % 3 == 0 {
+                    writer.remove_device_record(&r.id).unwrap();
+                }
+            }
+        });
+        for _ in 0..50 {
+            let rep = reader.load_all().unwrap();
+            // Whole records only, never a torn or vanished one.
+            assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+            assert!(rep.removed_temp_files.is_empty());
+            assert_eq!(rep.set, Some(set_record()));
+            for (id, r) in &rep.devices {
+                assert_eq!(id, &r.id);
+                assert!(r.thin_id >= 1 && r.thin_id <= 200, "{r:?}");
+            }
+        }
+    });
+    assert!(foreign.exists());
+    let final_ids: BTreeSet<String> = writer.load_all().unwrap().devices.into_keys().collect();
+    let read: BTreeSet<String> = reader.load_all().unwrap().devices.into_keys().collect();
+    assert_eq!(read, final_ids);
+    assert!(!writer.metadata_dir().join(CACHE_FILE).exists());
+    let e = reader.write_device(&dev("x", 300)).unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    assert!(reader.remove_device_record("d1").is_err());
+    assert!(reader.write_set(&set_record()).is_err());
+    assert!(!writer.devices_dir().join("x.json").exists());
+}
