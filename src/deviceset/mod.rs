@@ -14,13 +14,14 @@ mod options;
 mod report;
 mod set;
 pub(crate) mod store;
+mod sys;
 mod trust;
 mod usage_report;
 
 pub use engine::MAX_METADATA_BYTES;
 pub use error::{DeviceSetError, Result};
 pub use options::{Options, Progress, StorageOptions};
-pub use report::{DeviceSummary, RemoveOutcome, SetStatus};
+pub use report::{DeviceSummary, RemoveOutcome, SetStatus, TrimReport, TrimmedMount};
 pub use set::{name_prefix, DeviceSet};
 pub use store::FsKind;
 pub use usage_report::{DeviceUsage, SetUsage};

@@ -48,6 +48,7 @@ pub(super) fn set_record() -> SetRecord {
         mount_discard: None,
         deferred_removal: None,
         deferred_deletion: None,
+        remove_discard: None,
     }
 }
 
@@ -658,7 +659,7 @@ fn record_cache_is_used_only_where_each_file_still_matches() {
     // A cache cut mid-line: the lines before the cut are used, the rest of
     // the records are read from their files.
     let text = fs::read_to_string(&cache).unwrap();
-    assert!(text.starts_with("dmthin-record-cache 2\n"), "{text:.80}");
+    assert!(text.starts_with("dmthin-record-cache 3\n"), "{text:.80}");
     let cut = text.len() / 2;
     fs::write(&cache, &text.as_bytes()[..cut]).unwrap();
     let partial = store.load_all().unwrap();
