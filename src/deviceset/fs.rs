@@ -295,13 +295,8 @@ pub fn grow_with<E: From<FsError>>(
                 source,
             })?;
             mount(kind, device, scratch, false, mount_options, false)?;
-            let result = mid().and_then(|()| {
-                Ok(run_tool(
-                    "xfs_growfs",
-                    &[&scratch.to_string_lossy()],
-                    &dev,
-                )?)
-            });
+            let result = mid()
+                .and_then(|()| Ok(run_tool("xfs_growfs", &[&scratch.to_string_lossy()], &dev)?));
             let unmounted = unmount(scratch);
             result?;
             Ok(unmounted?)
@@ -338,8 +333,7 @@ pub fn discard(
     let mut done = 0;
     while done < size {
         let len = chunk.min(size - done);
-        super::sys::blkdiscard(f.as_fd(), done, len)
-            .map_err(|e| io(std::io::Error::from(e)))?;
+        super::sys::blkdiscard(f.as_fd(), done, len).map_err(|e| io(std::io::Error::from(e)))?;
         done += len;
         each(done);
     }

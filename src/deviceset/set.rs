@@ -172,7 +172,12 @@ impl DeviceSet {
     /// parent's size). A size below the parent's is refused; above it, the
     /// new device's filesystem is grown to fill it before the call returns
     /// (a growth cut short by a crash is finished by the next open).
-    pub fn add_device_sized(&self, id: &str, parent: Option<&str>, size: Option<u64>) -> Result<()> {
+    pub fn add_device_sized(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<()> {
         let mut state = self.lock()?;
         self.config.add_device(&mut state, id, parent, size)
     }

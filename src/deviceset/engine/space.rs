@@ -55,11 +55,14 @@ impl Config {
         if !state.devices.get(id).is_some_and(|r| r.grow_pending) {
             return Ok(());
         }
-        let grown = fail_point!("add_sized.after_commit").and_then(|()| self.grow_device(state, id));
+        let grown =
+            fail_point!("add_sized.after_commit").and_then(|()| self.grow_device(state, id));
         if let Err(e) = grown {
             log::warn!("{id}: growing its filesystem failed ({e}); removing the device");
             if let Err(undo) = self.delete_device(state, id) {
-                log::warn!("{id}: removing it failed too ({undo}); the next open finishes the growth");
+                log::warn!(
+                    "{id}: removing it failed too ({undo}); the next open finishes the growth"
+                );
             }
             return Err(e);
         }
@@ -155,7 +158,9 @@ impl Config {
         let node = crate::dm::dm_node_path(dev);
         let large = size >= DISCARD_CHUNK;
         if large {
-            self.progress(&format!("discarding {id} ({size} bytes) before deleting it"));
+            self.progress(&format!(
+                "discarding {id} ({size} bytes) before deleting it"
+            ));
         }
         let t0 = std::time::Instant::now();
         let done = fsx::discard(&node, size, DISCARD_CHUNK, |done| {
