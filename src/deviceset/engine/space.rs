@@ -16,36 +16,43 @@ use std::path::PathBuf;
 /// Discards go this many bytes an ioctl, so a big device reports progress.
 const DISCARD_CHUNK: u64 = 1 << 30;
 
+/// The size of new device `id` snapshotted from a parent of `parent_size`
+/// bytes: `requested` (at least the parent's, a multiple of 512, at most
+/// 1 EiB) or the parent's. Also whether its filesystem must grow.
+fn new_device_size(id: &str, parent_size: u64, requested: Option<u64>) -> Result<(u64, bool)> {
+    let Some(size) = requested else {
+        return Ok((parent_size, false));
+    };
+    let refuse = |reason: String| DeviceSetError::InvalidOption {
+        option: "size",
+        reason: format!("device {id:?}: {reason}"),
+    };
+    if size < parent_size {
+        return Err(refuse(format!(
+            "{size} bytes is smaller than its parent's {parent_size} bytes; a device can only be as big as its parent or bigger"
+        )));
+    }
+    if size % SECTOR_SIZE != 0 {
+        return Err(refuse(format!("{size} bytes is not a multiple of 512")));
+    }
+    // The thin target counts sectors in 64 bits; filesystems stop far sooner.
+    if size > (1 << 60) {
+        return Err(refuse(format!("{size} bytes is over the 1 EiB limit")));
+    }
+    Ok((size, size > parent_size))
+}
+
 impl Config {
     /// The size of new device `id` snapshotted from a parent of
-    /// `parent_size` bytes: `requested` (at least the parent's, a multiple of
-    /// 512) or the parent's. Also whether its filesystem must grow.
+    /// `parent_size` bytes, and whether its filesystem must grow (see
+    /// [`new_device_size`]).
     pub(crate) fn new_device_size(
         &self,
         id: &str,
         parent_size: u64,
         requested: Option<u64>,
     ) -> Result<(u64, bool)> {
-        let Some(size) = requested else {
-            return Ok((parent_size, false));
-        };
-        let refuse = |reason: String| DeviceSetError::InvalidOption {
-            option: "size",
-            reason: format!("device {id:?}: {reason}"),
-        };
-        if size < parent_size {
-            return Err(refuse(format!(
-                "{size} bytes is smaller than its parent's {parent_size} bytes; a device can only be as big as its parent or bigger"
-            )));
-        }
-        if size % SECTOR_SIZE != 0 {
-            return Err(refuse(format!("{size} bytes is not a multiple of 512")));
-        }
-        // The thin target counts sectors in 64 bits; filesystems stop far sooner.
-        if size > (1 << 60) {
-            return Err(refuse(format!("{size} bytes is over the 1 EiB limit")));
-        }
-        Ok((size, size > parent_size))
+        new_device_size(id, parent_size, requested)
     }
 
     /// Grows the filesystem of the new device `id` (just committed with
@@ -246,5 +253,37 @@ impl Config {
             host_reclaimed: before.zip(after).map(|(b, a)| b.saturating_sub(a)),
             data_allocated: after,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_sizes_are_at_least_the_parents_and_whole_sectors() {
+        assert_eq!(
+            new_device_size("a", 1 << 30, None).unwrap(),
+            (1 << 30, false)
+        );
+        assert_eq!(
+            new_device_size("a", 1 << 30, Some(1 << 30)).unwrap(),
+            (1 << 30, false)
+        );
+        assert_eq!(
+            new_device_size("a", 1 << 30, Some(2 << 30)).unwrap(),
+            (2 << 30, true)
+        );
+        let refused = |size| match new_device_size("dev", 2 << 30, Some(size)) {
+            Err(e @ DeviceSetError::InvalidOption { option: "size", .. }) => e.to_string(),
+            other => panic!("{size}: {other:?}"),
+        };
+        let small = refused(1 << 30);
+        assert!(
+            small.contains("\"dev\"") && small.contains("smaller than its parent's 2147483648"),
+            "{small}"
+        );
+        assert!(refused((3 << 30) + 1).contains("multiple of 512"));
+        assert!(refused(u64::MAX & !511).contains("1 EiB"));
     }
 }
