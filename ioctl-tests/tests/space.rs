@@ -10,10 +10,47 @@ mod common;
 use common::*;
 use dmthin::deviceset::{DeviceSet, DeviceSetError, FsKind, Options, StorageOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const GIB: u64 = 1 << 30;
+
+/// The `--scratch` disk as a fresh ext4 at /mnt/space, when the run has one.
+fn scratch_dir() -> Option<&'static Path> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dev = dmthin_ioctl_tests::scratch_device()?;
+        let mnt = PathBuf::from("/mnt/space");
+        std::fs::create_dir_all(&mnt).unwrap();
+        sh_ok(&format!(
+            "mountpoint -q {m} || {{ mkfs.ext4 -q -F {d} && mount {d} {m}; }}",
+            d = dev.display(),
+            m = mnt.display()
+        ));
+        Some(mnt)
+    })
+    .as_deref()
+}
+
+/// A set root on the scratch disk when there is one, else in /tmp (a tmpfs
+/// of half the guest's memory, which holds less than 512 MiB).
+fn space_root(tag: &str) -> Root {
+    match scratch_dir() {
+        Some(d) => Root::at(d.join(tag)),
+        None => Root::new(tag),
+    }
+}
+
+/// Bytes the space tests write: `SPACE_WRITE_MIB`, else 512 MiB on a
+/// scratch disk and 128 MiB in the guest's small /tmp.
+fn written_bytes() -> u64 {
+    let default = if scratch_dir().is_some() { 512 } else { 128 };
+    std::env::var("SPACE_WRITE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        * MIB
+}
 
 /// Allocated bytes of the set's data file on the host.
 fn allocated(root: &Path) -> u64 {
@@ -58,7 +95,7 @@ fn fill(path: &Path, bytes: u64) {
 }
 
 fn grown_device(fs: FsKind) {
-    let root = Root::new(&format!("space-grow-{}", fs.as_str()));
+    let root = space_root(&format!("space-grow-{}", fs.as_str()));
     let set = DeviceSet::open(&root.0, sized_options(fs, 512 * MIB, GIB)).unwrap();
     let t0 = Instant::now();
     set.add_device_sized("big", None, Some(2 * GIB)).unwrap();
@@ -124,7 +161,7 @@ fn sized_device_gets_a_grown_xfs() {
 #[test]
 fn cli_create_size_list_and_status() {
     dmthin_ioctl_tests::require_device_mapper();
-    let root = Root::new("space-cli");
+    let root = space_root("space-cli");
     dmthin_ok(&root.0, &SMALL_INIT);
     dmthin_ok(&root.0, &["create", "big", "--size", "128M"]);
     let list = dmthin_ok(&root.0, &["list"]);
@@ -159,20 +196,12 @@ fn passes_discards_down(set: &DeviceSet) -> bool {
     !status.contains("no_discard_passdown") && status.contains("discard_passdown")
 }
 
-fn written_bytes() -> u64 {
-    std::env::var("SPACE_WRITE_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512)
-        * MIB
-}
-
 /// Write 512 MiB into a layer, remove it: the data file's allocation drops by
 /// at least 95% of it, and so do the pool's used blocks.
 #[test]
 fn remove_gives_the_space_back() {
     dmthin_ioctl_tests::require_device_mapper();
-    let root = Root::new("space-remove");
+    let root = space_root("space-remove");
     let written = written_bytes();
     let set = DeviceSet::open(&root.0, sized_options(FsKind::Ext4, 64 * MIB, GIB)).unwrap();
     assert!(
@@ -223,7 +252,7 @@ fn remove_gives_the_space_back() {
 #[test]
 fn trim_gives_deleted_files_back() {
     dmthin_ioctl_tests::require_device_mapper();
-    let root = Root::new("space-trim");
+    let root = space_root("space-trim");
     let written = written_bytes();
     let mut o = sized_options(FsKind::Ext4, 768 * MIB, GIB);
     // Trim, not the mount option, is what is tested here.
@@ -273,7 +302,7 @@ fn trim_gives_deleted_files_back() {
 #[test]
 fn remove_without_discard_keeps_the_file_allocated() {
     dmthin_ioctl_tests::require_device_mapper();
-    let root = Root::new("space-nodiscard");
+    let root = space_root("space-nodiscard");
     let mut o = sized_options(FsKind::Ext4, 64 * MIB, GIB);
     o.remove_discard = Some(false);
     let set = DeviceSet::open(&root.0, o).unwrap();
@@ -299,15 +328,7 @@ fn remove_without_discard_keeps_the_file_allocated() {
 #[ignore]
 fn bench_remove_discard() {
     dmthin_ioctl_tests::require_device_mapper();
-    let mnt = Path::new("/mnt/space-bench");
-    let scratch = dmthin_ioctl_tests::scratch_device().expect("a --scratch disk");
-    std::fs::create_dir_all(mnt).unwrap();
-    sh_ok(&format!(
-        "mkfs.ext4 -q -F {} && mount {} {}",
-        scratch.display(),
-        scratch.display(),
-        mnt.display()
-    ));
+    let mnt = scratch_dir().expect("a --scratch disk");
     let sizes: Vec<u64> = std::env::var("SPACE_BENCH_GIB")
         .unwrap_or_else(|_| "1,8".into())
         .split(',')
@@ -355,5 +376,4 @@ fn bench_remove_discard() {
             std::fs::remove_dir_all(&root).unwrap();
         }
     }
-    sh_ok(&format!("umount {}", mnt.display()));
 }

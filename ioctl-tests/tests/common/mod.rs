@@ -22,6 +22,12 @@ impl Root {
         Root(dir.path().to_path_buf(), dir)
     }
 
+    /// A fresh root at `path` (say on a scratch disk), torn down the same way.
+    pub fn at(path: impl Into<PathBuf>) -> Root {
+        let dir = TempDir::at(path);
+        Root(dir.path().to_path_buf(), dir)
+    }
+
     pub fn mnt(&self, name: &str) -> PathBuf {
         self.0.join("mnt").join(name)
     }
