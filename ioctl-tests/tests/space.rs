@@ -208,7 +208,9 @@ fn remove_gives_the_space_back() {
         passes_discards_down(&set),
         "loop-file pools pass discards down"
     );
-    set.add_device("layer", None).unwrap();
+    // Room for what is written: a sized device.
+    set.add_device_sized("layer", None, Some(written + 64 * MIB))
+        .unwrap();
     let dev = set.activate_device("layer").unwrap();
     let t0 = Instant::now();
     fill(&dev, written);
