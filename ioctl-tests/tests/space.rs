@@ -324,8 +324,9 @@ fn remove_without_discard_keeps_the_file_allocated() {
 
 /// The benchmark: removal time of a layer with 1 GiB and 8 GiB mapped, with
 /// and without the discard. Each 64 KiB block gets one 4 KiB write (zeroing
-/// off), so the pool maps the full size while the guest writes 1/16 of it.
-/// Wants a scratch disk (benches/space.sh).
+/// off), so the pool maps the full size while the guest writes 1/16 of it;
+/// `SPACE_BENCH_FULL=1` writes every byte. `SPACE_BENCH_GIB` lists the
+/// sizes (1,8). Wants a scratch disk (benches/space.sh).
 #[test]
 #[ignore]
 fn bench_remove_discard() {
@@ -336,6 +337,8 @@ fn bench_remove_discard() {
         .split(',')
         .map(|s| s.trim().parse().unwrap())
         .collect();
+    // SPACE_BENCH_FULL=1: every byte written, not one page per block.
+    let full = std::env::var("SPACE_BENCH_FULL").is_ok_and(|v| v == "1");
     let page = vec![0x5a; 4096];
     for gib in sizes {
         for discard in [false, true] {
@@ -352,7 +355,9 @@ fn bench_remove_discard() {
             set.add_device("layer", None).unwrap();
             let dev = set.activate_device("layer").unwrap();
             let t0 = Instant::now();
-            {
+            if full {
+                fill(&dev, gib * GIB);
+            } else {
                 let f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
                 for b in 0..(gib * GIB) / (64 << 10) {
                     f.write_all_at(&page, b * (64 << 10)).unwrap();
@@ -367,8 +372,13 @@ fn bench_remove_discard() {
             let secs = t0.elapsed().as_secs_f64();
             let after = allocated(&root);
             eprintln!(
-                "BENCH space: remove {gib} GiB mapped, discard {}: {secs:.2} s \
-                 (data file {} -> {} MiB; mapping took {fill_secs:.1} s)",
+                "BENCH space: remove {gib} GiB mapped ({}), discard {}: {secs:.2} s \
+                 (data file {} -> {} MiB; writing took {fill_secs:.1} s)",
+                if full {
+                    "all written"
+                } else {
+                    "a page per block"
+                },
                 if discard { "on" } else { "off" },
                 before >> 20,
                 after >> 20
