@@ -343,11 +343,13 @@ fn bench_remove_discard() {
     for gib in sizes {
         for discard in [false, true] {
             let root = mnt.join(format!("set-{gib}-{discard}"));
-            let mut o = sized_options(FsKind::Ext4, gib * GIB, (gib + 1) * GIB);
+            let mut o = sized_options(FsKind::Ext4, gib * GIB, (2 * gib + 1) * GIB);
             o.storage = StorageOptions::LoopFiles {
-                data_size: (gib + 1) * GIB,
+                data_size: (2 * gib + 1) * GIB,
                 metadata_size: 64 * MIB,
             };
+            // Only the layer's blocks matter: no inode tables written ahead.
+            o.mkfs_options = vec!["-E".into(), "lazy_itable_init=1,lazy_journal_init=1".into()];
             o.block_zeroing = false;
             o.remove_discard = Some(discard);
             o.min_free_space_percent = 0;
