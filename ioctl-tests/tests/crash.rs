@@ -224,6 +224,17 @@ fn unstick(root: &Path) {
     }
 }
 
+/// Device `id`, mounted at `mnt`, has a filesystem of about `size` bytes.
+fn check_grown(set: &DeviceSet, id: &str, mnt: &Path, size: u64, fp: &str) {
+    set.mount_device(id, mnt, false).unwrap();
+    let bytes = fs_bytes(mnt);
+    assert!(
+        bytes > size - 16 * MIB,
+        "{fp}: filesystem of {id} not grown ({bytes} of {size} bytes)"
+    );
+    set.unmount_device(id, mnt, true).unwrap();
+}
+
 /// After recovery: the operation is wholly done or undone, and a retry works.
 fn verify_and_retry(op: &str, root: &Path, fp: &str, tag: &str, size: u64) {
     let mut o = opts(root);
@@ -252,17 +263,7 @@ fn verify_and_retry(op: &str, root: &Path, fp: &str, tag: &str, size: u64) {
             }
             let listed = set.list().unwrap().into_iter().find(|d| d.id == new);
             assert_eq!(listed.map(|d| d.size), Some(size), "{fp}");
-            set.mount_device(&new, &mnt, false).unwrap();
-            let out = sh_ok(&format!("stat -f -c '%b %S' {}", mnt.display()));
-            let bytes: u64 = out
-                .split_whitespace()
-                .map(|x| x.parse::<u64>().unwrap())
-                .product();
-            assert!(
-                bytes > size - 16 * MIB,
-                "{fp}: filesystem not grown ({bytes} of {size} bytes)"
-            );
-            set.unmount_device(&new, &mnt, true).unwrap();
+            check_grown(&set, &new, &mnt, size, fp);
         }
         "remove" => {
             if set.has_device(&v) {
@@ -321,17 +322,7 @@ fn verify_and_retry(op: &str, root: &Path, fp: &str, tag: &str, size: u64) {
             assert_eq!(set.status().unwrap().base_size, size);
             let g = format!("grown{tag}");
             set.add_device(&g, None).unwrap();
-            set.mount_device(&g, &mnt, false).unwrap();
-            let out = sh_ok(&format!("stat -f -c '%b %S' {}", mnt.display()));
-            let bytes: u64 = out
-                .split_whitespace()
-                .map(|x| x.parse::<u64>().unwrap())
-                .product();
-            assert!(
-                bytes > size - 16 * MIB,
-                "{fp}: base filesystem not grown ({bytes} of {size} bytes)"
-            );
-            set.unmount_device(&g, &mnt, true).unwrap();
+            check_grown(&set, &g, &mnt, size, fp);
         }
         _ => unreachable!(),
     }

@@ -60,14 +60,6 @@ fn allocated(root: &Path) -> u64 {
         * 512
 }
 
-/// Bytes the filesystem mounted at `mnt` spans (`stat -f`: blocks × size).
-fn fs_bytes(mnt: &Path) -> u64 {
-    sh_ok(&format!("stat -f -c '%b %S' {}", mnt.display()))
-        .split_whitespace()
-        .map(|x| x.parse::<u64>().unwrap())
-        .product()
-}
-
 /// Small loop-file pool options with a `base` byte base device.
 fn sized_options(fs: FsKind, base: u64, data: u64) -> Options {
     let mut o = options(fs);

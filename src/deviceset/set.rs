@@ -183,7 +183,9 @@ impl DeviceSet {
     }
 
     /// Deactivates device `id` (EBUSY retried), deletes it from the pool and frees its thin id.
-    /// Refused while this set has it mounted.
+    /// Refused while this set has it mounted. With [`Options::remove_discard`]
+    /// (the default on loop files) its blocks are discarded first, so a
+    /// loop data file gives them back to the host.
     pub fn remove_device(&self, id: &str) -> Result<()> {
         let mut guard = self.lock()?;
         // Refused at once, before the device is deactivated, when the pool

@@ -168,6 +168,14 @@ pub fn check_invariants_on(set: &DeviceSet, meta_dev: &str) {
     assert_eq!(n, set.list().unwrap().len() + 1, "{xml}");
 }
 
+/// Bytes the filesystem mounted at `mnt` spans (`stat -f`: blocks × size).
+pub fn fs_bytes(mnt: &Path) -> u64 {
+    sh_ok(&format!("stat -f -c '%b %S' {}", mnt.display()))
+        .split_whitespace()
+        .map(|x| x.parse::<u64>().unwrap())
+        .product()
+}
+
 /// Runs the `dmthin` CLI (on PATH in the test VM) on the set at `root`.
 pub fn dmthin_cli(root: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new("dmthin")
