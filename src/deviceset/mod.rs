@@ -21,10 +21,12 @@ mod usage_report;
 pub use engine::MAX_METADATA_BYTES;
 pub use error::{DeviceSetError, Result};
 pub use options::{Options, Progress, StorageOptions};
-pub use report::{DeviceSummary, RemoveOutcome, SetStatus, TrimReport, TrimmedMount};
+pub use report::{DeviceSummary, RemoveOutcome, SetStatus};
 pub use set::{name_prefix, DeviceSet};
 pub use store::FsKind;
 pub use usage_report::{DeviceUsage, SetUsage};
+
+pub use report::{TrimReport, TrimmedMount};
 
 #[cfg(feature = "failpoints")]
 pub(crate) use failpoint::fail_point;

@@ -6,7 +6,7 @@ use super::error::{DeviceSetError, Result};
 use super::ids::max_id_len_for_prefix;
 use super::lock::SetLock;
 use super::options::Options;
-use super::report::{DeviceSummary, RemoveOutcome, SetStatus, TrimReport};
+use super::report::{DeviceSummary, RemoveOutcome, SetStatus};
 use super::store::{MetadataStore, RecordProblem};
 use super::usage_report::{DeviceUsage, SetUsage};
 use crate::deviceset::fail_point;
@@ -298,7 +298,7 @@ impl DeviceSet {
     /// Runs fstrim on every mounted device of the set (the filesystems
     /// discard their free blocks, the pool passes the discards down) and
     /// reports what each trimmed and the bytes the data file gave back.
-    pub fn trim(&self) -> Result<TrimReport> {
+    pub fn trim(&self) -> Result<super::report::TrimReport> {
         let mut state = self.lock()?;
         self.config.trim(&mut state)
     }

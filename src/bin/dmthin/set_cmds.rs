@@ -12,7 +12,7 @@ use std::sync::Arc;
 use dmthin::deviceset::{DeviceSet, FsKind, Options, RemoveOutcome, StorageOptions};
 
 use crate::args::{size_arg, Spec};
-use crate::output::{device_table, errln, failed, human, print_json, status_text, trim_text};
+use crate::output::{device_table, errln, failed, human, print_json, status_text};
 use crate::usage_out::print_usage;
 use crate::{CliError, CliResult};
 
@@ -351,7 +351,7 @@ pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn W
             if p.has("--json") {
                 print_json(out, &report)
             } else {
-                trim_text(out, &report)
+                crate::output::trim_text(out, &report)
             }
         }
         _ => open(&root, None)?.shutdown().map_err(failed),
