@@ -63,6 +63,7 @@ fn grow_target(op: &str, root: &Path) -> u64 {
         "grow_pool" => file_size(&root.join("devicemapper/data")) + 256 * MIB,
         "grow_pool_metadata" => file_size(&root.join("devicemapper/metadata")) + 4 * MIB,
         "grow_base" => opts(root).base_size + 16 * MIB,
+        "add_sized" => opts(root).base_size + 32 * MIB,
         _ => 0,
     }
 }
@@ -120,6 +121,7 @@ fn run_op(
         "init" | "grow_base" => Ok(()),
         "cleanup_deferred" => set.cleanup_deferred(),
         "add" => set.add_device(&new, Some(&p)),
+        "add_sized" => set.add_device_sized(&new, Some(&p), Some(size)),
         "remove" => set.remove_device(&v),
         "remove_deferred" => remove_while_open(&set, &v),
         "activate" => set.activate_device(&v).map(drop),
@@ -164,6 +166,7 @@ fn prepare(op: &str, root: &Path, tag: &str) {
         "remove" | "remove_deferred" | "activate" | "mount" | "set_initialized" => {
             set.add_device(&v, None).unwrap()
         }
+        "add_sized" => set.add_device(&p, None).unwrap(),
         "cleanup_deferred" => {
             // Pending deletion, its device gone: the next open finishes it.
             set.add_device(&v, None).unwrap();
@@ -221,6 +224,17 @@ fn unstick(root: &Path) {
     }
 }
 
+/// Device `id`, mounted at `mnt`, has a filesystem of about `size` bytes.
+fn check_grown(set: &DeviceSet, id: &str, mnt: &Path, size: u64, fp: &str) {
+    set.mount_device(id, mnt, false).unwrap();
+    let bytes = fs_bytes(mnt);
+    assert!(
+        bytes > size - 16 * MIB,
+        "{fp}: filesystem of {id} not grown ({bytes} of {size} bytes)"
+    );
+    set.unmount_device(id, mnt, true).unwrap();
+}
+
 /// After recovery: the operation is wholly done or undone, and a retry works.
 fn verify_and_retry(op: &str, root: &Path, fp: &str, tag: &str, size: u64) {
     let mut o = opts(root);
@@ -242,6 +256,14 @@ fn verify_and_retry(op: &str, root: &Path, fp: &str, tag: &str, size: u64) {
             assert!(set.has_device(&new));
             assert!(!set.list().unwrap().is_empty());
             set.deactivate_device(&p).unwrap();
+        }
+        "add_sized" => {
+            if !set.has_device(&new) {
+                set.add_device_sized(&new, Some(&p), Some(size)).unwrap();
+            }
+            let listed = set.list().unwrap().into_iter().find(|d| d.id == new);
+            assert_eq!(listed.map(|d| d.size), Some(size), "{fp}");
+            check_grown(&set, &new, &mnt, size, fp);
         }
         "remove" => {
             if set.has_device(&v) {
@@ -300,17 +322,7 @@ fn verify_and_retry(op: &str, root: &Path, fp: &str, tag: &str, size: u64) {
             assert_eq!(set.status().unwrap().base_size, size);
             let g = format!("grown{tag}");
             set.add_device(&g, None).unwrap();
-            set.mount_device(&g, &mnt, false).unwrap();
-            let out = sh_ok(&format!("stat -f -c '%b %S' {}", mnt.display()));
-            let bytes: u64 = out
-                .split_whitespace()
-                .map(|x| x.parse::<u64>().unwrap())
-                .product();
-            assert!(
-                bytes > size - 16 * MIB,
-                "{fp}: base filesystem not grown ({bytes} of {size} bytes)"
-            );
-            set.unmount_device(&g, &mnt, true).unwrap();
+            check_grown(&set, &g, &mnt, size, fp);
         }
         _ => unreachable!(),
     }

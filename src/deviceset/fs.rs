@@ -268,12 +268,26 @@ pub fn grow(
     scratch: &Path,
     mount_options: &[String],
 ) -> Result<(), FsError> {
+    grow_with(kind, device, scratch, mount_options, || Ok(()))
+}
+
+/// [`grow`] with `mid` run in the middle: for ext4 between the check and
+/// resize2fs, for xfs between the scratch mount and xfs_growfs (the xfs
+/// mount is undone whatever `mid` returns). Its error stops the growth.
+pub fn grow_with<E: From<FsError>>(
+    kind: FsKind,
+    device: &Path,
+    scratch: &Path,
+    mount_options: &[String],
+    mid: impl FnOnce() -> Result<(), E>,
+) -> Result<(), E> {
     let dev = device.display().to_string();
     match kind {
         FsKind::Ext4 => {
             // e2fsck exits 1 when it fixed something; resize2fs insists on a fresh check.
             let _ = Command::new("e2fsck").args(["-f", "-y", &dev]).output();
-            run_tool("resize2fs", &[&dev], &dev)
+            mid()?;
+            Ok(run_tool("resize2fs", &[&dev], &dev)?)
         }
         FsKind::Xfs => {
             std::fs::create_dir_all(scratch).map_err(|source| FsError::Io {
@@ -281,11 +295,61 @@ pub fn grow(
                 source,
             })?;
             mount(kind, device, scratch, false, mount_options, false)?;
-            let result = run_tool("xfs_growfs", &[&scratch.to_string_lossy()], &dev);
+            let result = mid()
+                .and_then(|()| Ok(run_tool("xfs_growfs", &[&scratch.to_string_lossy()], &dev)?));
             let unmounted = unmount(scratch);
-            result.and(unmounted)
+            result?;
+            Ok(unmounted?)
         }
     }
+}
+
+/// Whether `path` is a mount point of this mount namespace.
+pub fn is_mounted(path: &Path) -> bool {
+    mounts().iter().any(|m| m.path == path)
+}
+
+/// Discards all `size` bytes of the block device `device` with
+/// `BLKDISCARD`, `chunk` bytes a call, `each` told the bytes done after
+/// each call. Opened exclusively: a device someone holds is refused (EBUSY).
+pub fn discard(
+    device: &Path,
+    size: u64,
+    chunk: u64,
+    mut each: impl FnMut(u64),
+) -> Result<(), FsError> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| FsError::Io {
+        device: device.display().to_string(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(device)
+        .map_err(io)?;
+    let chunk = chunk.max(1 << 20);
+    let mut done = 0;
+    while done < size {
+        let len = chunk.min(size - done);
+        super::sys::blkdiscard(f.as_fd(), done, len).map_err(|e| io(std::io::Error::from(e)))?;
+        done += len;
+        each(done);
+    }
+    Ok(())
+}
+
+/// Runs fstrim (`FITRIM`) on the filesystem mounted at `path`; returns the
+/// bytes the filesystem says it discarded.
+pub fn trim(path: &Path) -> Result<u64, FsError> {
+    use std::os::fd::AsFd;
+    let io = |source| FsError::Io {
+        device: path.display().to_string(),
+        source,
+    };
+    let dir = std::fs::File::open(path).map_err(io)?;
+    super::sys::fitrim(dir.as_fd()).map_err(|e| io(std::io::Error::from(e)))
 }
 
 /// One line of `/proc/self/mountinfo` that matters to us.

@@ -15,6 +15,7 @@ mod read_only;
 mod report;
 mod set;
 pub(crate) mod store;
+mod sys;
 mod trust;
 mod usage_report;
 
@@ -26,6 +27,8 @@ pub use report::{DeviceSummary, RemoveOutcome, SetStatus};
 pub use set::{name_prefix, DeviceSet};
 pub use store::FsKind;
 pub use usage_report::{DeviceUsage, SetUsage};
+
+pub use report::{TrimReport, TrimmedMount};
 
 #[cfg(feature = "failpoints")]
 pub(crate) use failpoint::fail_point;

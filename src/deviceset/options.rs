@@ -91,6 +91,11 @@ pub struct Options {
     /// and deleted by a later call or open instead of failing (moby's
     /// `dm.use_deferred_deletion`).
     pub deferred_deletion: bool,
+    /// Discard a device's blocks before deleting it, so the pool passes the
+    /// discards down and a loop-file pool's sparse data file gets its space
+    /// back (moby's `dm.blkdiscard`). `None`: on for loop-file pools, off
+    /// elsewhere. Remembered by the set.
+    pub remove_discard: Option<bool>,
     /// Called with a line of text before long steps.
     pub progress: Option<Progress>,
 }
@@ -124,6 +129,7 @@ impl Default for Options {
             busy_retries: 20,
             deferred_removal: false,
             deferred_deletion: false,
+            remove_discard: None,
             progress: None,
         }
     }
@@ -188,6 +194,7 @@ impl Options {
             mount_discard: set.mount_discard.unwrap_or(true),
             deferred_removal: set.deferred_removal.unwrap_or(false),
             deferred_deletion: set.deferred_deletion.unwrap_or(false),
+            remove_discard: set.remove_discard,
             ..Options::default()
         }
     }
@@ -243,6 +250,7 @@ mod tests {
             mount_discard: None,
             deferred_removal: None,
             deferred_deletion: None,
+            remove_discard: None,
         };
         let o = Options::from_record(&set);
         assert_eq!(

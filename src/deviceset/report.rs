@@ -1,4 +1,4 @@
-//! What a set reports: [`DeviceSummary`], [`SetStatus`], [`RemoveOutcome`].
+//! What a set reports: [`DeviceSummary`], [`SetStatus`], [`RemoveOutcome`], [`TrimReport`].
 
 use serde::Serialize;
 use std::path::PathBuf;
@@ -37,6 +37,10 @@ pub struct SetStatus {
     pub data_block_size: u64,
     /// Data space used, bytes.
     pub data_used: u64,
+    /// Bytes the host has allocated to the data file (`st_blocks` × 512): a
+    /// sparse file above `data_used` holds blocks the pool freed but never
+    /// discarded. `None` unless the pool is on loop files.
+    pub data_allocated: Option<u64>,
     /// Data space total, bytes.
     pub data_total: u64,
     /// Metadata space used, bytes.
@@ -67,4 +71,29 @@ pub enum RemoveOutcome {
     Removed,
     /// The device is still held open; it goes once the holder closes it.
     Deferred,
+}
+
+/// One mount [`DeviceSet::trim`](super::DeviceSet::trim) trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrimmedMount {
+    /// The device.
+    pub id: String,
+    /// Where it is mounted.
+    pub path: PathBuf,
+    /// Bytes the filesystem reports it discarded (`None` when it failed).
+    pub trimmed: Option<u64>,
+    /// Why the trim failed, if it did.
+    pub error: Option<String>,
+}
+
+/// What [`DeviceSet::trim`](super::DeviceSet::trim) did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrimReport {
+    /// Every mount of the set's devices, trimmed or not.
+    pub mounts: Vec<TrimmedMount>,
+    /// Bytes the data file's allocation shrank by (`None` unless the pool
+    /// is on loop files).
+    pub host_reclaimed: Option<u64>,
+    /// The data file's allocated bytes afterwards.
+    pub data_allocated: Option<u64>,
 }

@@ -177,12 +177,27 @@ impl DeviceSet {
 
     /// Creates device `id` as a thin snapshot of `parent` (the base device when `None`).
     pub fn add_device(&self, id: &str, parent: Option<&str>) -> Result<()> {
+        self.add_device_sized(id, parent, None)
+    }
+
+    /// Like [`DeviceSet::add_device`], but `size` bytes (`None`: the
+    /// parent's size). A size below the parent's is refused; above it, the
+    /// new device's filesystem is grown to fill it before the call returns
+    /// (a growth cut short by a crash is finished by the next open).
+    pub fn add_device_sized(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<()> {
         let mut state = self.lock()?;
-        self.config.add_device(&mut state, id, parent)
+        self.config.add_device(&mut state, id, parent, size)
     }
 
     /// Deactivates device `id` (EBUSY retried), deletes it from the pool and frees its thin id.
-    /// Refused while this set has it mounted.
+    /// Refused while this set has it mounted. With [`Options::remove_discard`]
+    /// (the default on loop files) its blocks are discarded first, so a
+    /// loop data file gives them back to the host.
     pub fn remove_device(&self, id: &str) -> Result<()> {
         let mut guard = self.lock()?;
         // Refused at once, before the device is deactivated, when the pool
@@ -306,6 +321,14 @@ impl DeviceSet {
     pub fn list(&self) -> Result<Vec<DeviceSummary>> {
         let mut state = self.lock()?;
         self.config.list(&mut state)
+    }
+
+    /// Runs fstrim on every mounted device of the set (the filesystems
+    /// discard their free blocks, the pool passes the discards down) and
+    /// reports what each trimmed and the bytes the data file gave back.
+    pub fn trim(&self) -> Result<super::report::TrimReport> {
+        let mut state = self.lock()?;
+        self.config.trim(&mut state)
     }
 
     /// Pool usage and mode.

@@ -22,6 +22,12 @@ impl Root {
         Root(dir.path().to_path_buf(), dir)
     }
 
+    /// A fresh root at `path` (say on a scratch disk), torn down the same way.
+    pub fn at(path: impl Into<PathBuf>) -> Root {
+        let dir = TempDir::at(path);
+        Root(dir.path().to_path_buf(), dir)
+    }
+
     pub fn mnt(&self, name: &str) -> PathBuf {
         self.0.join("mnt").join(name)
     }
@@ -252,6 +258,14 @@ pub fn check_invariants_on(set: &DeviceSet, meta_dev: &str) {
     assert!(ok, "{xml}");
     let n = xml.matches("<device dev_id=").count();
     assert_eq!(n, set.list().unwrap().len() + 1, "{xml}");
+}
+
+/// Bytes the filesystem mounted at `mnt` spans (`stat -f`: blocks × size).
+pub fn fs_bytes(mnt: &Path) -> u64 {
+    sh_ok(&format!("stat -f -c '%b %S' {}", mnt.display()))
+        .split_whitespace()
+        .map(|x| x.parse::<u64>().unwrap())
+        .product()
 }
 
 /// Runs the `dmthin` CLI (on PATH in the test VM) on the set at `root`.

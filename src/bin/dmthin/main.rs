@@ -39,6 +39,7 @@ Device set (a thin pool, a base filesystem, one snapshot per id):
   status     Pool usage and mode
   usage      Space each device uses: mapped, exclusive, shared
   grow-pool  Grow the pool's data space
+  trim       Run fstrim on the mounted devices: the host gets space back
   shutdown   Unmount, deactivate everything and remove the pool
 
 Loop devices:

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::io::{self, Write};
 
-use dmthin::deviceset::{DeviceSummary, SetStatus};
+use dmthin::deviceset::{DeviceSummary, SetStatus, TrimReport};
 use dmthin::loopdev::LoopStatus;
 
 use crate::{CliError, CliResult};
@@ -142,6 +142,36 @@ pub(crate) fn device_table(out: &mut dyn Write, list: &[DeviceSummary]) -> CliRe
     Ok(())
 }
 
+/// `dmthin trim`: each mount's trimmed bytes, then what the host got back.
+pub(crate) fn trim_text(out: &mut dyn Write, r: &TrimReport) -> CliResult {
+    if r.mounts.is_empty() {
+        writeln!(out, "no mounted devices")?;
+    }
+    for m in &r.mounts {
+        match (&m.trimmed, &m.error) {
+            (Some(n), _) => writeln!(out, "{} {}: {} trimmed", m.id, m.path.display(), human(*n))?,
+            (None, e) => writeln!(
+                out,
+                "{} {}: failed: {}",
+                m.id,
+                m.path.display(),
+                e.as_deref().unwrap_or("?")
+            )?,
+        }
+    }
+    if let Some(n) = r.host_reclaimed {
+        writeln!(out, "host got back {} ({} bytes)", human(n), n)?;
+    }
+    let failed = r.mounts.iter().filter(|m| m.error.is_some()).count();
+    if failed > 0 {
+        return Err(CliError::Failed(format!(
+            "fstrim failed on {failed} of {} mounts",
+            r.mounts.len()
+        )));
+    }
+    Ok(())
+}
+
 /// `dmthin status` (and what `init` and `grow-pool` print).
 pub(crate) fn status_text(out: &mut dyn Write, st: &SetStatus) -> CliResult {
     let pct = |used: u64, total: u64| {
@@ -165,6 +195,9 @@ pub(crate) fn status_text(out: &mut dyn Write, st: &SetStatus) -> CliResult {
         human(st.data_total),
         pct(st.data_used, st.data_total)
     )?;
+    if let Some(a) = st.data_allocated {
+        writeln!(out, "Data file:       {} allocated on the host", human(a))?;
+    }
     writeln!(
         out,
         "Metadata space:  {} of {} used ({:.1}%)",

@@ -47,6 +47,9 @@ Options:
                           instead of failing (--no-deferred-removal: off)
   --deferred-deletion     Delete a thin still open in the pool later instead
                           of failing (--no-deferred-deletion: off)
+  --discard-on-remove     Discard a device's blocks before deleting it, so a
+                          loop data file shrinks (the default on loop files;
+                          --no-discard-on-remove: off)
   --json                  Print the status as JSON
   -h, --help              Show this help
 
@@ -54,10 +57,12 @@ Sizes take a K, M, G or T suffix (powers of 1024).
 ";
 
 const CREATE_USAGE: &str = "\
-Usage: dmthin [--root DIR] create ID [--from PARENT]
+Usage: dmthin [--root DIR] create ID [--from PARENT] [--size SIZE]
 
 Create device ID as a thin snapshot of PARENT, or of the base device.
 IDs use [A-Za-z0-9_.:-]; a 64-character sha256 id fits.
+With --size the device is SIZE bytes (K, M, G, T suffixes), at least its
+parent's size, and its filesystem is grown to fill it.
 ";
 
 const REMOVE_USAGE: &str = "\
@@ -106,6 +111,15 @@ SIZE. Loop files are grown in place; block devices must already be that big.
 A pool that ran out of metadata space is writable again after --metadata.
 ";
 
+const TRIM_USAGE: &str = "\
+Usage: dmthin [--root DIR] trim [--json]
+
+Run fstrim on every mounted device of the set: the filesystems discard
+their free blocks, the pool passes the discards down, and a loop data file
+punches holes. Prints what each mount trimmed and the bytes the host got
+back (the data file's allocation before minus after).
+";
+
 const SHUTDOWN_USAGE: &str = "\
 Usage: dmthin [--root DIR] shutdown
 
@@ -121,6 +135,8 @@ const INIT: Spec = Spec {
         "--no-deferred-removal",
         "--deferred-deletion",
         "--no-deferred-deletion",
+        "--discard-on-remove",
+        "--no-discard-on-remove",
         "--json",
     ],
     valued: &[
@@ -142,7 +158,7 @@ const INIT: Spec = Spec {
 
 const CREATE: Spec = Spec {
     switches: &[],
-    valued: &["--from"],
+    valued: &["--from", "--size"],
     help: "dmthin create --help",
     usage: CREATE_USAGE,
 };
@@ -195,6 +211,12 @@ const GROW: Spec = Spec {
     usage: GROW_USAGE,
 };
 
+const TRIM: Spec = Spec {
+    help: "dmthin trim --help",
+    usage: TRIM_USAGE,
+    ..LIST
+};
+
 const SHUTDOWN: Spec = Spec {
     switches: &[],
     valued: &[],
@@ -214,6 +236,7 @@ fn spec(name: &str) -> Option<&'static Spec> {
         "status" => &STATUS,
         "usage" => &USAGE,
         "grow-pool" => &GROW,
+        "trim" => &TRIM,
         "shutdown" => &SHUTDOWN,
         _ => return None,
     })
@@ -234,8 +257,9 @@ pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn W
         "init" => init(&root, &p, out),
         "create" => {
             let id = p.one("ID")?.to_string_lossy();
+            let size = p.size("--size")?;
             let set = open(&root, None)?;
-            set.add_device(&id, p.value("--from").as_deref())
+            set.add_device_sized(&id, p.value("--from").as_deref(), size)
                 .map_err(failed)?;
             Ok(writeln!(out, "{id}")?)
         }
@@ -321,6 +345,15 @@ pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn W
                 grow_pool(&set, size)?;
             }
             print_status(out, &set, false)
+        }
+        "trim" => {
+            p.none()?;
+            let report = open(&root, None)?.trim().map_err(failed)?;
+            if p.has("--json") {
+                print_json(out, &report)
+            } else {
+                crate::output::trim_text(out, &report)
+            }
         }
         _ => open(&root, None)?.shutdown().map_err(failed),
     }
@@ -471,6 +504,12 @@ fn init(root: &Path, p: &crate::args::Parsed, out: &mut dyn Write) -> CliResult 
         "--no-deferred-deletion",
         &mut o.deferred_deletion,
     );
+    if p.has("--discard-on-remove") {
+        o.remove_discard = Some(true);
+    }
+    if p.has("--no-discard-on-remove") {
+        o.remove_discard = Some(false);
+    }
     // Loop files already there are grown, never shrunk: pass the larger size.
     let grow_to = match (&recorded, &o.storage) {
         (Some(_), StorageOptions::LoopFiles { data_size, .. }) => Some(*data_size),

@@ -8,6 +8,7 @@ mod mounts;
 mod pool;
 mod recovery;
 mod snapshot;
+mod space;
 mod usage;
 
 pub(crate) use guard::{ClaimedId, OpenTransaction};

@@ -446,6 +446,7 @@ impl Config {
             metadata_source,
             data_block_size: self.options.data_block_size,
             data_used: u(|x| x.used_data),
+            data_allocated: self.data_allocated(state),
             data_total: u(|x| x.total_data),
             metadata_used: u(|x| x.used_metadata),
             metadata_total: u(|x| x.total_metadata),

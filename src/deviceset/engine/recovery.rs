@@ -123,6 +123,7 @@ impl Config {
                 mount_discard: Some(self.options.mount_discard),
                 deferred_removal: Some(self.options.deferred_removal),
                 deferred_deletion: Some(self.options.deferred_deletion),
+                remove_discard: self.options.remove_discard,
             },
         };
         let mut state = State {
@@ -170,6 +171,7 @@ impl Config {
         self.remember_options(&mut state);
         self.adopt_existing_mounts(&mut state)?;
         if degraded.is_none() {
+            self.finish_space_work(&mut state);
             self.finish_deferred_deletes(&mut state)?;
         }
         Ok(state)
@@ -190,6 +192,7 @@ impl Config {
         if !state.set_written || redo_base {
             self.init_base(state)?;
         }
+        self.finish_space_work(state);
         self.finish_deferred_deletes(state)
     }
 
@@ -245,6 +248,7 @@ impl Config {
         set.mount_discard = Some(o.mount_discard);
         set.deferred_removal = Some(o.deferred_removal);
         set.deferred_deletion = Some(o.deferred_deletion);
+        set.remove_discard = o.remove_discard;
         set.mount_options.clone_from(&o.mount_options);
         if set.block_zeroing.is_some_and(|z| z != o.block_zeroing) {
             log::info!(

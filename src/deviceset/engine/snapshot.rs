@@ -58,6 +58,7 @@ impl Config {
         state: &mut State,
         id: &str,
         parent: Option<&str>,
+        requested_size: Option<u64>,
     ) -> Result<()> {
         self.validate_new_id(id)?;
         if let Some(r) = state.devices.get(id) {
@@ -96,6 +97,7 @@ impl Config {
                 (r.thin_id, r.size, self.device_name(p))
             }
         };
+        let (size, grow) = self.new_device_size(id, size, requested_size)?;
         self.check_space(state)?;
         let origin_id = ThinId::new(origin)?;
         let no_ids = || DeviceSetError::PoolUnusable {
@@ -167,7 +169,8 @@ impl Config {
                 Err(e) => return Err(e),
             }
         };
-        let record = DeviceRecord::new(id, parent.map(str::to_string), thin, size);
+        let mut record = DeviceRecord::new(id, parent.map(str::to_string), thin, size);
+        record.grow_pending = grow;
         let open = txn.open_id();
         let committed = fail_point!("add.after_create_snap")
             .and_then(|()| Ok(txn.store.write_device(&record)?))
@@ -186,7 +189,7 @@ impl Config {
         txn.keep();
         claim.keep();
         state.devices.insert(id.to_string(), record);
-        Ok(())
+        self.finish_new_device(state, id)
     }
 
     /// Deletes an inactive device from the pool and its record.
@@ -196,6 +199,7 @@ impl Config {
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
         };
         self.writable_pool(state)?;
+        self.discard_before_delete(state, id)?;
         let op = TransactionOp::Delete {
             device_id: id.to_string(),
             thin_id: thin,

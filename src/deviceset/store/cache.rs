@@ -19,7 +19,7 @@ pub const CACHE_SETTLE_SECS: i64 = 2;
 /// their files (and they are at least 1/16 of all records).
 pub(super) const CACHE_REWRITE_MIN_MISSES: usize = 64;
 /// First line of the record cache (its format and version).
-const CACHE_HEADER: &str = "dmthin-record-cache 2";
+const CACHE_HEADER: &str = "dmthin-record-cache 3";
 
 /// A file's identity as far as the record cache is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl FileStamp {
 /// record it held.
 ///
 /// ```text
-/// <name> <ino> <size> <mtime> <mtime_ns> <ctime> <ctime_ns> <thin_id> <bytes> <initialized> <created_at> <deferred_delete> <parent or />
+/// <name> <ino> <size> <mtime> <mtime_ns> <ctime> <ctime_ns> <thin_id> <bytes> <initialized> <created_at> <deferred_delete> <grow_pending> <parent or />
 /// ```
 ///
 /// Device ids have no spaces and cannot be `/`, so the line splits cleanly.
@@ -83,6 +83,7 @@ impl CacheLine {
         let initialized = flag(next()?)?;
         let created_at = next()?.parse().ok()?;
         let deferred_delete = flag(next()?)?;
+        let grow_pending = flag(next()?)?;
         let parent = match next()? {
             "/" => None,
             p => Some(p.to_owned()),
@@ -102,6 +103,7 @@ impl CacheLine {
                 initialized,
                 created_at,
                 deferred_delete,
+                grow_pending,
             },
         })
     }
@@ -109,7 +111,7 @@ impl CacheLine {
     fn write(name: &str, st: &FileStamp, r: &DeviceRecord, out: &mut impl Write) -> io::Result<()> {
         writeln!(
             out,
-            "{name} {} {} {} {} {} {} {} {} {} {} {} {}",
+            "{name} {} {} {} {} {} {} {} {} {} {} {} {} {}",
             st.ino,
             st.size,
             st.mtime,
@@ -121,6 +123,7 @@ impl CacheLine {
             u8::from(r.initialized),
             r.created_at,
             u8::from(r.deferred_delete),
+            u8::from(r.grow_pending),
             r.parent.as_deref().unwrap_or("/")
         )
     }

@@ -51,6 +51,10 @@ pub struct DeviceRecord {
     /// Marked for deletion that has not happened yet (device busy).
     #[serde(default)]
     pub deferred_delete: bool,
+    /// Bigger than its parent, its filesystem not yet grown to fill it: the
+    /// next open finishes the growth (see `DeviceSet::add_device_sized`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grow_pending: bool,
 }
 
 impl DeviceRecord {
@@ -64,6 +68,7 @@ impl DeviceRecord {
             initialized: false,
             created_at: now_unix(),
             deferred_delete: false,
+            grow_pending: false,
         }
     }
 
@@ -187,6 +192,10 @@ pub struct SetRecord {
     /// Whether busy thins are deleted later instead of failing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred_deletion: Option<bool>,
+    /// Whether removing a device discards its blocks first; `None`: on for
+    /// loop-file pools, off elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_discard: Option<bool>,
 }
 
 impl SetRecord {

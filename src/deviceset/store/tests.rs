@@ -48,6 +48,7 @@ pub(super) fn set_record() -> SetRecord {
         mount_discard: None,
         deferred_removal: None,
         deferred_deletion: None,
+        remove_discard: None,
     }
 }
 
@@ -619,9 +620,11 @@ fn record_cache_is_used_only_where_each_file_still_matches() {
     let store = open(&s);
     let n = 100u32;
     for i in 0..n {
-        store
-            .write_device(&DeviceRecord::new(format!("d{i:03}"), None, i + 1, 1 << 30))
-            .unwrap();
+        let mut r = DeviceRecord::new(format!("d{i:03}"), None, i + 1, 1 << 30);
+        // Every flag goes through the cache too.
+        r.grow_pending = i % 7 == 0;
+        r.deferred_delete = i % 5 == 0;
+        store.write_device(&r).unwrap();
     }
     let cache = store.metadata_dir().join(CACHE_FILE);
     // Files younger than the settle time are never cached.
@@ -643,6 +646,7 @@ fn record_cache_is_used_only_where_each_file_still_matches() {
     // a removed file is gone whatever the cache says.
     let mut changed = DeviceRecord::new("d001", None, 9999, 2 << 30);
     changed.initialized = true;
+    changed.grow_pending = true;
     store.write_device(&changed).unwrap();
     fs::write(store.device_path("d002").unwrap(), b"{ garbage").unwrap();
     assert!(store.remove_device_record("d003").unwrap());
@@ -658,7 +662,7 @@ fn record_cache_is_used_only_where_each_file_still_matches() {
     // A cache cut mid-line: the lines before the cut are used, the rest of
     // the records are read from their files.
     let text = fs::read_to_string(&cache).unwrap();
-    assert!(text.starts_with("dmthin-record-cache 2\n"), "{text:.80}");
+    assert!(text.starts_with("dmthin-record-cache 3\n"), "{text:.80}");
     let cut = text.len() / 2;
     fs::write(&cache, &text.as_bytes()[..cut]).unwrap();
     let partial = store.load_all().unwrap();
