@@ -68,3 +68,30 @@ pub enum RemoveOutcome {
     /// The device is still held open; it goes once the holder closes it.
     Deferred,
 }
+
+/// Which backing device of the pool a [`Growth`] grew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrowthTarget {
+    /// The data file.
+    Data,
+    /// The metadata file.
+    Metadata,
+}
+
+/// One automatic growth of a loop-file pool, as the set's autoextend log
+/// (`metadata/autoextend.json`) records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Growth {
+    /// What was grown.
+    pub target: GrowthTarget,
+    /// Its size before, in bytes.
+    pub from: u64,
+    /// Its size after, in bytes.
+    pub to: u64,
+    /// When it started (seconds since the Unix epoch).
+    pub at: u64,
+    /// How long the growth took (file, loop capacity, table reload), in
+    /// microseconds; 0 for one finished by recovery after a crash.
+    pub micros: u64,
+}

@@ -13,6 +13,7 @@
 mod args;
 mod logger;
 mod loop_cmds;
+mod monitor_cmd;
 mod output;
 mod set_cmds;
 mod usage_out;
@@ -38,6 +39,7 @@ Device set (a thin pool, a base filesystem, one snapshot per id):
   status     Pool usage and mode
   usage      Space each device uses: mapped, exclusive, shared
   grow-pool  Grow the pool's data space
+  monitor    Grow a loop-file pool before it fills (foreground, until SIGTERM)
   shutdown   Unmount, deactivate everything and remove the pool
 
 Loop devices:
@@ -138,6 +140,7 @@ fn run(args: &[OsString], out: &mut dyn Write) -> CliResult {
         Some("-h" | "--help" | "help") => Ok(write!(out, "{USAGE}")?),
         Some("-V" | "--version") => Ok(writeln!(out, "dmthin {VERSION}")?),
         Some("loop") => loop_cmds::run(rest, out),
+        Some("monitor") => monitor_cmd::run(&root, rest, out),
         _ => set_cmds::run(root, cmd, rest, out),
     }
 }

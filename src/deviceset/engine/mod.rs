@@ -2,6 +2,7 @@
 //! steps every operation shares, run on the locked [`State`].
 
 mod activation;
+mod autoextend;
 mod base;
 mod guard;
 mod mounts;
@@ -10,6 +11,7 @@ mod recovery;
 mod snapshot;
 mod usage;
 
+pub(crate) use autoextend::{percent, CRITICAL_PERCENT};
 pub(crate) use guard::{ClaimedId, OpenTransaction};
 pub(crate) use mounts::mount_paths;
 pub use pool::MAX_METADATA_BYTES;
