@@ -10,12 +10,14 @@
 //! it take the set's lock (opening the set, or through the caller's open
 //! set) and run [`DeviceSet::autoextend`].
 
-use super::engine::{percent, CRITICAL_PERCENT};
+use super::engine::{percent, Config, State, CRITICAL_PERCENT};
 use super::error::{DeviceSetError, Result};
+use super::lock::{LockError, SetLock};
 use super::options::{AutoextendOptions, Options, StorageOptions};
 use super::report::Growth;
 use super::set::DeviceSet;
-use crate::dm::{Control, DevId, StatusKind, StatusOptions};
+use super::store::{MetadataStore, MAX_FILE_ID_LEN};
+use crate::dm::{Control, DevId, NodeMode, StatusKind, StatusOptions};
 use crate::target::PoolStatus;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -94,15 +96,14 @@ impl Monitor {
         set_options: Options,
         options: Option<AutoextendOptions>,
     ) -> Result<Monitor> {
-        let root = root.as_ref().to_path_buf();
-        let set = DeviceSet::open(&root, set_options.clone())?;
+        let set = DeviceSet::open(root, set_options.clone())?;
         let options = settle_options(&set, options)?;
         let can_grow = matches!(set_options.storage, StorageOptions::LoopFiles { .. });
         let monitor = Monitor::new(
             set.pool_name(),
             can_grow,
             options,
-            Source::Root(root, Box::new(set_options)),
+            Source::Root(set.root().to_path_buf(), Box::new(set_options)),
         )?;
         set.autoextend(&options)?;
         Ok(monitor)
@@ -229,19 +230,76 @@ impl Monitor {
         match &self.source {
             Source::Set(set) => set.autoextend(&self.options),
             Source::Root(root, set_options) => {
-                let t0 = Instant::now();
-                let set = loop {
-                    match DeviceSet::open(root, (**set_options).clone()) {
-                        Err(DeviceSetError::Lock(e)) if t0.elapsed() < self.lock_wait => {
-                            log::debug!("waiting for the set's lock: {e}");
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        other => break other?,
+                let lock = self.wait_for_lock(root)?;
+                match self.grow_locked(root, set_options)? {
+                    Some(grown) => Ok(grown),
+                    None => {
+                        // Degraded (out of space): the full open, whose
+                        // growth also finishes what the pool held back.
+                        drop(lock);
+                        let t0 = Instant::now();
+                        let set = loop {
+                            match DeviceSet::open(root, (**set_options).clone()) {
+                                Err(DeviceSetError::Lock(_)) if t0.elapsed() < self.lock_wait => {
+                                    std::thread::sleep(Duration::from_millis(5));
+                                }
+                                other => break other?,
+                            }
+                        };
+                        set.autoextend(&self.options)
                     }
-                };
-                set.autoextend(&self.options)
+                }
             }
         }
+    }
+
+    /// The set's lock, waited for (other dmthin commands hold it briefly).
+    fn wait_for_lock(&self, root: &Path) -> Result<SetLock> {
+        let t0 = Instant::now();
+        loop {
+            match SetLock::acquire(root) {
+                Err(LockError::Held { .. }) if t0.elapsed() < self.lock_wait => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// The growth under the lock the caller holds, without a full open:
+    /// only the pool, its backing files and the growth log are touched, so
+    /// neither the devices' records nor their recovery are needed. `None`
+    /// when the pool cannot take changes (a full open then heals it).
+    fn grow_locked(&self, root: &Path, set_options: &Options) -> Result<Option<Vec<Growth>>> {
+        let store = MetadataStore::open(root, MAX_FILE_ID_LEN)?;
+        let Some(set) = store.read_set()? else {
+            return Err(DeviceSetError::InvalidOption {
+                option: "root",
+                reason: format!("no device set at {}", root.display()),
+            });
+        };
+        let prefix = self
+            .pool_name
+            .strip_suffix("pool")
+            .unwrap_or(&self.pool_name)
+            .to_string();
+        let block_size = set_options.validate()?;
+        let config = Config::new(root.to_path_buf(), prefix, set_options.clone(), block_size);
+        let mut ctl = Control::open()?;
+        if let NodeMode::Udev { .. } | NodeMode::UdevWatch { .. } = ctl.node_mode() {
+            ctl.set_node_mode(if set_options.udev_sync {
+                NodeMode::UdevWatch {
+                    timeout: set_options.udev_timeout,
+                }
+            } else {
+                NodeMode::Bypass
+            });
+        }
+        let mut state = State::for_pool(ctl, store, set);
+        if config.degraded(&mut state)?.is_some() {
+            return Ok(None);
+        }
+        config.autoextend(&mut state, &self.options).map(Some)
     }
 
     /// A pool on block devices: logs each level (threshold, 95%) once.

@@ -96,20 +96,15 @@ pub(crate) fn low_water_blocks(total_blocks: u64, threshold: u32) -> u64 {
     u64::try_from(free).unwrap_or(u64::MAX).max(1)
 }
 
-/// Bytes the host filesystem under `file` can still give, and bytes
-/// `file` (sparse) would still take to reach `size`.
-fn host_room(file: &Path, size: u64) -> Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
+/// Bytes the host filesystem under `file` can still give (to an
+/// unprivileged writer: root's reserve is left alone).
+fn host_free(file: &Path) -> Result<u64> {
     let dir = file.parent().unwrap_or(Path::new("/"));
     let vfs = nix::sys::statvfs::statvfs(dir).map_err(|e| DeviceSetError::InvalidOption {
         option: "storage",
         reason: format!("statvfs {}: {e}", dir.display()),
     })?;
-    let free = u64::from(vfs.blocks_available()).saturating_mul(u64::from(vfs.fragment_size()));
-    let allocated = std::fs::metadata(file)
-        .map(|m| m.blocks().saturating_mul(512))
-        .unwrap_or(0);
-    Ok((free, size.saturating_sub(allocated)))
+    Ok(u64::from(vfs.blocks_available()).saturating_mul(u64::from(vfs.fragment_size())))
 }
 
 impl Config {
@@ -257,7 +252,9 @@ impl Config {
                     percent(used, total)
                 ),
                 Plan::Grow(to) => {
-                    let (free, need) = host_room(file, to)?;
+                    // The growth itself must fit on the host; the sparse
+                    // file's holes below it are the pool's free space.
+                    let (free, need) = (host_free(file)?, to - now);
                     if need > free {
                         log::error!(
                             "pool {}: {what} {}% used, but the host filesystem under {} has {free} bytes free, {need} needed to grow it to {to} bytes; not grown",

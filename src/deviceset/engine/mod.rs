@@ -55,6 +55,27 @@ pub(crate) struct State {
     pub(crate) damaged: recovery::DamagedClaims,
 }
 
+impl State {
+    /// The state of a set opened only to work on its pool (the monitor's
+    /// growth, under the set's lock): its record, no devices.
+    pub(crate) fn for_pool(ctl: Control, store: MetadataStore, set: SetRecord) -> State {
+        State {
+            ctl,
+            store,
+            set,
+            set_written: true,
+            devices: BTreeMap::new(),
+            ids: ThinIdAllocator::new(),
+            transaction_id: 0,
+            pool_dev: Dev::default(),
+            mounts: BTreeMap::new(),
+            loops: Vec::new(),
+            closed: false,
+            damaged: recovery::DamagedClaims::default(),
+        }
+    }
+}
+
 /// What does not change after open: the set's settings and names.
 pub(crate) struct Config {
     /// The set's root directory (canonical).
