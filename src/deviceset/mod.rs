@@ -15,6 +15,7 @@ mod options;
 mod report;
 mod set;
 pub(crate) mod store;
+mod sys;
 mod trust;
 mod usage_report;
 

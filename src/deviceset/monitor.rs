@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The monitor thread's default nice value.
+const DEFAULT_NICE: i32 = -10;
+
 /// How the monitor reaches the set when it must grow it.
 enum Source {
     /// Opens the set at this root (taking its lock) for each growth.
@@ -58,6 +61,8 @@ pub struct Monitor {
     /// was made (at the cap, no host room): no new try until they change
     /// or the fallback timer fires.
     stalled: Option<(u64, u64)>,
+    /// The nice value `run` gives its thread (see [`Monitor::set_nice`]).
+    nice: Option<i32>,
     /// The last warning level logged for a pool that cannot grow (0 none,
     /// 1 threshold, 2 critical), so each level is logged once.
     warned: u8,
@@ -141,6 +146,7 @@ impl Monitor {
             can_grow,
             lock_wait: Duration::from_secs(30),
             stalled: None,
+            nice: Some(DEFAULT_NICE),
             warned: 0,
         })
     }
@@ -153,6 +159,14 @@ impl Monitor {
     /// How often the pool is checked without an event (default 10 s).
     pub fn set_fallback_interval(&mut self, interval: Duration) {
         self.interval = interval.max(Duration::from_millis(1));
+    }
+
+    /// The nice value [`Monitor::run`] gives the thread it runs on (default
+    /// -10: a growth must win the CPU from the writers filling the pool;
+    /// refused without `CAP_SYS_NICE`, then logged and left as it is);
+    /// `None` leaves the thread's priority alone.
+    pub fn set_nice(&mut self, nice: Option<i32>) {
+        self.nice = nice;
     }
 
     /// With `false`, only the fallback timer wakes the monitor (no dm
@@ -330,6 +344,14 @@ impl Monitor {
     /// `stop` is readable (say a signalfd for SIGTERM, or a pipe). A failed
     /// check is logged and the monitor goes on.
     pub fn run(&mut self, stop: BorrowedFd<'_>) -> Result<()> {
+        if let Some(nice) = self.nice {
+            if let Err(e) = super::sys::set_thread_nice(nice) {
+                log::info!(
+                    "pool {}: monitor priority left as is (nice {nice}: {e})",
+                    self.pool_name
+                );
+            }
+        }
         let mut next_timer = Instant::now() + self.interval;
         let mut timer = false;
         loop {

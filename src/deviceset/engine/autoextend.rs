@@ -153,10 +153,12 @@ impl Config {
     /// live table has another mark (a table reload, no growth).
     fn arm_low_water(&self, state: &mut State, threshold: u32) -> Result<()> {
         let live = self.pool_line(state)?;
-        let line = self.armed_line(state, None, threshold)?;
-        if line == live {
+        let bs = u64::from(self.block_size.sectors());
+        let want = low_water_blocks(live.length() / bs, threshold);
+        if ThinPoolTable::from_line(&live)?.low_water_mark() == want {
             return Ok(());
         }
+        let line = self.armed_line(state, None, threshold)?;
         log::info!(
             "pool {}: low-water mark set for {threshold}% use",
             self.pool_name
@@ -448,6 +450,37 @@ mod tests {
         assert_eq!(plan(1, 1, mib, &o, u64::MAX, mib), Plan::Grow(2 * mib));
         // No total (a failed status) never grows.
         assert_eq!(plan(0, 0, mib, &o, u64::MAX, mib), Plan::Below);
+    }
+
+    #[test]
+    fn growth_log_round_trips_through_the_store() {
+        use crate::deviceset::store::MetadataStore;
+        let s = crate::testutil::Scratch::new("growthlog");
+        let store = MetadataStore::open(s.path(), 64).unwrap();
+        assert!(store
+            .read_side_file::<GrowthLog>(LOG_FILE)
+            .unwrap()
+            .is_none());
+        let g = Growth {
+            target: GrowthTarget::Metadata,
+            from: 2 << 20,
+            to: 3 << 20,
+            at: 1,
+            micros: 1500,
+        };
+        let log = GrowthLog {
+            options: Some(o(70, 30)),
+            pending: Some(g.clone()),
+            history: vec![g.clone()],
+        };
+        store.write_side_file(LOG_FILE, &log).unwrap();
+        let back: GrowthLog = store.read_side_file(LOG_FILE).unwrap().unwrap();
+        assert_eq!(back.options, log.options);
+        assert_eq!((back.pending, back.history), (Some(g.clone()), vec![g]));
+        // A damaged log is an error naming the file, not a silent reset.
+        std::fs::write(s.path().join("metadata").join(LOG_FILE), b"{").unwrap();
+        let e = store.read_side_file::<GrowthLog>(LOG_FILE).unwrap_err();
+        assert!(e.to_string().contains(LOG_FILE), "{e}");
     }
 
     #[test]
