@@ -302,6 +302,9 @@ fn monitor_grows_the_pool_ahead_of_full_speed_writers() {
         median_ms(ms)
     );
     assert!(log.contains("grown from"), "{log}");
+    for line in log.lines().filter(|l| l.contains("grown from")) {
+        say!("  {line}");
+    }
     check_invariants(&set);
     set.shutdown().unwrap();
     drop(set);

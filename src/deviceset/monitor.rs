@@ -63,6 +63,8 @@ pub struct Monitor {
     stalled: Option<(u64, u64)>,
     /// The nice value `run` gives its thread (see [`Monitor::set_nice`]).
     nice: Option<i32>,
+    /// The growth's state under the lock, kept between growths (a root's).
+    light: Option<Box<(Config, State)>>,
     /// The last warning level logged for a pool that cannot grow (0 none,
     /// 1 threshold, 2 critical), so each level is logged once.
     warned: u8,
@@ -147,6 +149,7 @@ impl Monitor {
             lock_wait: Duration::from_secs(30),
             stalled: None,
             nice: Some(DEFAULT_NICE),
+            light: None,
             warned: 0,
         })
     }
@@ -241,30 +244,27 @@ impl Monitor {
 
     /// Runs [`DeviceSet::autoextend`] under the set's lock.
     fn grow(&mut self) -> Result<Vec<Growth>> {
-        match &self.source {
-            Source::Set(set) => set.autoextend(&self.options),
-            Source::Root(root, set_options) => {
-                let lock = self.wait_for_lock(root)?;
-                match self.grow_locked(root, set_options)? {
-                    Some(grown) => Ok(grown),
-                    None => {
-                        // Degraded (out of space): the full open, whose
-                        // growth also finishes what the pool held back.
-                        drop(lock);
-                        let t0 = Instant::now();
-                        let set = loop {
-                            match DeviceSet::open(root, (**set_options).clone()) {
-                                Err(DeviceSetError::Lock(_)) if t0.elapsed() < self.lock_wait => {
-                                    std::thread::sleep(Duration::from_millis(5));
-                                }
-                                other => break other?,
-                            }
-                        };
-                        set.autoextend(&self.options)
-                    }
-                }
-            }
+        let (root, set_options) = match &self.source {
+            Source::Set(set) => return set.autoextend(&self.options),
+            Source::Root(root, o) => (root.clone(), (**o).clone()),
+        };
+        let lock = self.wait_for_lock(&root)?;
+        if let Some(grown) = self.grow_locked(&root, &set_options)? {
+            return Ok(grown);
         }
+        // Degraded (out of space): the full open, whose growth also
+        // finishes what the pool held back.
+        drop(lock);
+        let t0 = Instant::now();
+        let set = loop {
+            match DeviceSet::open(&root, set_options.clone()) {
+                Err(DeviceSetError::Lock(_)) if t0.elapsed() < self.lock_wait => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other?,
+            }
+        };
+        set.autoextend(&self.options)
     }
 
     /// The set's lock, waited for (other dmthin commands hold it briefly).
@@ -284,14 +284,27 @@ impl Monitor {
     /// only the pool, its backing files and the growth log are touched, so
     /// neither the devices' records nor their recovery are needed. `None`
     /// when the pool cannot take changes (a full open then heals it).
-    fn grow_locked(&self, root: &Path, set_options: &Options) -> Result<Option<Vec<Growth>>> {
-        let store = MetadataStore::open(root, MAX_FILE_ID_LEN)?;
-        let Some(set) = store.read_set()? else {
-            return Err(DeviceSetError::InvalidOption {
-                option: "root",
-                reason: format!("no device set at {}", root.display()),
-            });
+    fn grow_locked(&mut self, root: &Path, set_options: &Options) -> Result<Option<Vec<Growth>>> {
+        let mut light = match self.light.take() {
+            Some(l) => l,
+            None => Box::new(self.light_state(root, set_options)?),
         };
+        let (config, state) = &mut *light;
+        // Read again under the lock: another process may have changed it.
+        state.set = read_set(&state.store, root)?;
+        if config.degraded(state)?.is_some() {
+            return Ok(None);
+        }
+        let grown = config.autoextend(state, &self.options)?;
+        self.light = Some(light);
+        Ok(Some(grown))
+    }
+
+    /// What a growth under the lock works on, kept between growths (the
+    /// set's record is read again each time).
+    fn light_state(&self, root: &Path, set_options: &Options) -> Result<(Config, State)> {
+        let store = MetadataStore::open(root, MAX_FILE_ID_LEN)?;
+        let set = read_set(&store, root)?;
         let prefix = self
             .pool_name
             .strip_suffix("pool")
@@ -309,11 +322,7 @@ impl Monitor {
                 NodeMode::Bypass
             });
         }
-        let mut state = State::for_pool(ctl, store, set);
-        if config.degraded(&mut state)?.is_some() {
-            return Ok(None);
-        }
-        config.autoextend(&mut state, &self.options).map(Some)
+        Ok((config, State::for_pool(ctl, store, set)))
     }
 
     /// A pool on block devices: logs each level (threshold, 95%) once.
@@ -388,4 +397,14 @@ impl Monitor {
             timer = Instant::now() >= next_timer;
         }
     }
+}
+
+/// The set record of the set at `root`.
+fn read_set(store: &MetadataStore, root: &Path) -> Result<super::store::SetRecord> {
+    store
+        .read_set()?
+        .ok_or_else(|| DeviceSetError::InvalidOption {
+            option: "root",
+            reason: format!("no device set at {}", root.display()),
+        })
 }

@@ -321,6 +321,7 @@ impl Config {
         fail_point!("autoextend.after_intent")?;
         self.grow_backing(state, backing(target), to)?;
         fail_point!("autoextend.after_grow_file")?;
+        let file_done = started.elapsed();
         let data_sectors = (target == GrowthTarget::Data).then(|| sectors(to));
         let line = self.armed_line(state, data_sectors, threshold)?;
         state.ctl.reload_table_steps(
@@ -330,6 +331,7 @@ impl Config {
             || fail_point!("autoextend.after_suspend"),
         )?;
         fail_point!("autoextend.after_reload")?;
+        let reload_done = started.elapsed();
         growth.micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         log.pending = None;
         log.history.push(growth.clone());
@@ -337,10 +339,12 @@ impl Config {
         log.history.drain(..excess);
         self.write_growth_log(state, &log)?;
         log::info!(
-            "pool {}: {} grown from {from} to {to} bytes in {} ms",
+            "pool {}: {} grown from {from} to {to} bytes in {} ms (log and file {} ms, table reload {} ms)",
             self.pool_name,
             target_name(target),
-            growth.micros / 1000
+            growth.micros / 1000,
+            file_done.as_millis(),
+            (reload_done - file_done).as_millis()
         );
         Ok(growth)
     }
