@@ -104,7 +104,10 @@ fn host_free(file: &Path) -> Result<u64> {
         option: "storage",
         reason: format!("statvfs {}: {e}", dir.display()),
     })?;
-    Ok(u64::from(vfs.blocks_available()).saturating_mul(u64::from(vfs.fragment_size())))
+    // u64 on 64-bit targets, narrower on some 32-bit ones.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(vfs.blocks_available()), u64::from(vfs.fragment_size()));
+    Ok(blocks.saturating_mul(size))
 }
 
 impl Config {
