@@ -4,7 +4,7 @@
 use crate::args::Spec;
 use crate::output::{failed, human};
 use crate::{CliError, CliResult};
-use dmthin::deviceset::{DeviceSet, Monitor};
+use dmthin::deviceset::{AutoextendOptions, DeviceSet, Monitor};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 use std::ffi::OsString;
@@ -77,6 +77,15 @@ pub(crate) fn run(root: &Path, args: &[OsString], out: &mut dyn Write) -> CliRes
     }
     let max_data = p.size("--max-size")?;
     let max_meta = p.size("--max-metadata-size")?;
+    // Out-of-range percentages are usage errors, before the set is looked at.
+    let d = AutoextendOptions::default();
+    AutoextendOptions {
+        threshold_percent: threshold.unwrap_or(d.threshold_percent),
+        extend_percent: extend.unwrap_or(d.extend_percent),
+        ..d
+    }
+    .validate()
+    .map_err(|e| p.usage(e.to_string()))?;
     let Some(mut set_options) = DeviceSet::recorded_options(root).map_err(failed)? else {
         return Err(CliError::Failed(format!(
             "no device set at {}; run 'dmthin --root {} init' first",
@@ -129,4 +138,42 @@ pub(crate) fn run(root: &Path, args: &[OsString], out: &mut dyn Write) -> CliRes
         log::info!("stopped by signal {}", sig.ssi_signo);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage_error(args: &[&str]) -> String {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let root = Path::new("/nonexistent/dmthin-monitor-test");
+        match run(root, &args, &mut Vec::new()) {
+            Err(CliError::Usage(msg, "dmthin monitor --help")) => msg,
+            other => panic!("not a usage error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_the_option() {
+        assert!(usage_error(&["--threshold", "high"]).starts_with("--threshold:"));
+        assert!(usage_error(&["--threshold", "100"]).contains("autoextend threshold"));
+        assert!(usage_error(&["--extend", "0"]).contains("autoextend percent"));
+        assert!(usage_error(&["--max-size", "lots"]).starts_with("--max-size:"));
+        assert!(usage_error(&["--interval", "0"]).starts_with("--interval:"));
+        assert_eq!(usage_error(&["extra"]), "unexpected argument 'extra'");
+    }
+
+    #[test]
+    fn help_and_a_missing_set() {
+        let mut out = Vec::new();
+        run(Path::new("/"), &[OsString::from("--help")], &mut out).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .starts_with("Usage: dmthin monitor"));
+        let root = Path::new("/nonexistent/dmthin-monitor-test");
+        match run(root, &[OsString::from("--threshold=70%")], &mut Vec::new()) {
+            Err(CliError::Failed(msg)) => assert!(msg.starts_with("no device set at"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

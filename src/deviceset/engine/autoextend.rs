@@ -106,7 +106,10 @@ fn host_free(file: &Path) -> Result<u64> {
     })?;
     // u64 on 64-bit targets, narrower on some 32-bit ones.
     #[allow(clippy::useless_conversion)]
-    let (blocks, size) = (u64::from(vfs.blocks_available()), u64::from(vfs.fragment_size()));
+    let (blocks, size) = (
+        u64::from(vfs.blocks_available()),
+        u64::from(vfs.fragment_size()),
+    );
     Ok(blocks.saturating_mul(size))
 }
 
