@@ -253,6 +253,14 @@ fn check_history(history: &[Growth], data_total: u64) -> Vec<Growth> {
     data
 }
 
+/// The set's invariants hold; it shuts down; thin_check passes.
+fn finish(set: &DeviceSet, root: &Path) {
+    check_invariants(set);
+    set.shutdown().unwrap();
+    let (ok, out) = thin_check_file(&root.join("devicemapper/metadata"));
+    assert!(ok, "{out}");
+}
+
 fn median_ms(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -305,11 +313,7 @@ fn monitor_grows_the_pool_ahead_of_full_speed_writers() {
     for line in log.lines().filter(|l| l.contains("grown from")) {
         say!("  {line}");
     }
-    check_invariants(&set);
-    set.shutdown().unwrap();
-    drop(set);
-    let (ok, out) = thin_check_file(&r.join("devicemapper/metadata"));
-    assert!(ok, "{out}");
+    finish(&set, r);
 }
 
 #[test]
@@ -369,11 +373,7 @@ fn snapshot_storm_grows_the_metadata() {
         file / MIB,
         o.threshold_percent
     );
-    check_invariants(&set);
-    set.shutdown().unwrap();
-    drop(set);
-    let (ok, out) = thin_check_file(&r.join("devicemapper/metadata"));
-    assert!(ok, "{out}");
+    finish(&set, r);
 }
 
 #[test]
@@ -491,11 +491,7 @@ fn a_crash_mid_growth_is_repaired_by_the_next_open() {
             })
             .unwrap();
         assert_eq!(grown[0].from, st.data_total, "{fp}");
-        check_invariants(&set);
-        set.shutdown().unwrap();
-        drop(set);
-        let (ok, out) = thin_check_file(&r.join("devicemapper/metadata"));
-        assert!(ok, "{fp}: {out}");
+        finish(&set, r);
         say!("autoextend crash at {fp}: repaired by the next open");
     }
 }
