@@ -588,3 +588,105 @@ fn bench_event_vs_timer() {
         "the timer-only check kept up: the write rate is too low to compare"
     );
 }
+
+fn loop_dev(file: &Path, mib: u64) -> String {
+    std::fs::File::create(file)
+        .unwrap()
+        .set_len(mib * MIB)
+        .unwrap();
+    sh_ok(&format!("losetup -f --show {}", file.display()))
+        .trim()
+        .to_string()
+}
+
+/// `dmthin monitor` once on `root` with `args`: its log.
+fn cli_once(root: &Path, args: &[&str]) -> String {
+    let (child, log) = spawn_cli(root, args);
+    stop_cli(child, &log);
+    let log = log.lock().unwrap().clone();
+    log
+}
+
+#[test]
+fn block_device_pools_warn_then_err_and_never_grow() {
+    let root = Root::new("ae-block");
+    let data = loop_dev(&root.0.join("d.img"), 64);
+    let meta = loop_dev(&root.0.join("m.img"), 8);
+    let set_root = root.0.join("set");
+    let mut o = small(64 * MIB, 8 * MIB);
+    o.storage = StorageOptions::BlockDevices {
+        data: data.clone().into(),
+        metadata: meta.clone().into(),
+    };
+    let set = DeviceSet::open(&set_root, o).unwrap();
+    let paths = devices(&set, 2);
+    let pool = set.pool_name().to_string();
+    drop(set);
+    let log = cli_once(&set_root, &["--threshold", "1"]);
+    assert!(
+        log.contains("dmthin: warning: ") && log.contains("cannot be grown"),
+        "{log}"
+    );
+    assert!(!log.contains("dmthin: error: "), "{log}");
+    // Fill the pool to 95% or more (below 100%: writes still work).
+    let mut ctl = Control::open().unwrap();
+    let mut v = vec![0u8; CHUNK + 4096];
+    'fill: for (d, p) in paths.iter().enumerate() {
+        let f = open_direct(p, true);
+        for i in 0..32u64 {
+            let s = pool_status(&mut ctl, &pool);
+            if s.used_data_blocks * 100 >= s.total_data_blocks * 96 {
+                break 'fill;
+            }
+            let buf = aligned(&mut v);
+            pattern(buf, d as u64, i);
+            f.write_all_at(buf, i * CHUNK as u64).unwrap();
+        }
+    }
+    let log = cli_once(&set_root, &["--threshold", "1"]);
+    assert!(
+        log.contains("dmthin: error: ") && log.contains("cannot be grown"),
+        "{log}"
+    );
+    let set = DeviceSet::open(&set_root, recorded(&set_root)).unwrap();
+    assert_eq!(set.status().unwrap().data_total, 64 * MIB);
+    assert!(set.growth_history().unwrap().is_empty());
+    set.shutdown().unwrap();
+    drop(set);
+    sh(&format!("losetup -d {data} {meta}"));
+}
+
+#[test]
+fn no_room_on_the_host_leaves_the_pool_as_it_is() {
+    let root = Root::new("ae-room");
+    let set_root = root.0.join("set");
+    std::fs::create_dir_all(&set_root).unwrap();
+    // 72 MiB: the 8 MiB metadata file and what the pool writes leave less
+    // than the 12.8 MiB a 20% growth of the 64 MiB data file needs.
+    sh_ok(&format!(
+        "mount -t tmpfs -o size=72M,mode=0700 tmpfs {}",
+        set_root.display()
+    ));
+    let set = DeviceSet::open(&set_root, small(64 * MIB, 8 * MIB)).unwrap();
+    let paths = devices(&set, 2);
+    let (errors, _) = write_all(&paths, 26, Duration::from_secs(120));
+    assert!(errors.is_empty(), "{errors:?}");
+    let st = set.status().unwrap();
+    assert!(st.data_used * 100 >= st.data_total * 80, "{st:?}");
+    let grown = set.autoextend(&AutoextendOptions::default()).unwrap();
+    assert!(grown.is_empty(), "{grown:?}");
+    let file = set_root.join("devicemapper/data");
+    assert_eq!(set.status().unwrap().data_total, 64 * MIB);
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 64 * MIB);
+    // A growth that fits (5%: 3.2 MiB) is made.
+    let small_step = AutoextendOptions {
+        extend_percent: 5,
+        ..AutoextendOptions::default()
+    };
+    let grown = set.autoextend(&small_step).unwrap();
+    assert_eq!(grown.len(), 1, "{grown:?}");
+    assert!(set.status().unwrap().data_total > 64 * MIB);
+    finish(&set, &set_root);
+    drop(set);
+    sh(&format!("umount {}", set_root.display()));
+}
