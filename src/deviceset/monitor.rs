@@ -25,6 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How often a growth that could not be made (at the cap, no host room) is
+/// tried again while the pool's size stays the same.
+const STALLED_RETRY: Duration = Duration::from_secs(60);
+
 /// The monitor thread's default nice value.
 const DEFAULT_NICE: i32 = -10;
 
@@ -58,9 +62,9 @@ pub struct Monitor {
     can_grow: bool,
     lock_wait: Duration,
     /// The pool's (data, metadata) totals when a growth was due but none
-    /// was made (at the cap, no host room): no new try until they change
-    /// or the fallback timer fires.
-    stalled: Option<(u64, u64)>,
+    /// was made (at the cap, no host room), and since when: no new try
+    /// until they change, or a timer check a minute later.
+    stalled: Option<((u64, u64), Instant)>,
     /// The nice value `run` gives its thread (see [`Monitor::set_nice`]).
     nice: Option<i32>,
     /// The growth's state under the lock, kept between growths (a root's).
@@ -212,12 +216,16 @@ impl Monitor {
             return Ok(check);
         }
         let totals = (s.total_data_blocks, s.total_metadata_blocks);
-        if !due || (!timer && self.stalled == Some(totals)) {
+        let retry = match self.stalled {
+            Some((t, since)) if t == totals => timer && since.elapsed() >= STALLED_RETRY,
+            _ => true,
+        };
+        if !due || !retry {
             return Ok(check);
         }
         check.growths = self.grow()?;
         if check.growths.is_empty() {
-            self.stalled = Some(totals);
+            self.stalled = Some((totals, Instant::now()));
         } else {
             self.stalled = None;
         }
