@@ -589,16 +589,6 @@ fn bench_event_vs_timer() {
     );
 }
 
-fn loop_dev(file: &Path, mib: u64) -> String {
-    std::fs::File::create(file)
-        .unwrap()
-        .set_len(mib * MIB)
-        .unwrap();
-    sh_ok(&format!("losetup -f --show {}", file.display()))
-        .trim()
-        .to_string()
-}
-
 /// `dmthin monitor` once on `root` with `args`: its log.
 fn cli_once(root: &Path, args: &[&str]) -> String {
     let (child, log) = spawn_cli(root, args);
