@@ -680,3 +680,70 @@ fn no_room_on_the_host_leaves_the_pool_as_it_is() {
     drop(set);
     sh(&format!("umount {}", set_root.display()));
 }
+
+#[test]
+fn the_snapshotter_grows_its_pool_in_process() {
+    let root = Root::new("ae-snap");
+    let r = root.0.as_path();
+    let set = DeviceSet::open(r, small(64 * MIB, 8 * MIB)).unwrap();
+    let st = set.status().unwrap();
+    // At the pool's present use: the first check grows it once.
+    let o = AutoextendOptions {
+        threshold_percent: (st.data_used * 100 / st.data_total) as u32,
+        ..AutoextendOptions::default()
+    };
+    assert!(o.threshold_percent >= 1, "{st:?}");
+    set.remember_autoextend_options(&o).unwrap();
+    drop(set);
+    let socket = r.join("snap.sock");
+    let mut child = Command::new("dmthin-snapshotter")
+        .arg("--root")
+        .arg(r)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--autoextend", "--log-level", "info"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let (stderr, l) = (child.stderr.take().unwrap(), log.clone());
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if line.contains("serving on") {
+                let _ = tx.send(());
+            }
+            l.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let started = rx.recv_timeout(Duration::from_secs(120));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("snapshotter ignored SIGTERM: {}", log.lock().unwrap());
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let log = log.lock().unwrap().clone();
+    assert!(started.is_ok(), "snapshotter did not start: {log}");
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("pool monitor: grow by 20%"), "{log}");
+    let set = DeviceSet::open(r, recorded(r)).unwrap();
+    let history = set.growth_history().unwrap();
+    let st = set.status().unwrap();
+    let data = check_history(&history, st.data_total);
+    assert_eq!(data.len(), 1, "{history:?}\n{log}");
+    assert_eq!(data[0].from, 64 * MIB);
+    say!(
+        "autoextend in the snapshotter: pool grown 64 MiB -> {} MiB in {:.1} ms",
+        st.data_total / MIB,
+        data[0].micros as f64 / 1000.0
+    );
+    set.shutdown().unwrap();
+}
