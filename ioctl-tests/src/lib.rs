@@ -21,7 +21,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 mod sys;
-pub use sys::{block_device_geometry, poll_readable, Geometry};
+pub use sys::{block_device_geometry, poll_readable, set_thread_nice, Geometry};
 
 /// `/dev/mapper/control`, the device-mapper control node.
 pub const DM_CONTROL: &str = "/dev/mapper/control";

@@ -69,3 +69,15 @@ pub fn poll_readable(fd: i32, timeout: Duration) -> io::Result<bool> {
     }
     Ok(r > 0 && pfd.revents & nix::libc::POLLIN != 0)
 }
+
+/// Sets the calling thread's nice value (Linux: per thread), so a test's
+/// observer thread wakes as promptly as the monitor it times.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    let tid = nix::unistd::gettid().as_raw() as nix::libc::id_t;
+    // SAFETY: setpriority takes three integers and touches no memory of ours.
+    let r = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, nice) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

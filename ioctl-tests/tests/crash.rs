@@ -18,7 +18,9 @@ mod common;
 use common::*;
 
 use dmthin::deviceset::failpoint::{self, Mode, FAIL_POINTS};
-use dmthin::deviceset::{DeviceSet, DeviceSetError, FsKind, Options, RemoveOutcome};
+use dmthin::deviceset::{
+    AutoextendOptions, DeviceSet, DeviceSetError, FsKind, Options, RemoveOutcome,
+};
 use dmthin::dm::{Control, DevId, UdevFlags};
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -37,6 +39,14 @@ const CRASH_KNOWN: &[(&str, &str)] = &[];
 
 /// Error cases known to fail until open makes a repair (see [`CRASH_KNOWN`]).
 const ERROR_KNOWN: &[(&str, &str)] = &[];
+
+/// Autoextend at any use (threshold 0), by 1% (a small growth on the VM's tmpfs).
+const AUTOEXTEND_NOW: AutoextendOptions = AutoextendOptions {
+    threshold_percent: 0,
+    extend_percent: 1,
+    max_data_size: None,
+    max_metadata_size: None,
+};
 
 /// Options of the set at `root`: as recorded, or fresh small ones.
 fn opts(root: &Path) -> Options {
@@ -131,6 +141,7 @@ fn run_op(
         "set_initialized" => set.set_initialized(&v, true),
         "grow_pool" => set.grow_pool(size),
         "grow_pool_metadata" => set.grow_pool_metadata(size),
+        "autoextend" => set.autoextend(&AUTOEXTEND_NOW).map(drop),
         other => panic!("no operation for {other}"),
     }
 }
@@ -317,6 +328,17 @@ fn verify_and_retry(op: &str, root: &Path, fp: &str, tag: &str, size: u64) {
             set.grow_pool_metadata(size).unwrap();
             assert_eq!(file_size(&root.join("devicemapper/metadata")), size);
             assert!(set.status().unwrap().metadata_total > 16 * MIB - MIB);
+        }
+        "autoextend" => {
+            // Wholly done or undone: the pool spans the data file.
+            let bs = set.status().unwrap().data_block_size;
+            let file = file_size(&root.join("devicemapper/data"));
+            assert_eq!(set.status().unwrap().data_total, file / bs * bs, "{fp}");
+            let grown = set.autoextend(&AUTOEXTEND_NOW).unwrap();
+            assert!(!grown.is_empty(), "{fp}: the retry grew nothing");
+            assert!(set.status().unwrap().data_total > file / bs * bs, "{fp}");
+            let history = set.growth_history().unwrap();
+            assert!(history.ends_with(&grown), "{fp}: {history:?}");
         }
         "grow_base" => {
             assert_eq!(set.status().unwrap().base_size, size);

@@ -384,16 +384,6 @@ fn busy_device_deferred_removal_and_id_reuse() {
     set.shutdown().unwrap();
 }
 
-fn loop_dev(file: &Path, mib: u64) -> String {
-    std::fs::File::create(file)
-        .unwrap()
-        .set_len(mib * MIB)
-        .unwrap();
-    sh_ok(&format!("losetup -f --show {}", file.display()))
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn block_devices_and_adopted_pools() {
     let root = Root::new("blockdev");

@@ -37,6 +37,9 @@ Options:
   --no-udev-sync          Keep udev out of the way (default: the dm rules skip
                           our devices, dmthin makes the /dev/mapper nodes;
                           several times faster per layer under udev)
+  --autoextend            Grow a loop-file pool before it fills, in this
+                          process (the thresholds 'dmthin monitor' remembered
+                          for the set, else 80% use and 20% growth)
   --teardown-on-exit      On SIGTERM also deactivate every device and remove
                           the pool (for tests; never while containers run)
   --log-level LEVEL       error, warn, info (default) or debug
@@ -60,6 +63,8 @@ pub struct Args {
     pub udev_sync: bool,
     /// `--teardown-on-exit`.
     pub teardown: bool,
+    /// `--autoextend`.
+    pub autoextend: bool,
     /// `--log-level`.
     pub log_level: Option<String>,
     /// `--help`.
@@ -144,6 +149,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--udev-sync" => a.udev_sync = true,
             "--no-udev-sync" => a.udev_sync = false,
             "--teardown-on-exit" => a.teardown = true,
+            "--autoextend" => a.autoextend = true,
             "--log-level" => a.log_level = Some(value(&mut it)?),
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -219,7 +225,8 @@ mod tests {
         let a = p(&[]).unwrap();
         assert_eq!(a.root, PathBuf::from(DEFAULT_ROOT));
         assert_eq!(a.socket, PathBuf::from(DEFAULT_SOCKET));
-        assert!(!a.udev_sync && !a.teardown);
+        assert!(!a.udev_sync && !a.teardown && !a.autoextend);
+        assert!(p(&["--autoextend"]).unwrap().autoextend);
         assert!(!p(&["--udev-sync", "--no-udev-sync"]).unwrap().udev_sync);
         let a = p(&[
             "--root=/r",

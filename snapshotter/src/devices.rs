@@ -5,6 +5,7 @@
 use dmthin::deviceset::{DeviceSet, DeviceSetError, RemoveOutcome};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What went wrong in the device layer, coarsely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,13 +89,13 @@ pub trait Devices: Send + Sync + 'static {
 
 /// The real device layer: dmthin's device set.
 pub struct SetDevices {
-    set: DeviceSet,
+    set: Arc<DeviceSet>,
     fs: String,
 }
 
 impl SetDevices {
     /// Wraps an open set whose base filesystem is `fs`.
-    pub fn new(set: DeviceSet, fs: String) -> SetDevices {
+    pub fn new(set: Arc<DeviceSet>, fs: String) -> SetDevices {
         SetDevices { set, fs }
     }
 }

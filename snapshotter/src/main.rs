@@ -127,6 +127,12 @@ fn run(args: args::Args) -> Result<(), String> {
     let set = DeviceSet::open(&args.root, options)
         .map_err(|e| format!("opening the device set at {}: {e}", args.root.display()))?;
     let dir = set.root().join("snapshotter");
+    let set = Arc::new(set);
+    let monitor = if args.autoextend {
+        Some(start_monitor(set.clone())?)
+    } else {
+        None
+    };
     let devs = devices::SetDevices::new(set, fs);
     let engine = engine::Engine::open(devs, &dir).map_err(|e| e.to_string())?;
     let engine = Arc::new(engine);
@@ -138,6 +144,12 @@ fn run(args: args::Args) -> Result<(), String> {
     let served = rt.block_on(serve(engine.clone(), &args.socket));
     let _ = std::fs::remove_file(&args.socket);
     rt.shutdown_timeout(std::time::Duration::from_secs(10));
+    if let Some((stop, thread)) = monitor {
+        drop(stop);
+        if thread.join().is_err() {
+            log::error!("the pool monitor panicked");
+        }
+    }
     served?;
     if args.teardown {
         log::info!("tearing down the device set");
@@ -145,6 +157,33 @@ fn run(args: args::Args) -> Result<(), String> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// The pool monitor (`--autoextend`) on its own thread; dropping the
+/// returned stream stops it.
+fn start_monitor(
+    set: Arc<DeviceSet>,
+) -> Result<(std::os::unix::net::UnixStream, std::thread::JoinHandle<()>), String> {
+    let mut monitor = dmthin::deviceset::Monitor::for_set(set, None)
+        .map_err(|e| format!("starting the pool monitor: {e}"))?;
+    let o = *monitor.options();
+    log::info!(
+        "pool monitor: grow by {}% at {}% use",
+        o.extend_percent,
+        o.threshold_percent
+    );
+    let (stop, wake) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| format!("starting the pool monitor: {e}"))?;
+    let thread = std::thread::Builder::new()
+        .name("pool-monitor".into())
+        .spawn(move || {
+            use std::os::fd::AsFd;
+            if let Err(e) = monitor.run(wake.as_fd()) {
+                log::error!("pool monitor stopped: {e}");
+            }
+        })
+        .map_err(|e| format!("starting the pool monitor: {e}"))?;
+    Ok((stop, thread))
 }
 
 async fn serve<D: devices::Devices>(

@@ -51,6 +51,10 @@ pub const FAIL_POINTS: &[&str] = &[
     "grow_pool_metadata.after_grow_file",
     "grow_pool_metadata.after_suspend",
     "grow_pool_metadata.after_reload",
+    "autoextend.after_intent",
+    "autoextend.after_grow_file",
+    "autoextend.after_suspend",
+    "autoextend.after_reload",
     "grow_base.after_write_set",
     "grow_base.after_grow_fs",
 ];

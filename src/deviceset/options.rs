@@ -200,6 +200,56 @@ impl Options {
     }
 }
 
+/// When and how far `dmthin monitor` (and [`Monitor`](super::Monitor)) grows a
+/// loop-file pool: moby's `dm.thinp_autoextend_threshold` and
+/// `dm.thinp_autoextend_percent`, plus caps. Remembered per set (its
+/// `metadata/autoextend.json`) so a later `dmthin monitor` without options
+/// keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AutoextendOptions {
+    /// Grow once data or metadata use reaches this percentage (0 to 99;
+    /// 0 grows at every check, for tests). Default 80.
+    pub threshold_percent: u32,
+    /// Grow by this percentage of the current size (1 to 1000). Default 20.
+    pub extend_percent: u32,
+    /// The data file never grows past this many bytes; `None`: only the host
+    /// filesystem's free space limits it.
+    pub max_data_size: Option<u64>,
+    /// The metadata file never grows past this many bytes; `None`: the most
+    /// a thin-pool can use ([`MAX_METADATA_BYTES`](super::MAX_METADATA_BYTES)).
+    pub max_metadata_size: Option<u64>,
+}
+
+impl Default for AutoextendOptions {
+    fn default() -> Self {
+        AutoextendOptions {
+            threshold_percent: 80,
+            extend_percent: 20,
+            max_data_size: None,
+            max_metadata_size: None,
+        }
+    }
+}
+
+impl AutoextendOptions {
+    /// Refuses percentages out of range, naming the option.
+    pub fn validate(&self) -> Result<()> {
+        if self.threshold_percent > 99 {
+            return Err(DeviceSetError::InvalidOption {
+                option: "autoextend threshold",
+                reason: format!("{}% is not below 100%", self.threshold_percent),
+            });
+        }
+        if !(1..=1000).contains(&self.extend_percent) {
+            return Err(DeviceSetError::InvalidOption {
+                option: "autoextend percent",
+                reason: format!("{}% is not between 1% and 1000%", self.extend_percent),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +277,33 @@ mod tests {
         assert_eq!(refused(with(|o| o.base_size = 8 << 20)), "base_size");
         assert_eq!(refused(with(|o| o.base_size = (16 << 20) + 1)), "base_size");
         assert!(with(|o| o.data_block_size = 1000).validate().is_err());
+    }
+
+    #[test]
+    fn autoextend_options_default_and_range() {
+        let d = AutoextendOptions::default();
+        assert_eq!((d.threshold_percent, d.extend_percent), (80, 20));
+        assert!(d.validate().is_ok());
+        let bad = |o: AutoextendOptions| match o.validate() {
+            Err(DeviceSetError::InvalidOption { option, .. }) => option,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            bad(AutoextendOptions {
+                threshold_percent: 100,
+                ..d
+            }),
+            "autoextend threshold"
+        );
+        assert_eq!(
+            bad(AutoextendOptions {
+                extend_percent: 0,
+                ..d
+            }),
+            "autoextend percent"
+        );
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<AutoextendOptions>(&json).unwrap(), d);
     }
 
     #[test]

@@ -97,3 +97,30 @@ pub struct TrimReport {
     /// The data file's allocated bytes afterwards.
     pub data_allocated: Option<u64>,
 }
+
+/// Which backing device of the pool a [`Growth`] grew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrowthTarget {
+    /// The data file.
+    Data,
+    /// The metadata file.
+    Metadata,
+}
+
+/// One automatic growth of a loop-file pool, as the set's autoextend log
+/// (`metadata/autoextend.json`) records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Growth {
+    /// What was grown.
+    pub target: GrowthTarget,
+    /// Its size before, in bytes.
+    pub from: u64,
+    /// Its size after, in bytes.
+    pub to: u64,
+    /// When it started (seconds since the Unix epoch).
+    pub at: u64,
+    /// How long the growth took (file, loop capacity, table reload), in
+    /// microseconds; 0 for one finished by recovery after a crash.
+    pub micros: u64,
+}

@@ -5,9 +5,9 @@ use super::engine::{check_open, Config, State};
 use super::error::{DeviceSetError, Result};
 use super::ids::max_id_len_for_prefix;
 use super::lock::SetLock;
-use super::options::Options;
+use super::options::{AutoextendOptions, Options};
 use super::read_only::ReadOnlySet;
-use super::report::{DeviceSummary, RemoveOutcome, SetStatus};
+use super::report::{DeviceSummary, Growth, RemoveOutcome, SetStatus};
 use super::store::{MetadataStore, RecordProblem};
 use super::usage_report::{DeviceUsage, SetUsage};
 use crate::deviceset::fail_point;
@@ -371,6 +371,41 @@ impl DeviceSet {
             .grow_pool_metadata(&mut state, new_metadata_size)?;
         self.heal(&mut state);
         Ok(())
+    }
+
+    /// One autoextend check (what [`Monitor`](super::Monitor) runs under the
+    /// set's lock): finishes a growth a crash interrupted, grows a loop-file
+    /// pool's data or metadata that reached `options`' threshold (by its
+    /// percentage, up to its cap and the host filesystem's free space), and
+    /// sets the pool's low-water mark at the threshold. Returns the growths
+    /// made; a pool on block devices is never grown (warning, then error at
+    /// 95%).
+    pub fn autoextend(&self, options: &AutoextendOptions) -> Result<Vec<Growth>> {
+        let mut state = self.lock()?;
+        let grown = self.config.autoextend(&mut state, options)?;
+        if !grown.is_empty() {
+            self.heal(&mut state);
+        }
+        Ok(grown)
+    }
+
+    /// The autoextend options remembered for this set, if any were.
+    pub fn autoextend_options(&self) -> Result<Option<AutoextendOptions>> {
+        let state = self.lock()?;
+        Ok(self.config.growth_log(&state)?.options)
+    }
+
+    /// Remembers `options` as this set's autoextend options.
+    pub fn remember_autoextend_options(&self, options: &AutoextendOptions) -> Result<()> {
+        options.validate()?;
+        let state = self.lock()?;
+        self.config.remember_autoextend(&state, options)
+    }
+
+    /// The growths the set's autoextend log holds, oldest first.
+    pub fn growth_history(&self) -> Result<Vec<Growth>> {
+        let state = self.lock()?;
+        Ok(self.config.growth_log(&state)?.history)
     }
 
     /// Unmounts what this set mounted, deactivates every device, and removes the

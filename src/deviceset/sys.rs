@@ -1,10 +1,12 @@
-//! The two block and filesystem ioctls the device set issues itself:
-//! `BLKDISCARD` (discard a byte range of a block device) and `FITRIM`
-//! (fstrim: a mounted filesystem discards its free space). Neither is a
-//! device-mapper ioctl. Every `unsafe` block of the set lives in this file.
+//! The device set's system calls without a safe wrapper in nix: the two block
+//! and filesystem ioctls it issues itself, `BLKDISCARD` (discard a byte range
+//! of a block device) and `FITRIM` (fstrim: a mounted filesystem discards its
+//! free space), neither a device-mapper ioctl; and a thread's scheduling
+//! priority, for the pool monitor. Every `unsafe` block of the set lives here.
 #![allow(unsafe_code)]
 
 use nix::errno::Errno;
+use nix::libc;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `struct fstrim_range` of `<linux/fs.h>`.
@@ -44,4 +46,18 @@ pub(crate) fn fitrim(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
     // `struct fstrim_range`, which `range` is (repr(C), three u64s).
     unsafe { ioctl_fitrim(fd.as_raw_fd(), &mut range) }?;
     Ok(range.len)
+}
+
+/// Sets the calling thread's nice value (on Linux `setpriority` with a
+/// thread id applies to that thread alone). Lowering it below 0 needs
+/// `CAP_SYS_NICE`.
+pub(crate) fn set_thread_nice(nice: i32) -> nix::Result<()> {
+    let tid = libc::id_t::try_from(nix::unistd::gettid().as_raw()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: setpriority takes three integers and touches no memory of ours.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
+    if r == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
 }

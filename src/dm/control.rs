@@ -760,3 +760,10 @@ impl Control {
         }
     }
 }
+
+/// The control fd, for `poll()` after [`Control::arm_poll`].
+impl AsFd for Control {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}

@@ -300,3 +300,14 @@ pub const SMALL_INIT: [&str; 7] = [
     "--base-size",
     "64M",
 ];
+
+/// A `mib` MiB sparse file at `file` on a new loop device; its path.
+pub fn loop_dev(file: &Path, mib: u64) -> String {
+    std::fs::File::create(file)
+        .unwrap()
+        .set_len(mib * MIB)
+        .unwrap();
+    sh_ok(&format!("losetup -f --show {}", file.display()))
+        .trim()
+        .to_string()
+}

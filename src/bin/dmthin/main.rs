@@ -14,6 +14,7 @@ mod args;
 mod logger;
 mod look;
 mod loop_cmds;
+mod monitor_cmd;
 mod output;
 mod set_cmds;
 mod usage_out;
@@ -40,6 +41,7 @@ Device set (a thin pool, a base filesystem, one snapshot per id):
   usage      Space each device uses: mapped, exclusive, shared
   grow-pool  Grow the pool's data space
   trim       Run fstrim on the mounted devices: the host gets space back
+  monitor    Grow a loop-file pool before it fills (foreground, until SIGTERM)
   shutdown   Unmount, deactivate everything and remove the pool
 
 Loop devices:
@@ -140,6 +142,7 @@ fn run(args: &[OsString], out: &mut dyn Write) -> CliResult {
         Some("-h" | "--help" | "help") => Ok(write!(out, "{USAGE}")?),
         Some("-V" | "--version") => Ok(writeln!(out, "dmthin {VERSION}")?),
         Some("loop") => loop_cmds::run(rest, out),
+        Some("monitor") => monitor_cmd::run(&root, rest, out),
         _ => set_cmds::run(root, cmd, rest, out),
     }
 }

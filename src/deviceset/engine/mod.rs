@@ -2,6 +2,7 @@
 //! steps every operation shares, run on the locked [`State`].
 
 mod activation;
+mod autoextend;
 mod base;
 mod guard;
 mod mounts;
@@ -11,6 +12,7 @@ mod snapshot;
 mod space;
 mod usage;
 
+pub(crate) use autoextend::{percent, CRITICAL_PERCENT};
 pub(crate) use guard::{ClaimedId, OpenTransaction};
 pub(crate) use mounts::mount_paths;
 pub use pool::MAX_METADATA_BYTES;
@@ -52,6 +54,27 @@ pub(crate) struct State {
     pub(crate) closed: bool,
     /// Thin ids damaged records may own: recovery never deletes them.
     pub(crate) damaged: recovery::DamagedClaims,
+}
+
+impl State {
+    /// The state of a set opened only to work on its pool (the monitor's
+    /// growth, under the set's lock): its record, no devices.
+    pub(crate) fn for_pool(ctl: Control, store: MetadataStore, set: SetRecord) -> State {
+        State {
+            ctl,
+            store,
+            set,
+            set_written: true,
+            devices: BTreeMap::new(),
+            ids: ThinIdAllocator::new(),
+            transaction_id: 0,
+            pool_dev: Dev::default(),
+            mounts: BTreeMap::new(),
+            loops: Vec::new(),
+            closed: false,
+            damaged: recovery::DamagedClaims::default(),
+        }
+    }
 }
 
 /// What does not change after open: the set's settings and names.

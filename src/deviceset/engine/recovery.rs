@@ -141,6 +141,14 @@ impl Config {
             damaged,
         };
         self.setup_pool(&mut state, set_written)?;
+        // A growth the monitor was making when it died: finished (or
+        // dropped) before the pool's state is judged.
+        if let Err(e) = self.finish_growth(&mut state) {
+            log::warn!(
+                "pool {}: finishing an interrupted growth failed: {e}",
+                self.pool_name
+            );
+        }
         let degraded = self.degraded(&mut state)?;
         let redo_base = match (&degraded, transaction) {
             (Some(why), Some(txn)) => {

@@ -245,6 +245,32 @@ impl MetadataStore {
         self.write_atomic(&self.meta_dir, &self.meta_dir_file, &path, &bytes)
     }
 
+    /// Durably writes `value` as JSON to `<root>/metadata/<name>`, a side
+    /// file beside the set record (the autoextend log uses it).
+    pub(crate) fn write_side_file<T: serde::Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let path = self.meta_dir.join(name);
+        let bytes = to_json(value, &path)?;
+        self.write_atomic(&self.meta_dir, &self.meta_dir_file, &path, &bytes)
+    }
+
+    /// Reads the side file `<root>/metadata/<name>`; `Ok(None)` when absent.
+    pub(crate) fn read_side_file<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let path = self.meta_dir.join(name);
+        let Some(bytes) = read_if_exists(&path)? else {
+            return Ok(None);
+        };
+        parse(&bytes)
+            .map(Some)
+            .map_err(|reason| StoreError::Corrupt { path, reason })
+    }
+
     /// Reads the set record; `Ok(None)` for a new set. A damaged record is
     /// [`StoreError::Corrupt`]; a newer format is
     /// [`StoreError::UnsupportedVersion`].
