@@ -3,6 +3,7 @@
 
 mod activation;
 mod base;
+mod commit;
 mod guard;
 mod mounts;
 mod pool;
@@ -17,7 +18,7 @@ pub use pool::MAX_METADATA_BYTES;
 use super::error::{DeviceSetError, Result};
 use super::ids::ThinIdAllocator;
 use super::options::{Options, StorageOptions};
-use super::store::{DeviceRecord, MetadataStore, SetRecord};
+use super::store::{DeviceRecord, Journal, MetadataStore, SetRecord, Unresolved};
 use crate::dm::SECTOR_SIZE;
 use crate::dm::{Control, Dev, DevId, DmError, ErrorKind};
 use crate::loopdev::LoopDevice;
@@ -31,6 +32,12 @@ pub(crate) struct State {
     pub(crate) ctl: Control,
     /// The records on disk.
     pub(crate) store: MetadataStore,
+    /// The intent journal: adds, removes and record changes since the last
+    /// fold into `store`'s files.
+    pub(crate) journal: Journal,
+    /// Journal intents of unknown outcome, left while the pool cannot be
+    /// read or changed (degraded); their thin ids stay used.
+    pub(crate) unresolved: Vec<Unresolved>,
     /// The set's record (base device, pool, options).
     pub(crate) set: SetRecord,
     /// Whether `set` has been written (false until the base device exists).

@@ -302,15 +302,20 @@ pub enum TransactionOp {
         /// The base device's thin id.
         thin_id: u32,
     },
+    /// Moving the pool's transaction id on after the intent journal was
+    /// folded into the record files: no thin changes, so nothing to repair
+    /// whether or not it committed.
+    Fold,
 }
 
 impl TransactionOp {
-    /// The thin id the operation touches.
-    pub fn thin_id(&self) -> u32 {
+    /// The thin id the operation touches (none for a fold).
+    pub fn thin_id(&self) -> Option<u32> {
         match self {
             TransactionOp::Create { thin_id, .. }
             | TransactionOp::Delete { thin_id, .. }
-            | TransactionOp::BaseCreate { thin_id } => *thin_id,
+            | TransactionOp::BaseCreate { thin_id } => Some(*thin_id),
+            TransactionOp::Fold => None,
         }
     }
 
@@ -320,7 +325,7 @@ impl TransactionOp {
             TransactionOp::Create { device_id, .. } | TransactionOp::Delete { device_id, .. } => {
                 Some(device_id)
             }
-            TransactionOp::BaseCreate { .. } => None,
+            TransactionOp::BaseCreate { .. } | TransactionOp::Fold => None,
         }
     }
 }
@@ -351,7 +356,9 @@ pub struct TransactionRecord {
 impl TransactionRecord {
     /// Checks the values: thin id in range, device id valid.
     pub fn validate(&self, max_id_len: usize) -> Result<(), String> {
-        check_thin_id("thin_id", self.op.thin_id())?;
+        if let Some(thin) = self.op.thin_id() {
+            check_thin_id("thin_id", thin)?;
+        }
         if let Some(id) = self.op.device_id() {
             validate_device_id(id, max_id_len).map_err(|e| e.to_string())?;
         }

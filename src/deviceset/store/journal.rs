@@ -1,0 +1,486 @@
+//! The intent journal: `metadata/journal`, append-only, one line per entry.
+//!
+//! An add or a remove costs one durable write: its intent is appended and
+//! `fdatasync`ed before the pool is asked, and no transaction id is moved.
+//! Its outcome follows as a marker written without a sync (`done`) or, on
+//! the rare failure path, with one (`cancel`). A marker lost in a power cut
+//! leaves the intent *unresolved*, and the next open reads the pool's real
+//! state: a create whose thin exists is finished, one whose thin is missing
+//! is dropped, a delete is tried again (deleting a missing thin is fine).
+//!
+//! An entry is unresolved only when nothing was appended after it: the next
+//! entry's `fdatasync` makes every earlier write of the file durable,
+//! markers included, and an operation that cannot write its marker stops
+//! the journal (every later append fails until the set is opened again).
+//! The thin id of an unresolved entry stays used until it is resolved, so a
+//! later create never takes it.
+//!
+//! Each line is `<16 hex digits of FNV-1a 64 of the JSON> <JSON>\n`. A line
+//! that is incomplete or fails its check at the end of the file is the torn
+//! tail of an interrupted append (never acknowledged: its sync had not
+//! returned) and is cut off; one followed by good lines is damage, and the
+//! open fails naming the file.
+//!
+//! The journal is folded into the per-device record files from time to time
+//! (see `MetadataStore::write_records`), then emptied.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{io_err, ProblemReason, StoreError};
+use super::records::DeviceRecord;
+
+/// The journal's file name in the metadata directory.
+pub const JOURNAL_FILE: &str = "journal";
+
+/// Largest journal read at open; a bigger one is reported as damaged.
+const MAX_JOURNAL_BYTES: u64 = 256 << 20;
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Entry {
+    /// About to create `record`'s thin in the pool.
+    Create {
+        /// This intent's sequence number (markers name it).
+        seq: u64,
+        /// The record the device has once made.
+        record: DeviceRecord,
+    },
+    /// About to delete device `device_id`'s thin `thin_id` from the pool.
+    Delete {
+        /// This intent's sequence number.
+        seq: u64,
+        /// The device.
+        device_id: String,
+        /// Its thin id.
+        thin_id: u32,
+    },
+    /// A record changed without a pool step (initialized, deferred deletion).
+    Update {
+        /// The new record.
+        record: DeviceRecord,
+    },
+    /// The intent `seq` happened in the pool.
+    Done {
+        /// The intent.
+        seq: u64,
+    },
+    /// The intent `seq` did not happen.
+    Cancel {
+        /// The intent.
+        seq: u64,
+    },
+}
+
+/// An intent whose outcome the journal does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unresolved {
+    /// A create: finished if its thin exists in the pool, else dropped.
+    Create(DeviceRecord),
+    /// A delete: tried again.
+    Delete {
+        /// The device.
+        device_id: String,
+        /// Its thin id.
+        thin_id: u32,
+    },
+}
+
+impl Unresolved {
+    /// The thin id it touches.
+    pub fn thin_id(&self) -> u32 {
+        match self {
+            Unresolved::Create(r) => r.thin_id,
+            Unresolved::Delete { thin_id, .. } => *thin_id,
+        }
+    }
+}
+
+/// What the journal says on top of the record files.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// Device id → its record after the journal (`None`: deleted).
+    pub changes: BTreeMap<String, Option<DeviceRecord>>,
+    /// Intents of unknown outcome, in journal order.
+    pub unresolved: Vec<Unresolved>,
+    /// Entries read.
+    pub entries: usize,
+    /// Bytes of a torn last append that were cut off.
+    pub torn_bytes: u64,
+}
+
+impl Replay {
+    /// Applies the resolved changes to the records loaded from the files.
+    pub fn apply(&self, devices: &mut BTreeMap<String, DeviceRecord>) {
+        for (id, change) in &self.changes {
+            match change {
+                Some(r) => {
+                    devices.insert(id.clone(), r.clone());
+                }
+                None => {
+                    devices.remove(id);
+                }
+            }
+        }
+    }
+}
+
+/// The open journal file.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    next_seq: u64,
+    entries: usize,
+    /// Device ids the entries touch (what a fold must write).
+    touched: BTreeSet<String>,
+    /// Set once an append failed: the file's end is unknown.
+    stopped: Option<String>,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// One entry as a journal line.
+pub fn encode(entry: &Entry) -> Vec<u8> {
+    let json = serde_json::to_vec(entry).expect("journal entries always serialize");
+    let mut line = format!("{:016x} ", fnv1a(&json)).into_bytes();
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    line
+}
+
+/// One line (without its newline) back into an entry; `None` if damaged.
+fn decode(line: &[u8]) -> Option<Entry> {
+    let (sum, json) = (line.get(..16)?, line.get(17..)?);
+    if line.get(16) != Some(&b' ') {
+        return None;
+    }
+    let sum = u64::from_str_radix(std::str::from_utf8(sum).ok()?, 16).ok()?;
+    if sum != fnv1a(json) {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+/// Parses a journal: its entries and the length of the good prefix. A bad
+/// line followed by a good one is damage (the error's reason).
+pub fn parse(bytes: &[u8]) -> Result<(Vec<Entry>, usize), ProblemReason> {
+    let mut entries = Vec::new();
+    let mut good = 0;
+    let mut bad_at: Option<usize> = None;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') else {
+            break; // an incomplete last line
+        };
+        let line = &bytes[pos..pos + nl];
+        match decode(line) {
+            Some(e) => {
+                if let Some(at) = bad_at {
+                    return Err(ProblemReason::InvalidValue(format!(
+                        "journal line at byte {at} is damaged, yet later lines are good"
+                    )));
+                }
+                entries.push(e);
+                good = pos + nl + 1;
+            }
+            None => {
+                bad_at.get_or_insert(pos);
+            }
+        }
+        pos += nl + 1;
+    }
+    Ok((entries, good))
+}
+
+/// What the entries say, in order (see the module docs).
+pub fn replay(entries: &[Entry]) -> Replay {
+    let mut out = Replay {
+        entries: entries.len(),
+        ..Replay::default()
+    };
+    let mut open: BTreeMap<u64, Unresolved> = BTreeMap::new();
+    for e in entries {
+        match e {
+            Entry::Create { seq, record } => {
+                open.insert(*seq, Unresolved::Create(record.clone()));
+            }
+            Entry::Delete {
+                seq,
+                device_id,
+                thin_id,
+            } => {
+                open.insert(
+                    *seq,
+                    Unresolved::Delete {
+                        device_id: device_id.clone(),
+                        thin_id: *thin_id,
+                    },
+                );
+            }
+            Entry::Update { record } => {
+                out.changes.insert(record.id.clone(), Some(record.clone()));
+            }
+            Entry::Done { seq } => match open.remove(seq) {
+                Some(Unresolved::Create(r)) => {
+                    out.changes.insert(r.id.clone(), Some(r));
+                }
+                Some(Unresolved::Delete { device_id, .. }) => {
+                    out.changes.insert(device_id, None);
+                }
+                None => {}
+            },
+            Entry::Cancel { seq } => {
+                open.remove(seq);
+            }
+        }
+    }
+    out.unresolved = open.into_values().collect();
+    out
+}
+
+fn touched_by(entries: &[Entry]) -> BTreeSet<String> {
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Create { record, .. } | Entry::Update { record } => Some(record.id.clone()),
+            Entry::Delete { device_id, .. } => Some(device_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Journal {
+    /// Opens (creating, durably, if needed) the journal in `meta_dir` and
+    /// reads it. A torn last append is cut off; damage inside is
+    /// [`StoreError::Corrupt`].
+    pub fn open(meta_dir: &Path, meta_dir_file: &File) -> Result<(Journal, Replay), StoreError> {
+        let path = meta_dir.join(JOURNAL_FILE);
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        if !existed {
+            meta_dir_file
+                .sync_all()
+                .map_err(io_err("fsync directory", meta_dir))?;
+        }
+        let mut bytes = Vec::new();
+        (&mut file)
+            .take(MAX_JOURNAL_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err("read", &path))?;
+        let corrupt = |reason| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        if bytes.len() as u64 > MAX_JOURNAL_BYTES {
+            return Err(corrupt(ProblemReason::TooLarge {
+                len: bytes.len() as u64,
+            }));
+        }
+        let (entries, good) = parse(&bytes).map_err(corrupt)?;
+        let mut replay = replay(&entries);
+        if good < bytes.len() {
+            replay.torn_bytes = (bytes.len() - good) as u64;
+            log::warn!(
+                "{}: cutting off {} bytes of an interrupted append",
+                path.display(),
+                replay.torn_bytes
+            );
+            file.set_len(good as u64)
+                .map_err(io_err("truncate", &path))?;
+            file.sync_data().map_err(io_err("fdatasync", &path))?;
+        }
+        let next_seq = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Create { seq, .. }
+                | Entry::Delete { seq, .. }
+                | Entry::Done { seq }
+                | Entry::Cancel { seq } => Some(*seq),
+                Entry::Update { .. } => None,
+            })
+            .max()
+            .map_or(1, |s| s + 1);
+        let journal = Journal {
+            touched: touched_by(&entries),
+            path,
+            file,
+            next_seq,
+            entries: entries.len(),
+            stopped: None,
+        };
+        Ok((journal, replay))
+    }
+
+    /// `<root>/metadata/journal`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Entries since the last fold.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// Whether no entry was written since the last fold.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Device ids the entries since the last fold touch.
+    pub fn touched(&self) -> &BTreeSet<String> {
+        &self.touched
+    }
+
+    fn append(&mut self, entries: &[Entry], sync: bool) -> Result<(), StoreError> {
+        if let Some(why) = &self.stopped {
+            return Err(StoreError::Io {
+                op: "append to",
+                path: self.path.clone(),
+                source: std::io::Error::other(format!(
+                    "the journal stopped after a failed write ({why}); open the set again"
+                )),
+            });
+        }
+        let mut bytes = Vec::new();
+        for e in entries {
+            bytes.extend(encode(e));
+        }
+        let r = self
+            .file
+            .write_all(&bytes)
+            .map_err(io_err("append to", &self.path))
+            .and_then(|()| {
+                if sync {
+                    self.file
+                        .sync_data()
+                        .map_err(io_err("fdatasync", &self.path))
+                } else {
+                    Ok(())
+                }
+            });
+        match r {
+            Ok(()) => {
+                self.entries += entries.len();
+                self.touched.extend(touched_by(entries));
+                Ok(())
+            }
+            Err(e) => {
+                log::error!("{e}: the journal takes no more entries until the set is opened again");
+                self.stopped = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Durably records the intent to create `record`'s thin; returns its
+    /// sequence number.
+    pub fn intend_create(&mut self, record: &DeviceRecord) -> Result<u64, StoreError> {
+        let seq = self.next_seq;
+        self.append(
+            &[Entry::Create {
+                seq,
+                record: record.clone(),
+            }],
+            true,
+        )?;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Durably records the intent to delete `device_id`'s thin.
+    pub fn intend_delete(&mut self, device_id: &str, thin_id: u32) -> Result<u64, StoreError> {
+        let seq = self.next_seq;
+        self.append(
+            &[Entry::Delete {
+                seq,
+                device_id: device_id.to_owned(),
+                thin_id,
+            }],
+            true,
+        )?;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Records that intent `seq` happened, without a sync: lost in a power
+    /// cut, the next open reads the pool instead.
+    pub fn done(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.append(&[Entry::Done { seq }], false)
+    }
+
+    /// Durably records that intent `seq` did not happen.
+    pub fn cancel(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.append(&[Entry::Cancel { seq }], true)
+    }
+
+    /// Durably records that intent `seq` did not happen and `record` is now
+    /// as given (one sync).
+    pub fn cancel_and_update(&mut self, seq: u64, record: &DeviceRecord) -> Result<(), StoreError> {
+        self.append(
+            &[
+                Entry::Cancel { seq },
+                Entry::Update {
+                    record: record.clone(),
+                },
+            ],
+            true,
+        )
+    }
+
+    /// Durably records a changed record.
+    pub fn update(&mut self, record: &DeviceRecord) -> Result<(), StoreError> {
+        self.append(
+            &[Entry::Update {
+                record: record.clone(),
+            }],
+            true,
+        )
+    }
+
+    /// Empties the journal, durably: called once its entries are in the
+    /// record files. A crash before this returns replays them again, which
+    /// changes nothing.
+    pub fn clear(&mut self) -> Result<(), StoreError> {
+        let r = self
+            .file
+            .set_len(0)
+            .map_err(io_err("truncate", &self.path))
+            .and_then(|()| {
+                self.file
+                    .sync_data()
+                    .map_err(io_err("fdatasync", &self.path))
+            });
+        if let Err(e) = r {
+            self.stopped = Some(e.to_string());
+            return Err(e);
+        }
+        self.entries = 0;
+        self.touched.clear();
+        self.stopped = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
