@@ -21,6 +21,13 @@ use std::collections::BTreeSet;
 pub(crate) const FOLD_AT: usize = 1024;
 
 impl Config {
+    /// Whether every thin of the pool is the set's: an owned pool, and no
+    /// damaged record whose thin id is unknown. Only then is a thin found in
+    /// the pool proof that an interrupted create made it.
+    pub(crate) fn pool_is_ours(&self, state: &State) -> bool {
+        state.set.pool_owned && !state.damaged.unknown
+    }
+
     /// Folds the journal into the record files when it has grown past
     /// [`FOLD_AT`]. The operation that calls it has succeeded: a failed fold
     /// is logged and tried again by the next one.
@@ -104,14 +111,16 @@ impl Config {
             match u {
                 Unresolved::Create(record) => {
                     let present = pool_ids.contains(&thin);
-                    let finish = present && !claimed_elsewhere(state, &record.id);
+                    let finish = present
+                        && self.pool_is_ours(state)
+                        && !claimed_elsewhere(state, &record.id);
                     log::warn!(
                         "interrupted create of {} (thin {thin}): {}",
                         record.id,
                         if finish {
                             "its thin exists, the create is finished"
                         } else if present {
-                            "its thin exists but is claimed elsewhere; dropped, the thin left as it is"
+                            "its thin exists but may not be the set's; dropped, the thin left as it is"
                         } else {
                             "its thin does not exist; dropped"
                         }

@@ -6,8 +6,8 @@ use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fail_point;
 use crate::deviceset::ids::{max_id_len_for_prefix, validate_device_id};
 use crate::deviceset::report::{DeviceSummary, RemoveOutcome};
-use crate::deviceset::store::RESERVED_DEVICE_IDS;
 use crate::deviceset::store::DeviceRecord;
+use crate::deviceset::store::RESERVED_DEVICE_IDS;
 use crate::dm::StatusOptions;
 use crate::dm::SECTOR_SIZE;
 use crate::dm::{DevId, ErrorKind, SuspendOptions, UdevFlags};
@@ -180,7 +180,7 @@ impl Config {
             // Undone: the thin deleted, the intent cancelled. A thin that
             // cannot be deleted stays, recorded, and the error is returned.
             if self.delete_thin(&mut claim, thin).is_err() {
-                claim.journal.done(seq)?;
+                claim.journal.done(seq, true)?;
                 claim.keep();
                 state.devices.insert(id.to_string(), record);
                 return Err(e);
@@ -190,9 +190,13 @@ impl Config {
             }
             return Err(e);
         }
-        // Done. The marker is not synced: lost in a power cut, the next open
-        // finds the thin in the pool and finishes the create the same way.
-        let marked = claim.journal.done(seq);
+        // Done. The marker is not synced where the set owns every thin of
+        // the pool: lost in a power cut, the next open finds the thin in the
+        // pool and finishes the create the same way. Elsewhere (an adopted
+        // pool, a damaged record's unknown claim) a thin found there may not
+        // be ours, so the marker is synced and an unmarked create dropped.
+        let sync = !self.pool_is_ours(&claim);
+        let marked = claim.journal.done(seq, sync);
         claim.keep();
         state.devices.insert(id.to_string(), record);
         marked?;
@@ -240,7 +244,8 @@ impl Config {
         // Deleted in the pool. A crash before the marker is durable leaves
         // the intent, and the next open deletes again (a missing thin is fine).
         let injected = fail_point!("remove.after_delete");
-        let marked = state.journal.done(seq);
+        let sync = !self.pool_is_ours(state);
+        let marked = state.journal.done(seq, sync);
         state.devices.remove(id);
         let _ = state.ids.release(thin);
         injected?;

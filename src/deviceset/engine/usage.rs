@@ -207,7 +207,10 @@ impl Config {
         }) {
             Ok(v) => v,
             Err(DeviceSetError::PoolUnusable { reason, .. }) => {
-                log::warn!("pool {}: {reason}; reading its live metadata", self.pool_name);
+                log::warn!(
+                    "pool {}: {reason}; reading its live metadata",
+                    self.pool_name
+                );
                 self.read_metadata(&device, Source::Live, true, ids)?
             }
             Err(e) => return Err(e),

@@ -423,10 +423,10 @@ impl Journal {
         Ok(seq)
     }
 
-    /// Records that intent `seq` happened, without a sync: lost in a power
+    /// Records that intent `seq` happened; without `sync`, lost in a power
     /// cut, the next open reads the pool instead.
-    pub fn done(&mut self, seq: u64) -> Result<(), StoreError> {
-        self.append(&[Entry::Done { seq }], false)
+    pub fn done(&mut self, seq: u64, sync: bool) -> Result<(), StoreError> {
+        self.append(&[Entry::Done { seq }], sync)
     }
 
     /// Durably records that intent `seq` did not happen.

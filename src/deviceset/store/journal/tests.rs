@@ -1,7 +1,7 @@
 use super::*;
 use crate::deviceset::store::MetadataStore;
-use std::collections::BTreeMap;
 use crate::testutil::Scratch;
+use std::collections::BTreeMap;
 
 fn rec(id: &str, thin: u32) -> DeviceRecord {
     DeviceRecord::new(id, None, thin, 1 << 20)
@@ -23,14 +23,14 @@ fn marked_intents_resolve_and_unmarked_ones_do_not() {
     let (mut j, replay) = store.open_journal().unwrap();
     assert_eq!(replay, Replay::default());
     let a = j.intend_create(&rec("a", 1)).unwrap();
-    j.done(a).unwrap();
+    j.done(a, false).unwrap();
     let b = j.intend_create(&rec("b", 2)).unwrap();
     j.cancel(b).unwrap();
     let mut a2 = rec("a", 1);
     a2.initialized = true;
     j.update(&a2).unwrap();
     let d = j.intend_delete("old", 7).unwrap();
-    j.done(d).unwrap();
+    j.done(d, false).unwrap();
     // Interrupted: intent durable, no marker.
     j.intend_create(&rec("c", 3)).unwrap();
     j.intend_delete("x", 9).unwrap();
@@ -41,7 +41,10 @@ fn marked_intents_resolve_and_unmarked_ones_do_not() {
     assert_eq!(replay.torn_bytes, 0);
     assert_eq!(replay.changes.get("a"), Some(&Some(a2.clone())));
     assert_eq!(replay.changes.get("old"), Some(&None));
-    assert!(!replay.changes.contains_key("b"), "a cancelled create changes nothing");
+    assert!(
+        !replay.changes.contains_key("b"),
+        "a cancelled create changes nothing"
+    );
     assert!(!replay.changes.contains_key("c"));
     assert_eq!(
         replay.unresolved,
@@ -80,7 +83,7 @@ fn sequence_numbers_continue_after_a_reopen() {
     let (_dir, store) = store();
     let (mut j, _) = store.open_journal().unwrap();
     let a = j.intend_create(&rec("a", 1)).unwrap();
-    j.done(a).unwrap();
+    j.done(a, false).unwrap();
     drop(j);
     let (mut j, _) = store.open_journal().unwrap();
     let b = j.intend_create(&rec("b", 2)).unwrap();
@@ -98,13 +101,13 @@ fn a_torn_last_append_is_cut_off_and_appends_go_on_after_it() {
     let (dir, store) = store();
     let (mut j, _) = store.open_journal().unwrap();
     let a = j.intend_create(&rec("a", 1)).unwrap();
-    j.done(a).unwrap();
+    j.done(a, false).unwrap();
     drop(j);
     let good = journal_bytes(&dir).len();
     for torn in [
-        &b"0123456789abcdef {\"op\":\"cre"[..],       // no newline
+        &b"0123456789abcdef {\"op\":\"cre"[..], // no newline
         &b"0123456789abcdef {\"op\":\"done\",\"seq\":1}\n"[..], // bad sum
-        &[0u8; 40][..],                                  // zeros
+        &[0u8; 40][..],                         // zeros
     ] {
         let path = dir.path().join("metadata").join(JOURNAL_FILE);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -112,7 +115,11 @@ fn a_torn_last_append_is_cut_off_and_appends_go_on_after_it() {
         drop(f);
         let (mut j, replay) = store.open_journal().unwrap();
         assert_eq!(replay.torn_bytes, torn.len() as u64);
-        assert_eq!(journal_bytes(&dir).len(), good, "cut back to the good prefix");
+        assert_eq!(
+            journal_bytes(&dir).len(),
+            good,
+            "cut back to the good prefix"
+        );
         assert_eq!(replay.entries, 2);
         let b = j.intend_create(&rec("b", 2)).unwrap();
         j.cancel(b).unwrap();
@@ -122,7 +129,7 @@ fn a_torn_last_append_is_cut_off_and_appends_go_on_after_it() {
         assert_eq!(replay.entries, 4);
         j.clear().unwrap();
         let a = j.intend_create(&rec("a", 1)).unwrap();
-        j.done(a).unwrap();
+        j.done(a, false).unwrap();
     }
 }
 
@@ -131,7 +138,7 @@ fn damage_before_good_lines_refuses_the_open() {
     let (dir, store) = store();
     let (mut j, _) = store.open_journal().unwrap();
     let a = j.intend_create(&rec("a", 1)).unwrap();
-    j.done(a).unwrap();
+    j.done(a, false).unwrap();
     drop(j);
     let path = dir.path().join("metadata").join(JOURNAL_FILE);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -140,8 +147,15 @@ fn damage_before_good_lines_refuses_the_open() {
     let e = store.open_journal().unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, StoreError::Corrupt { .. }), "{msg}");
-    assert!(msg.contains("journal") && msg.contains("later lines are good"), "{msg}");
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "a damaged journal is left as it is");
+    assert!(
+        msg.contains("journal") && msg.contains("later lines are good"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "a damaged journal is left as it is"
+    );
 }
 
 #[test]
@@ -184,7 +198,9 @@ fn encode_round_trips_every_entry_kind() {
             device_id: "a".into(),
             thin_id: 1,
         },
-        Entry::Update { record: rec("b", 2) },
+        Entry::Update {
+            record: rec("b", 2),
+        },
         Entry::Done { seq: 1 },
         Entry::Cancel { seq: 2 },
     ];
