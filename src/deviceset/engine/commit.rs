@@ -28,6 +28,30 @@ impl Config {
         state.set.pool_owned && !state.damaged.unknown
     }
 
+    /// Makes sure `transaction.json` says the records continue in the
+    /// journal before the first entry is appended (older builds then refuse
+    /// the set rather than open it without them).
+    pub(crate) fn guard_journal(&self, state: &mut State) -> Result<()> {
+        if !state.journal.guarded() {
+            state.store.mark_journal(state.transaction_id)?;
+            state.journal.set_guarded(true);
+        }
+        Ok(())
+    }
+
+    /// Records the pool's transaction id as committed with no operation
+    /// open, keeping the journal's mark while it holds entries.
+    pub(crate) fn record_committed(&self, state: &mut State) -> Result<()> {
+        let id = state.transaction_id;
+        if state.journal.guarded() && !state.journal.is_empty() {
+            state.store.mark_journal(id)?;
+        } else {
+            state.store.commit(id)?;
+            state.journal.set_guarded(false);
+        }
+        Ok(())
+    }
+
     /// Folds the journal into the record files when it has grown past
     /// [`FOLD_AT`]. The operation that calls it has succeeded: a failed fold
     /// is logged and tried again by the next one.
@@ -66,6 +90,7 @@ impl Config {
             return Ok(());
         }
         let mut txn = OpenTransaction::begin(state, TransactionOp::Fold)?;
+        txn.journal.set_guarded(false);
         let open = txn.open_id();
         self.set_transaction(&mut txn, open)?;
         txn.keep();

@@ -115,7 +115,12 @@ impl Config {
         } = report;
         // The journal's resolved changes go on top of the record files; its
         // unresolved intents keep their thin ids used until settled.
-        let (journal, replay) = store.open_journal()?;
+        let (mut journal, replay) = store.open_journal()?;
+        journal.set_guarded(
+            transaction
+                .as_ref()
+                .is_some_and(|t| t.op == TransactionOp::Journal),
+        );
         replay.apply(&mut devices);
         let unresolved = replay.unresolved;
         check_unique_thin_ids(self, &devices, journal.path())?;
@@ -355,6 +360,8 @@ impl Config {
         state: &mut State,
         txn: Option<TransactionRecord>,
     ) -> Result<bool> {
+        // The journal's mark is no operation: the set was between them.
+        let txn = txn.filter(|t| t.op != TransactionOp::Journal);
         let pool = state.transaction_id;
         let mismatch = |recorded: u64| {
             DeviceSetError::Inconsistent {
@@ -390,7 +397,7 @@ impl Config {
                 TransactionOp::Create { .. } => true,
                 TransactionOp::Delete { device_id, .. } => !state.devices.contains_key(device_id),
                 TransactionOp::BaseCreate { .. } => state.set_written,
-                TransactionOp::Fold => true,
+                TransactionOp::Fold | TransactionOp::Journal => true,
             };
         if complete {
             return Ok(false);
@@ -427,9 +434,9 @@ impl Config {
                 redo_base = true;
             }
             // A fold changes no thin: uncommitted, the id simply stays.
-            TransactionOp::Fold => {}
+            TransactionOp::Fold | TransactionOp::Journal => {}
         }
-        state.store.commit(state.transaction_id)?;
+        self.record_committed(state)?;
         Ok(redo_base)
     }
 

@@ -115,6 +115,7 @@ impl Config {
             let thin = claim.id();
             let thin_id = ThinId::new(thin)?;
             let record = DeviceRecord::new(id, parent.map(str::to_string), thin, size);
+            self.guard_journal(&mut claim)?;
             let seq = claim.journal.intend_create(&record)?;
             let snap = fail_point!("add.after_intent").and_then(|()| {
                 // Snapshotting an active origin: suspend it around create_snap
@@ -212,6 +213,7 @@ impl Config {
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
         };
         self.writable_pool(state)?;
+        self.guard_journal(state)?;
         let seq = state.journal.intend_delete(id, thin)?;
         // A failed delete cancels the intent: the device stays. EBUSY is
         // retried: a deferred removal the kernel is finishing (from a work
@@ -324,6 +326,7 @@ impl Config {
         if state.ctl.exists(&name)? {
             let mut rec = self.record(state, id)?.clone();
             rec.deferred_delete = true;
+            self.guard_journal(state)?;
             state.journal.update(&rec)?;
             fail_point!("remove_deferred.after_write_record")?;
             state.devices.insert(id.to_string(), rec);
@@ -343,6 +346,7 @@ impl Config {
         let mut rec = self.record(state, id)?.clone();
         rec.initialized = initialized;
         fail_point!("set_initialized.before_write")?;
+        self.guard_journal(state)?;
         state.journal.update(&rec)?;
         fail_point!("set_initialized.after_write")?;
         state.devices.insert(id.to_string(), rec);

@@ -142,6 +142,8 @@ pub struct Journal {
     touched: BTreeSet<String>,
     /// Set once an append failed: the file's end is unknown.
     stopped: Option<String>,
+    /// Whether `transaction.json` says the records continue here.
+    guarded: bool,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -328,6 +330,7 @@ impl Journal {
             next_seq,
             entries: entries.len(),
             stopped: None,
+            guarded: false,
         };
         Ok((journal, replay))
     }
@@ -345,6 +348,17 @@ impl Journal {
     /// Whether no entry was written since the last fold.
     pub fn is_empty(&self) -> bool {
         self.entries == 0
+    }
+
+    /// Whether `transaction.json` says the records continue in the journal
+    /// (see `TransactionOp::Journal`).
+    pub fn guarded(&self) -> bool {
+        self.guarded
+    }
+
+    /// Notes whether `transaction.json` says so.
+    pub fn set_guarded(&mut self, guarded: bool) {
+        self.guarded = guarded;
     }
 
     /// Device ids the entries since the last fold touch.

@@ -1,14 +1,21 @@
 //! The device set's durable metadata: one JSON file per device, a set-wide
-//! record and an open-transaction record.
+//! record, an open-transaction record and the intent journal.
 //!
 //! Layout under the set root (directories mode 0700, files mode 0600):
 //!
 //! ```text
 //! <root>/metadata/set.json           SetRecord
 //! <root>/metadata/transaction.json   TransactionState: last committed id, open transaction
-//! <root>/metadata/devices/<id>.json  DeviceRecord, one per device
+//! <root>/metadata/journal            Journal: device changes since the last fold
+//! <root>/metadata/devices/<id>.json  DeviceRecord, one per device (as of the last fold)
 //! <root>/metadata/devices.cache      a derived copy of the records, never trusted alone
 //! ```
+//!
+//! Adds, removes and record changes are appended to the journal (one
+//! `fdatasync` each, see [`Journal`]); the record files are rewritten from
+//! it by a fold ([`MetadataStore::write_records`], one directory fsync for
+//! the batch). A device's record is its last journal entry when it has
+//! one, else its file.
 //!
 //! Every write goes to a fresh temp file in the target's directory (named
 //! `.tmp~…`, which no device id can collide with since ids cannot contain
@@ -301,7 +308,9 @@ impl MetadataStore {
             })?;
         let state = self.transaction_state()?;
         if let Some(open) = state.as_ref().and_then(|s| s.open.as_ref()) {
-            if open.open_transaction_id >= txn.open_transaction_id {
+            if open.op != TransactionOp::Journal
+                && open.open_transaction_id >= txn.open_transaction_id
+            {
                 return Err(StoreError::TransactionPending {
                     path,
                     open_transaction_id: Some(open.open_transaction_id),
@@ -340,6 +349,19 @@ impl MetadataStore {
         self.write_transaction_state(&TransactionState {
             committed_transaction_id: transaction_id,
             open: None,
+        })
+    }
+
+    /// Durably records that the pool's transaction id is `transaction_id`
+    /// and that the device records continue in the journal
+    /// ([`TransactionOp::Journal`]).
+    pub fn mark_journal(&self, transaction_id: u64) -> Result<(), StoreError> {
+        self.write_transaction_state(&TransactionState {
+            committed_transaction_id: transaction_id,
+            open: Some(TransactionRecord {
+                open_transaction_id: transaction_id + 1,
+                op: TransactionOp::Journal,
+            }),
         })
     }
 

@@ -306,6 +306,11 @@ pub enum TransactionOp {
     /// folded into the record files: no thin changes, so nothing to repair
     /// whether or not it committed.
     Fold,
+    /// Not an operation: the device records continue in the intent journal.
+    /// Recorded while the journal holds entries, so that a build that
+    /// predates the journal cannot parse `transaction.json` and refuses the
+    /// set instead of opening it without those records.
+    Journal,
 }
 
 impl TransactionOp {
@@ -315,7 +320,7 @@ impl TransactionOp {
             TransactionOp::Create { thin_id, .. }
             | TransactionOp::Delete { thin_id, .. }
             | TransactionOp::BaseCreate { thin_id } => Some(*thin_id),
-            TransactionOp::Fold => None,
+            TransactionOp::Fold | TransactionOp::Journal => None,
         }
     }
 
@@ -325,7 +330,7 @@ impl TransactionOp {
             TransactionOp::Create { device_id, .. } | TransactionOp::Delete { device_id, .. } => {
                 Some(device_id)
             }
-            TransactionOp::BaseCreate { .. } | TransactionOp::Fold => None,
+            TransactionOp::BaseCreate { .. } | TransactionOp::Fold | TransactionOp::Journal => None,
         }
     }
 }
