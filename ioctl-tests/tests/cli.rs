@@ -183,22 +183,8 @@ fn remove_deferred_through_the_cli() {
         .map(|d| d["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["idle"]);
-    // The mark is durable: in the record file once folded, until then the
-    // journal's last record of the device.
-    let record = r.join("metadata/devices/held.json");
-    let rec: serde_json::Value = match std::fs::read_to_string(&record) {
-        Ok(text) => serde_json::from_str(&text).unwrap(),
-        Err(_) => {
-            let journal = std::fs::read_to_string(r.join("metadata/journal")).unwrap();
-            let line = journal
-                .lines()
-                .rev()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l[17..]).ok())
-                .find(|e| e["record"]["id"] == "held")
-                .expect("a journal record of held");
-            line["record"].clone()
-        }
-    };
+    // The mark is durable (in the journal until a fold writes the file).
+    let rec = durable_record(r, "held").expect("held's record");
     assert_eq!(rec["deferred_delete"], true, "{rec}");
     let out = dmthin_cli(r, &["create", "held"]);
     assert_eq!(out.status.code(), Some(1));

@@ -147,6 +147,20 @@ fn pool_txn(ctl: &mut Control, pool: &str) -> u64 {
         .expect("pool transaction id")
 }
 
+/// Moves the pool's transaction id back to `orig` after a faithful seed
+/// probe (outside the timing): the seed's pool would be its own, this one is
+/// shared with the set, which refuses a pool moved behind its back.
+fn restore_txn(ctl: &mut Control, pool: &str, txn: u64, orig: u64) {
+    if txn != orig {
+        ctl.send_message(
+            DevId::Name(pool),
+            0,
+            &format!("set_transaction_id {txn} {orig}"),
+        )
+        .expect("restore the pool's transaction id");
+    }
+}
+
 /// One seed add_device + remove_device: the same pool messages as the set
 /// (create_snap of the base, later delete), each followed by a full rewrite
 /// and, for the faithful seed, a set_transaction_id from `txn`.
@@ -280,13 +294,15 @@ pub fn probe_main(a: &[String]) {
                 seed.devices.insert(rec.hash.clone(), rec);
             }
             seed.save();
-            let mut txn = pool_txn(&mut ctl, &pool);
+            let orig = pool_txn(&mut ctl, &pool);
+            let mut txn = orig;
             marker();
             for j in 0..k {
                 let id = 16_500_000 + j;
                 seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, id, variant, &mut txn);
             }
             marker();
+            restore_txn(&mut ctl, &pool, txn, orig);
         }
     }
 }
@@ -515,11 +531,13 @@ pub fn main(a: &[String]) {
             set_ref.remove_device(&id).expect("probe remove_device");
             d_dm += t.elapsed();
             for (kind, d) in [(Seed::Faithful, &mut d_seed), (Seed::NoTxn, &mut d_notxn)] {
-                let mut txn = pool_txn(&mut ctl, &pool);
+                let orig = pool_txn(&mut ctl, &pool);
+                let mut txn = orig;
                 let t = Instant::now();
                 let thin = 16_000_000 + j;
                 seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, thin, kind, &mut txn);
                 *d += t.elapsed();
+                restore_txn(&mut ctl, &pool, txn, orig);
             }
             let t = Instant::now();
             floor_probe(&mut ctl, &pool, &base, base_id, 16_100_000 + j);

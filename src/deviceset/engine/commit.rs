@@ -11,14 +11,32 @@
 //! set's back.
 
 use super::{Config, OpenTransaction, State};
-use crate::deviceset::error::Result;
+use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fail_point;
+use crate::deviceset::store::StoreError;
 use crate::deviceset::store::{DeviceRecord, TransactionOp, Unresolved};
 use std::collections::BTreeSet;
 
 /// Journal entries after which an operation folds the journal into the
 /// record files.
 pub(crate) const FOLD_AT: usize = 1024;
+
+/// Whether `e` is the root file system refusing writes (full, over quota,
+/// read-only): a fold then waits for a later open, logged, not failed.
+pub(crate) fn root_cannot_take_writes(e: &DeviceSetError) -> bool {
+    let full = match e {
+        DeviceSetError::Store(StoreError::Io { source, .. }) => source.raw_os_error(),
+        _ => None,
+    };
+    let cannot = matches!(
+        full,
+        Some(nix::libc::ENOSPC | nix::libc::EDQUOT | nix::libc::EROFS)
+    );
+    if cannot {
+        log::warn!("the journal is not folded into the record files: {e}");
+    }
+    cannot
+}
 
 impl Config {
     /// Whether every thin of the pool is the set's: an owned pool, and no

@@ -26,7 +26,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,17 @@ pub const JOURNAL_FILE: &str = "journal";
 
 /// Largest journal read at open; a bigger one is reported as damaged.
 const MAX_JOURNAL_BYTES: u64 = 256 << 20;
+
+/// Bytes of zeros the journal is kept written to. An append then overwrites
+/// blocks that are allocated and written, so its `fdatasync` flushes the
+/// data alone, with no file system journal commit (the file grows past it
+/// only when a fold is overdue).
+pub const PREALLOC: u64 = 1 << 20;
+
+/// How far from the end of the written bytes a damaged line may lie and
+/// still be the torn tail of unsynced appends (at most an intent and the
+/// marker before it, a few hundred bytes each).
+const TORN_WINDOW: usize = 64 << 10;
 
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +148,8 @@ impl Replay {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Where the next append goes (the end of the good entries).
+    end: u64,
     next_seq: u64,
     entries: usize,
     /// Device ids the entries touch (what a fold must write).
@@ -177,35 +191,33 @@ fn decode(line: &[u8]) -> Option<Entry> {
     serde_json::from_slice(json).ok()
 }
 
-/// Parses a journal: its entries and the length of the good prefix. A bad
-/// line followed by a good one is damage (the error's reason).
-pub fn parse(bytes: &[u8]) -> Result<(Vec<Entry>, usize), ProblemReason> {
+/// Parses a journal: its entries, the length of the good prefix and the end
+/// of the written bytes (the rest is zero padding). A damaged line is the
+/// torn tail of appends whose sync never returned when it lies within
+/// [`TORN_WINDOW`] of the written end; one further back is damage (the
+/// error's reason).
+pub fn parse(bytes: &[u8]) -> Result<(Vec<Entry>, usize, usize), ProblemReason> {
+    let data_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
     let mut entries = Vec::new();
     let mut good = 0;
-    let mut bad_at: Option<usize> = None;
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') else {
-            break; // an incomplete last line
+    while good < data_end {
+        let line = bytes[good..data_end]
+            .iter()
+            .position(|b| *b == b'\n')
+            .and_then(|nl| decode(&bytes[good..good + nl]).map(|e| (e, nl)));
+        let Some((e, nl)) = line else {
+            if data_end - good > TORN_WINDOW {
+                return Err(ProblemReason::InvalidValue(format!(
+                    "journal line at byte {good} is damaged, {} bytes before the journal's end",
+                    data_end - good
+                )));
+            }
+            break;
         };
-        let line = &bytes[pos..pos + nl];
-        match decode(line) {
-            Some(e) => {
-                if let Some(at) = bad_at {
-                    return Err(ProblemReason::InvalidValue(format!(
-                        "journal line at byte {at} is damaged, yet later lines are good"
-                    )));
-                }
-                entries.push(e);
-                good = pos + nl + 1;
-            }
-            None => {
-                bad_at.get_or_insert(pos);
-            }
-        }
-        pos += nl + 1;
+        entries.push(e);
+        good += nl + 1;
     }
-    Ok((entries, good))
+    Ok((entries, good, data_end))
 }
 
 /// What the entries say, in order (see the module docs).
@@ -272,15 +284,32 @@ impl Journal {
     pub fn open(meta_dir: &Path, meta_dir_file: &File) -> Result<(Journal, Replay), StoreError> {
         let path = meta_dir.join(JOURNAL_FILE);
         let existed = path.exists();
-        let mut file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
             .mode(0o600)
             .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        if !existed {
+            .open(&path);
+        let (mut file, read_only) = match opened {
+            Ok(f) => (f, None),
+            // A read-only root: replayed, and every append refused.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EROFS) => {
+                match OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(&path)
+                {
+                    Ok(f) => (f, Some(e.to_string())),
+                    Err(n) if n.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok((Journal::unwritable(path, e.to_string())?, Replay::default()))
+                    }
+                    Err(n) => return Err(io_err("open", &path)(n)),
+                }
+            }
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
+        if !existed && read_only.is_none() {
             meta_dir_file
                 .sync_all()
                 .map_err(io_err("fsync directory", meta_dir))?;
@@ -299,18 +328,35 @@ impl Journal {
                 len: bytes.len() as u64,
             }));
         }
-        let (entries, good) = parse(&bytes).map_err(corrupt)?;
+        let (entries, good, data_end) = parse(&bytes).map_err(corrupt)?;
         let mut replay = replay(&entries);
-        if good < bytes.len() {
-            replay.torn_bytes = (bytes.len() - good) as u64;
+        let stopped = read_only;
+        if data_end > good {
+            replay.torn_bytes = (data_end - good) as u64;
             log::warn!(
-                "{}: cutting off {} bytes of an interrupted append",
+                "{}: clearing {} bytes of an interrupted append",
                 path.display(),
                 replay.torn_bytes
             );
-            file.set_len(good as u64)
-                .map_err(io_err("truncate", &path))?;
-            file.sync_data().map_err(io_err("fdatasync", &path))?;
+        }
+        if stopped.is_none() {
+            // Zeros over a torn tail, and up to the preallocated size.
+            let len = bytes.len() as u64;
+            let torn = data_end > good;
+            let filled = (if torn {
+                zero_fill(&file, good as u64, data_end as u64)
+            } else {
+                Ok(())
+            })
+            .and_then(|()| zero_fill(&file, len, PREALLOC))
+            .and_then(|()| file.sync_data());
+            match filled {
+                Ok(()) => {}
+                Err(e) if torn => return Err(io_err("clear the torn tail of", &path)(e)),
+                // Only the preallocation failed (a full file system):
+                // appends grow the file instead.
+                Err(e) => log::warn!("{}: cannot preallocate: {e}", path.display()),
+            }
         }
         let next_seq = entries
             .iter()
@@ -327,12 +373,29 @@ impl Journal {
             touched: touched_by(&entries),
             path,
             file,
+            end: good as u64,
             next_seq,
             entries: entries.len(),
-            stopped: None,
+            stopped,
             guarded: false,
         };
         Ok((journal, replay))
+    }
+
+    /// A journal that does not exist and cannot be made (a read-only root):
+    /// empty, every append refused.
+    fn unwritable(path: PathBuf, why: String) -> Result<Journal, StoreError> {
+        let file = File::open("/dev/null").map_err(io_err("open", Path::new("/dev/null")))?;
+        Ok(Journal {
+            path,
+            file,
+            end: 0,
+            next_seq: 1,
+            entries: 0,
+            touched: BTreeSet::new(),
+            stopped: Some(why),
+            guarded: false,
+        })
     }
 
     /// `<root>/metadata/journal`.
@@ -382,7 +445,7 @@ impl Journal {
         }
         let r = self
             .file
-            .write_all(&bytes)
+            .write_all_at(&bytes, self.end)
             .map_err(io_err("append to", &self.path))
             .and_then(|()| {
                 if sync {
@@ -395,6 +458,7 @@ impl Journal {
             });
         match r {
             Ok(()) => {
+                self.end += bytes.len() as u64;
                 self.entries += entries.len();
                 self.touched.extend(touched_by(entries));
                 Ok(())
@@ -474,7 +538,8 @@ impl Journal {
 
     /// Empties the journal, durably: called once its entries are in the
     /// record files. A crash before this returns replays them again, which
-    /// changes nothing.
+    /// changes nothing. The file is cut to nothing (one atomic step), then
+    /// written with zeros again up to [`PREALLOC`].
     pub fn clear(&mut self) -> Result<(), StoreError> {
         let r = self
             .file
@@ -489,11 +554,27 @@ impl Journal {
             self.stopped = Some(e.to_string());
             return Err(e);
         }
+        self.end = 0;
         self.entries = 0;
         self.touched.clear();
         self.stopped = None;
+        if let Err(e) = zero_fill(&self.file, 0, PREALLOC).and_then(|()| self.file.sync_data()) {
+            log::warn!("{}: cannot preallocate: {e}", self.path.display());
+        }
         Ok(())
     }
+}
+
+/// Writes zeros over `[from, to)` of `file`.
+fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
