@@ -198,7 +198,10 @@ fn remove_deferred_through_the_cli() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!sh_ok("dmsetup ls").contains(&name));
     dmthin_ok(r, &["list"]);
-    assert!(!record.exists(), "record left after the deferred delete");
+    assert!(
+        durable_record(r, "held").is_none(),
+        "record left after the deferred delete"
+    );
     dmthin_ok(r, &["create", "held"]);
     // A device nobody holds is removed at once.
     assert_eq!(
