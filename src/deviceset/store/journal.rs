@@ -339,10 +339,10 @@ impl Journal {
                 replay.torn_bytes
             );
         }
-        if stopped.is_none() {
+        let len = bytes.len() as u64;
+        let torn = data_end > good;
+        if stopped.is_none() && (torn || len < PREALLOC) {
             // Zeros over a torn tail, and up to the preallocated size.
-            let len = bytes.len() as u64;
-            let torn = data_end > good;
             let filled = (if torn {
                 zero_fill(&file, good as u64, data_end as u64)
             } else {
