@@ -70,6 +70,26 @@ impl Config {
         Ok(())
     }
 
+    /// Whether the pool made a message's change durable. The kernel commits
+    /// after each message but ignores the commit's result: a failed commit
+    /// aborts the transaction and leaves the pool read-only or failed, and
+    /// the message still reports success. So the pool's status (no commit of
+    /// its own) is read after it; a pool that no longer takes writes makes
+    /// the change's outcome unknown, which the caller leaves to the next
+    /// open or heal to settle against the pool.
+    pub(crate) fn committed(&self, state: &mut State, what: &str) -> Result<()> {
+        match self.writable_pool(state) {
+            Ok(_) => Ok(()),
+            Err(DeviceSetError::PoolUnusable { pool, reason }) => {
+                Err(DeviceSetError::PoolUnusable {
+                    pool,
+                    reason: format!("{what} may not be committed: the pool is now {reason}"),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Folds the journal into the record files when it has grown past
     /// [`FOLD_AT`]. The operation that calls it has succeeded: a failed fold
     /// is logged and tried again by the next one.

@@ -6,8 +6,8 @@ use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fail_point;
 use crate::deviceset::ids::{max_id_len_for_prefix, validate_device_id};
 use crate::deviceset::report::{DeviceSummary, RemoveOutcome};
-use crate::deviceset::store::DeviceRecord;
 use crate::deviceset::store::RESERVED_DEVICE_IDS;
+use crate::deviceset::store::{DeviceRecord, Unresolved};
 use crate::dm::StatusOptions;
 use crate::dm::SECTOR_SIZE;
 use crate::dm::{DevId, ErrorKind, SuspendOptions, UdevFlags};
@@ -176,6 +176,13 @@ impl Config {
             }
         };
         let thin = record.thin_id;
+        if let Err(e) = self.committed(&mut claim, "create_snap") {
+            // Unknown outcome: the intent stays for the pool to settle, its
+            // thin id used meanwhile.
+            claim.keep();
+            state.unresolved.push(Unresolved::Create(record));
+            return Err(e);
+        }
         let injected = fail_point!("add.after_create_snap");
         if let Err(e) = injected {
             // Undone: the thin deleted, the intent cancelled. A thin that
@@ -242,6 +249,17 @@ impl Config {
                 let _ = state.journal.cancel(seq);
                 return Err(e);
             }
+        }
+        if let Err(e) = self.committed(state, "delete") {
+            // Unknown outcome: hidden, its thin id used, until settled.
+            if let Some(r) = state.devices.get_mut(id) {
+                r.deferred_delete = true;
+            }
+            state.unresolved.push(Unresolved::Delete {
+                device_id: id.to_string(),
+                thin_id: thin,
+            });
+            return Err(e);
         }
         // Deleted in the pool. A crash before the marker is durable leaves
         // the intent, and the next open deletes again (a missing thin is fine).
