@@ -175,20 +175,7 @@ fn seed_probe(
     kind: Seed,
     txn: &mut u64,
 ) {
-    let base_active = ctl
-        .info(DevId::Name(base))
-        .map(|i| i.active_table() && !i.suspended())
-        .unwrap_or(false);
-    if base_active {
-        ctl.suspend(DevId::Name(base), &SuspendOptions::default())
-            .expect("suspend base");
-    }
-    ctl.send_message(DevId::Name(pool), 0, &format!("create_snap {id} {base_id}"))
-        .expect("seed create_snap");
-    if base_active {
-        ctl.resume(DevId::Name(base), UdevFlags::empty())
-            .expect("resume base");
-    }
+    snapshot_base(ctl, pool, base, base_id, id);
     let mut set_txn = |ctl: &mut Control| {
         if kind == Seed::Faithful {
             ctl.send_message(
@@ -213,9 +200,9 @@ fn seed_probe(
     set_txn(ctl);
 }
 
-/// The floor: what the kernel must persist for an add+remove, the two pool
-/// messages (each one metadata commit) and nothing else.
-fn floor_probe(ctl: &mut Control, pool: &str, base: &str, base_id: u32, id: u32) {
+/// create_snap of the base as thin `id`, the base suspended around it when
+/// active (as add_device does).
+fn snapshot_base(ctl: &mut Control, pool: &str, base: &str, base_id: u32, id: u32) {
     let base_active = ctl
         .info(DevId::Name(base))
         .map(|i| i.active_table() && !i.suspended())
@@ -225,11 +212,17 @@ fn floor_probe(ctl: &mut Control, pool: &str, base: &str, base_id: u32, id: u32)
             .expect("suspend base");
     }
     ctl.send_message(DevId::Name(pool), 0, &format!("create_snap {id} {base_id}"))
-        .expect("floor create_snap");
+        .expect("create_snap");
     if base_active {
         ctl.resume(DevId::Name(base), UdevFlags::empty())
             .expect("resume base");
     }
+}
+
+/// The floor: what the kernel must persist for an add+remove, the two pool
+/// messages (each one metadata commit) and nothing else.
+fn floor_probe(ctl: &mut Control, pool: &str, base: &str, base_id: u32, id: u32) {
+    snapshot_base(ctl, pool, base, base_id, id);
     ctl.send_message(DevId::Name(pool), 0, &format!("delete {id}"))
         .expect("floor delete");
 }

@@ -175,6 +175,12 @@ impl MetadataStore {
     /// benches/store.rs use this.)
     #[allow(dead_code)]
     pub fn write_device(&self, record: &DeviceRecord) -> Result<(), StoreError> {
+        let (path, bytes) = self.device_bytes(record)?;
+        self.write_atomic(&self.devices_dir, &self.devices_dir_file, &path, &bytes)
+    }
+
+    /// A valid record's file and JSON.
+    fn device_bytes(&self, record: &DeviceRecord) -> Result<(PathBuf, Vec<u8>), StoreError> {
         let path = self.device_path(&record.id)?;
         record
             .validate(self.max_id_len)
@@ -183,7 +189,7 @@ impl MetadataStore {
                 reason,
             })?;
         let bytes = to_json(record, &path)?;
-        self.write_atomic(&self.devices_dir, &self.devices_dir_file, &path, &bytes)
+        Ok((path, bytes))
     }
 
     /// Opens the intent journal and reads what it says on top of the
@@ -198,14 +204,7 @@ impl MetadataStore {
     /// new, whatever a crash interrupts.
     pub fn write_records(&self, put: &[&DeviceRecord], remove: &[&str]) -> Result<(), StoreError> {
         for record in put {
-            let path = self.device_path(&record.id)?;
-            record
-                .validate(self.max_id_len)
-                .map_err(|reason| StoreError::InvalidRecord {
-                    path: path.clone(),
-                    reason,
-                })?;
-            let bytes = to_json(record, &path)?;
+            let (path, bytes) = self.device_bytes(record)?;
             self.rename_into_place(&self.devices_dir, &path, &bytes)?;
         }
         for id in remove {
