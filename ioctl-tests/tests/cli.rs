@@ -183,9 +183,8 @@ fn remove_deferred_through_the_cli() {
         .map(|d| d["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["idle"]);
-    let record = r.join("metadata/devices/held.json");
-    let rec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    // The mark is durable (in the journal until a fold writes the file).
+    let rec = durable_record(r, "held").expect("held's record");
     assert_eq!(rec["deferred_delete"], true, "{rec}");
     let out = dmthin_cli(r, &["create", "held"]);
     assert_eq!(out.status.code(), Some(1));
@@ -199,7 +198,10 @@ fn remove_deferred_through_the_cli() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!sh_ok("dmsetup ls").contains(&name));
     dmthin_ok(r, &["list"]);
-    assert!(!record.exists(), "record left after the deferred delete");
+    assert!(
+        durable_record(r, "held").is_none(),
+        "record left after the deferred delete"
+    );
     dmthin_ok(r, &["create", "held"]);
     // A device nobody holds is removed at once.
     assert_eq!(

@@ -80,7 +80,7 @@ fn grow_target(op: &str, root: &Path) -> u64 {
 
 /// Operations whose fail points are met while the set opens.
 fn runs_at_open(op: &str) -> bool {
-    matches!(op, "init" | "grow_base" | "cleanup_deferred")
+    matches!(op, "init" | "grow_base" | "cleanup_deferred" | "resolve")
 }
 
 /// Waits until the kernel has removed device `id` (a deferred removal runs
@@ -128,7 +128,8 @@ fn run_op(
     let mnt = root.join(format!("mnt/v{tag}"));
     let (p, v, new) = (format!("p{tag}"), format!("v{tag}"), format!("new{tag}"));
     match op {
-        "init" | "grow_base" => Ok(()),
+        "init" | "grow_base" | "resolve" => Ok(()),
+        "fold" => set.shutdown(),
         "cleanup_deferred" => set.cleanup_deferred(),
         "add" => set.add_device(&new, Some(&p)),
         "add_sized" => set.add_device_sized(&new, Some(&p), Some(size)),
@@ -174,10 +175,19 @@ fn prepare(op: &str, root: &Path, tag: &str) {
             set.add_device(&p, None).unwrap();
             set.activate_device(&p).unwrap();
         }
-        "remove" | "remove_deferred" | "activate" | "mount" | "set_initialized" => {
+        "remove" | "remove_deferred" | "activate" | "mount" | "set_initialized" | "fold" => {
             set.add_device(&v, None).unwrap()
         }
         "add_sized" => set.add_device(&p, None).unwrap(),
+        "resolve" => {
+            // An add killed after create_snap, before its done marker: the
+            // next open finds the thin in the pool and finishes the add.
+            set.add_device(&p, None).unwrap();
+            drop(set);
+            let me = std::env::current_exe().unwrap();
+            crash_at(&me, "add", root, "add.after_create_snap", tag, 0);
+            return;
+        }
         "cleanup_deferred" => {
             // Pending deletion, its device gone: the next open finishes it.
             set.add_device(&v, None).unwrap();
@@ -319,6 +329,14 @@ fn verify_and_retry(op: &str, root: &Path, fp: &str, tag: &str, size: u64) {
         "set_initialized" => {
             set.set_initialized(&v, true).unwrap();
             assert!(set.has_initialized_device(&v));
+        }
+        "fold" => assert!(set.has_device(&v), "{fp}: a device added before the fold"),
+        "resolve" => {
+            assert!(
+                set.has_device(&new),
+                "{fp}: the add whose thin exists is finished"
+            );
+            set.remove_device(&new).unwrap();
         }
         "grow_pool" => {
             set.grow_pool(size).unwrap();

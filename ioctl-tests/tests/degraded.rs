@@ -120,6 +120,10 @@ fn rollback_keeps_the_thin_of_a_damaged_record() {
     let root = Root::new("damaged-owner");
     let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
     set.add_device("victim", None).unwrap();
+    // Folded into victim.json (the file damaged below), then read back.
+    set.shutdown().unwrap();
+    drop(set);
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
     let thin = set.list().unwrap()[0].thin_id;
     let txn = set.status().unwrap().transaction_id;
     drop(set);

@@ -606,3 +606,53 @@ fn the_lock_is_released_between_ebusy_retries() {
     check_invariants(&set);
     set.shutdown().unwrap();
 }
+
+#[test]
+fn a_set_written_before_the_journal_opens_and_converts() {
+    let root = Root::new("legacy");
+    let meta = root.0.join("metadata");
+    let thin = {
+        let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+        set.add_device("old", None).unwrap();
+        let thin = set.list().unwrap()[0].thin_id;
+        set.shutdown().unwrap(); // folds: old.json written
+        thin
+    };
+    // What the transaction-id protocol left after an add: the record files,
+    // and transaction.json naming the add as the last transaction, which
+    // the pool's id reached. No journal.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(meta.join("transaction.json")).unwrap())
+            .unwrap();
+    let pool_txn = state["open"]["open_transaction_id"].as_u64().unwrap();
+    std::fs::remove_file(meta.join("journal")).unwrap();
+    std::fs::write(
+        meta.join("transaction.json"),
+        format!(
+            r#"{{"committed_transaction_id": {}, "open": {{"open_transaction_id": {pool_txn}, "op": {{"kind": "create", "device_id": "old", "thin_id": {thin}}}}}}}"#,
+            pool_txn - 1
+        ),
+    )
+    .unwrap();
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    assert!(set.has_device("old"));
+    assert_eq!(set.status().unwrap().transaction_id, pool_txn);
+    set.add_device("new", None).unwrap();
+    set.remove_device("old").unwrap();
+    check_invariants(&set);
+    assert!(
+        meta.join("journal").exists(),
+        "converted: changes go to the journal"
+    );
+    drop(set); // no fold: the next open replays the journal
+    let set = DeviceSet::open(&root.0, options(FsKind::Ext4)).unwrap();
+    assert!(set.has_device("new") && !set.has_device("old"));
+    check_invariants(&set);
+    set.shutdown().unwrap();
+    assert!(durable_record(&root.0, "new").is_some());
+    assert!(durable_record(&root.0, "old").is_none());
+    assert!(
+        !meta.join("devices/old.json").exists(),
+        "folded at shutdown"
+    );
+}

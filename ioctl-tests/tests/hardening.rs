@@ -321,15 +321,14 @@ fn deferred_removal_and_deletion_are_set_options() {
     holder.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     dmthin_ok(&r.0, &["list"]);
-    assert!(!r.0.join("metadata/devices/held.json").exists());
+    assert!(durable_record(&r.0, "held").is_none());
     assert!(!sh_ok("dmsetup ls").contains(&name));
 
     // Deferred deletion: a thin another tool keeps open in the pool is
     // deleted later, not refused.
     dmthin_ok(&r.0, &["create", "shared"]);
-    let rec = std::fs::read_to_string(r.0.join("metadata/devices/shared.json")).unwrap();
-    let thin: serde_json::Value = serde_json::from_str(&rec).unwrap();
-    let thin_id = thin["thin_id"].as_u64().unwrap();
+    let rec = durable_record(&r.0, "shared").expect("shared's record");
+    let thin_id = rec["thin_id"].as_u64().unwrap();
     let pool = kernel_name(&r.0, "pool");
     sh_ok(&format!(
         "dmsetup create dmthin-test-foreign --table '0 2048 thin /dev/mapper/{pool} {thin_id}'"
@@ -337,15 +336,12 @@ fn deferred_removal_and_deletion_are_set_options() {
     dmthin_ok(&r.0, &["remove", "shared"]);
     assert!(!dmthin_ok(&r.0, &["list"]).contains("shared"));
     assert!(
-        r.0.join("metadata/devices/shared.json").exists(),
+        durable_record(&r.0, "shared").is_some_and(|r| r["deferred_delete"] == true),
         "deleted too early"
     );
     sh_ok("dmsetup remove dmthin-test-foreign");
     dmthin_ok(&r.0, &["list"]);
-    assert!(
-        !r.0.join("metadata/devices/shared.json").exists(),
-        "never deleted"
-    );
+    assert!(durable_record(&r.0, "shared").is_none(), "never deleted");
 
     // And turned off again by init.
     init(&r.0, &["--no-deferred-removal"]);

@@ -330,7 +330,7 @@ impl Monitor {
                 NodeMode::Bypass
             });
         }
-        Ok((config, State::for_pool(ctl, store, set)))
+        Ok((config, State::for_pool(ctl, store, set)?))
     }
 
     /// A pool on block devices: logs each level (threshold, 95%) once.

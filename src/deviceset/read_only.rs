@@ -79,16 +79,23 @@ impl ReadOnlySet {
         if let NodeMode::Udev { .. } | NodeMode::UdevWatch { .. } = ctl.node_mode() {
             ctl.set_node_mode(NodeMode::Bypass);
         }
+        // The journal's finished changes on top of the record files (a fold
+        // racing this read shows the state a moment old, never a torn one).
+        let (journal, replay) = store.open_journal()?;
+        let mut devices = std::mem::take(&mut report.devices);
+        replay.apply(&mut devices);
         let mut ids = ThinIdAllocator::new();
-        for rec in report.devices.values() {
+        for rec in devices.values() {
             let _ = ids.mark_used(rec.thin_id);
         }
         let mut state = State {
+            journal,
+            unresolved: replay.unresolved,
             ctl,
             store,
             set,
             set_written: true,
-            devices: std::mem::take(&mut report.devices),
+            devices,
             ids,
             transaction_id: 0,
             pool_dev: Dev::default(),

@@ -124,8 +124,47 @@ impl SeedSet {
     }
 }
 
+/// The seed strategies: `Faithful` moves the pool's transaction id after
+/// each JSON save, as the seed's saveMetadata does; `NoTxn` is the same
+/// without those messages (this bench's seed before issue #19).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seed {
+    Faithful,
+    NoTxn,
+}
+
+/// The pool's transaction id now (outside the timed part: the seed keeps it
+/// in memory, but dmthin's folds move it between the interleaved probes).
+fn pool_txn(ctl: &mut Control, pool: &str) -> u64 {
+    let (_, lines) = ctl
+        .table_status(DevId::Name(pool), &dmthin::dm::StatusOptions::default())
+        .expect("pool status");
+    let params = lines.first().expect("pool status line").params().to_string();
+    params
+        .split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .expect("pool transaction id")
+}
+
+/// Moves the pool's transaction id back to `orig` after a faithful seed
+/// probe (outside the timing): the seed's pool would be its own, this one is
+/// shared with the set, which refuses a pool moved behind its back.
+fn restore_txn(ctl: &mut Control, pool: &str, txn: u64, orig: u64) {
+    if txn != orig {
+        ctl.send_message(
+            DevId::Name(pool),
+            0,
+            &format!("set_transaction_id {txn} {orig}"),
+        )
+        .expect("restore the pool's transaction id");
+    }
+}
+
 /// One seed add_device + remove_device: the same pool messages as the set
-/// (create_snap of the base, later delete), each followed by a full rewrite.
+/// (create_snap of the base, later delete), each followed by a full rewrite
+/// and, for the faithful seed, a set_transaction_id from `txn`.
+#[allow(clippy::too_many_arguments)]
 fn seed_probe(
     ctl: &mut Control,
     seed: &mut SeedSet,
@@ -133,7 +172,37 @@ fn seed_probe(
     base: &str,
     base_id: u32,
     id: u32,
+    kind: Seed,
+    txn: &mut u64,
 ) {
+    snapshot_base(ctl, pool, base, base_id, id);
+    let mut set_txn = |ctl: &mut Control| {
+        if kind == Seed::Faithful {
+            ctl.send_message(
+                DevId::Name(pool),
+                0,
+                &format!("set_transaction_id {} {}", *txn, *txn + 1),
+            )
+            .expect("seed set_transaction_id");
+            *txn += 1;
+        }
+    };
+    let rec = seed.record(id);
+    seed.devices.insert(rec.hash.clone(), rec);
+    seed.next_id = id + 1;
+    seed.save();
+    set_txn(ctl);
+    ctl.send_message(DevId::Name(pool), 0, &format!("delete {id}"))
+        .expect("seed delete");
+    let hash = seed.record(id).hash;
+    seed.devices.remove(&hash);
+    seed.save();
+    set_txn(ctl);
+}
+
+/// create_snap of the base as thin `id`, the base suspended around it when
+/// active (as add_device does).
+fn snapshot_base(ctl: &mut Control, pool: &str, base: &str, base_id: u32, id: u32) {
     let base_active = ctl
         .info(DevId::Name(base))
         .map(|i| i.active_table() && !i.suspended())
@@ -143,29 +212,29 @@ fn seed_probe(
             .expect("suspend base");
     }
     ctl.send_message(DevId::Name(pool), 0, &format!("create_snap {id} {base_id}"))
-        .expect("seed create_snap");
+        .expect("create_snap");
     if base_active {
         ctl.resume(DevId::Name(base), UdevFlags::empty())
             .expect("resume base");
     }
-    let rec = seed.record(id);
-    seed.devices.insert(rec.hash.clone(), rec);
-    seed.next_id = id + 1;
-    seed.save();
+}
+
+/// The floor: what the kernel must persist for an add+remove, the two pool
+/// messages (each one metadata commit) and nothing else.
+fn floor_probe(ctl: &mut Control, pool: &str, base: &str, base_id: u32, id: u32) {
+    snapshot_base(ctl, pool, base, base_id, id);
     ctl.send_message(DevId::Name(pool), 0, &format!("delete {id}"))
-        .expect("seed delete");
-    let hash = seed.record(id).hash;
-    seed.devices.remove(&hash);
-    seed.save();
+        .expect("floor delete");
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// `probe set|seed ROOT K`: K add+remove pairs against the set at ROOT/set
-/// (or the seed strategy with as many records), between two getppid()
-/// markers, for strace to count the system calls of one operation.
+/// `probe set|seed|seed-notxn|floor ROOT K`: K add+remove pairs against the
+/// set at ROOT/set (or a peer strategy on its pool, the seeds with as many
+/// records), between two getppid() markers, for strace to count the system
+/// calls of one operation.
 pub fn probe_main(a: &[String]) {
     let (kind, root, k) = (
         a[0].as_str(),
@@ -179,36 +248,55 @@ pub fn probe_main(a: &[String]) {
         .unwrap_or_default();
     let set = DeviceSet::open(&set_root, opts).expect("open set");
     let marker = crate::sys::strace_marker;
-    if kind == "set" {
-        marker();
-        for j in 0..k {
-            let id = format!("sprobe{j}");
-            set.add_device(&id, None).expect("add_device");
-            set.remove_device(&id).expect("remove_device");
+    let pool = set.pool_name().to_string();
+    let base = set.base_name().to_string();
+    let base_id = set.status().expect("status").base_thin_id;
+    let mut ctl = Control::open().expect("control");
+    match kind {
+        "set" => {
+            marker();
+            for j in 0..k {
+                let id = format!("sprobe{j}");
+                set.add_device(&id, None).expect("add_device");
+                set.remove_device(&id).expect("remove_device");
+            }
+            marker();
         }
-        marker();
-    } else {
-        let n = set.status().expect("status").devices as u32;
-        let pool = set.pool_name().to_string();
-        let base = set.base_name().to_string();
-        let base_id = set.status().expect("status").base_thin_id;
-        let mut ctl = Control::open().expect("control");
-        let mut seed = SeedSet {
-            path: root.join("seed").join("devicemapper.json"),
-            devices: BTreeMap::new(),
-            next_id: 0,
-            bytes: 0,
-        };
-        for i in 0..n {
-            let rec = seed.record(1_000_000 + i);
-            seed.devices.insert(rec.hash.clone(), rec);
+        "floor" => {
+            marker();
+            for j in 0..k {
+                floor_probe(&mut ctl, &pool, &base, base_id, 16_600_000 + j);
+            }
+            marker();
         }
-        seed.save();
-        marker();
-        for j in 0..k {
-            seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, 16_500_000 + j);
+        _ => {
+            let variant = if kind == "seed" {
+                Seed::Faithful
+            } else {
+                Seed::NoTxn
+            };
+            let n = set.status().expect("status").devices as u32;
+            let mut seed = SeedSet {
+                path: root.join("seed").join("devicemapper.json"),
+                devices: BTreeMap::new(),
+                next_id: 0,
+                bytes: 0,
+            };
+            for i in 0..n {
+                let rec = seed.record(1_000_000 + i);
+                seed.devices.insert(rec.hash.clone(), rec);
+            }
+            seed.save();
+            let orig = pool_txn(&mut ctl, &pool);
+            let mut txn = orig;
+            marker();
+            for j in 0..k {
+                let id = 16_500_000 + j;
+                seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, id, variant, &mut txn);
+            }
+            marker();
+            restore_txn(&mut ctl, &pool, txn, orig);
         }
-        marker();
     }
 }
 
@@ -240,6 +328,16 @@ fn count_syscalls(log: &str) -> BTreeMap<String, u64> {
             } else {
                 "ioctl (other)".into()
             };
+            if l.contains("DM_TARGET_MSG") || l.contains("0xc138fd0e") {
+                // Each pool message is one metadata commit; named by its
+                // first word when strace shows the text.
+                let what = l
+                    .split("message=\"")
+                    .nth(1)
+                    .and_then(|m| m.split([' ', '"']).next())
+                    .unwrap_or("(text not shown)");
+                *out.entry(format!("pool commit: {what}")).or_insert(0) += 1;
+            }
         }
         *out.entry(name).or_insert(0) += 1;
     }
@@ -310,7 +408,13 @@ pub fn main(a: &[String]) {
         populated: u32,
         dmthin: Duration,
         seed: Duration,
+        seed_notxn: Duration,
+        floor: Duration,
         seed_bytes: usize,
+        /// DeviceSet::open after a crash left an add's intent unresolved
+        /// (the pool's thin ids read), then a plain reopen.
+        crash_open: Duration,
+        reopen: Duration,
         probes: u32,
         /// DeviceSet::open right after populating (direct populate only).
         open: Option<Duration>,
@@ -410,31 +514,74 @@ pub fn main(a: &[String]) {
         };
         let mut d_dm = Duration::ZERO;
         let mut d_seed = Duration::ZERO;
+        let mut d_notxn = Duration::ZERO;
+        let mut d_floor = Duration::ZERO;
         for j in 0..probes {
-            // Interleaved, so that both see the same machine load.
+            // Interleaved, so that all see the same machine load.
             let id = format!("probe{j}");
             let t = Instant::now();
             set_ref.add_device(&id, None).expect("probe add_device");
             set_ref.remove_device(&id).expect("probe remove_device");
             d_dm += t.elapsed();
+            for (kind, d) in [(Seed::Faithful, &mut d_seed), (Seed::NoTxn, &mut d_notxn)] {
+                let orig = pool_txn(&mut ctl, &pool);
+                let mut txn = orig;
+                let t = Instant::now();
+                let thin = 16_000_000 + j;
+                seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, thin, kind, &mut txn);
+                *d += t.elapsed();
+                restore_txn(&mut ctl, &pool, txn, orig);
+            }
             let t = Instant::now();
-            seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, 16_000_000 + j);
-            d_seed += t.elapsed();
+            floor_probe(&mut ctl, &pool, &base, base_id, 16_100_000 + j);
+            d_floor += t.elapsed();
         }
+        let per = |d: Duration| ms(d) / f64::from(probes);
         eprintln!(
-            "dmthin-compare scaling: {size:>6} devices: dmthin {:.2} ms, seed {:.2} ms per add+remove",
-            ms(d_dm) / f64::from(probes),
-            ms(d_seed) / f64::from(probes)
+            "dmthin-compare scaling: {size:>6} devices: dmthin {:.2} ms, seed {:.2} ms, \
+             seed without transaction ids {:.2} ms, floor {:.2} ms per add+remove",
+            per(d_dm),
+            per(d_seed),
+            per(d_notxn),
+            per(d_floor)
         );
+        // The hidden cost: an open after a crash that left an add's intent
+        // without its outcome (the journal line written by hand, for a thin
+        // that does not exist), which reads the pool's thin ids.
+        drop(set.take());
+        {
+            let store = dmthin::internals::MetadataStore::open(&set_root, 64).expect("store");
+            let (mut journal, _) = store.open_journal().expect("journal");
+            let rec = DeviceRecord::new("crashprobe", None, 16_200_000 + size, base_size);
+            journal.intend_create(&rec).expect("intent");
+        }
+        let reopen_opts = || {
+            DeviceSet::recorded_options(&set_root)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let t = Instant::now();
+        let s2 = DeviceSet::open(&set_root, reopen_opts()).expect("open after a crash");
+        let crash_open = t.elapsed();
+        assert!(!s2.has_device("crashprobe"), "a create whose thin is missing is dropped");
+        drop(s2);
+        let t = Instant::now();
+        set = Some(DeviceSet::open(&set_root, reopen_opts()).expect("reopen"));
+        let reopen = t.elapsed();
         rows.push(Row {
             size,
             populate,
             populated: size - from,
             dmthin: d_dm,
             seed: d_seed,
+            seed_notxn: d_notxn,
+            floor: d_floor,
             seed_bytes: seed.bytes,
             probes,
             open,
+            crash_open,
+            reopen,
         });
     }
     drop(set);
@@ -460,7 +607,7 @@ pub fn main(a: &[String]) {
 
     let strace_k = 3u32;
     let traced: Vec<(&str, BTreeMap<String, u64>)> = if crate::in_path("strace") {
-        ["set", "seed"]
+        ["set", "seed", "seed-notxn", "floor"]
             .iter()
             .filter_map(|k| strace_probe(k, &o.root, strace_k).map(|m| (*k, m)))
             .collect()
@@ -520,15 +667,20 @@ pub fn main(a: &[String]) {
     println!();
     println!(
         "DeviceSet on ext4 (virtio disk), loop files; each probe = add_device (create_snap of the base) \
-         + remove_device; seed = the same two pool messages, each followed by the whole set's JSON \
-         written to a temp file, fsynced and renamed.{direct_note}"
+         + remove_device; floor = the two pool messages alone; seed = the same two pool messages, \
+         each followed by the whole set's JSON written to a temp file, fsynced and renamed, then \
+         set_transaction_id (the seed's saveMetadata); seed without txn ids = the same without \
+         set_transaction_id. The four run interleaved. Open after a crash: an add's intent left \
+         without its outcome in the journal, so the open reads the pool's thin ids from a \
+         metadata snapshot.{direct_note}"
     );
     println!();
-    println!("| devices in set | dmthin add+remove ms | seed add+remove ms | seed / dmthin | seed JSON size | probes | populate: adds, s (ms/add) | DeviceSet::open ms |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| devices in set | dmthin add+remove ms | floor ms | dmthin / floor | seed ms | seed without txn ids ms | seed / dmthin | seed JSON size | probes | populate: adds, s (ms/add) | DeviceSet::open ms | open after a crash ms | reopen ms |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
-        let dm = ms(r.dmthin) / f64::from(r.probes);
-        let sd = ms(r.seed) / f64::from(r.probes);
+        let per_probe = |d: Duration| ms(d) / f64::from(r.probes);
+        let (dm, fl) = (per_probe(r.dmthin), per_probe(r.floor));
+        let (sd, nt) = (per_probe(r.seed), per_probe(r.seed_notxn));
         let per = if r.populated > 0 {
             format!(
                 "{}, {:.1} s ({:.1})",
@@ -540,16 +692,19 @@ pub fn main(a: &[String]) {
             "-".into()
         };
         println!(
-            "| {} | {dm:.2} | {sd:.2} | {:.1}x | {} KiB | {} | {per} | {} |",
+            "| {} | {dm:.2} | {fl:.2} | {:.2}x | {sd:.2} | {nt:.2} | {:.1}x | {} KiB | {} | {per} | {} | {:.0} | {:.0} |",
             r.size,
+            dm / fl,
             sd / dm,
             r.seed_bytes / 1024,
             r.probes,
-            r.open.map_or("-".to_string(), |d| format!("{:.0}", ms(d)))
+            r.open.map_or("-".to_string(), |d| format!("{:.0}", ms(d))),
+            ms(r.crash_open),
+            ms(r.reopen)
         );
     }
     for s in &skipped {
-        println!("| {s} | skipped: populating would exceed the --budget | | | | | | |");
+        println!("| {s} | skipped: populating would exceed the --budget | | | | | | | | | | | |");
     }
     println!();
     println!(
@@ -566,8 +721,8 @@ pub fn main(a: &[String]) {
             "System calls per add+remove at {count} devices (strace -f, {strace_k} probes, averaged):"
         );
         println!();
-        println!("| syscall | dmthin DeviceSet | seed (whole JSON) |");
-        println!("|---|---:|---:|");
+        println!("| syscall | dmthin DeviceSet | floor (2 messages) | seed (whole JSON, set_transaction_id) | seed without txn ids |");
+        println!("|---|---:|---:|---:|---:|");
         for n in names {
             let get = |kind: &str| {
                 traced
@@ -580,7 +735,13 @@ pub fn main(a: &[String]) {
                         )
                     })
             };
-            println!("| {n} | {} | {} |", get("set"), get("seed"));
+            println!(
+                "| {n} | {} | {} | {} | {} |",
+                get("set"),
+                get("floor"),
+                get("seed"),
+                get("seed-notxn")
+            );
         }
         println!();
     }

@@ -159,14 +159,7 @@ pub fn flakey_line(dev: &str, sectors: u64, failing: bool) -> Vec<TableLine> {
 
 /// A loop device over a new sparse `<dir>/<name>.img` of `mib` MiB.
 pub fn loop_file(dir: &Path, name: &str, mib: u64) -> String {
-    let f = dir.join(format!("{name}.img"));
-    std::fs::File::create(&f)
-        .unwrap()
-        .set_len(mib * MIB)
-        .unwrap();
-    sh_ok(&format!("losetup -f --show {}", f.display()))
-        .trim()
-        .to_string()
+    loop_dev(&dir.join(format!("{name}.img")), mib)
 }
 
 /// Pool disks that can be made to fail: healthy `flakey` devices `<tag>-data`
@@ -310,4 +303,39 @@ pub fn loop_dev(file: &Path, mib: u64) -> String {
     sh_ok(&format!("losetup -f --show {}", file.display()))
         .trim()
         .to_string()
+}
+
+/// The durable record of device `id` of the set at `root`, as the next open
+/// reads it: the journal's last word on the device (a create or delete
+/// with its done marker, an update), else its record file. `None`: no
+/// record (deleted, or never made).
+pub fn durable_record(root: &std::path::Path, id: &str) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    let journal = std::fs::read_to_string(root.join("metadata/journal")).unwrap_or_default();
+    let entries: Vec<Value> = journal
+        .lines()
+        .filter_map(|l| l.get(17..).and_then(|j| serde_json::from_str(j).ok()))
+        .collect();
+    let done = |seq: &Value| {
+        entries
+            .iter()
+            .any(|e| e["op"] == "done" && e["seq"] == *seq)
+    };
+    let mut state: Option<Option<Value>> = None;
+    for e in &entries {
+        match e["op"].as_str() {
+            Some("create") if e["record"]["id"] == id && done(&e["seq"]) => {
+                state = Some(Some(e["record"].clone()))
+            }
+            Some("update") if e["record"]["id"] == id => state = Some(Some(e["record"].clone())),
+            Some("delete") if e["device_id"] == id && done(&e["seq"]) => state = Some(None),
+            _ => {}
+        }
+    }
+    state.unwrap_or_else(|| {
+        let file = root.join(format!("metadata/devices/{id}.json"));
+        std::fs::read_to_string(file)
+            .ok()
+            .map(|t| serde_json::from_str(&t).unwrap())
+    })
 }

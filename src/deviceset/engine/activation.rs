@@ -166,7 +166,13 @@ impl Config {
     /// pool if the set created it. The set cannot be used afterwards.
     pub(crate) fn shutdown(&self, state: &mut State) -> Result<()> {
         let mounts: Vec<PathBuf> = state.mounts.keys().map(|(_, p)| p.clone()).collect();
-        let mut first_error: Option<DeviceSetError> = None;
+        // The journal folded into the record files while the pool is still
+        // there to take the transaction id; a failure keeps the journal,
+        // which the next open replays (a full or read-only root is no error).
+        let mut first_error: Option<DeviceSetError> = self
+            .fold(state)
+            .err()
+            .filter(|e| !super::commit::root_cannot_take_writes(e));
         for p in mounts {
             if let Err(e) = fsx::unmount(&p) {
                 first_error.get_or_insert(e.into());

@@ -117,17 +117,27 @@ impl<'a> OpenTransaction<'a> {
     /// Closes the transaction now, reporting a failure to record that.
     pub(crate) fn abort(mut self) -> Result<()> {
         self.kept = true;
-        let committed = self.state.transaction_id;
-        self.state.store.commit(committed)?;
-        Ok(())
+        close(self.state)
     }
+}
+
+/// Records the pool's current transaction id as committed, keeping the
+/// journal's mark while the journal holds entries.
+fn close(state: &mut State) -> Result<()> {
+    let committed = state.transaction_id;
+    if !state.journal.is_empty() {
+        state.store.mark_journal(committed)?;
+        state.journal.set_guarded(true);
+    } else {
+        state.store.commit(committed)?;
+    }
+    Ok(())
 }
 
 impl Drop for OpenTransaction<'_> {
     fn drop(&mut self) {
         if !self.kept {
-            let committed = self.state.transaction_id;
-            let _ = self.state.store.commit(committed);
+            let _ = close(self.state);
         }
     }
 }

@@ -4,6 +4,7 @@
 mod activation;
 mod autoextend;
 mod base;
+mod commit;
 mod guard;
 mod mounts;
 mod pool;
@@ -20,7 +21,7 @@ pub use pool::MAX_METADATA_BYTES;
 use super::error::{DeviceSetError, Result};
 use super::ids::ThinIdAllocator;
 use super::options::{Options, StorageOptions};
-use super::store::{DeviceRecord, MetadataStore, SetRecord};
+use super::store::{DeviceRecord, Journal, MetadataStore, SetRecord, StoreError, Unresolved};
 use crate::dm::SECTOR_SIZE;
 use crate::dm::{Control, Dev, DevId, DmError, ErrorKind};
 use crate::loopdev::LoopDevice;
@@ -34,6 +35,12 @@ pub(crate) struct State {
     pub(crate) ctl: Control,
     /// The records on disk.
     pub(crate) store: MetadataStore,
+    /// The intent journal: adds, removes and record changes since the last
+    /// fold into `store`'s files.
+    pub(crate) journal: Journal,
+    /// Journal intents of unknown outcome, left while the pool cannot be
+    /// read or changed (degraded); their thin ids stay used.
+    pub(crate) unresolved: Vec<Unresolved>,
     /// The set's record (base device, pool, options).
     pub(crate) set: SetRecord,
     /// Whether `set` has been written (false until the base device exists).
@@ -58,9 +65,17 @@ pub(crate) struct State {
 
 impl State {
     /// The state of a set opened only to work on its pool (the monitor's
-    /// growth, under the set's lock): its record, no devices.
-    pub(crate) fn for_pool(ctl: Control, store: MetadataStore, set: SetRecord) -> State {
-        State {
+    /// growth, under the set's lock): its record, no devices, the journal
+    /// open only to read (the pool's growth never appends to it).
+    pub(crate) fn for_pool(
+        ctl: Control,
+        store: MetadataStore,
+        set: SetRecord,
+    ) -> std::result::Result<State, StoreError> {
+        let (journal, _) = store.read_journal()?;
+        Ok(State {
+            journal,
+            unresolved: Vec::new(),
             ctl,
             store,
             set,
@@ -73,7 +88,7 @@ impl State {
             loops: Vec::new(),
             closed: false,
             damaged: recovery::DamagedClaims::default(),
-        }
+        })
     }
 }
 

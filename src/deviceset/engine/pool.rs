@@ -125,10 +125,13 @@ impl Config {
     /// The pool's first table line (`Table`) or status line (`Info`): the
     /// one fetch every look at the pool goes through.
     fn pool_first_line(&self, state: &mut State, kind: StatusKind) -> Result<TableLine> {
+        // noflush: a thin-pool's status otherwise commits its metadata first,
+        // a whole commit for what the in-core counters already say.
         let (_, lines) = state.ctl.table_status(
             DevId::Name(&self.pool_name),
             &StatusOptions {
                 kind,
+                noflush: true,
                 ..Default::default()
             },
         )?;

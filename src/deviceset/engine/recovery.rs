@@ -8,8 +8,8 @@ use crate::deviceset::fs as fsx;
 use crate::deviceset::ids::ThinIdAllocator;
 use crate::deviceset::options::StorageOptions;
 use crate::deviceset::store::{
-    LoadReport, MetadataStore, RecordProblem, SetRecord, Storage, TransactionOp, TransactionRecord,
-    FORMAT_VERSION, MAX_RECORD_BYTES,
+    DeviceRecord, LoadReport, MetadataStore, RecordProblem, SetRecord, Storage, TransactionOp,
+    TransactionRecord, Unresolved, FORMAT_VERSION, MAX_RECORD_BYTES,
 };
 use crate::dm::{Control, ControlOptions, Dev, DevId, NodeMode, UdevFlags};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +39,31 @@ impl DamagedClaims {
         }
         claims
     }
+}
+
+/// Refuses records that share a thin id once the journal is applied (the
+/// files alone are checked by the load): a removal would destroy the other.
+fn check_unique_thin_ids(
+    config: &Config,
+    devices: &BTreeMap<String, DeviceRecord>,
+    journal: &Path,
+) -> Result<()> {
+    let mut owner: BTreeMap<u32, &str> = BTreeMap::new();
+    for r in devices.values() {
+        if let Some(other) = owner.insert(r.thin_id, &r.id) {
+            return Err(DeviceSetError::Inconsistent {
+                pool: config.pool_name.clone(),
+                root: config.root.clone(),
+                reason: format!(
+                    "devices {other} and {} both claim thin id {} after replaying {}",
+                    r.id,
+                    r.thin_id,
+                    journal.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The `thin_id` field of a record that parses as JSON but not as a record.
@@ -82,9 +107,35 @@ impl Config {
                 NodeMode::Bypass
             });
         }
+        let LoadReport {
+            set,
+            transaction,
+            mut devices,
+            ..
+        } = report;
+        // The journal's resolved changes go on top of the record files; its
+        // unresolved intents keep their thin ids used until settled.
+        let (mut journal, replay) = store.open_journal()?;
+        journal.set_guarded(
+            transaction
+                .as_ref()
+                .is_some_and(|t| t.op == TransactionOp::Journal),
+        );
+        replay.apply(&mut devices);
+        let unresolved = replay.unresolved;
+        check_unique_thin_ids(self, &devices, journal.path())?;
         let mut ids = ThinIdAllocator::new();
-        for rec in report.devices.values() {
+        for rec in devices.values() {
             ids.mark_used(rec.thin_id)?;
+        }
+        for u in &unresolved {
+            ids.mark_used(u.thin_id())?;
+            if let Unresolved::Delete { device_id, thin_id } = u {
+                // Being deleted: hidden and refused until the delete is done.
+                if let Some(r) = devices.get_mut(device_id).filter(|r| r.thin_id == *thin_id) {
+                    r.deferred_delete = true;
+                }
+            }
         }
         // A damaged record still owns its thin id: new devices skip the ids
         // read from them (any other, the pool's EEXIST answer covers).
@@ -92,12 +143,6 @@ impl Config {
         for id in &damaged.ids {
             let _ = ids.mark_used(*id);
         }
-        let LoadReport {
-            set,
-            transaction,
-            devices,
-            ..
-        } = report;
         let set_written = set.is_some();
         let set = match set {
             Some(s) => {
@@ -129,6 +174,8 @@ impl Config {
         let mut state = State {
             ctl,
             store,
+            journal,
+            unresolved,
             set,
             set_written,
             devices,
@@ -159,7 +206,13 @@ impl Config {
                 );
                 false
             }
-            (_, txn) => self.recover(&mut state, txn)?,
+            (_, txn) => {
+                let redo = self.recover(&mut state, txn)?;
+                if degraded.is_none() {
+                    self.resolve_journal(&mut state)?;
+                }
+                redo
+            }
         };
         self.remove_stray_devices(&mut state)?;
         match &degraded {
@@ -197,6 +250,7 @@ impl Config {
         state.transaction_id = status.transaction_id;
         let pending = state.store.pending()?;
         let redo_base = self.recover(state, pending)?;
+        self.resolve_journal(state)?;
         if !state.set_written || redo_base {
             self.init_base(state)?;
         }
@@ -318,6 +372,8 @@ impl Config {
         state: &mut State,
         txn: Option<TransactionRecord>,
     ) -> Result<bool> {
+        // The journal's mark is no operation: the set was between them.
+        let txn = txn.filter(|t| t.op != TransactionOp::Journal);
         let pool = state.transaction_id;
         let mismatch = |recorded: u64| {
             DeviceSetError::Inconsistent {
@@ -353,6 +409,7 @@ impl Config {
                 TransactionOp::Create { .. } => true,
                 TransactionOp::Delete { device_id, .. } => !state.devices.contains_key(device_id),
                 TransactionOp::BaseCreate { .. } => state.set_written,
+                TransactionOp::Fold | TransactionOp::Journal => true,
             };
         if complete {
             return Ok(false);
@@ -388,8 +445,10 @@ impl Config {
                 self.delete_own_thin(state, *thin_id, ours)?;
                 redo_base = true;
             }
+            // A fold changes no thin: uncommitted, the id simply stays.
+            TransactionOp::Fold | TransactionOp::Journal => {}
         }
-        state.store.commit(state.transaction_id)?;
+        self.record_committed(state)?;
         Ok(redo_base)
     }
 
@@ -401,7 +460,9 @@ impl Config {
     /// once the pool made the thin), or an owned pool where no record, even
     /// damaged, can claim the id.
     fn made_by_rolled_back_create(&self, state: &State, op: &TransactionOp) -> bool {
-        let thin = op.thin_id();
+        let Some(thin) = op.thin_id() else {
+            return false;
+        };
         let device = op.device_id();
         let claimed_elsewhere = state
             .devices

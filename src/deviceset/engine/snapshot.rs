@@ -1,13 +1,13 @@
 //! Thin snapshots: adding and deleting the set's devices.
 
 use super::mount_paths;
-use super::{ClaimedId, Config, OpenTransaction, State};
+use super::{ClaimedId, Config, State};
 use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fail_point;
 use crate::deviceset::ids::{max_id_len_for_prefix, validate_device_id};
 use crate::deviceset::report::{DeviceSummary, RemoveOutcome};
 use crate::deviceset::store::RESERVED_DEVICE_IDS;
-use crate::deviceset::store::{DeviceRecord, TransactionOp};
+use crate::deviceset::store::{DeviceRecord, Unresolved};
 use crate::dm::StatusOptions;
 use crate::dm::SECTOR_SIZE;
 use crate::dm::{DevId, ErrorKind, SuspendOptions, UdevFlags};
@@ -110,54 +110,58 @@ impl Config {
             Err(e) if e.is_not_found() => false,
             Err(e) => return Err(e.into()),
         };
-        // Every failure below closes the transaction, then gives the id back.
-        let (mut txn, thin) = loop {
+        // The intent is durable before the pool is asked; every failure
+        // below cancels it (or, when even that cannot be written, keeps the
+        // id used: the next open settles it against the pool).
+        let (seq, record) = loop {
             let thin = claim.id();
             let thin_id = ThinId::new(thin)?;
-            let op = TransactionOp::Create {
-                device_id: id.to_string(),
-                thin_id: thin,
-            };
-            let mut txn = OpenTransaction::begin(&mut claim, op)?;
-            fail_point!("add.after_begin")?;
-            // Snapshotting an active origin: suspend it around create_snap so
-            // the snapshot sees a consistent, flushed origin.
-            if parent_active {
-                txn.ctl
-                    .suspend(DevId::Name(&origin_name), &SuspendOptions::default())?;
-            }
-            // An error injected here stands for a failed create_snap.
-            let snap = if parent_active {
-                fail_point!("add.after_suspend_parent")
-            } else {
-                Ok(())
-            }
-            .and_then(|()| {
-                let msg = PoolMessage::CreateSnap {
-                    id: thin_id,
-                    origin: origin_id,
-                };
-                Ok(self.message(&mut txn, msg)?)
-            });
-            if parent_active {
-                if let Err(e) = txn
-                    .ctl
-                    .resume(DevId::Name(&origin_name), UdevFlags::empty())
-                {
-                    log::error!("resuming {origin_name} after create_snap failed: {e}");
-                    if snap.is_ok() {
-                        let _ = self.delete_thin(&mut txn, thin);
-                    }
-                    return Err(e.into());
+            let mut record = DeviceRecord::new(id, parent.map(str::to_string), thin, size);
+            record.grow_pending = grow;
+            self.guard_journal(&mut claim)?;
+            let seq = claim.journal.intend_create(&record)?;
+            let snap = fail_point!("add.after_intent").and_then(|()| {
+                // Snapshotting an active origin: suspend it around create_snap
+                // so the snapshot sees a consistent, flushed origin.
+                if parent_active {
+                    claim
+                        .ctl
+                        .suspend(DevId::Name(&origin_name), &SuspendOptions::default())?;
                 }
-            }
+                // An error injected here stands for a failed create_snap.
+                let snap = if parent_active {
+                    fail_point!("add.after_suspend_parent")
+                } else {
+                    Ok(())
+                }
+                .and_then(|()| {
+                    let msg = PoolMessage::CreateSnap {
+                        id: thin_id,
+                        origin: origin_id,
+                    };
+                    Ok(self.message(&mut claim, msg)?)
+                });
+                if parent_active {
+                    if let Err(e) = claim
+                        .ctl
+                        .resume(DevId::Name(&origin_name), UdevFlags::empty())
+                    {
+                        log::error!("resuming {origin_name} after create_snap failed: {e}");
+                        if snap.is_ok() {
+                            let _ = self.delete_thin(&mut claim, thin);
+                        }
+                        return Err(e.into());
+                    }
+                }
+                snap
+            });
             match snap {
-                Ok(()) => break (txn, thin),
+                Ok(()) => break (seq, record),
                 Err(DeviceSetError::Dm(e)) if e.kind() == Some(ErrorKind::Exists) => {
-                    if let Err(closing) = txn.abort() {
+                    if let Err(closing) = claim.journal.cancel(seq) {
                         // The id is the pool's: never given back.
                         claim.keep();
-                        return Err(closing);
+                        return Err(closing.into());
                     }
                     log::warn!(
                         "thin id {thin} exists in the pool though no record names it; skipping it"
@@ -166,29 +170,49 @@ impl Config {
                         return Err(no_ids());
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if claim.journal.cancel(seq).is_err() {
+                        claim.keep();
+                    }
+                    return Err(e);
+                }
             }
         };
-        let mut record = DeviceRecord::new(id, parent.map(str::to_string), thin, size);
-        record.grow_pending = grow;
-        let open = txn.open_id();
-        let committed = fail_point!("add.after_create_snap")
-            .and_then(|()| Ok(txn.store.write_device(&record)?))
-            .and_then(|()| {
-                fail_point!("add.after_write_record")?;
-                self.set_transaction(&mut txn, open)
-            });
-        if let Err(e) = committed {
-            let _ = self.delete_thin(&mut txn, thin);
-            let _ = txn.store.remove_device_record(id);
+        let thin = record.thin_id;
+        if let Err(e) = self.committed(&mut claim, "create_snap") {
+            // Unknown outcome: the intent stays for the pool to settle, its
+            // thin id used meanwhile.
+            claim.keep();
+            state.unresolved.push(Unresolved::Create(record));
             return Err(e);
         }
-        fail_point!("add.after_set_transaction")?;
-        // Committed: the pool's transaction id now equals the recorded one.
-        // transaction.json is left as it is and replaced by the next begin.
-        txn.keep();
+        let injected = fail_point!("add.after_create_snap");
+        if let Err(e) = injected {
+            // Undone: the thin deleted, the intent cancelled. A thin that
+            // cannot be deleted stays, recorded, and the error is returned.
+            if self.delete_thin(&mut claim, thin).is_err() {
+                claim.journal.done(seq, true)?;
+                claim.keep();
+                state.devices.insert(id.to_string(), record);
+                return Err(e);
+            }
+            if claim.journal.cancel(seq).is_err() {
+                claim.keep();
+            }
+            return Err(e);
+        }
+        // Done. The marker is not synced where the set owns every thin of
+        // the pool: lost in a power cut, the next open finds the thin in the
+        // pool and finishes the create the same way. Elsewhere (an adopted
+        // pool, a damaged record's unknown claim) a thin found there may not
+        // be ours, so the marker is synced and an unmarked create dropped.
+        let sync = !self.pool_is_ours(&claim);
+        let marked = claim.journal.done(seq, sync);
         claim.keep();
         state.devices.insert(id.to_string(), record);
+        marked?;
+        fail_point!("add.after_done")?;
+        self.maybe_fold(state);
         self.finish_new_device(state, id)
     }
 
@@ -200,46 +224,58 @@ impl Config {
         };
         self.writable_pool(state)?;
         self.discard_before_delete(state, id)?;
-        let op = TransactionOp::Delete {
-            device_id: id.to_string(),
-            thin_id: thin,
-        };
-        let mut txn = OpenTransaction::begin(state, op)?;
-        fail_point!("remove.after_begin")?;
-        // A failed delete closes the transaction unchanged. EBUSY is retried:
-        // a deferred removal the kernel is finishing (from a work queue) has
-        // the name gone a moment before the thin is closed in the pool.
+        self.guard_journal(state)?;
+        let seq = state.journal.intend_delete(id, thin)?;
+        // A failed delete cancels the intent: the device stays. EBUSY is
+        // retried: a deferred removal the kernel is finishing (from a work
+        // queue) has the name gone a moment before the thin is closed in the
+        // pool.
         let busy = |e: &DeviceSetError| matches!(e, DeviceSetError::Dm(e) if e.is_busy());
-        match Backoff::BUSY.run(|_| self.delete_thin(&mut txn, thin), busy) {
+        let deleted = fail_point!("remove.after_intent")
+            .and_then(|()| Backoff::BUSY.run(|_| self.delete_thin(state, thin), busy));
+        match deleted {
             Ok(()) => {}
             Err(e) if busy(&e) && self.options.deferred_deletion => {
                 // Still open in the pool: deleted by a later call or open.
-                drop(txn);
                 log::info!("{id}: thin {thin} is still open in the pool; it is deleted later");
                 let Some(rec) = state.devices.get(id).filter(|r| !r.deferred_delete) else {
+                    state.journal.cancel(seq)?;
                     return Ok(()); // marked already: a later try
                 };
                 let mut rec = rec.clone();
                 rec.deferred_delete = true;
-                state.store.write_device(&rec)?;
+                state.journal.cancel_and_update(seq, &rec)?;
                 state.devices.insert(id.to_string(), rec);
                 return Ok(());
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Not cancelled (the journal stopped): the next open deletes it.
+                let _ = state.journal.cancel(seq);
+                return Err(e);
+            }
         }
-        // Deleted in the pool: from here on recovery finishes the removal.
-        let open = txn.open_id();
-        txn.keep();
-        fail_point!("remove.after_delete")?;
-        if let Err(e) = self.set_transaction(state, open) {
-            // The delete itself is committed in the pool; finish our side.
-            log::warn!("set_transaction_id after deleting {id} failed: {e}");
+        if let Err(e) = self.committed(state, "delete") {
+            // Unknown outcome: hidden, its thin id used, until settled.
+            if let Some(r) = state.devices.get_mut(id) {
+                r.deferred_delete = true;
+            }
+            state.unresolved.push(Unresolved::Delete {
+                device_id: id.to_string(),
+                thin_id: thin,
+            });
+            return Err(e);
         }
-        fail_point!("remove.after_set_transaction")?;
-        state.store.remove_device_record(id)?;
-        fail_point!("remove.after_remove_record")?;
+        // Deleted in the pool. A crash before the marker is durable leaves
+        // the intent, and the next open deletes again (a missing thin is fine).
+        let injected = fail_point!("remove.after_delete");
+        let sync = !self.pool_is_ours(state);
+        let marked = state.journal.done(seq, sync);
         state.devices.remove(id);
         let _ = state.ids.release(thin);
+        injected?;
+        marked?;
+        fail_point!("remove.after_done")?;
+        self.maybe_fold(state);
         Ok(())
     }
 
@@ -327,7 +363,8 @@ impl Config {
         if state.ctl.exists(&name)? {
             let mut rec = self.record(state, id)?.clone();
             rec.deferred_delete = true;
-            state.store.write_device(&rec)?;
+            self.guard_journal(state)?;
+            state.journal.update(&rec)?;
             fail_point!("remove_deferred.after_write_record")?;
             state.devices.insert(id.to_string(), rec);
             return Ok(RemoveOutcome::Deferred);
@@ -346,7 +383,8 @@ impl Config {
         let mut rec = self.record(state, id)?.clone();
         rec.initialized = initialized;
         fail_point!("set_initialized.before_write")?;
-        state.store.write_device(&rec)?;
+        self.guard_journal(state)?;
+        state.journal.update(&rec)?;
         fail_point!("set_initialized.after_write")?;
         state.devices.insert(id.to_string(), rec);
         Ok(())

@@ -108,7 +108,7 @@ impl Config {
         removed?;
         fail_point!("add_sized.after_grow_fs")?;
         rec.grow_pending = false;
-        state.store.write_device(&rec)?;
+        state.journal.update(&rec)?;
         state.devices.insert(id.to_string(), rec);
         Ok(())
     }
@@ -146,7 +146,7 @@ impl Config {
         };
         if !rec.deferred_delete {
             rec.deferred_delete = true;
-            state.store.write_device(&rec)?;
+            state.journal.update(&rec)?;
             state.devices.insert(id.to_string(), rec.clone());
         }
         if let Err(e) = self.discard_thin(state, id, rec.thin_id, rec.size) {

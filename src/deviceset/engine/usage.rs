@@ -19,7 +19,7 @@ use crate::dm::{Dev, DmError, ErrorKind};
 use crate::retry::Backoff;
 use crate::target::{DeviceRef, PoolMessage, TargetTable, ThinPoolTable};
 use crate::thinmeta::{self, Metadata, PoolUsage, ReadAt, Source};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -164,6 +164,20 @@ impl Config {
     /// Reads the pool's usage from `device`, trying again when a block of
     /// the live space map changed under the read.
     fn read_usage(&self, device: &Path, source: Source) -> Result<(PoolUsage, u64)> {
+        self.read_metadata(device, source, source != Source::Live, |md| {
+            Ok((md.usage()?, md.transaction_id()))
+        })
+    }
+
+    /// Runs `read` on the metadata at `device` opened as `source`, trying
+    /// again when `racing` and a block changed under the read.
+    fn read_metadata<T>(
+        &self,
+        device: &Path,
+        source: Source,
+        racing: bool,
+        read: impl Fn(&Metadata<&DirectReader>) -> thinmeta::Result<T>,
+    ) -> Result<T> {
         let failed = |source| DeviceSetError::Metadata {
             pool: self.pool_name.clone(),
             device: device.to_path_buf(),
@@ -175,13 +189,9 @@ impl Config {
                 source: e,
             })
         })?;
-        let racing = source != Source::Live;
         READ_TRIES
             .run(
-                |_| {
-                    let md = Metadata::open(&reader, source)?;
-                    Ok((md.usage()?, md.transaction_id()))
-                },
+                |_| read(&Metadata::open(&reader, source)?),
                 |e| racing && matches!(e, thinmeta::Error::Corrupt { .. }),
             )
             .map_err(failed)
@@ -248,6 +258,40 @@ impl Config {
                 ),
             },
         })
+    }
+
+    /// The thin ids the pool holds (for the journal's recovery): read from
+    /// a metadata snapshot reserved for the read and always released; live
+    /// when the pool takes no writes, or when another tool holds the
+    /// snapshot (tried again if a commit races the read).
+    pub(crate) fn pool_thin_ids(&self, state: &mut State) -> Result<BTreeSet<u32>> {
+        let device = self.metadata_device(state)?;
+        let ids = |md: &Metadata<&DirectReader>| Ok(md.thin_ids());
+        if self.pool_takes_no_writes(state)? {
+            let v = self.read_metadata(&device, Source::Live, false, ids)?;
+            return Ok(v.into_iter().collect());
+        }
+        let reserve = |state: &mut State| -> Result<()> {
+            self.message(state, PoolMessage::ReserveMetadataSnap)
+                .map_err(|e| self.reserve_failed(e))
+        };
+        let release = |state: &mut State| -> Result<()> {
+            Ok(self.message(state, PoolMessage::ReleaseMetadataSnap)?)
+        };
+        let v = match while_held(state, reserve, release, || {
+            self.read_metadata(&device, Source::Snapshot, true, ids)
+        }) {
+            Ok(v) => v,
+            Err(DeviceSetError::PoolUnusable { reason, .. }) => {
+                log::warn!(
+                    "pool {}: {reason}; reading its live metadata",
+                    self.pool_name
+                );
+                self.read_metadata(&device, Source::Live, true, ids)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(v.into_iter().collect())
     }
 
     /// The pool's usage: from a metadata snapshot reserved for the read and

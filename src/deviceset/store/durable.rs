@@ -102,13 +102,25 @@ impl MetadataStore {
         target: &Path,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
+        self.rename_into_place(dir, target, bytes)?;
+        dir_file.sync_all().map_err(io_err("fsync directory", dir))
+    }
+
+    /// Writes `bytes` to a fsynced temp file in `dir` and renames it over
+    /// `target`; the directory is the caller's to fsync.
+    pub(super) fn rename_into_place(
+        &self,
+        dir: &Path,
+        target: &Path,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
         self.check_writable(target)?;
         let tmp = self.write_temp(dir, bytes)?;
         if let Err(e) = fs::rename(&tmp, target) {
             let _ = fs::remove_file(&tmp);
             return Err(io_err("rename temp file onto", target)(e));
         }
-        dir_file.sync_all().map_err(io_err("fsync directory", dir))
+        Ok(())
     }
 }
 

@@ -1,14 +1,21 @@
 //! The device set's durable metadata: one JSON file per device, a set-wide
-//! record and an open-transaction record.
+//! record, an open-transaction record and the intent journal.
 //!
 //! Layout under the set root (directories mode 0700, files mode 0600):
 //!
 //! ```text
 //! <root>/metadata/set.json           SetRecord
 //! <root>/metadata/transaction.json   TransactionState: last committed id, open transaction
-//! <root>/metadata/devices/<id>.json  DeviceRecord, one per device
+//! <root>/metadata/journal            Journal: device changes since the last fold
+//! <root>/metadata/devices/<id>.json  DeviceRecord, one per device (as of the last fold)
 //! <root>/metadata/devices.cache      a derived copy of the records, never trusted alone
 //! ```
+//!
+//! Adds, removes and record changes are appended to the journal (one
+//! `fdatasync` each, see [`Journal`]); the record files are rewritten from
+//! it by a fold ([`MetadataStore::write_records`], one directory fsync for
+//! the batch). A device's record is its last journal entry when it has
+//! one, else its file.
 //!
 //! Every write goes to a fresh temp file in the target's directory (named
 //! `.tmp~…`, which no device id can collide with since ids cannot contain
@@ -45,6 +52,7 @@ mod cache;
 mod checks;
 mod durable;
 mod error;
+mod journal;
 mod read;
 mod records;
 
@@ -64,6 +72,7 @@ use read::{read_if_exists, read_record_at};
 use records::{parse, to_json, TransactionState};
 
 pub use error::{LoadReport, ProblemReason, RecordProblem, StoreError};
+pub use journal::{Journal, Replay, Unresolved};
 pub use records::{
     DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord, RESERVED_DEVICE_IDS,
 };
@@ -197,8 +206,17 @@ impl MetadataStore {
         Ok(self.devices_dir.join(format!("{id}{RECORD_EXT}")))
     }
 
-    /// Durably writes (creates or replaces) a device record.
+    /// Durably writes (creates or replaces) a device record. (The set
+    /// writes records through the journal and its folds; the tests and
+    /// benches/store.rs use this.)
+    #[allow(dead_code)]
     pub fn write_device(&self, record: &DeviceRecord) -> Result<(), StoreError> {
+        let (path, bytes) = self.device_bytes(record)?;
+        self.write_atomic(&self.devices_dir, &self.devices_dir_file, &path, &bytes)
+    }
+
+    /// A valid record's file and JSON.
+    fn device_bytes(&self, record: &DeviceRecord) -> Result<(PathBuf, Vec<u8>), StoreError> {
         let path = self.device_path(&record.id)?;
         record
             .validate(self.max_id_len)
@@ -207,7 +225,46 @@ impl MetadataStore {
                 reason,
             })?;
         let bytes = to_json(record, &path)?;
-        self.write_atomic(&self.devices_dir, &self.devices_dir_file, &path, &bytes)
+        Ok((path, bytes))
+    }
+
+    /// Opens the intent journal and reads what it says on top of the
+    /// record files (see [`Journal`]).
+    pub fn open_journal(&self) -> Result<(Journal, Replay), StoreError> {
+        if self.read_only {
+            return self.read_journal();
+        }
+        Journal::open(&self.meta_dir, &self.meta_dir_file)
+    }
+
+    /// The intent journal opened only to read (see [`Journal::open_read_only`]).
+    pub fn read_journal(&self) -> Result<(Journal, Replay), StoreError> {
+        Journal::open_read_only(&self.meta_dir)
+    }
+
+    /// Writes the records in `put` and removes those of `remove`, with one
+    /// directory fsync for them all: each file is written to a fsynced temp
+    /// file and renamed over the old one, so every record is whole, old or
+    /// new, whatever a crash interrupts.
+    pub fn write_records(&self, put: &[&DeviceRecord], remove: &[&str]) -> Result<(), StoreError> {
+        for record in put {
+            let (path, bytes) = self.device_bytes(record)?;
+            self.rename_into_place(&self.devices_dir, &path, &bytes)?;
+        }
+        for id in remove {
+            let path = self.device_path(id)?;
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &path)(e)),
+            }
+        }
+        if put.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        self.devices_dir_file
+            .sync_all()
+            .map_err(io_err("fsync directory", &self.devices_dir))
     }
 
     /// Durably removes a device record. Returns whether it existed; the
@@ -321,7 +378,9 @@ impl MetadataStore {
             })?;
         let state = self.transaction_state()?;
         if let Some(open) = state.as_ref().and_then(|s| s.open.as_ref()) {
-            if open.open_transaction_id >= txn.open_transaction_id {
+            if open.op != TransactionOp::Journal
+                && open.open_transaction_id >= txn.open_transaction_id
+            {
                 return Err(StoreError::TransactionPending {
                     path,
                     open_transaction_id: Some(open.open_transaction_id),
@@ -360,6 +419,19 @@ impl MetadataStore {
         self.write_transaction_state(&TransactionState {
             committed_transaction_id: transaction_id,
             open: None,
+        })
+    }
+
+    /// Durably records that the pool's transaction id is `transaction_id`
+    /// and that the device records continue in the journal
+    /// ([`TransactionOp::Journal`]).
+    pub fn mark_journal(&self, transaction_id: u64) -> Result<(), StoreError> {
+        self.write_transaction_state(&TransactionState {
+            committed_transaction_id: transaction_id,
+            open: Some(TransactionRecord {
+                open_transaction_id: transaction_id + 1,
+                op: TransactionOp::Journal,
+            }),
         })
     }
 

@@ -311,15 +311,25 @@ pub enum TransactionOp {
         /// The base device's thin id.
         thin_id: u32,
     },
+    /// Moving the pool's transaction id on after the intent journal was
+    /// folded into the record files: no thin changes, so nothing to repair
+    /// whether or not it committed.
+    Fold,
+    /// Not an operation: the device records continue in the intent journal.
+    /// Recorded while the journal holds entries, so that a build that
+    /// predates the journal cannot parse `transaction.json` and refuses the
+    /// set instead of opening it without those records.
+    Journal,
 }
 
 impl TransactionOp {
-    /// The thin id the operation touches.
-    pub fn thin_id(&self) -> u32 {
+    /// The thin id the operation touches (none for a fold).
+    pub fn thin_id(&self) -> Option<u32> {
         match self {
             TransactionOp::Create { thin_id, .. }
             | TransactionOp::Delete { thin_id, .. }
-            | TransactionOp::BaseCreate { thin_id } => *thin_id,
+            | TransactionOp::BaseCreate { thin_id } => Some(*thin_id),
+            TransactionOp::Fold | TransactionOp::Journal => None,
         }
     }
 
@@ -329,7 +339,7 @@ impl TransactionOp {
             TransactionOp::Create { device_id, .. } | TransactionOp::Delete { device_id, .. } => {
                 Some(device_id)
             }
-            TransactionOp::BaseCreate { .. } => None,
+            TransactionOp::BaseCreate { .. } | TransactionOp::Fold | TransactionOp::Journal => None,
         }
     }
 }
@@ -360,7 +370,9 @@ pub struct TransactionRecord {
 impl TransactionRecord {
     /// Checks the values: thin id in range, device id valid.
     pub fn validate(&self, max_id_len: usize) -> Result<(), String> {
-        check_thin_id("thin_id", self.op.thin_id())?;
+        if let Some(thin) = self.op.thin_id() {
+            check_thin_id("thin_id", thin)?;
+        }
         if let Some(id) = self.op.device_id() {
             validate_device_id(id, max_id_len).map_err(|e| e.to_string())?;
         }

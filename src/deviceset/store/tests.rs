@@ -503,7 +503,7 @@ fn transaction_begin_pending_clear() {
     };
     store.begin(&other).unwrap();
     assert_eq!(store.pending().unwrap(), Some(other.clone()));
-    assert_eq!(other.op.thin_id(), 0);
+    assert_eq!(other.op.thin_id(), Some(0));
     assert_eq!(other.op.device_id(), None);
     store.clear().unwrap();
     let del = TransactionRecord {
