@@ -627,14 +627,23 @@ fn record_cache_is_used_only_where_each_file_still_matches() {
         store.write_device(&r).unwrap();
     }
     let cache = store.metadata_dir().join(CACHE_FILE);
-    // Files younger than the settle time are never cached.
-    let first = store.load_all().unwrap();
-    assert_eq!((first.cache_hits, first.cache_misses), (0, n as usize));
+    // Every record old enough to cache, but one written just now: files
+    // younger than the settle time are never cached.
     std::thread::sleep(Duration::from_secs(CACHE_SETTLE_SECS as u64 + 1));
-    let second = store.load_all().unwrap();
-    assert_eq!(second.devices, first.devices);
-    assert_eq!(second.cache_misses, n as usize);
-    assert!(cache.exists(), "enough misses: the cache is written");
+    store
+        .write_device(&DeviceRecord::new("young", None, n + 1, 1 << 30))
+        .unwrap();
+    let mut first = store.load_all().unwrap();
+    assert_eq!((first.cache_hits, first.cache_misses), (0, n as usize + 1));
+    let cached = fs::read_to_string(&cache).expect("enough misses: the cache is written");
+    assert!(!cached.contains("young.json"), "a young file was cached");
+    assert_eq!(
+        cached.lines().count(),
+        n as usize + 1,
+        "header and every old file"
+    );
+    assert!(store.remove_device_record("young").unwrap());
+    first.devices.remove("young");
     let third = store.load_all().unwrap();
     assert_eq!((third.cache_hits, third.cache_misses), (n as usize, 0));
     assert_eq!(
