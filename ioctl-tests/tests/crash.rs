@@ -186,7 +186,6 @@ fn prepare(op: &str, root: &Path, tag: &str) {
             drop(set);
             let me = std::env::current_exe().unwrap();
             crash_at(&me, "add", root, "add.after_create_snap", tag, 0);
-            return;
         }
         "cleanup_deferred" => {
             // Pending deletion, its device gone: the next open finishes it.
