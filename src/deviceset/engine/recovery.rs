@@ -543,9 +543,6 @@ impl Config {
             .filter(|r| r.deferred_delete)
             .map(|r| r.id.clone())
             .collect();
-        if !pending.is_empty() {
-            self.writable_pool(state)?;
-        }
         for id in pending {
             let name = self.device_name(&id);
             if !state.ctl.exists(&name)? {

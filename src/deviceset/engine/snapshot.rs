@@ -213,15 +213,13 @@ impl Config {
         Ok(())
     }
 
-    /// Deletes an inactive device from the pool and its record. The caller
-    /// has checked the pool is writable.
+    /// Deletes an inactive device from the pool and its record.
     pub(crate) fn delete_device(&self, state: &mut State, id: &str) -> Result<()> {
         let thin = match state.devices.get(id) {
             Some(r) => r.thin_id,
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
         };
-        // The pool was found writable by every caller just before (a pool
-        // that turned read-only since refuses the message itself).
+        self.writable_pool(state)?;
         self.guard_journal(state)?;
         let seq = state.journal.intend_delete(id, thin)?;
         // A failed delete cancels the intent: the device stays. EBUSY is
