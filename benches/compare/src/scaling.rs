@@ -507,11 +507,7 @@ pub fn main(a: &[String]) {
             seed.devices.insert(rec.hash.clone(), rec);
         }
         seed.save();
-        let probes = if size >= 10000 {
-            o.probes.min(5).max(1)
-        } else {
-            o.probes
-        };
+        let probes = o.probes.max(1);
         let mut d_dm = Duration::ZERO;
         let mut d_seed = Duration::ZERO;
         let mut d_notxn = Duration::ZERO;
