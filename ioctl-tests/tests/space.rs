@@ -10,36 +10,10 @@ mod common;
 use common::*;
 use dmthin::deviceset::{DeviceSet, DeviceSetError, FsKind, Options, StorageOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 const GIB: u64 = 1 << 30;
-
-/// The `--scratch` disk as a fresh ext4 at /mnt/space, when the run has one.
-fn scratch_dir() -> Option<&'static Path> {
-    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dev = dmthin_ioctl_tests::scratch_device()?;
-        let mnt = PathBuf::from("/mnt/space");
-        std::fs::create_dir_all(&mnt).unwrap();
-        sh_ok(&format!(
-            "mountpoint -q {m} || {{ mkfs.ext4 -q -F {d} && mount {d} {m}; }}",
-            d = dev.display(),
-            m = mnt.display()
-        ));
-        Some(mnt)
-    })
-    .as_deref()
-}
-
-/// A set root on the scratch disk when there is one, else in /tmp (a tmpfs
-/// of half the guest's memory, which holds less than 512 MiB).
-fn space_root(tag: &str) -> Root {
-    match scratch_dir() {
-        Some(d) => Root::at(d.join(tag)),
-        None => Root::new(tag),
-    }
-}
 
 /// Bytes the space tests write: `SPACE_WRITE_MIB`, else 512 MiB on a
 /// scratch disk and 128 MiB in the guest's small /tmp.
@@ -87,7 +61,7 @@ fn fill(path: &Path, bytes: u64) {
 }
 
 fn grown_device(fs: FsKind) {
-    let root = space_root(&format!("space-grow-{}", fs.as_str()));
+    let root = big_root(&format!("space-grow-{}", fs.as_str()));
     let set = DeviceSet::open(&root.0, sized_options(fs, 512 * MIB, GIB)).unwrap();
     let t0 = Instant::now();
     set.add_device_sized("big", None, Some(2 * GIB)).unwrap();
@@ -153,7 +127,7 @@ fn sized_device_gets_a_grown_xfs() {
 #[test]
 fn cli_create_size_list_and_status() {
     dmthin_ioctl_tests::require_device_mapper();
-    let root = space_root("space-cli");
+    let root = big_root("space-cli");
     dmthin_ok(&root.0, &SMALL_INIT);
     dmthin_ok(&root.0, &["create", "big", "--size", "128M"]);
     let list = dmthin_ok(&root.0, &["list"]);
@@ -193,7 +167,7 @@ fn passes_discards_down(set: &DeviceSet) -> bool {
 #[test]
 fn remove_gives_the_space_back() {
     dmthin_ioctl_tests::require_device_mapper();
-    let root = space_root("space-remove");
+    let root = big_root("space-remove");
     let written = written_bytes();
     let set = DeviceSet::open(&root.0, sized_options(FsKind::Ext4, 64 * MIB, GIB)).unwrap();
     assert!(
@@ -246,7 +220,7 @@ fn remove_gives_the_space_back() {
 #[test]
 fn trim_gives_deleted_files_back() {
     dmthin_ioctl_tests::require_device_mapper();
-    let root = space_root("space-trim");
+    let root = big_root("space-trim");
     let written = written_bytes();
     let mut o = sized_options(FsKind::Ext4, 768 * MIB, GIB);
     // Trim, not the mount option, is what is tested here.
@@ -296,7 +270,7 @@ fn trim_gives_deleted_files_back() {
 #[test]
 fn remove_without_discard_keeps_the_file_allocated() {
     dmthin_ioctl_tests::require_device_mapper();
-    let root = space_root("space-nodiscard");
+    let root = big_root("space-nodiscard");
     let mut o = sized_options(FsKind::Ext4, 64 * MIB, GIB);
     o.remove_discard = Some(false);
     let set = DeviceSet::open(&root.0, o).unwrap();

@@ -33,6 +33,33 @@ impl Root {
     }
 }
 
+/// The `--scratch` disk as a fresh ext4 at /mnt/scratch (made by the first
+/// test binary of the boot that asks), when the run has one.
+pub fn scratch_dir() -> Option<&'static Path> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dev = dmthin_ioctl_tests::scratch_device()?;
+        let mnt = PathBuf::from("/mnt/scratch");
+        std::fs::create_dir_all(&mnt).unwrap();
+        sh_ok(&format!(
+            "mountpoint -q {m} || {{ mkfs.ext4 -q -F {d} && mount {d} {m}; }}",
+            d = dev.display(),
+            m = mnt.display()
+        ));
+        Some(mnt)
+    })
+    .as_deref()
+}
+
+/// A set root on the scratch disk when the run has one, else in /tmp (a
+/// tmpfs of half the guest's memory: it holds less than 512 MiB).
+pub fn big_root(tag: &str) -> Root {
+    match scratch_dir() {
+        Some(d) => Root::at(d.join(tag)),
+        None => Root::new(tag),
+    }
+}
+
 impl Drop for Root {
     fn drop(&mut self) {
         // Best-effort teardown of anything a failed test left behind.
