@@ -15,7 +15,8 @@
 //	DMTHIN_SNAPSHOTTER_ARGS  extra daemon arguments, space separated
 //	                         (e.g. "--no-udev-sync")
 //	DMTHIN_POOL_ARGS         pool options (default "--data-size 1G
-//	                         --metadata-size 64M --base-size 256M")
+//	                         --metadata-size 64M --base-size 16M", the base
+//	                         size containerd's devmapper test uses)
 package conformance
 
 import (
@@ -40,7 +41,7 @@ import (
 	"google.golang.org/grpc"
 )
 
-const defaultPoolArgs = "--data-size 1G --metadata-size 64M --base-size 256M"
+const defaultPoolArgs = "--data-size 1G --metadata-size 64M --base-size 16M"
 
 func daemonPath() string {
 	if p := os.Getenv("DMTHIN_SNAPSHOTTER"); p != "" {
