@@ -15,6 +15,7 @@
 
 mod peers;
 mod raw;
+mod report;
 mod scaling;
 mod sys;
 
@@ -578,7 +579,7 @@ fn driver_main(a: &[String]) {
     }
     // Paired: dmthin, floor and the devicemapper crate in one process, their
     // operations alternated, so host load hits them alike.
-    let mut paired: BTreeMap<String, Vec<(String, f64, f64, f64)>> = BTreeMap::new();
+    let mut paired: BTreeMap<String, Vec<report::PairedRow>> = BTreeMap::new();
     for w in &o.workloads {
         let n = o.paired.get(w.as_str()).copied().unwrap_or(0);
         // With udev running the floor does not wait for its uevents, and in one
@@ -784,50 +785,11 @@ fn driver_main(a: &[String]) {
         }
         println!();
     }
-    if !paired.is_empty() {
-        println!("#### Paired: dmthin, floor and devicemapper crate in one process, operations alternated");
-        println!();
-        println!(
-            "Median per-operation time in ms (10th–90th percentile); the ratio is of medians."
-        );
-        println!();
-        println!("| workload | ops per peer | dmthin | floor | devicemapper crate | floor + dmthin's decoding | dmthin / floor | devicemapper / floor |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-        for (w, rows) in &paired {
-            let get = |p: &str| rows.iter().find(|r| r.0 == p);
-            let cell = |p: &str| {
-                get(p).map_or("-".to_string(), |r| {
-                    format!("{:.3} ({:.3}–{:.3})", r.1, r.2, r.3)
-                })
-            };
-            let ratio = |p: &str| match (get(p), get("floor")) {
-                (Some(a), Some(f)) => format!("{:.3}x", a.1 / f.1),
-                _ => "-".into(),
-            };
-            println!(
-                "| {w} | {} | {} | {} | {} | {} | {} | {} |",
-                o.paired.get(w.as_str()).copied().unwrap_or(0),
-                cell("dmthin"),
-                cell("floor"),
-                cell("devicemapper"),
-                cell("floor+decode"),
-                ratio("dmthin"),
-                ratio("devicemapper")
-            );
-        }
-        println!();
-    }
+    report::print_paired(&paired, &o.paired);
     if !have_strace {
         println!("(strace not available in the guest: ioctl counts come from the code only)");
         println!();
     }
-    let errors: Vec<&String> = cells.values().flat_map(|c| c.errors.iter()).collect();
-    if !errors.is_empty() {
-        println!("Errors:");
-        for e in errors {
-            println!("- {}", e.replace('\n', " "));
-        }
-        println!();
-    }
+    report::print_errors(cells.values().flat_map(|c| c.errors.iter()));
     println!("=== END dmthin-compare run ===");
 }

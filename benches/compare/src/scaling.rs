@@ -139,7 +139,11 @@ fn pool_txn(ctl: &mut Control, pool: &str) -> u64 {
     let (_, lines) = ctl
         .table_status(DevId::Name(pool), &dmthin::dm::StatusOptions::default())
         .expect("pool status");
-    let params = lines.first().expect("pool status line").params().to_string();
+    let params = lines
+        .first()
+        .expect("pool status line")
+        .params()
+        .to_string();
     params
         .split_whitespace()
         .next()
@@ -292,7 +296,9 @@ pub fn probe_main(a: &[String]) {
             marker();
             for j in 0..k {
                 let id = 16_500_000 + j;
-                seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, id, variant, &mut txn);
+                seed_probe(
+                    &mut ctl, &mut seed, &pool, &base, base_id, id, variant, &mut txn,
+                );
             }
             marker();
             restore_txn(&mut ctl, &pool, txn, orig);
@@ -470,7 +476,7 @@ pub fn main(a: &[String]) {
                 )
                 .expect("write record");
                 count += 1;
-                if count % 2000 == 0 {
+                if count.is_multiple_of(2000) {
                     eprintln!(
                         "dmthin-compare scaling: {count} devices after {:.0} s",
                         t_all.elapsed().as_secs_f64()
@@ -491,7 +497,7 @@ pub fn main(a: &[String]) {
                 .add_device(&format!("d{count:05}"), None)
                 .unwrap_or_else(|e| panic!("add_device d{count:05}: {e}"));
             count += 1;
-            if count % 500 == 0 {
+            if count.is_multiple_of(500) {
                 eprintln!(
                     "dmthin-compare scaling: {count} devices after {:.0} s",
                     t_all.elapsed().as_secs_f64()
@@ -528,7 +534,9 @@ pub fn main(a: &[String]) {
                 let mut txn = orig;
                 let t = Instant::now();
                 let thin = 16_000_000 + j;
-                seed_probe(&mut ctl, &mut seed, &pool, &base, base_id, thin, kind, &mut txn);
+                seed_probe(
+                    &mut ctl, &mut seed, &pool, &base, base_id, thin, kind, &mut txn,
+                );
                 *d += t.elapsed();
                 restore_txn(&mut ctl, &pool, txn, orig);
             }
@@ -564,7 +572,10 @@ pub fn main(a: &[String]) {
         let t = Instant::now();
         let s2 = DeviceSet::open(&set_root, reopen_opts()).expect("open after a crash");
         let crash_open = t.elapsed();
-        assert!(!s2.has_device("crashprobe"), "a create whose thin is missing is dropped");
+        assert!(
+            !s2.has_device("crashprobe"),
+            "a create whose thin is missing is dropped"
+        );
         drop(s2);
         let t = Instant::now();
         set = Some(DeviceSet::open(&set_root, reopen_opts()).expect("reopen"));

@@ -58,6 +58,8 @@ pub fn peak_rss(cmd: &str, args: &[String]) -> (i64, Duration, bool) {
             Ok(())
         });
     }
+    // Reaped below by waitpid(), which also sees the ptrace stops.
+    #[allow(clippy::zombie_processes)]
     let child = c.spawn().unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
     let pid = child.id() as libc::pid_t;
     let mut hwm_kib: i64 = -1;
