@@ -18,9 +18,8 @@ use super::options::Options;
 use super::report::{DeviceSummary, SetStatus};
 use super::store::{MetadataStore, RecordProblem};
 use super::usage_report::{DeviceUsage, SetUsage};
-use crate::dm::{Control, ControlOptions, Dev, DevId, NodeMode};
+use crate::dm::{Control, ControlOptions, DevId, NodeMode};
 use crate::target::PoolStatus;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -88,22 +87,10 @@ impl ReadOnlySet {
         for rec in devices.values() {
             let _ = ids.mark_used(rec.thin_id);
         }
-        let mut state = State {
-            journal,
-            unresolved: replay.unresolved,
-            ctl,
-            store,
-            set,
-            set_written: true,
-            devices,
-            ids,
-            transaction_id: 0,
-            pool_dev: Dev::default(),
-            mounts: BTreeMap::new(),
-            loops: Vec::new(),
-            closed: false,
-            damaged: Default::default(),
-        };
+        let mut state = State::new(ctl, store, journal, set);
+        state.unresolved = replay.unresolved;
+        state.devices = devices;
+        state.ids = ids;
         let info = state
             .ctl
             .info(DevId::Name(&config.pool_name))

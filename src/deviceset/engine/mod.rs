@@ -64,20 +64,19 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// The state of a set opened only to work on its pool (the monitor's
-    /// growth, under the set's lock): its record, no devices, the journal
-    /// open only to read (the pool's growth never appends to it).
-    pub(crate) fn for_pool(
+    /// A state with the set's record and journal and nothing else yet: no
+    /// devices or ids, nothing unresolved, no mounts or loops; `set_written`.
+    pub(crate) fn new(
         ctl: Control,
         store: MetadataStore,
+        journal: Journal,
         set: SetRecord,
-    ) -> std::result::Result<State, StoreError> {
-        let (journal, _) = store.read_journal()?;
-        Ok(State {
-            journal,
-            unresolved: Vec::new(),
+    ) -> State {
+        State {
             ctl,
             store,
+            journal,
+            unresolved: Vec::new(),
             set,
             set_written: true,
             devices: BTreeMap::new(),
@@ -88,7 +87,19 @@ impl State {
             loops: Vec::new(),
             closed: false,
             damaged: recovery::DamagedClaims::default(),
-        })
+        }
+    }
+
+    /// The state of a set opened only to work on its pool (the monitor's
+    /// growth, under the set's lock): its record, no devices, the journal
+    /// open only to read (the pool's growth never appends to it).
+    pub(crate) fn for_pool(
+        ctl: Control,
+        store: MetadataStore,
+        set: SetRecord,
+    ) -> std::result::Result<State, StoreError> {
+        let (journal, _) = store.read_journal()?;
+        Ok(State::new(ctl, store, journal, set))
     }
 }
 

@@ -11,7 +11,7 @@ use crate::deviceset::store::{
     DeviceRecord, LoadReport, MetadataStore, RecordProblem, SetRecord, Storage, TransactionOp,
     TransactionRecord, Unresolved, FORMAT_VERSION, MAX_RECORD_BYTES,
 };
-use crate::dm::{Control, ControlOptions, Dev, DevId, NodeMode, UdevFlags};
+use crate::dm::{Control, ControlOptions, DevId, NodeMode, UdevFlags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -171,22 +171,12 @@ impl Config {
                 remove_discard: self.options.remove_discard,
             },
         };
-        let mut state = State {
-            ctl,
-            store,
-            journal,
-            unresolved,
-            set,
-            set_written,
-            devices,
-            ids,
-            transaction_id: 0,
-            pool_dev: Dev::default(),
-            mounts: BTreeMap::new(),
-            loops: Vec::new(),
-            closed: false,
-            damaged,
-        };
+        let mut state = State::new(ctl, store, journal, set);
+        state.unresolved = unresolved;
+        state.set_written = set_written;
+        state.devices = devices;
+        state.ids = ids;
+        state.damaged = damaged;
         self.setup_pool(&mut state, set_written)?;
         // A growth the monitor was making when it died: finished (or
         // dropped) before the pool's state is judged.
