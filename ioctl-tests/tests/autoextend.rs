@@ -174,30 +174,40 @@ fn low_water(ctl: &mut Control, pool: &str) -> u64 {
         .low_water_mark()
 }
 
-/// `dmthin monitor` on `root` with `args`, its stderr gathered; returns
-/// once it logged that it is monitoring.
-fn spawn_cli(root: &Path, args: &[&str]) -> (Child, Arc<Mutex<String>>) {
-    let mut child = Command::new("dmthin")
-        .arg("--root")
-        .arg(root)
-        .arg("monitor")
-        .args(args)
-        .env("DMTHIN_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// Spawns `cmd` with its stderr gathered into the returned log; the bool
+/// says whether a line containing `ready` came within `wait`.
+fn spawn_logged(
+    mut cmd: Command,
+    ready: &'static str,
+    wait: Duration,
+) -> (Child, Arc<Mutex<String>>, bool) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
     let log = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = mpsc::channel();
     let (stderr, l) = (child.stderr.take().unwrap(), log.clone());
     thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-            if line.contains("monitoring") {
+            if line.contains(ready) {
                 let _ = tx.send(());
             }
             l.lock().unwrap().push_str(&(line + "\n"));
         }
     });
-    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+    let started = rx.recv_timeout(wait).is_ok();
+    (child, log, started)
+}
+
+/// `dmthin monitor` on `root` with `args`, its stderr gathered; returns
+/// once it logged that it is monitoring.
+fn spawn_cli(root: &Path, args: &[&str]) -> (Child, Arc<Mutex<String>>) {
+    let mut cmd = Command::new("dmthin");
+    cmd.arg("--root")
+        .arg(root)
+        .arg("monitor")
+        .args(args)
+        .env("DMTHIN_LOG", "info");
+    let (mut child, log, started) = spawn_logged(cmd, "monitoring", Duration::from_secs(60));
+    if !started {
         let _ = child.kill();
         panic!("monitor did not start: {}", log.lock().unwrap());
     }
@@ -708,27 +718,13 @@ fn the_snapshotter_grows_its_pool_in_process() {
     set.remember_autoextend_options(&o).unwrap();
     drop(set);
     let socket = r.join("snap.sock");
-    let mut child = Command::new("dmthin-snapshotter")
-        .arg("--root")
-        .arg(r)
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--autoextend", "--log-level", "info"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let (stderr, l) = (child.stderr.take().unwrap(), log.clone());
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-            if line.contains("serving on") {
-                let _ = tx.send(());
-            }
-            l.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    let started = rx.recv_timeout(Duration::from_secs(120));
+    let mut cmd = Command::new("dmthin-snapshotter");
+    cmd.arg("--root").arg(r).arg("--socket").arg(&socket).args([
+        "--autoextend",
+        "--log-level",
+        "info",
+    ]);
+    let (mut child, log, started) = spawn_logged(cmd, "serving on", Duration::from_secs(120));
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let t0 = Instant::now();
@@ -743,7 +739,7 @@ fn the_snapshotter_grows_its_pool_in_process() {
         thread::sleep(Duration::from_millis(20));
     };
     let log = log.lock().unwrap().clone();
-    assert!(started.is_ok(), "snapshotter did not start: {log}");
+    assert!(started, "snapshotter did not start: {log}");
     assert!(status.success(), "{status:?}: {log}");
     assert!(log.contains("pool monitor: grow by 20%"), "{log}");
     let set = DeviceSet::open(r, recorded(r)).unwrap();
