@@ -609,3 +609,65 @@ fn adding_a_device_over_a_refused_record_keeps_the_record() {
     assert_eq!(std::fs::read(devices.join("a.json")).unwrap(), b"{ damaged");
     set.shutdown().unwrap();
 }
+
+/// The pool's event number and whether its status says it takes writes
+/// (read without a commit).
+fn pool_event_and_writable(c: &mut Control, pool: &str) -> (u32, bool) {
+    use dmthin::dm::StatusOptions;
+    use dmthin::target::{PoolMode, PoolStatus};
+    let (info, lines) = c
+        .table_status(
+            DevId::Name(pool),
+            &StatusOptions {
+                noflush: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let writable = match PoolStatus::parse(lines[0].params()).unwrap() {
+        PoolStatus::Active(s) => s.mode == PoolMode::ReadWrite && !s.needs_check,
+        _ => false,
+    };
+    (info.event_nr, writable)
+}
+
+/// What the device set's commit check after each pool message relies on:
+/// the message's reply carries the pool's event number as of after the
+/// commit the pool makes for it; a commit that held leaves it unchanged,
+/// and a failed one, which the message still reports as a success, has
+/// moved it (the pool's switch to read-only raises an event).
+#[test]
+fn a_failed_commit_after_a_message_moves_the_pools_event_number() {
+    let root = Root::new("evcommit");
+    let disks = FlakeyDisks::new(&root.0, "flakey");
+    let mut o = options(FsKind::Ext4);
+    o.storage = disks.storage();
+    let set = DeviceSet::open(root.0.join("set"), o).unwrap();
+    let pool = set.pool_name().to_string();
+    let mut c = Control::open().unwrap();
+    let (before, writable) = pool_event_and_writable(&mut c, &pool);
+    assert!(writable);
+    // A message whose commit holds: no event.
+    let after = c
+        .send_message(DevId::Name(&pool), 0, "create_thin 4000")
+        .unwrap();
+    assert_eq!(after, before, "a committed message raised an event");
+    assert_eq!(pool_event_and_writable(&mut c, &pool), (before, true));
+    // Metadata writes fail: the message succeeds, its commit does not.
+    disks.set_meta_table(&flakey_meta_sparing_superblock(
+        &disks.meta_loop,
+        FlakeyDisks::META_MIB * MIB / 512,
+    ));
+    let after = c
+        .send_message(DevId::Name(&pool), 0, "create_thin 4001")
+        .expect("the kernel reports the message itself as done");
+    let (now, writable) = pool_event_and_writable(&mut c, &pool);
+    assert!(!writable, "the failed commit left the pool writable");
+    assert_ne!(after, before, "the failed commit raised no event");
+    assert_eq!(now, after, "an event after the message's reply");
+    // The device set sees the same: its next add is refused, clearly.
+    let e = set.add_device("during", None).unwrap_err();
+    assert!(matches!(e, DeviceSetError::PoolUnusable { .. }), "{e}");
+    disks.fail_meta_writes(false);
+    let _ = set.shutdown();
+}

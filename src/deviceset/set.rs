@@ -212,7 +212,7 @@ impl DeviceSet {
             other => other?,
         };
         fail_point!("remove.after_deactivate")?;
-        self.config.delete_device(&mut guard, id)
+        self.config.delete_device_checked(&mut guard, id)
     }
 
     /// Like [`DeviceSet::remove_device`], but a device held open elsewhere is

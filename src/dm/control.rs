@@ -677,7 +677,13 @@ impl Control {
     /// [`target_message`](Self::target_message) offers. A reply the target
     /// sends anyway does not fit and is dropped (logged); the message itself
     /// has taken effect.
-    pub fn send_message(&mut self, id: DevId<'_>, sector: u64, message: &str) -> Result<()> {
+    ///
+    /// Returns the device's event number as the kernel wrote it back after
+    /// the message (and whatever the target did for it, such as a thin
+    /// pool's commit) had run: compared with an earlier reply's, it tells
+    /// whether the target raised an event meanwhile, e.g. a pool changing
+    /// mode.
+    pub fn send_message(&mut self, id: DevId<'_>, sector: u64, message: &str) -> Result<u32> {
         encode::encode_message(sector, message, &mut self.payload)?;
         let detail = || format!("message {message:?}");
         let h = self.run_ext(Req {
@@ -687,7 +693,7 @@ impl Control {
         if DmFlags::from_bits_retain(h.flags).contains(DmFlags::BUFFER_FULL) {
             log::warn!("message {message:?} to {id}: the target's reply was dropped");
         }
-        Ok(())
+        Ok(h.event_nr)
     }
 
     /// `DM_DEV_SET_GEOMETRY`: sets the reported disk geometry.

@@ -73,11 +73,23 @@ impl Config {
     /// Whether the pool made a message's change durable. The kernel commits
     /// after each message but ignores the commit's result: a failed commit
     /// aborts the transaction and leaves the pool read-only or failed, and
-    /// the message still reports success. So the pool's status (no commit of
-    /// its own) is read after it; a pool that no longer takes writes makes
-    /// the change's outcome unknown, which the caller leaves to the next
-    /// open or heal to settle against the pool.
-    pub(crate) fn committed(&self, state: &mut State, what: &str) -> Result<()> {
+    /// the message still reports success. A mode change always raises a
+    /// device event, and the message's reply carries the pool's event
+    /// number as of after its commit (`event_after`): when that is the
+    /// number of the last status that showed the pool writable, nothing
+    /// changed and the commit held, with no ioctl more. Otherwise the
+    /// pool's status (no commit of its own) is read; a pool that no longer
+    /// takes writes makes the change's outcome unknown, which the caller
+    /// leaves to the next open or heal to settle against the pool.
+    pub(crate) fn committed(
+        &self,
+        state: &mut State,
+        what: &str,
+        event_after: Option<u32>,
+    ) -> Result<()> {
+        if event_after.is_some() && state.writable_at_event == event_after {
+            return Ok(());
+        }
         match self.writable_pool(state) {
             Ok(_) => Ok(()),
             Err(DeviceSetError::PoolUnusable { pool, reason }) => {

@@ -61,6 +61,10 @@ pub(crate) struct State {
     pub(crate) closed: bool,
     /// Thin ids damaged records may own: recovery never deletes them.
     pub(crate) damaged: recovery::DamagedClaims,
+    /// The pool's event number when its status last showed it writable
+    /// (`None` after a status that did not): a message whose reply carries
+    /// the same number was committed with no mode change in between.
+    pub(crate) writable_at_event: Option<u32>,
 }
 
 impl State {
@@ -87,6 +91,7 @@ impl State {
             loops: Vec::new(),
             closed: false,
             damaged: recovery::DamagedClaims::default(),
+            writable_at_event: None,
         }
     }
 
@@ -164,6 +169,16 @@ impl Config {
         state: &mut State,
         msg: PoolMessage,
     ) -> std::result::Result<(), DmError> {
+        self.message_event(state, msg).map(drop)
+    }
+
+    /// [`Config::message`], returning the pool's event number after it
+    /// (see [`Config::committed`]).
+    pub(crate) fn message_event(
+        &self,
+        state: &mut State,
+        msg: PoolMessage,
+    ) -> std::result::Result<u32, DmError> {
         debug_assert!(!self.read_only, "pool message {msg} from a read-only open");
         // Thin-pool messages never reply: no reply buffer to copy.
         state.ctl.send_message(
@@ -183,9 +198,15 @@ impl Config {
 
     /// Deletes a thin device from the pool; one already gone is fine.
     pub(crate) fn delete_thin(&self, state: &mut State, thin_id: u32) -> Result<()> {
-        match self.message(state, PoolMessage::Delete(ThinId::new(thin_id)?)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == Some(ErrorKind::NoData) => Ok(()),
+        self.delete_thin_event(state, thin_id).map(drop)
+    }
+
+    /// [`Config::delete_thin`], returning the pool's event number after the
+    /// delete (`None` when the thin was gone already: nothing committed).
+    pub(crate) fn delete_thin_event(&self, state: &mut State, thin_id: u32) -> Result<Option<u32>> {
+        match self.message_event(state, PoolMessage::Delete(ThinId::new(thin_id)?)) {
+            Ok(event) => Ok(Some(event)),
+            Err(e) if e.kind() == Some(ErrorKind::NoData) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

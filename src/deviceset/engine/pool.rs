@@ -122,12 +122,13 @@ impl Config {
         Ok(table.to_line(0, len))
     }
 
-    /// The pool's first table line (`Table`) or status line (`Info`): the
-    /// one fetch every look at the pool goes through.
-    fn pool_first_line(&self, state: &mut State, kind: StatusKind) -> Result<TableLine> {
+    /// The pool's first table line (`Table`) or status line (`Info`), with
+    /// the pool's event number: the one fetch every look at the pool goes
+    /// through.
+    fn pool_first_line(&self, state: &mut State, kind: StatusKind) -> Result<(u32, TableLine)> {
         // noflush: a thin-pool's status otherwise commits its metadata first,
         // a whole commit for what the in-core counters already say.
-        let (_, lines) = state.ctl.table_status(
+        let (info, lines) = state.ctl.table_status(
             DevId::Name(&self.pool_name),
             &StatusOptions {
                 kind,
@@ -135,24 +136,30 @@ impl Config {
                 ..Default::default()
             },
         )?;
-        lines
+        let line = lines
             .into_iter()
             .next()
             .ok_or_else(|| DeviceSetError::PoolUnusable {
                 pool: self.pool_name.clone(),
                 reason: "the pool has no table".into(),
-            })
+            })?;
+        Ok((info.event_nr, line))
     }
 
     /// The pool's live table line.
     pub(crate) fn pool_line(&self, state: &mut State) -> Result<TableLine> {
-        self.pool_first_line(state, StatusKind::Table)
+        Ok(self.pool_first_line(state, StatusKind::Table)?.1)
     }
 
     /// The pool's status, whatever its state.
     pub(crate) fn any_pool_status(&self, state: &mut State) -> Result<PoolStatus> {
-        let line = self.pool_first_line(state, StatusKind::Info)?;
-        Ok(PoolStatus::parse(line.params())?)
+        Ok(self.pool_status_event(state)?.1)
+    }
+
+    /// The pool's status with its event number.
+    fn pool_status_event(&self, state: &mut State) -> Result<(u32, PoolStatus)> {
+        let (event, line) = self.pool_first_line(state, StatusKind::Info)?;
+        Ok((event, PoolStatus::parse(line.params())?))
     }
 
     /// Makes the pool's data or metadata backing at least `size` bytes: a
@@ -209,7 +216,9 @@ impl Config {
             pool: self.pool_name.clone(),
             reason,
         };
-        let s = match self.any_pool_status(state)? {
+        state.writable_at_event = None;
+        let (event, status) = self.pool_status_event(state)?;
+        let s = match status {
             PoolStatus::Active(s) => s,
             PoolStatus::Fail => {
                 return Err(unusable(
@@ -230,6 +239,7 @@ impl Config {
             };
             return Err(unusable(format!("mode {}{hint}", mode_name(&s))));
         }
+        state.writable_at_event = Some(event);
         Ok(s)
     }
 

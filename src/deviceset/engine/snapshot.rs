@@ -113,7 +113,7 @@ impl Config {
         // The intent is durable before the pool is asked; every failure
         // below cancels it (or, when even that cannot be written, keeps the
         // id used: the next open settles it against the pool).
-        let (seq, record) = loop {
+        let (seq, record, event_after) = loop {
             let thin = claim.id();
             let thin_id = ThinId::new(thin)?;
             let mut record = DeviceRecord::new(id, parent.map(str::to_string), thin, size);
@@ -139,7 +139,7 @@ impl Config {
                         id: thin_id,
                         origin: origin_id,
                     };
-                    Ok(self.message(&mut claim, msg)?)
+                    Ok(self.message_event(&mut claim, msg)?)
                 });
                 if parent_active {
                     if let Err(e) = claim
@@ -156,7 +156,7 @@ impl Config {
                 snap
             });
             match snap {
-                Ok(()) => break (seq, record),
+                Ok(event) => break (seq, record, event),
                 Err(DeviceSetError::Dm(e)) if e.kind() == Some(ErrorKind::Exists) => {
                     if let Err(closing) = claim.journal.cancel(seq) {
                         // The id is the pool's: never given back.
@@ -179,7 +179,7 @@ impl Config {
             }
         };
         let thin = record.thin_id;
-        if let Err(e) = self.committed(&mut claim, "create_snap") {
+        if let Err(e) = self.committed(&mut claim, "create_snap", Some(event_after)) {
             // Unknown outcome: the intent stays for the pool to settle, its
             // thin id used meanwhile.
             claim.keep();
@@ -218,11 +218,20 @@ impl Config {
 
     /// Deletes an inactive device from the pool and its record.
     pub(crate) fn delete_device(&self, state: &mut State, id: &str) -> Result<()> {
+        if !state.devices.contains_key(id) {
+            return Err(DeviceSetError::UnknownDevice(id.to_string()));
+        }
+        self.writable_pool(state)?;
+        self.delete_device_checked(state, id)
+    }
+
+    /// [`Config::delete_device`] for a caller that has just seen the pool
+    /// writable ([`Config::writable_pool`]): no status read of its own.
+    pub(crate) fn delete_device_checked(&self, state: &mut State, id: &str) -> Result<()> {
         let thin = match state.devices.get(id) {
             Some(r) => r.thin_id,
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
         };
-        self.writable_pool(state)?;
         self.discard_before_delete(state, id)?;
         self.guard_journal(state)?;
         let seq = state.journal.intend_delete(id, thin)?;
@@ -232,9 +241,9 @@ impl Config {
         // pool.
         let busy = |e: &DeviceSetError| matches!(e, DeviceSetError::Dm(e) if e.is_busy());
         let deleted = fail_point!("remove.after_intent")
-            .and_then(|()| Backoff::BUSY.run(|_| self.delete_thin(state, thin), busy));
-        match deleted {
-            Ok(()) => {}
+            .and_then(|()| Backoff::BUSY.run(|_| self.delete_thin_event(state, thin), busy));
+        let event_after = match deleted {
+            Ok(event) => event,
             Err(e) if busy(&e) && self.options.deferred_deletion => {
                 // Still open in the pool: deleted by a later call or open.
                 log::info!("{id}: thin {thin} is still open in the pool; it is deleted later");
@@ -253,8 +262,8 @@ impl Config {
                 let _ = state.journal.cancel(seq);
                 return Err(e);
             }
-        }
-        if let Err(e) = self.committed(state, "delete") {
+        };
+        if let Err(e) = self.committed(state, "delete", event_after) {
             // Unknown outcome: hidden, its thin id used, until settled.
             if let Some(r) = state.devices.get_mut(id) {
                 r.deferred_delete = true;
@@ -369,7 +378,7 @@ impl Config {
             state.devices.insert(id.to_string(), rec);
             return Ok(RemoveOutcome::Deferred);
         }
-        self.delete_device(state, id)?;
+        self.delete_device_checked(state, id)?;
         Ok(RemoveOutcome::Removed)
     }
 
