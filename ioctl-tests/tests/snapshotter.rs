@@ -93,9 +93,22 @@ fn comparison_with_containerds_devmapper() {
     let bench = [("DMTHIN_BENCH", "1")];
     conformance(&["-test.run", "^TestDevmapperSuite$"], &bench);
     conformance(&["-test.run", "^TestLayerTimes$"], &bench);
+    let text = containerd_script("/tmp/dmthin-import-bench.sh", IMPORT_BENCH_SCRIPT);
+    assert!(text.contains("import bench done"), "{text}");
 }
 
+const COMMON_SCRIPT: &str = include_str!("snapshotter/common.sh");
 const CONTAINERD_SCRIPT: &str = include_str!("snapshotter/containerd.sh");
+const IMPORT_BENCH_SCRIPT: &str = include_str!("snapshotter/import_bench.sh");
+
+/// Runs `script` after `common.sh` as one bash script written to `path`;
+/// prints and returns its output, panicking when it fails.
+fn containerd_script(path: &str, script: &str) -> String {
+    let (ok, text) = dmthin_ioctl_tests::bash_script(path, &format!("{COMMON_SCRIPT}\n{script}"));
+    println!("{text}");
+    assert!(ok, "{path} failed:\n{text}");
+    text
+}
 
 /// Real containerd (Debian's 1.6.20) with dmthin-snapshotter as its proxy
 /// plugin: see `snapshotter/containerd.sh`.
@@ -111,9 +124,6 @@ fn real_containerd_imports_and_runs_a_layered_image() {
     ] {
         on_path(tool);
     }
-    let (ok, text) =
-        dmthin_ioctl_tests::bash_script("/tmp/dmthin-containerd.sh", CONTAINERD_SCRIPT);
-    println!("{text}");
-    assert!(ok, "containerd test failed:\n{text}");
+    let text = containerd_script("/tmp/dmthin-containerd.sh", CONTAINERD_SCRIPT);
     assert!(text.contains("containerd test done"), "{text}");
 }
