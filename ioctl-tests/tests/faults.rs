@@ -643,6 +643,7 @@ fn a_failed_commit_after_a_message_moves_the_pools_event_number() {
     let mut o = options(FsKind::Ext4);
     o.storage = disks.storage();
     let set = DeviceSet::open(root.0.join("set"), o).unwrap();
+    set.add_device("kept", None).unwrap();
     let pool = set.pool_name().to_string();
     let mut c = Control::open().unwrap();
     let (before, writable) = pool_event_and_writable(&mut c, &pool);
@@ -665,9 +666,19 @@ fn a_failed_commit_after_a_message_moves_the_pools_event_number() {
     assert!(!writable, "the failed commit left the pool writable");
     assert_ne!(after, before, "the failed commit raised no event");
     assert_eq!(now, after, "an event after the message's reply");
-    // The device set sees the same: its next add is refused, clearly.
+    // The device set sees the same: its next add is refused, clearly; so
+    // is a remove, which on block devices (no discard first) reads no
+    // status before its delete message: the refused message's error names
+    // the pool's mode, and the device stays.
     let e = set.add_device("during", None).unwrap_err();
     assert!(matches!(e, DeviceSetError::PoolUnusable { .. }), "{e}");
+    let e = set.remove_device("kept").unwrap_err();
+    assert!(
+        matches!(e, DeviceSetError::PoolUnusable { .. }) && e.to_string().contains("needs_check"),
+        "{e}"
+    );
+    assert!(set.has_device("kept"), "a refused remove keeps the device");
+    assert!(set.list().unwrap().iter().any(|d| d.id == "kept"));
     disks.fail_meta_writes(false);
     let _ = set.shutdown();
 }

@@ -200,10 +200,14 @@ impl DeviceSet {
     /// loop data file gives them back to the host.
     pub fn remove_device(&self, id: &str) -> Result<()> {
         let mut guard = self.lock()?;
-        // Refused at once, before the device is deactivated, when the pool
-        // cannot take the delete.
         self.config.record(&guard, id)?;
-        self.config.writable_pool(&mut guard)?;
+        // A discard first needs a writable pool: refused at once, before
+        // the device is deactivated, when the pool cannot take it. Without
+        // one the delete message finds out itself, and its error names the
+        // pool's mode (one status read less per remove).
+        if self.config.remove_discard(&guard) {
+            self.config.writable_pool(&mut guard)?;
+        }
         let mut guard = match self.config.deactivate_retrying(guard, &self.state, id) {
             Err(DeviceSetError::Busy { .. }) if self.config.options.deferred_removal => {
                 let mut state = self.lock()?;

@@ -225,8 +225,10 @@ impl Config {
         self.delete_device_checked(state, id)
     }
 
-    /// [`Config::delete_device`] for a caller that has just seen the pool
-    /// writable ([`Config::writable_pool`]): no status read of its own.
+    /// [`Config::delete_device`] with no status read of its own: for a
+    /// caller that has just seen the pool writable
+    /// ([`Config::writable_pool`]), or one without a discard to do, whose
+    /// refused delete then reads the pool's mode for its error.
     pub(crate) fn delete_device_checked(&self, state: &mut State, id: &str) -> Result<()> {
         let thin = match state.devices.get(id) {
             Some(r) => r.thin_id,
@@ -260,7 +262,12 @@ impl Config {
             Err(e) => {
                 // Not cancelled (the journal stopped): the next open deletes it.
                 let _ = state.journal.cancel(seq);
-                return Err(e);
+                // A pool that takes no writes refuses the message: its mode
+                // makes the clearer error.
+                return Err(match self.writable_pool(state) {
+                    Err(unusable @ DeviceSetError::PoolUnusable { .. }) => unusable,
+                    _ => e,
+                });
             }
         };
         if let Err(e) = self.committed(state, "delete", event_after) {
