@@ -77,9 +77,11 @@ fn containerd_conformance_suite() {
     assert!(skipped[0].contains("/Rename"), "{skipped:?}");
 }
 
-/// With `--env DMTHIN_BENCH=1 --udev`: containerd's devmapper snapshotter on
-/// the same suite and pools, and Prepare+Commit / Remove per layer for both
-/// (medians over 100 layers), for the README's comparison.
+/// With `--env DMTHIN_BENCH=1 --udev`: containerd's overlayfs snapshotter
+/// (a floor: no devices) and devmapper snapshotter on the same suite (and
+/// pools), Prepare+Commit / Remove per layer for dmthin and devmapper
+/// (medians over 100 layers), and `ctr image import` + unpack for both, for
+/// the README's comparison.
 #[test]
 fn comparison_with_containerds_devmapper() {
     if std::env::var("DMTHIN_BENCH").as_deref() != Ok("1") {
@@ -91,6 +93,8 @@ fn comparison_with_containerds_devmapper() {
         "containerd's devmapper snapshotter needs udev: add --udev"
     );
     let bench = [("DMTHIN_BENCH", "1")];
+    // The floor: overlayfs makes no devices; the suite's own work remains.
+    conformance(&["-test.run", "^TestOverlaySuite$"], &bench);
     conformance(&["-test.run", "^TestDevmapperSuite$"], &bench);
     conformance(&["-test.run", "^TestLayerTimes$"], &bench);
     let text = containerd_script("/tmp/dmthin-import-bench.sh", IMPORT_BENCH_SCRIPT);

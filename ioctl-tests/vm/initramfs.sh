@@ -63,7 +63,7 @@ pack() {
 
 # Modules, in the order they are loaded. Missing optional ones only warn.
 REQUIRED_MODULES=(dm-mod dm-bufio dm-bio-prison dm-persistent-data dm-thin-pool loop)
-OPTIONAL_MODULES=(crc32c_generic libcrc32c dm-zero dm-flakey dm-delay dm-log-writes dm-snapshot xfs
+OPTIONAL_MODULES=(crc32c_generic libcrc32c dm-zero dm-flakey dm-delay dm-log-writes dm-snapshot xfs overlay
     virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk)
 
 declare -A mod_seen=()

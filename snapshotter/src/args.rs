@@ -32,6 +32,11 @@ Options:
   --mkfs-options 'ARGS'   New set: extra mkfs arguments
   --min-free PERCENT      Refuse new snapshots below this free pool space (10)
   --no-zeroing            Do not zero newly provisioned blocks
+  --discard-on-remove     Discard a layer's blocks before deleting it, so a
+                          loop data file gives them back to the host (each
+                          Remove then takes about twice as long; remembered)
+  --no-discard-on-remove  Do not (the default for a new set, as containerd's
+                          devmapper discard_blocks; the pool reuses the blocks)
   --udev-sync             With udev running, wait for it through cookies (its
                           rules then probe every layer and make /dev/disk links)
   --no-udev-sync          Keep udev out of the way (default: the dm rules skip
@@ -87,6 +92,7 @@ pub struct SetArgs {
     mkfs_options: Option<Vec<String>>,
     min_free: Option<u32>,
     no_zeroing: bool,
+    remove_discard: Option<bool>,
 }
 
 /// Parses the arguments after the program name.
@@ -146,6 +152,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 )
             }
             "--no-zeroing" => s.no_zeroing = true,
+            "--discard-on-remove" => s.remove_discard = Some(true),
+            "--no-discard-on-remove" => s.remove_discard = Some(false),
             "--udev-sync" => a.udev_sync = true,
             "--no-udev-sync" => a.udev_sync = false,
             "--teardown-on-exit" => a.teardown = true,
@@ -162,7 +170,16 @@ impl SetArgs {
     /// (options given here override them; the device set refuses changes it
     /// cannot make), else defaults with the options given here.
     pub fn options(&self, recorded: Option<Options>) -> Result<Options, String> {
+        let new_set = recorded.is_none();
         let mut o = recorded.unwrap_or_default();
+        // A new set does not discard on remove unless asked, as containerd's
+        // devmapper snapshotter (discard_blocks = false); a set made with
+        // `dmthin init` keeps what it recorded.
+        o.remove_discard = self.remove_discard.or(if new_set {
+            Some(false)
+        } else {
+            o.remove_discard
+        });
         match (&self.data_dev, &self.metadata_dev, &self.pool) {
             (Some(d), Some(m), None) => {
                 o.storage = StorageOptions::BlockDevices {
@@ -276,6 +293,29 @@ mod tests {
         let a = p(&["--base-size", "2G"]).unwrap();
         let o = a.set.options(Some(recorded)).unwrap();
         assert_eq!((o.base_size, o.filesystem), (2 << 30, FsKind::Xfs));
+    }
+
+    #[test]
+    fn discard_on_remove_is_off_for_a_new_set_unless_asked() {
+        let new = |args: &[&str]| p(args).unwrap().set.options(None).unwrap();
+        assert_eq!(new(&[]).remove_discard, Some(false));
+        assert_eq!(new(&["--discard-on-remove"]).remove_discard, Some(true));
+        let on = Options {
+            remove_discard: Some(true),
+            ..Options::default()
+        };
+        let a = p(&[]).unwrap();
+        let kept = a.set.options(Some(on.clone())).unwrap();
+        assert_eq!(kept.remove_discard, Some(true), "a recorded choice is kept");
+        let a = p(&["--no-discard-on-remove"]).unwrap();
+        let off = a.set.options(Some(on)).unwrap();
+        assert_eq!(off.remove_discard, Some(false));
+        let a = p(&[]).unwrap();
+        let unset = a.set.options(Some(Options::default())).unwrap();
+        assert_eq!(
+            unset.remove_discard, None,
+            "an adopted set's default stays its own"
+        );
     }
 
     #[test]

@@ -96,7 +96,7 @@ EOF
     ctr image import --snapshotter "$snapshotter" "$W/image.tar" >/dev/null
     t=$(secs "$t0" "$(now)")
     local n
-    n=$(ctr snapshots --snapshotter "$snapshotter" ls | awk 'NR > 1 && $3 == "Committed"' | wc -l)
+    n=$(ctr snapshots --snapshotter "$snapshotter" ls | awk 'NR > 1 && $NF == "Committed"' | wc -l)
     [[ $n -eq 3 ]] || { echo "$kind: $n committed layers after the import, not 3"; exit 1; }
     echo "BENCH import+unpack $kind round $round: $t s"
     echo "$t" >>"$W/$kind.times"
