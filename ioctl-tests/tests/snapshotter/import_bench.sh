@@ -101,6 +101,8 @@ EOF
     echo "BENCH import+unpack $kind round $round: $t s"
     echo "$t" >>"$W/$kind.times"
     teardown
+    # The guest's /tmp is a small tmpfs: each round's files go at once.
+    rm -rf "$dir"
 }
 
 median() { sort -n "$1" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -118,4 +120,5 @@ for kind in dmthin dmthin-udev-sync; do
     m=$(median "$W/$kind.times")
     echo "BENCH import+unpack median of 3: $kind $m s, devmapper $dm s: $(awk -v a="$m" -v b="$dm" 'BEGIN { printf "%.2f", b / a }')x"
 done
+rm -rf "$W"
 echo "import bench done"
