@@ -96,6 +96,16 @@ fn comparison_with_containerds_devmapper() {
     // The floor: overlayfs makes no devices; the suite's own work remains.
     conformance(&["-test.run", "^TestOverlaySuite$"], &bench);
     conformance(&["-test.run", "^TestDevmapperSuite$"], &bench);
+    // dmthin on the pool features devmapper's test (and containerd's docs)
+    // give its pool: no zeroing of newly provisioned blocks. (The suite
+    // test above runs dmthin's default, which zeroes them.)
+    conformance(
+        &["-test.run", "^TestSnapshotterSuite$"],
+        &[(
+            "DMTHIN_POOL_ARGS",
+            "--data-size 1G --metadata-size 64M --base-size 16M --no-zeroing",
+        )],
+    );
     conformance(&["-test.run", "^TestLayerTimes$"], &bench);
     let text = containerd_script("/tmp/dmthin-import-bench.sh", IMPORT_BENCH_SCRIPT);
     assert!(text.contains("import bench done"), "{text}");
