@@ -155,8 +155,27 @@ fn run(args: args::Args) -> Result<(), String> {
         log::info!("tearing down the device set");
         engine.teardown().map_err(|e| format!("teardown: {e}"))?;
     }
-    log::info!("stopped");
+    log::info!("stopped ({})", cpu_used());
     Ok(())
+}
+
+/// The CPU time this process and the tools it ran (mkfs, ...) used.
+fn cpu_used() -> String {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    match (
+        getrusage(UsageWho::RUSAGE_SELF),
+        getrusage(UsageWho::RUSAGE_CHILDREN),
+    ) {
+        (Ok(me), Ok(tools)) => format!(
+            "CPU: {:.2} s user, {:.2} s system; tools it ran: {:.2} s user, {:.2} s system",
+            secs(me.user_time()),
+            secs(me.system_time()),
+            secs(tools.user_time()),
+            secs(tools.system_time())
+        ),
+        _ => "CPU time unknown".to_string(),
+    }
 }
 
 /// The pool monitor (`--autoextend`) on its own thread; dropping the
