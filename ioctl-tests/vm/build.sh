@@ -26,6 +26,10 @@ show_build_errors() {
 
 build() {
     local want_tests=$1 target_args=() extra=() json exe name
+    # Line tables only: backtraces keep files and lines, and the twenty test
+    # binaries link faster and pack into a smaller initramfs than with full
+    # debug info (set CARGO_PROFILE_DEV_DEBUG to override).
+    export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
     if [[ -n ${DMTHIN_CARGO_ARGS:-} ]]; then
         read -ra extra <<<"$DMTHIN_CARGO_ARGS"
     fi
