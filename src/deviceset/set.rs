@@ -216,7 +216,7 @@ impl DeviceSet {
             other => other?,
         };
         fail_point!("remove.after_deactivate")?;
-        self.config.delete_device_checked(&mut guard, id)
+        self.config.delete_device_without_status(&mut guard, id)
     }
 
     /// Like [`DeviceSet::remove_device`], but a device held open elsewhere is

@@ -222,14 +222,14 @@ impl Config {
             return Err(DeviceSetError::UnknownDevice(id.to_string()));
         }
         self.writable_pool(state)?;
-        self.delete_device_checked(state, id)
+        self.delete_device_without_status(state, id)
     }
 
-    /// [`Config::delete_device`] with no status read of its own: for a
-    /// caller that has just seen the pool writable
+    /// [`Config::delete_device`] without reading the pool's status first:
+    /// for a caller that has just seen the pool writable
     /// ([`Config::writable_pool`]), or one without a discard to do, whose
     /// refused delete then reads the pool's mode for its error.
-    pub(crate) fn delete_device_checked(&self, state: &mut State, id: &str) -> Result<()> {
+    pub(crate) fn delete_device_without_status(&self, state: &mut State, id: &str) -> Result<()> {
         let thin = match state.devices.get(id) {
             Some(r) => r.thin_id,
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
@@ -385,7 +385,7 @@ impl Config {
             state.devices.insert(id.to_string(), rec);
             return Ok(RemoveOutcome::Deferred);
         }
-        self.delete_device_checked(state, id)?;
+        self.delete_device_without_status(state, id)?;
         Ok(RemoveOutcome::Removed)
     }
 
