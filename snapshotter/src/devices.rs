@@ -2,7 +2,7 @@
 //! dmthin's [`DeviceSet`] and, in the unit tests, by a fake that can fail
 //! on demand.
 
-use dmthin::deviceset::{DeviceSet, DeviceSetError, RemoveOutcome};
+use dmthin::deviceset::{DeviceSet, DeviceSetError, Presence, RemoveOutcome};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,8 +70,12 @@ pub trait Devices: Send + Sync + 'static {
     fn deactivate_if_unused(&self, id: &str) -> DevResult<bool>;
     /// Removes `id`; a device held open goes once its last opener closes it.
     fn remove(&self, id: &str) -> DevResult<()>;
-    /// Whether `id` exists.
-    fn exists(&self, id: &str) -> bool;
+    /// Whether `id` exists, or the set cannot tell yet (an add or remove
+    /// of it whose outcome the pool has not confirmed).
+    fn presence(&self, id: &str) -> DevResult<Presence>;
+    /// Ids of adds and removes whose outcome is not settled yet: never
+    /// given to a new device, never counted as gone.
+    fn unsettled_ids(&self) -> DevResult<Vec<String>>;
     /// Every device id in the set.
     fn ids(&self) -> DevResult<Vec<String>>;
     /// Bytes the pool has mapped for `id` (`None` while it is inactive).
@@ -124,8 +128,12 @@ impl Devices for SetDevices {
         Ok(())
     }
 
-    fn exists(&self, id: &str) -> bool {
-        self.set.has_device(id)
+    fn presence(&self, id: &str) -> DevResult<Presence> {
+        Ok(self.set.presence(id)?)
+    }
+
+    fn unsettled_ids(&self) -> DevResult<Vec<String>> {
+        Ok(self.set.unsettled_ids()?)
     }
 
     fn ids(&self) -> DevResult<Vec<String>> {

@@ -13,6 +13,7 @@ use crate::error::{Code, Error, Result};
 use crate::failpoint::fail_point;
 use crate::filter::{Filter, SnapshotFields};
 use crate::store::{write_atomic, Kind, Record, Stamp, State, Store, FORMAT};
+use dmthin::deviceset::Presence;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -225,10 +226,11 @@ impl<D: Devices> Engine<D> {
 
     fn ensure_template(&self, dir: &Path) -> Result<()> {
         let marker = dir.join("template.json");
-        if marker.exists() && self.devs.exists(TEMPLATE) {
+        let present = self.devs.presence(TEMPLATE)? == Presence::Present;
+        if marker.exists() && present {
             return Ok(());
         }
-        if self.devs.exists(TEMPLATE) {
+        if present {
             log::info!("removing the unfinished template device {TEMPLATE}");
             self.devs.remove(TEMPLATE)?;
         }
@@ -258,13 +260,32 @@ impl<D: Devices> Engine<D> {
                 max = max.max(snap_number(stem).unwrap_or(0));
             }
         }
+        // A device whose add or remove the pool has not confirmed (a set
+        // opened degraded) is neither kept nor dropped yet: its record stays
+        // as it is, and its number is never given out again.
+        for id in self.devs.unsettled_ids()? {
+            max = max.max(snap_number(&id).unwrap_or(0));
+        }
         let mut t = self.tables();
         for rec in recs {
             max = max.max(snap_number(&rec.device).unwrap_or(0));
+            let presence = self.devs.presence(&rec.device)?;
+            if presence == Presence::Uncertain {
+                log::warn!(
+                    "snapshot {:?} (device {}): the device set cannot tell yet whether its device exists; the record is kept{}",
+                    rec.key,
+                    rec.device,
+                    if rec.state == State::Ready { "" } else { " and settled at a later start" }
+                );
+                referenced.insert(rec.device.clone());
+                if rec.state != State::Ready {
+                    continue;
+                }
+            }
             let drop_reason = match rec.state {
                 State::Creating => Some("rolling back an interrupted prepare/view of"),
                 State::Removing => Some("finishing an interrupted removal of"),
-                State::Ready if !self.devs.exists(&rec.device) => {
+                State::Ready if presence == Presence::Absent => {
                     Some("dropping (its device is gone from the device set)")
                 }
                 State::Ready if t.by_key.contains_key(&rec.key) => {
@@ -274,7 +295,7 @@ impl<D: Devices> Engine<D> {
             };
             if let Some(why) = drop_reason {
                 log::warn!("{why} snapshot {:?} (device {})", rec.key, rec.device);
-                if rec.state != State::Ready && self.devs.exists(&rec.device) {
+                if rec.state != State::Ready && presence == Presence::Present {
                     self.devs.remove(&rec.device)?;
                 }
                 self.store.remove(&rec.device)?;
@@ -410,7 +431,7 @@ impl<D: Devices> Engine<D> {
             }
             Err(e) => {
                 log::warn!("prepare/view of {key:?} failed, rolling back: {e}");
-                if self.devs.exists(&device) {
+                if matches!(self.devs.presence(&device), Ok(Presence::Present)) {
                     if let Err(e) = self.devs.remove(&device) {
                         log::warn!("rollback: removing device {device}: {e} (Cleanup retries)");
                     }

@@ -303,7 +303,77 @@ fn restart_reconciles_every_interrupted_step() {
     assert_eq!(Rig::code(r.e.stat("lost")), Code::NotFound);
     // New ids continue after every id seen.
     r.prepare("new", "").unwrap();
-    assert!(r.fake.exists("snap-16"));
+    assert!(r.fake.has("snap-16"));
+}
+
+#[test]
+fn a_degraded_start_keeps_snapshots_the_set_cannot_confirm() {
+    let r = Rig::new();
+    r.prepare("a", "").unwrap();
+    r.commit("committed", "a").unwrap();
+    r.prepare("creating", "committed").unwrap();
+    let device_of = |r: &Rig, key: &str| {
+        let (recs, _) = r.store().load().unwrap();
+        recs.into_iter().find(|x| x.key == key).unwrap().device
+    };
+    let (committed, creating) = (device_of(&r, "committed"), device_of(&r, "creating"));
+    // Put `creating` back in its interrupted state.
+    let mut rec = r
+        .store()
+        .load()
+        .unwrap()
+        .0
+        .into_iter()
+        .find(|x| x.key == "creating")
+        .unwrap();
+    rec.state = State::Creating;
+    r.store().write(&rec).unwrap();
+    // The set opened degraded: the adds of both devices have outcomes the
+    // pool has not confirmed, so it lists neither; a third unsettled add
+    // (an interrupted prepare whose record is gone) holds a higher number.
+    {
+        let mut s = r.fake.s.lock().unwrap();
+        for d in [&committed, &creating] {
+            s.devices.remove(d.as_str());
+            s.unsettled.insert(d.clone());
+        }
+        s.unsettled.insert("snap-9".into());
+    }
+    let r = r.reopen();
+    assert_eq!(r.e.stat("committed").unwrap().name, "committed");
+    let (recs, _) = r.store().load().unwrap();
+    let kept: Vec<_> = recs.iter().map(|x| (x.key.as_str(), x.state)).collect();
+    assert_eq!(
+        kept,
+        [("committed", State::Ready), ("creating", State::Creating)],
+        "nothing the set cannot confirm is dropped"
+    );
+    // A new snapshot never takes an unsettled device's number.
+    r.prepare("new", "").unwrap();
+    assert_eq!(device_of(&r, "new"), "snap-10");
+    // The pool heals: both adds turn out finished. The interrupted prepare
+    // is rolled back, the committed snapshot stays.
+    {
+        let mut s = r.fake.s.lock().unwrap();
+        s.unsettled.clear();
+        for d in [&committed, &creating] {
+            s.devices.insert(d.clone(), (None, false, 0));
+        }
+    }
+    let r = r.reopen();
+    assert_eq!(r.e.stat("committed").unwrap().name, "committed");
+    assert_eq!(Rig::code(r.e.stat("creating")), Code::NotFound);
+    assert!(
+        !r.fake.has(&creating),
+        "the rolled-back prepare's device is removed"
+    );
+    // A set that cannot answer fails the start rather than drop records.
+    r.fake.fail_next("presence", DevErrorKind::Other);
+    let Rig { dir, fake, e } = r;
+    drop(e);
+    assert!(Engine::open(fake.clone(), dir.path()).is_err());
+    let e = Engine::open(fake.clone(), dir.path()).unwrap();
+    assert_eq!(e.stat("committed").unwrap().name, "committed");
 }
 
 #[test]
@@ -315,27 +385,24 @@ fn damaged_records_keep_their_devices() {
     assert_eq!(r.snap_devices(), vec!["snap-1"]);
     assert_eq!(Rig::code(r.e.stat("a")), Code::NotFound);
     r.prepare("b", "").unwrap();
-    assert!(r.fake.exists("snap-2"), "no id reuse");
+    assert!(r.fake.has("snap-2"), "no id reuse");
 }
 
 #[test]
 fn template_is_made_once_and_remade_when_unfinished() {
     let r = Rig::new();
-    assert!(r.fake.exists(TEMPLATE));
+    assert!(r.fake.has(TEMPLATE));
     let r = r.reopen();
-    assert!(r.fake.exists(TEMPLATE));
+    assert!(r.fake.has(TEMPLATE));
     // A crash between making the template and its marker.
     std::fs::remove_file(r.dir.path().join("template.json")).unwrap();
     r.fake.fail_next("template", DevErrorKind::Other);
     let Rig { dir, fake, e } = r;
     drop(e);
     assert!(Engine::open(fake.clone(), dir.path()).is_err());
-    assert!(
-        !fake.exists(TEMPLATE),
-        "the unfinished template was removed"
-    );
+    assert!(!fake.has(TEMPLATE), "the unfinished template was removed");
     Engine::open(fake.clone(), dir.path()).unwrap();
-    assert!(fake.exists(TEMPLATE));
+    assert!(fake.has(TEMPLATE));
 }
 
 #[test]
@@ -346,7 +413,7 @@ fn cleanup_removes_only_unreferenced_snapshot_devices() {
     r.fake.add("mine");
     r.e.cleanup().unwrap();
     assert_eq!(r.snap_devices(), vec!["mine", "snap-1"]);
-    assert!(r.fake.exists(TEMPLATE));
+    assert!(r.fake.has(TEMPLATE));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! A device layer in memory for the unit tests.
 
 use crate::devices::{DevError, DevErrorKind, DevResult, Devices};
+use dmthin::deviceset::Presence;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,8 @@ pub struct FakeState {
     fail: HashMap<&'static str, DevErrorKind>,
     /// Ids reported mounted (deactivation is skipped for them).
     pub mounted: BTreeSet<String>,
+    /// Ids whose add or remove has an unknown outcome (a degraded pool).
+    pub unsettled: BTreeSet<String>,
 }
 
 impl Fake {
@@ -36,6 +39,9 @@ impl Fake {
     }
     pub fn all_ids(&self) -> Vec<String> {
         self.s.lock().unwrap().devices.keys().cloned().collect()
+    }
+    pub fn has(&self, id: &str) -> bool {
+        self.s.lock().unwrap().devices.contains_key(id)
     }
     pub fn active(&self, id: &str) -> bool {
         self.s.lock().unwrap().devices.get(id).is_some_and(|d| d.1)
@@ -101,8 +107,19 @@ impl Devices for Arc<Fake> {
         let mut s = self.s.lock().unwrap();
         s.devices.remove(id).map(drop).ok_or_else(|| not_found(id))
     }
-    fn exists(&self, id: &str) -> bool {
-        self.s.lock().unwrap().devices.contains_key(id)
+    fn presence(&self, id: &str) -> DevResult<Presence> {
+        self.failing("presence")?;
+        let s = self.s.lock().unwrap();
+        Ok(if s.unsettled.contains(id) {
+            Presence::Uncertain
+        } else if s.devices.contains_key(id) {
+            Presence::Present
+        } else {
+            Presence::Absent
+        })
+    }
+    fn unsettled_ids(&self) -> DevResult<Vec<String>> {
+        Ok(self.s.lock().unwrap().unsettled.iter().cloned().collect())
     }
     fn ids(&self) -> DevResult<Vec<String>> {
         self.failing("ids")?;

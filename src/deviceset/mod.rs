@@ -25,7 +25,7 @@ pub use error::{DeviceSetError, Result};
 pub use monitor::{Check, Monitor};
 pub use options::{AutoextendOptions, Options, Progress, StorageOptions};
 pub use read_only::ReadOnlySet;
-pub use report::{DeviceSummary, Growth, GrowthTarget, RemoveOutcome, SetStatus};
+pub use report::{DeviceSummary, Growth, GrowthTarget, Presence, RemoveOutcome, SetStatus};
 pub use set::{name_prefix, DeviceSet};
 pub use store::FsKind;
 pub use usage_report::{DeviceUsage, SetUsage};

@@ -1,4 +1,4 @@
-//! What a set reports: [`DeviceSummary`], [`SetStatus`], [`RemoveOutcome`], [`TrimReport`].
+//! What a set reports: [`DeviceSummary`], [`Presence`], [`SetStatus`], [`RemoveOutcome`], [`TrimReport`].
 
 use serde::Serialize;
 use std::path::PathBuf;
@@ -22,6 +22,23 @@ pub struct DeviceSummary {
     pub mount_points: Vec<PathBuf>,
     /// Bytes the pool has provisioned for it (only while active).
     pub mapped_bytes: Option<u64>,
+}
+
+/// Whether a device exists, as [`DeviceSet::presence`](super::DeviceSet::presence)
+/// can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// It exists and can be used.
+    Present,
+    /// It does not exist (or its removal has begun and is certain).
+    Absent,
+    /// An add or a remove of it was interrupted with its outcome unknown
+    /// (the pool could not confirm its commit, or the set is open degraded
+    /// with the journal not yet settled). It is neither listed nor usable
+    /// until the pool is writable again and the set settles it; a caller
+    /// must keep whatever refers to it meanwhile.
+    Uncertain,
 }
 
 /// Pool usage as [`DeviceSet::status`](super::DeviceSet::status) reports it.

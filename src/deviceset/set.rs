@@ -7,7 +7,7 @@ use super::ids::max_id_len_for_prefix;
 use super::lock::SetLock;
 use super::options::{AutoextendOptions, Options};
 use super::read_only::ReadOnlySet;
-use super::report::{DeviceSummary, Growth, RemoveOutcome, SetStatus};
+use super::report::{DeviceSummary, Growth, Presence, RemoveOutcome, SetStatus};
 use super::store::{MetadataStore, RecordProblem};
 use super::usage_report::{DeviceUsage, SetUsage};
 use crate::deviceset::fail_point;
@@ -200,6 +200,7 @@ impl DeviceSet {
     /// loop data file gives them back to the host.
     pub fn remove_device(&self, id: &str) -> Result<()> {
         let mut guard = self.lock()?;
+        self.config.settle_unresolved(&mut guard)?;
         self.config.record(&guard, id)?;
         // A discard first needs a writable pool: refused at once, before
         // the device is deactivated, when the pool cannot take it. Without
@@ -277,7 +278,25 @@ impl DeviceSet {
             .unmount_device(guard, &self.state, id, path.as_ref(), deactivate)
     }
 
-    /// Whether device `id` exists (and is not being removed).
+    /// Whether device `id` exists, and whether the set can tell: an add or
+    /// a remove of it whose outcome is not yet settled against the pool
+    /// makes it [`Presence::Uncertain`]. Unlike [`DeviceSet::has_device`],
+    /// a closed set is an error, never "absent".
+    pub fn presence(&self, id: &str) -> Result<Presence> {
+        let state = self.lock()?;
+        Ok(self.config.presence(&state, id))
+    }
+
+    /// Ids of devices whose add or remove has an outcome not yet settled
+    /// against the pool (see [`Presence::Uncertain`]): a caller that
+    /// numbers its devices must not reuse them.
+    pub fn unsettled_ids(&self) -> Result<Vec<String>> {
+        let state = self.lock()?;
+        Ok(self.config.unsettled_ids(&state))
+    }
+
+    /// Whether device `id` exists (and is not being removed). `false` too
+    /// when the set cannot tell (see [`DeviceSet::presence`]).
     pub fn has_device(&self, id: &str) -> bool {
         self.lock()
             .map(|s| self.config.record(&s, id).is_ok())

@@ -147,10 +147,27 @@ impl Config {
         fail_point!("fold.after_set_transaction")
     }
 
+    /// Settles intents of unknown outcome before an operation that changes
+    /// devices: an add, a remove or a deferred delete must never meet an
+    /// intent that still names its device id or its thin id. Nothing to do
+    /// in the common case; otherwise the pool must be writable (its status
+    /// is read), and the operation is refused while it is not.
+    pub(crate) fn settle_unresolved(&self, state: &mut State) -> Result<()> {
+        if state.unresolved.is_empty() {
+            return Ok(());
+        }
+        self.writable_pool(state)?;
+        self.resolve_journal(state)
+    }
+
     /// Settles the journal's intents of unknown outcome against the pool
     /// (which must be writable): a create whose thin exists is finished, one
-    /// whose thin is missing dropped; a delete is done again. Then folds, so
-    /// the journal no longer holds them.
+    /// whose thin is missing dropped; a delete is done again. The outcomes
+    /// are then written to the journal as markers, synced, and only after
+    /// that are thin ids given back and the intents forgotten: a crash
+    /// before the markers are durable settles the same intents again at the
+    /// next open, and no id has been reused meanwhile. Then folds, so the
+    /// journal no longer holds them (a failed fold leaves nothing unsettled).
     pub(crate) fn resolve_journal(&self, state: &mut State) -> Result<()> {
         if state.unresolved.is_empty() {
             return Ok(());
@@ -158,7 +175,7 @@ impl Config {
         let pool_ids = if state
             .unresolved
             .iter()
-            .any(|u| matches!(u, Unresolved::Create(_)))
+            .any(|u| matches!(u, Unresolved::Create { .. }))
         {
             let t0 = std::time::Instant::now();
             let ids = self.pool_thin_ids(state)?;
@@ -173,8 +190,15 @@ impl Config {
             BTreeSet::new()
         };
         let unresolved = state.unresolved.clone();
+        let mut outcomes = Vec::with_capacity(unresolved.len());
+        let mut freed = Vec::new();
         for u in &unresolved {
             let thin = u.thin_id();
+            // A later create of the same thin id (a journal written by a
+            // build that gave ids back before settling) claims it too.
+            let claimed_later = unresolved.iter().any(|o| {
+                o.seq() > u.seq() && o.thin_id() == thin && matches!(o, Unresolved::Create { .. })
+            });
             let claimed_elsewhere = |state: &State, id: &str| {
                 state
                     .devices
@@ -182,11 +206,19 @@ impl Config {
                     .any(|r| r.thin_id == thin && r.id != id)
                     || (state.set_written && state.set.base_thin_id == thin)
                     || state.damaged.ids.contains(&thin)
+                    || claimed_later
             };
             match u {
-                Unresolved::Create(record) => {
+                Unresolved::Create { seq, record } => {
                     let present = pool_ids.contains(&thin);
+                    // A newer device under the same id (made after this
+                    // intent was left) keeps its record.
+                    let superseded = state
+                        .devices
+                        .get(&record.id)
+                        .is_some_and(|r| r.thin_id != thin);
                     let finish = present
+                        && !superseded
                         && self.pool_is_ours(state)
                         && !claimed_elsewhere(state, &record.id);
                     log::warn!(
@@ -194,6 +226,8 @@ impl Config {
                         record.id,
                         if finish {
                             "its thin exists, the create is finished"
+                        } else if present && superseded {
+                            "a newer device has that id; dropped, the thin left as it is"
                         } else if present {
                             "its thin exists but may not be the set's; dropped, the thin left as it is"
                         } else {
@@ -203,34 +237,42 @@ impl Config {
                     if finish {
                         state.devices.insert(record.id.clone(), record.clone());
                     } else if !present {
-                        let _ = state.ids.release(thin);
+                        freed.push(thin);
                     }
+                    outcomes.push((*seq, finish));
                 }
-                Unresolved::Delete { device_id, thin_id } => {
+                Unresolved::Delete {
+                    seq,
+                    device_id,
+                    thin_id,
+                } => {
                     log::warn!("interrupted delete of {device_id} (thin {thin_id}): done again");
-                    let ours = state
-                        .devices
-                        .get(device_id)
-                        .is_some_and(|r| r.thin_id == *thin_id)
+                    let record_matches =
+                        state.devices.get(device_id).map(|r| r.thin_id == *thin_id);
+                    let ours = record_matches == Some(true)
                         || !claimed_elsewhere(state, device_id) && !state.damaged.unknown;
                     if ours {
                         let name = self.device_name(device_id);
                         self.deactivate_once(state, &name, false)?;
                         self.delete_thin(state, *thin_id)?;
-                        let _ = state.ids.release(*thin_id);
+                        freed.push(*thin_id);
                     }
-                    if state
-                        .devices
-                        .get(device_id)
-                        .is_some_and(|r| r.thin_id == *thin_id)
-                    {
+                    if record_matches == Some(true) {
                         state.devices.remove(device_id);
                     }
+                    // Done (the record goes at replay) only when the device
+                    // is gone; a record of another thin under the same id
+                    // stays, so the intent is cancelled.
+                    outcomes.push((*seq, ours && record_matches != Some(false)));
                 }
             }
         }
+        state.journal.settle(&outcomes)?;
         fail_point!("resolve.before_fold")?;
         state.unresolved.clear();
+        for thin in freed {
+            state.release_thin_id(thin);
+        }
         self.fold(state)
     }
 }

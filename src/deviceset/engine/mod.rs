@@ -95,6 +95,18 @@ impl State {
         }
     }
 
+    /// Gives thin id `thin` back to the allocator, unless an intent of
+    /// unknown outcome still names it: were the id taken by a new device,
+    /// that old intent, settled after a crash, would act on the new
+    /// device's thin.
+    pub(crate) fn release_thin_id(&mut self, thin: u32) {
+        if self.unresolved.iter().any(|u| u.thin_id() == thin) {
+            log::info!("thin id {thin} stays used until its journal intent is settled");
+            return;
+        }
+        let _ = self.ids.release(thin);
+    }
+
     /// The state of a set opened only to work on its pool (the monitor's
     /// growth, under the set's lock): its record, no devices, the journal
     /// open only to read (the pool's growth never appends to it).

@@ -130,7 +130,10 @@ impl Config {
         }
         for u in &unresolved {
             ids.mark_used(u.thin_id())?;
-            if let Unresolved::Delete { device_id, thin_id } = u {
+            if let Unresolved::Delete {
+                device_id, thin_id, ..
+            } = u
+            {
                 // Being deleted: hidden and refused until the delete is done.
                 if let Some(r) = devices.get_mut(device_id).filter(|r| r.thin_id == *thin_id) {
                     r.deferred_delete = true;
@@ -477,7 +480,7 @@ impl Config {
     fn delete_own_thin(&self, state: &mut State, thin_id: u32, ours: bool) -> Result<()> {
         if ours {
             self.delete_thin(state, thin_id)?;
-            let _ = state.ids.release(thin_id);
+            state.release_thin_id(thin_id);
         } else {
             log::warn!(
                 "rolling back: thin id {thin_id} is left in pool {}; it may belong to a damaged record or to the pool's owner",
@@ -539,6 +542,10 @@ impl Config {
 
     /// Deletes the devices whose deferred removal the kernel has completed.
     pub(crate) fn finish_deferred_deletes(&self, state: &mut State) -> Result<()> {
+        // A delete of unknown outcome is settled first, under its own
+        // intent: deleting its device again under a new one would leave the
+        // old intent to act on whatever device takes the thin id next.
+        self.settle_unresolved(state)?;
         let pending: Vec<String> = state
             .devices
             .values()

@@ -5,7 +5,7 @@ use super::{ClaimedId, Config, State};
 use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fail_point;
 use crate::deviceset::ids::{max_id_len_for_prefix, validate_device_id};
-use crate::deviceset::report::{DeviceSummary, RemoveOutcome};
+use crate::deviceset::report::{DeviceSummary, Presence, RemoveOutcome};
 use crate::deviceset::store::RESERVED_DEVICE_IDS;
 use crate::deviceset::store::{DeviceRecord, Unresolved};
 use crate::dm::StatusOptions;
@@ -61,6 +61,10 @@ impl Config {
         requested_size: Option<u64>,
     ) -> Result<()> {
         self.validate_new_id(id)?;
+        // An earlier add of this id whose outcome is unknown is settled
+        // first: finished, it makes this one a duplicate; left, it would
+        // later be finished over this device's record.
+        self.settle_unresolved(state)?;
         if let Some(r) = state.devices.get(id) {
             return Err(if r.deferred_delete {
                 DeviceSetError::PendingDeletion(id.to_string())
@@ -179,11 +183,13 @@ impl Config {
             }
         };
         let thin = record.thin_id;
-        if let Err(e) = self.committed(&mut claim, "create_snap", Some(event_after)) {
+        let checked = fail_point!("add.commit_check")
+            .and_then(|()| self.committed(&mut claim, "create_snap", Some(event_after)));
+        if let Err(e) = checked {
             // Unknown outcome: the intent stays for the pool to settle, its
             // thin id used meanwhile.
             claim.keep();
-            state.unresolved.push(Unresolved::Create(record));
+            state.unresolved.push(Unresolved::Create { seq, record });
             return Err(e);
         }
         let injected = fail_point!("add.after_create_snap");
@@ -230,6 +236,7 @@ impl Config {
     /// ([`Config::writable_pool`]), or one without a discard to do, whose
     /// refused delete then reads the pool's mode for its error.
     pub(crate) fn delete_device_without_status(&self, state: &mut State, id: &str) -> Result<()> {
+        self.settle_unresolved(state)?;
         let thin = match state.devices.get(id) {
             Some(r) => r.thin_id,
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
@@ -270,12 +277,15 @@ impl Config {
                 });
             }
         };
-        if let Err(e) = self.committed(state, "delete", event_after) {
+        let checked = fail_point!("remove.commit_check")
+            .and_then(|()| self.committed(state, "delete", event_after));
+        if let Err(e) = checked {
             // Unknown outcome: hidden, its thin id used, until settled.
             if let Some(r) = state.devices.get_mut(id) {
                 r.deferred_delete = true;
             }
             state.unresolved.push(Unresolved::Delete {
+                seq,
                 device_id: id.to_string(),
                 thin_id: thin,
             });
@@ -287,12 +297,31 @@ impl Config {
         let sync = !self.pool_is_ours(state);
         let marked = state.journal.done(seq, sync);
         state.devices.remove(id);
-        let _ = state.ids.release(thin);
+        state.release_thin_id(thin);
         injected?;
         marked?;
         fail_point!("remove.after_done")?;
         self.maybe_fold(state);
         Ok(())
+    }
+
+    /// Whether device `id` exists, as far as the set can tell (see
+    /// [`Presence`]): an intent of unknown outcome naming it makes it
+    /// uncertain, whatever the records say.
+    pub(crate) fn presence(&self, state: &State, id: &str) -> Presence {
+        if state.unresolved.iter().any(|u| u.device_id() == id) {
+            Presence::Uncertain
+        } else if self.record(state, id).is_ok() {
+            Presence::Present
+        } else {
+            Presence::Absent
+        }
+    }
+
+    /// Device ids named by intents of unknown outcome.
+    pub(crate) fn unsettled_ids(&self, state: &State) -> Vec<String> {
+        let ids: BTreeSet<&str> = state.unresolved.iter().map(|u| u.device_id()).collect();
+        ids.into_iter().map(str::to_string).collect()
     }
 
     /// Bytes the pool has mapped for device `id`, from its thin status line;
@@ -364,6 +393,7 @@ impl Config {
         state: &mut State,
         id: &str,
     ) -> Result<RemoveOutcome> {
+        self.settle_unresolved(state)?;
         self.record(state, id)?;
         let paths = mount_paths(state, id);
         if !paths.is_empty() {

@@ -94,9 +94,16 @@ pub enum Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unresolved {
     /// A create: finished if its thin exists in the pool, else dropped.
-    Create(DeviceRecord),
+    Create {
+        /// The intent's sequence number (its settling marker names it).
+        seq: u64,
+        /// The record the device has once made.
+        record: DeviceRecord,
+    },
     /// A delete: tried again.
     Delete {
+        /// The intent's sequence number.
+        seq: u64,
         /// The device.
         device_id: String,
         /// Its thin id.
@@ -108,8 +115,23 @@ impl Unresolved {
     /// The thin id it touches.
     pub fn thin_id(&self) -> u32 {
         match self {
-            Unresolved::Create(r) => r.thin_id,
+            Unresolved::Create { record, .. } => record.thin_id,
             Unresolved::Delete { thin_id, .. } => *thin_id,
+        }
+    }
+
+    /// The device id it touches.
+    pub fn device_id(&self) -> &str {
+        match self {
+            Unresolved::Create { record, .. } => &record.id,
+            Unresolved::Delete { device_id, .. } => device_id,
+        }
+    }
+
+    /// The intent's sequence number.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Unresolved::Create { seq, .. } | Unresolved::Delete { seq, .. } => *seq,
         }
     }
 }
@@ -253,7 +275,13 @@ pub fn replay(entries: &[Entry]) -> Replay {
     for e in entries {
         match e {
             Entry::Create { seq, record } => {
-                open.insert(*seq, Unresolved::Create(record.clone()));
+                open.insert(
+                    *seq,
+                    Unresolved::Create {
+                        seq: *seq,
+                        record: record.clone(),
+                    },
+                );
             }
             Entry::Delete {
                 seq,
@@ -263,6 +291,7 @@ pub fn replay(entries: &[Entry]) -> Replay {
                 open.insert(
                     *seq,
                     Unresolved::Delete {
+                        seq: *seq,
                         device_id: device_id.clone(),
                         thin_id: *thin_id,
                     },
@@ -272,8 +301,8 @@ pub fn replay(entries: &[Entry]) -> Replay {
                 out.changes.insert(record.id.clone(), Some(record.clone()));
             }
             Entry::Done { seq } => match open.remove(seq) {
-                Some(Unresolved::Create(r)) => {
-                    out.changes.insert(r.id.clone(), Some(r));
+                Some(Unresolved::Create { record, .. }) => {
+                    out.changes.insert(record.id.clone(), Some(record));
                 }
                 Some(Unresolved::Delete { device_id, .. }) => {
                     out.changes.insert(device_id, None);
@@ -550,6 +579,28 @@ impl Journal {
     /// Durably records that intent `seq` did not happen.
     pub fn cancel(&mut self, seq: u64) -> Result<(), StoreError> {
         self.append(&[Entry::Cancel { seq }], true)
+    }
+
+    /// Durably records, in one sync, the outcomes of intents settled against
+    /// the pool after their outcome was unknown: `(seq, true)` happened
+    /// (done), `(seq, false)` did not (cancelled). Until this returns, none
+    /// of their thin ids may be given to another device: a marker lost in a
+    /// crash would leave the old intent to act on the new device's thin.
+    pub fn settle(&mut self, outcomes: &[(u64, bool)]) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let markers: Vec<Entry> = outcomes
+            .iter()
+            .map(|&(seq, happened)| {
+                if happened {
+                    Entry::Done { seq }
+                } else {
+                    Entry::Cancel { seq }
+                }
+            })
+            .collect();
+        self.append(&markers, true)
     }
 
     /// Durably records that intent `seq` did not happen and `record` is now

@@ -49,8 +49,12 @@ fn marked_intents_resolve_and_unmarked_ones_do_not() {
     assert_eq!(
         replay.unresolved,
         vec![
-            Unresolved::Create(rec_like(&replay, "c")),
+            Unresolved::Create {
+                seq: replay.unresolved[0].seq(),
+                record: rec_like(&replay, "c")
+            },
             Unresolved::Delete {
+                seq: replay.unresolved[1].seq(),
                 device_id: "x".into(),
                 thin_id: 9
             }
@@ -72,7 +76,7 @@ fn rec_like(replay: &Replay, id: &str) -> DeviceRecord {
         .unresolved
         .iter()
         .find_map(|u| match u {
-            Unresolved::Create(r) if r.id == id => Some(r.clone()),
+            Unresolved::Create { record, .. } if record.id == id => Some(record.clone()),
             _ => None,
         })
         .unwrap()
@@ -96,6 +100,33 @@ fn sequence_numbers_continue_after_a_reopen() {
     assert!(replay.changes.contains_key("a") && !replay.changes.contains_key("b"));
 }
 
+#[test]
+fn settled_intents_stay_settled_behind_later_entries() {
+    let (_dir, store) = store();
+    let (mut j, _) = store.open_journal().unwrap();
+    // Two intents whose outcome the set did not learn, then later work.
+    let made = j.intend_create(&rec("made", 1)).unwrap();
+    let gone = j.intend_delete("gone", 2).unwrap();
+    let never = j.intend_create(&rec("never", 3)).unwrap();
+    let later = j.intend_create(&rec("later", 4)).unwrap();
+    j.done(later, false).unwrap();
+    drop(j);
+    let (mut j, replay) = store.open_journal().unwrap();
+    let seqs: Vec<u64> = replay.unresolved.iter().map(Unresolved::seq).collect();
+    assert_eq!(seqs, [made, gone, never]);
+    assert_eq!(replay.unresolved[1].device_id(), "gone");
+    // Settled against the pool: the create and the delete happened, the
+    // other create did not.
+    j.settle(&[(made, true), (gone, true), (never, false)])
+        .unwrap();
+    drop(j);
+    let (_, replay) = store.open_journal().unwrap();
+    assert!(replay.unresolved.is_empty(), "{:?}", replay.unresolved);
+    assert!(replay.changes["made"].is_some());
+    assert_eq!(replay.changes["gone"], None);
+    assert!(!replay.changes.contains_key("never"));
+    assert!(replay.changes["later"].is_some());
+}
 /// The written part of the journal (the rest is zero padding).
 fn written(dir: &Scratch) -> Vec<u8> {
     let bytes = journal_bytes(dir);
@@ -166,7 +197,9 @@ fn a_torn_marker_before_a_good_unsynced_intent_is_the_tail() {
     let (_, replay) = store.open_journal().unwrap();
     assert_eq!(replay.entries, 1);
     assert!(replay.torn_bytes > 0);
-    assert!(matches!(&replay.unresolved[..], [Unresolved::Create(r)] if r.id == "a"));
+    assert!(
+        matches!(&replay.unresolved[..], [Unresolved::Create { record, .. }] if record.id == "a")
+    );
 }
 
 #[test]
