@@ -15,7 +15,7 @@ use crate::deviceset::error::{DeviceSetError, Result};
 use crate::deviceset::fail_point;
 use crate::deviceset::store::StoreError;
 use crate::deviceset::store::{DeviceRecord, TransactionOp, Unresolved};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 /// Journal entries after which an operation folds the journal into the
 /// record files.
@@ -172,13 +172,19 @@ impl Config {
         if state.unresolved.is_empty() {
             return Ok(());
         }
-        let pool_ids = if state
-            .unresolved
-            .iter()
-            .any(|u| matches!(u, Unresolved::Create { .. }))
-        {
+        let needs_pool = state.unresolved.iter().any(|u| {
+            matches!(
+                u,
+                Unresolved::Create { .. }
+                    | Unresolved::Delete {
+                        identity: Some(_),
+                        ..
+                    }
+            )
+        });
+        let pool_ids = if needs_pool {
             let t0 = std::time::Instant::now();
-            let ids = self.pool_thin_ids(state)?;
+            let ids = self.pool_thin_identities(state)?;
             log::info!(
                 "read {} thin ids from pool {}'s metadata in {:.1} ms",
                 ids.len(),
@@ -187,7 +193,7 @@ impl Config {
             );
             ids
         } else {
-            BTreeSet::new()
+            BTreeMap::new()
         };
         let unresolved = state.unresolved.clone();
         let mut outcomes = Vec::with_capacity(unresolved.len());
@@ -210,7 +216,7 @@ impl Config {
             };
             match u {
                 Unresolved::Create { seq, record } => {
-                    let present = pool_ids.contains(&thin);
+                    let present = pool_ids.contains_key(&thin);
                     // A newer device under the same id (made after this
                     // intent was left) keeps its record.
                     let superseded = state
@@ -245,12 +251,27 @@ impl Config {
                     seq,
                     device_id,
                     thin_id,
+                    identity,
                 } => {
-                    log::warn!("interrupted delete of {device_id} (thin {thin_id}): done again");
                     let record_matches =
                         state.devices.get(device_id).map(|r| r.thin_id == *thin_id);
-                    let ours = record_matches == Some(true)
-                        || !claimed_elsewhere(state, device_id) && !state.damaged.unknown;
+                    // A thin that is not the one the delete began on (the
+                    // pool's owner reused the id): the delete had happened.
+                    let replaced = identity.is_some_and(|identity| {
+                        pool_ids.get(thin_id).is_some_and(|now| *now != identity)
+                    });
+                    if replaced {
+                        log::warn!(
+                            "interrupted delete of {device_id} (thin {thin_id}): the pool now holds another thin with that id (made since by the pool's owner); it is left as it is"
+                        );
+                    } else {
+                        log::warn!(
+                            "interrupted delete of {device_id} (thin {thin_id}): done again"
+                        );
+                    }
+                    let ours = !replaced
+                        && (record_matches == Some(true)
+                            || !claimed_elsewhere(state, device_id) && !state.damaged.unknown);
                     if ours {
                         let name = self.device_name(device_id);
                         self.deactivate_once(state, &name, false)?;
@@ -260,10 +281,13 @@ impl Config {
                     if record_matches == Some(true) {
                         state.devices.remove(device_id);
                     }
+                    if replaced && record_matches == Some(true) {
+                        state.devices.remove(device_id);
+                    }
                     // Done (the record goes at replay) only when the device
                     // is gone; a record of another thin under the same id
                     // stays, so the intent is cancelled.
-                    outcomes.push((*seq, ours && record_matches != Some(false)));
+                    outcomes.push((*seq, (ours || replaced) && record_matches != Some(false)));
                 }
             }
         }

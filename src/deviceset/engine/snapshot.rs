@@ -242,8 +242,16 @@ impl Config {
             None => return Err(DeviceSetError::UnknownDevice(id.to_string())),
         };
         self.discard_before_delete(state, id)?;
+        // On a pool another owner shares, a delete redone after a crash
+        // must find this very thin, not one the owner made since with the
+        // same id: its identity goes into the intent.
+        let identity = if self.pool_is_ours(state) {
+            None
+        } else {
+            self.pool_thin_identities(state)?.get(&thin).copied()
+        };
         self.guard_journal(state)?;
-        let seq = state.journal.intend_delete(id, thin)?;
+        let seq = state.journal.intend_delete(id, thin, identity)?;
         // A failed delete cancels the intent: the device stays. EBUSY is
         // retried: a deferred removal the kernel is finishing (from a work
         // queue) has the name gone a moment before the thin is closed in the
@@ -288,6 +296,7 @@ impl Config {
                 seq,
                 device_id: id.to_string(),
                 thin_id: thin,
+                identity,
             });
             return Err(e);
         }

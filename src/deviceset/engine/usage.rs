@@ -13,13 +13,13 @@
 
 use super::{Config, State};
 use crate::deviceset::error::{DeviceSetError, Result};
-use crate::deviceset::store::Storage;
+use crate::deviceset::store::{Storage, ThinIdentity};
 use crate::deviceset::usage_report::{DeviceUsage, SetUsage};
 use crate::dm::{Dev, DmError, ErrorKind};
 use crate::retry::Backoff;
 use crate::target::{DeviceRef, PoolMessage, TargetTable, ThinPoolTable};
 use crate::thinmeta::{self, Metadata, PoolUsage, ReadAt, Source};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -260,16 +260,33 @@ impl Config {
         })
     }
 
-    /// The thin ids the pool holds (for the journal's recovery): read from
-    /// a metadata snapshot reserved for the read and always released; live
-    /// when the pool takes no writes, or when another tool holds the
-    /// snapshot (tried again if a commit races the read).
-    pub(crate) fn pool_thin_ids(&self, state: &mut State) -> Result<BTreeSet<u32>> {
+    /// The identity of every thin the pool holds, by thin id (see
+    /// [`ThinIdentity`]): read from a metadata snapshot reserved for the
+    /// read and always released; live when the pool takes no writes, or
+    /// when another tool holds the snapshot (tried again if a commit races
+    /// the read).
+    pub(crate) fn pool_thin_identities(
+        &self,
+        state: &mut State,
+    ) -> Result<BTreeMap<u32, ThinIdentity>> {
         let device = self.metadata_device(state)?;
-        let ids = |md: &Metadata<&DirectReader>| Ok(md.thin_ids());
+        let ids = |md: &Metadata<&DirectReader>| {
+            Ok(md
+                .devices()
+                .iter()
+                .map(|d| {
+                    let identity = ThinIdentity {
+                        creation_time: d.creation_time,
+                        snapshotted_time: d.snapshotted_time,
+                        transaction_id: d.transaction_id,
+                        mapped_blocks: d.mapped_blocks,
+                    };
+                    (d.thin_id, identity)
+                })
+                .collect::<BTreeMap<u32, ThinIdentity>>())
+        };
         if self.pool_takes_no_writes(state)? {
-            let v = self.read_metadata(&device, Source::Live, false, ids)?;
-            return Ok(v.into_iter().collect());
+            return self.read_metadata(&device, Source::Live, false, ids);
         }
         let reserve = |state: &mut State| -> Result<()> {
             self.message(state, PoolMessage::ReserveMetadataSnap)
@@ -291,7 +308,7 @@ impl Config {
             }
             Err(e) => return Err(e),
         };
-        Ok(v.into_iter().collect())
+        Ok(v)
     }
 
     /// The pool's usage: from a metadata snapshot reserved for the read and

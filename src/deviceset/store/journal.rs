@@ -53,6 +53,23 @@ pub const PREALLOC: u64 = 1 << 20;
 /// marker before it, a few hundred bytes each).
 const TORN_WINDOW: usize = 64 << 10;
 
+/// What tells one thin apart from a later thin that took the same id, as
+/// the pool's device-details tree records it. Every snapshot moves the
+/// pool's time on, so a thin made after ours differs in its creation time,
+/// or (a plain `create_thin` with no snapshot since) in its transaction id
+/// or mapped blocks: a new thin maps none, ours shares its origin's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThinIdentity {
+    /// The pool's time when the thin was made.
+    pub creation_time: u32,
+    /// The pool's time when it was last snapshotted (or made).
+    pub snapshotted_time: u32,
+    /// The pool's transaction id when it was made.
+    pub transaction_id: u64,
+    /// Data blocks it maps.
+    pub mapped_blocks: u64,
+}
+
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -72,6 +89,10 @@ pub enum Entry {
         device_id: String,
         /// Its thin id.
         thin_id: u32,
+        /// The thin's identity, recorded on a pool the set does not own
+        /// (whose owner may reuse the id): a redone delete checks it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<ThinIdentity>,
     },
     /// A record changed without a pool step (initialized, deferred deletion).
     Update {
@@ -108,6 +129,8 @@ pub enum Unresolved {
         device_id: String,
         /// Its thin id.
         thin_id: u32,
+        /// The thin's identity when the delete began, if recorded.
+        identity: Option<ThinIdentity>,
     },
 }
 
@@ -287,6 +310,7 @@ pub fn replay(entries: &[Entry]) -> Replay {
                 seq,
                 device_id,
                 thin_id,
+                identity,
             } => {
                 open.insert(
                     *seq,
@@ -294,6 +318,7 @@ pub fn replay(entries: &[Entry]) -> Replay {
                         seq: *seq,
                         device_id: device_id.clone(),
                         thin_id: *thin_id,
+                        identity: *identity,
                     },
                 );
             }
@@ -555,14 +580,21 @@ impl Journal {
         Ok(seq)
     }
 
-    /// Durably records the intent to delete `device_id`'s thin.
-    pub fn intend_delete(&mut self, device_id: &str, thin_id: u32) -> Result<u64, StoreError> {
+    /// Durably records the intent to delete `device_id`'s thin (whose
+    /// `identity` is given on a pool the set does not own).
+    pub fn intend_delete(
+        &mut self,
+        device_id: &str,
+        thin_id: u32,
+        identity: Option<ThinIdentity>,
+    ) -> Result<u64, StoreError> {
         let seq = self.next_seq;
         self.append(
             &[Entry::Delete {
                 seq,
                 device_id: device_id.to_owned(),
                 thin_id,
+                identity,
             }],
             true,
         )?;

@@ -72,7 +72,7 @@ use read::{read_if_exists, read_record_at};
 use records::{parse, to_json, TransactionState};
 
 pub use error::{LoadReport, ProblemReason, RecordProblem, StoreError};
-pub use journal::{Journal, Replay, Unresolved};
+pub use journal::{Journal, Replay, ThinIdentity, Unresolved};
 pub use records::{
     DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord, RESERVED_DEVICE_IDS,
 };

@@ -29,11 +29,11 @@ fn marked_intents_resolve_and_unmarked_ones_do_not() {
     let mut a2 = rec("a", 1);
     a2.initialized = true;
     j.update(&a2).unwrap();
-    let d = j.intend_delete("old", 7).unwrap();
+    let d = j.intend_delete("old", 7, None).unwrap();
     j.done(d, false).unwrap();
     // Interrupted: intent durable, no marker.
     j.intend_create(&rec("c", 3)).unwrap();
-    j.intend_delete("x", 9).unwrap();
+    j.intend_delete("x", 9, None).unwrap();
     drop(j);
 
     let (j, replay) = store.open_journal().unwrap();
@@ -56,7 +56,8 @@ fn marked_intents_resolve_and_unmarked_ones_do_not() {
             Unresolved::Delete {
                 seq: replay.unresolved[1].seq(),
                 device_id: "x".into(),
-                thin_id: 9
+                thin_id: 9,
+                identity: None
             }
         ]
     );
@@ -106,7 +107,7 @@ fn settled_intents_stay_settled_behind_later_entries() {
     let (mut j, _) = store.open_journal().unwrap();
     // Two intents whose outcome the set did not learn, then later work.
     let made = j.intend_create(&rec("made", 1)).unwrap();
-    let gone = j.intend_delete("gone", 2).unwrap();
+    let gone = j.intend_delete("gone", 2, None).unwrap();
     let never = j.intend_create(&rec("never", 3)).unwrap();
     let later = j.intend_create(&rec("later", 4)).unwrap();
     j.done(later, false).unwrap();
@@ -267,6 +268,18 @@ fn encode_round_trips_every_entry_kind() {
             seq: 2,
             device_id: "a".into(),
             thin_id: 1,
+            identity: None,
+        },
+        Entry::Delete {
+            seq: 3,
+            device_id: "c".into(),
+            thin_id: 4,
+            identity: Some(ThinIdentity {
+                creation_time: 7,
+                snapshotted_time: 9,
+                transaction_id: 3,
+                mapped_blocks: 1 << 40,
+            }),
         },
         Entry::Update {
             record: rec("b", 2),
