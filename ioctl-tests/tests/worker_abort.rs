@@ -20,6 +20,15 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// Prints past libtest's capture (straight to stderr), so the VM log shows
+/// every round of a passing run.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// splitmix64: a small deterministic generator.
 struct Rng(u64);
 
@@ -54,7 +63,7 @@ enum Op {
 fn metadata_write_errors_at_random_never_lose_an_acknowledged_add_or_remove() {
     let seed = env_u64("DMTHIN_STRESS_SEED", 0x5eed_2025);
     let rounds = env_u64("DMTHIN_STRESS_ROUNDS", 12);
-    eprintln!("worker abort stress: seed {seed}, {rounds} rounds");
+    say!("worker abort stress: seed {seed}, {rounds} rounds");
     let mut rng = Rng(seed);
     let root = Root::new("worker-abort");
     let disks = FlakeyDisks::new(&root.0, "wabort");
@@ -105,7 +114,7 @@ fn metadata_write_errors_at_random_never_lose_an_acknowledged_add_or_remove() {
                     Op::Remove => set.remove_device(&id),
                 };
                 if let Err(e) = &result {
-                    eprintln!("round {round}: {op:?} {id}: {e}");
+                    say!("round {round}: {op:?} {id}: {e}");
                     errors += 1;
                 }
                 calls.push((op, id, result.is_ok()));
@@ -128,7 +137,7 @@ fn metadata_write_errors_at_random_never_lose_an_acknowledged_add_or_remove() {
                 };
             }
         }
-        eprintln!(
+        say!(
             "round {round}: metadata failing after {flip_after:?}; mode {}",
             set.status().map(|s| s.mode).unwrap_or_default()
         );
@@ -182,7 +191,7 @@ fn metadata_write_errors_at_random_never_lose_an_acknowledged_add_or_remove() {
         check_invariants_on(&set, &disks.meta_node());
         set.shutdown().unwrap();
     }
-    eprintln!(
+    say!(
         "worker abort stress: {rounds} rounds ({rounds_failing} with the pool failing under a call), {acked} acknowledged adds and removes all present, {failed} failed calls ({done_anyway} found done), seed {seed}"
     );
     assert!(
