@@ -16,6 +16,7 @@ mod usage;
 pub(crate) use autoextend::{percent, CRITICAL_PERCENT};
 pub(crate) use guard::{ClaimedId, OpenTransaction};
 pub(crate) use mounts::mount_paths;
+pub(crate) use pool::pool_status;
 pub use pool::MAX_METADATA_BYTES;
 
 use super::error::{DeviceSetError, Result};
