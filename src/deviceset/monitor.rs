@@ -17,9 +17,9 @@ use super::error::{DeviceSetError, Result};
 use super::lock::{LockError, SetLock};
 use super::options::{AutoextendOptions, Options, StorageOptions};
 use super::report::Growth;
-use super::set::DeviceSet;
-use super::store::{MetadataStore, MAX_FILE_ID_LEN};
-use crate::dm::{Control, NodeMode};
+use super::set::{open_config, DeviceSet};
+use super::store::MetadataStore;
+use crate::dm::Control;
 use crate::target::PoolStatus;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -293,27 +293,13 @@ impl Monitor {
     }
 
     /// What a growth under the lock works on, kept between growths (the
-    /// set's record is read again each time).
+    /// set's record is read again each time): the engine made as
+    /// [`DeviceSet::open`] makes it, with only the pool's part of its state.
     fn light_state(&self, root: &Path, set_options: &Options) -> Result<(Config, State)> {
-        let store = MetadataStore::open(root, MAX_FILE_ID_LEN)?;
-        let set = read_set(&store, root)?;
-        let prefix = self
-            .pool_name
-            .strip_suffix("pool")
-            .unwrap_or(&self.pool_name)
-            .to_string();
         let block_size = set_options.validate()?;
-        let config = Config::new(root.to_path_buf(), prefix, set_options.clone(), block_size);
-        let mut ctl = Control::open()?;
-        if let NodeMode::Udev { .. } | NodeMode::UdevWatch { .. } = ctl.node_mode() {
-            ctl.set_node_mode(if set_options.udev_sync {
-                NodeMode::UdevWatch {
-                    timeout: set_options.udev_timeout,
-                }
-            } else {
-                NodeMode::Bypass
-            });
-        }
+        let (config, store) = open_config(root.to_path_buf(), set_options.clone(), block_size)?;
+        let set = read_set(&store, root)?;
+        let ctl = config.control()?;
         Ok((config, State::for_pool(ctl, store, set)?))
     }
 

@@ -636,4 +636,4 @@ fn is_missing<T>(read: &Result<T, ProblemReason>) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
