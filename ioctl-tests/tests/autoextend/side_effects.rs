@@ -1,5 +1,6 @@
-//! What the monitor must not cost the host: a metadata commit for every
-//! look at the pool.
+//! What the monitor must not cost or need of the host: a metadata commit
+//! for every look at the pool; free space on the set's root to log a
+//! growth.
 
 use super::*;
 
@@ -66,4 +67,74 @@ fn monitor_checks_commit_no_metadata() {
     say!("autoextend checks: a plain status cost {plain} metadata writes, 20 monitor checks 0");
     drop(monitor);
     finish(&set, r);
+}
+
+/// Writes to `dir/fill` until its filesystem is full.
+fn fill_up(dir: &Path) {
+    let mut f = std::fs::File::create(dir.join("fill")).unwrap();
+    let chunk = vec![0xA5u8; 64 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn growth_needs_no_room_on_a_full_root() {
+    // The set's root on a small tmpfs, its loop files on another with room
+    // (`devicemapper/` mounted apart, as a host may put them on a bigger disk).
+    let root = Root::new("ae-fullroot");
+    let set_root = root.0.join("set");
+    let files = set_root.join("devicemapper");
+    std::fs::create_dir_all(&set_root).unwrap();
+    sh_ok(&format!(
+        "mount -t tmpfs -o size=2M,mode=0700 tmpfs {}",
+        set_root.display()
+    ));
+    std::fs::create_dir(&files).unwrap();
+    sh_ok(&format!(
+        "mount -t tmpfs -o size=160M,mode=0700 tmpfs {}",
+        files.display()
+    ));
+    let set = Arc::new(DeviceSet::open(&set_root, small(64 * MIB, 8 * MIB)).unwrap());
+    // The monitor starts while the root has room: its log is made ready.
+    let monitor = Monitor::for_set(set.clone(), None).unwrap();
+    fill_up(&set_root);
+    let probe = std::fs::write(set_root.join("probe"), [0u8; 4096]).unwrap_err();
+    assert_eq!(probe.raw_os_error(), Some(nix::libc::ENOSPC), "{probe}");
+    // A growth on the full root: data (and metadata) grown, and logged.
+    let before = set.status().unwrap().data_total;
+    let grown = set
+        .autoextend(&AutoextendOptions {
+            threshold_percent: 0,
+            ..AutoextendOptions::default()
+        })
+        .unwrap();
+    let st = set.status().unwrap();
+    assert!(st.data_total > before, "{st:?}");
+    let history = set.growth_history().unwrap();
+    assert_eq!(history, grown, "every growth logged");
+    assert!(
+        grown
+            .iter()
+            .any(|g| g.target == GrowthTarget::Data && g.from == before),
+        "{grown:?}"
+    );
+    say!(
+        "autoextend on a full root: {} growths made and logged, data {} -> {} MiB",
+        grown.len(),
+        before / MIB,
+        st.data_total / MIB
+    );
+    drop(monitor);
+    std::fs::remove_file(set_root.join("fill")).unwrap();
+    finish(&set, &set_root);
+    drop(set);
+    sh(&format!("umount {}", files.display()));
+    sh(&format!("umount {}", set_root.display()));
 }
