@@ -35,6 +35,10 @@ macro_rules! say {
     }};
 }
 
+// After `say!`, which its tests use.
+#[path = "autoextend/side_effects.rs"]
+mod side_effects;
+
 fn small(data: u64, meta: u64) -> Options {
     let mut o = options(FsKind::Ext4);
     o.storage = StorageOptions::LoopFiles {
@@ -159,7 +163,8 @@ fn pool_status(ctl: &mut Control, pool: &str) -> dmthin::target::ThinPoolStatus 
     }
 }
 
-fn low_water(ctl: &mut Control, pool: &str) -> u64 {
+/// Pool `pool`'s live table.
+fn pool_table(ctl: &mut Control, pool: &str) -> ThinPoolTable {
     let (_, lines) = ctl
         .table_status(
             DevId::Name(pool),
@@ -169,9 +174,11 @@ fn low_water(ctl: &mut Control, pool: &str) -> u64 {
             },
         )
         .unwrap();
-    ThinPoolTable::from_line(&lines[0])
-        .unwrap()
-        .low_water_mark()
+    ThinPoolTable::from_line(&lines[0]).unwrap()
+}
+
+fn low_water(ctl: &mut Control, pool: &str) -> u64 {
+    pool_table(ctl, pool).low_water_mark()
 }
 
 /// Spawns `cmd` with its stderr gathered into the returned log; the bool

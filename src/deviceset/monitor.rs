@@ -6,18 +6,20 @@
 //! it; the pool's low-water mark is set at the threshold, so its event
 //! comes when use reaches it) with a slow timer as the fallback (metadata
 //! use has no event of its own at the threshold). Each wake reads the
-//! pool's status; only when data or metadata use reached the threshold does
-//! it take the set's lock (opening the set, or through the caller's open
-//! set) and run [`DeviceSet::autoextend`].
+//! pool's status with `noflush` (any dm event on the host wakes it, and a
+//! plain status would commit the pool's metadata each time); only when
+//! data or metadata use reached the threshold does it take the set's lock
+//! (opening the set, or through the caller's open set) and run
+//! [`DeviceSet::autoextend`].
 
-use super::engine::{percent, Config, State, CRITICAL_PERCENT};
+use super::engine::{percent, pool_status, Config, State, CRITICAL_PERCENT};
 use super::error::{DeviceSetError, Result};
 use super::lock::{LockError, SetLock};
 use super::options::{AutoextendOptions, Options, StorageOptions};
 use super::report::Growth;
-use super::set::DeviceSet;
-use super::store::{MetadataStore, MAX_FILE_ID_LEN};
-use crate::dm::{Control, DevId, NodeMode, StatusKind, StatusOptions};
+use super::set::{open_config, DeviceSet};
+use super::store::MetadataStore;
+use crate::dm::Control;
 use crate::target::PoolStatus;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -189,7 +191,7 @@ impl Monitor {
     }
 
     fn check_at(&mut self, timer: bool) -> Result<Check> {
-        let s = match self.pool_status()? {
+        let s = match pool_status(&mut self.ctl, &self.pool_name)? {
             PoolStatus::Active(s) => s,
             other => {
                 log::error!(
@@ -230,24 +232,6 @@ impl Monitor {
             self.stalled = None;
         }
         Ok(check)
-    }
-
-    fn pool_status(&mut self) -> Result<PoolStatus> {
-        let (_, lines) = self.ctl.table_status(
-            DevId::Name(&self.pool_name),
-            &StatusOptions {
-                kind: StatusKind::Info,
-                ..Default::default()
-            },
-        )?;
-        let line = lines
-            .into_iter()
-            .next()
-            .ok_or_else(|| DeviceSetError::PoolUnusable {
-                pool: self.pool_name.clone(),
-                reason: "the pool has no table".into(),
-            })?;
-        Ok(PoolStatus::parse(line.params())?)
     }
 
     /// Runs [`DeviceSet::autoextend`] under the set's lock.
@@ -309,27 +293,13 @@ impl Monitor {
     }
 
     /// What a growth under the lock works on, kept between growths (the
-    /// set's record is read again each time).
+    /// set's record is read again each time): the engine made as
+    /// [`DeviceSet::open`] makes it, with only the pool's part of its state.
     fn light_state(&self, root: &Path, set_options: &Options) -> Result<(Config, State)> {
-        let store = MetadataStore::open(root, MAX_FILE_ID_LEN)?;
-        let set = read_set(&store, root)?;
-        let prefix = self
-            .pool_name
-            .strip_suffix("pool")
-            .unwrap_or(&self.pool_name)
-            .to_string();
         let block_size = set_options.validate()?;
-        let config = Config::new(root.to_path_buf(), prefix, set_options.clone(), block_size);
-        let mut ctl = Control::open()?;
-        if let NodeMode::Udev { .. } | NodeMode::UdevWatch { .. } = ctl.node_mode() {
-            ctl.set_node_mode(if set_options.udev_sync {
-                NodeMode::UdevWatch {
-                    timeout: set_options.udev_timeout,
-                }
-            } else {
-                NodeMode::Bypass
-            });
-        }
+        let (config, store) = open_config(root.to_path_buf(), set_options.clone(), block_size)?;
+        let set = read_set(&store, root)?;
+        let ctl = config.control()?;
         Ok((config, State::for_pool(ctl, store, set)?))
     }
 

@@ -10,7 +10,7 @@
 //! `Config::read_usage_beside_owner`): a metadata snapshot would take a pool
 //! message, and the owner may hold one itself.
 
-use super::engine::{Config, State};
+use super::engine::{set_control, Config, State};
 use super::error::{DeviceSetError, Result};
 use super::ids::{max_id_len_for_prefix, ThinIdAllocator};
 use super::lock::{LockHolder, SetLock};
@@ -18,7 +18,7 @@ use super::options::Options;
 use super::report::{DeviceSummary, SetStatus};
 use super::store::{MetadataStore, RecordProblem};
 use super::usage_report::{DeviceUsage, SetUsage};
-use crate::dm::{Control, ControlOptions, DevId, NodeMode};
+use crate::dm::DevId;
 use crate::target::PoolStatus;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -73,11 +73,8 @@ impl ReadOnlySet {
         let block_size = options.validate()?;
         let mut config = Config::new(root.clone(), prefix, options, block_size);
         config.read_only = true;
-        let mut ctl = Control::open_with(ControlOptions::default())?;
         // Nothing is made or removed, so no node is ever waited for.
-        if let NodeMode::Udev { .. } | NodeMode::UdevWatch { .. } = ctl.node_mode() {
-            ctl.set_node_mode(NodeMode::Bypass);
-        }
+        let ctl = set_control(None)?;
         // The journal's finished changes on top of the record files (a fold
         // racing this read shows the state a moment old, never a torn one).
         let (journal, replay) = store.open_journal()?;

@@ -12,6 +12,7 @@ use super::store::{MetadataStore, RecordProblem};
 use super::usage_report::{DeviceUsage, SetUsage};
 use crate::deviceset::fail_point;
 use crate::dm::Dev;
+use crate::target::BlockSize;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -69,6 +70,27 @@ fn recorded_prefix(store: &MetadataStore) -> Option<String> {
     (set.pool_owned && derived.starts_with("dmthin-")).then(|| derived.to_string())
 }
 
+/// The settings and the store of the writable set at `root` (canonical,
+/// its lock held): its kernel names keep the prefix its set record holds
+/// (see [`recorded_prefix`]; today's from the root's device and inode for a
+/// new set), and the store's id limit follows that prefix. The one way a
+/// writable set's engine is made: by [`DeviceSet::open`] and by the
+/// monitor's growth.
+pub(crate) fn open_config(
+    root: PathBuf,
+    options: Options,
+    block_size: BlockSize,
+) -> Result<(Config, MetadataStore)> {
+    let mut prefix = root_prefix(&root)?;
+    let mut store = MetadataStore::open(&root, max_id_len_for_prefix(&prefix))?;
+    if let Some(recorded) = recorded_prefix(&store).filter(|p| *p != prefix) {
+        log::info!("{}: kernel names keep the recorded prefix {recorded} (the root's device number changed; today's would be {prefix})", root.display());
+        prefix = recorded;
+        store = MetadataStore::open(&root, max_id_len_for_prefix(&prefix))?;
+    }
+    Ok((Config::new(root, prefix, options, block_size), store))
+}
+
 impl DeviceSet {
     /// Creates the set at `root`, or reopens it, repairing any operation a
     /// crash interrupted.
@@ -88,19 +110,12 @@ impl DeviceSet {
         super::trust::check_dir(&root)?;
         let block_size = options.validate()?;
         let lock = SetLock::acquire(&root)?;
-        let mut prefix = root_prefix(&root)?;
-        let mut store = MetadataStore::open(&root, max_id_len_for_prefix(&prefix))?;
-        if let Some(recorded) = recorded_prefix(&store).filter(|p| *p != prefix) {
-            log::info!("{}: kernel names keep the recorded prefix {recorded} (the root's device number changed; today's would be {prefix})", root.display());
-            prefix = recorded;
-            store = MetadataStore::open(&root, max_id_len_for_prefix(&prefix))?;
-        }
+        let (config, store) = open_config(root, options, block_size)?;
         let mut report = store.load_all()?;
         for p in &report.problems {
             log::warn!("skipping damaged record {}: {}", p.path.display(), p.reason);
         }
         let problems = std::mem::take(&mut report.problems);
-        let config = Config::new(root, prefix, options, block_size);
         let state = config.open_state(store, report, &problems)?;
         Ok(DeviceSet {
             state: Mutex::new(state),
@@ -476,5 +491,35 @@ mod tests {
         assert!(p.len() <= 7 + 12 + 1 + 20 + 1);
         // A sha256 hex id always fits.
         assert!(max_id_len_for_prefix(&p) >= 64);
+    }
+
+    #[test]
+    fn open_config_keeps_the_recorded_prefix() {
+        let s = crate::testutil::Scratch::new("open-config");
+        let root = s.path().canonicalize().unwrap();
+        let options = Options::default();
+        let bs = options.validate().unwrap();
+        // A new set: today's prefix, from the root.
+        let (config, store) = open_config(root.clone(), options.clone(), bs).unwrap();
+        let today = name_prefix(&root).unwrap();
+        assert_eq!(config.prefix, today);
+        assert_eq!(config.pool_name, format!("{today}pool"));
+        // A set whose root moved: the prefix its record holds.
+        let mut record = crate::deviceset::store::tests::set_record();
+        record.name_prefix = Some("dmthin-8:1-1234-".into());
+        store.write_set(&record).unwrap();
+        let (config, _) = open_config(root.clone(), options.clone(), bs).unwrap();
+        assert_eq!(config.prefix, "dmthin-8:1-1234-");
+        assert_eq!(
+            (config.pool_name.as_str(), config.base_name.as_str()),
+            ("dmthin-8:1-1234-pool", "dmthin-8:1-1234-base")
+        );
+        assert_eq!(config.device_name("a"), "dmthin-8:1-1234-a");
+        // From before the prefix was recorded: read off the pool's name.
+        record.name_prefix = None;
+        record.pool_name = "dmthin-8:1-99-pool".into();
+        store.write_set(&record).unwrap();
+        let (config, _) = open_config(root, options, bs).unwrap();
+        assert_eq!(config.prefix, "dmthin-8:1-99-");
     }
 }

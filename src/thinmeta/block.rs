@@ -22,11 +22,32 @@ pub(crate) const MAGIC: u64 = 27_022_010;
 pub trait ReadAt {
     /// Fills `buf` from `offset`; a short source is `UnexpectedEof`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Bytes the source holds: the metadata device's real size, which
+    /// bounds what the counts written in it may claim (and so what the
+    /// reader allocates for them).
+    fn size(&self) -> io::Result<u64>;
 }
 
 impl ReadAt for std::fs::File {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::FileTypeExt;
+        let meta = self.metadata()?;
+        if !meta.file_type().is_block_device() {
+            return Ok(meta.len());
+        }
+        // A block device's inode says 0 bytes; its end says its size. The
+        // cursor is put back (reads here are positioned and never use it).
+        let mut file = self;
+        let at = file.stream_position()?;
+        let end = file.seek(SeekFrom::End(0))?;
+        file.seek(SeekFrom::Start(at))?;
+        Ok(end)
     }
 }
 
@@ -39,17 +60,29 @@ impl ReadAt for [u8] {
         buf.copy_from_slice(src);
         Ok(())
     }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
 }
 
 impl ReadAt for Vec<u8> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.as_slice().read_exact_at(buf, offset)
     }
+
+    fn size(&self) -> io::Result<u64> {
+        self.as_slice().size()
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_exact_at(buf, offset)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
     }
 }
 
@@ -87,6 +120,16 @@ impl<R: ReadAt> Blocks<R> {
             reader,
             nr_blocks: 1,
         }
+    }
+
+    /// Whole blocks the metadata device really holds (not what its
+    /// superblock says).
+    pub(crate) fn device_blocks(&self) -> Result<u64> {
+        let bytes = self
+            .reader
+            .size()
+            .map_err(|source| Error::Size { source })?;
+        Ok(bytes / BLOCK_SIZE as u64)
     }
 
     /// Reads block `nr` and checks that it lies inside the device, that its

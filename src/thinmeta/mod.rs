@@ -13,7 +13,9 @@
 //! number the block names itself with, the metadata device's bounds, node
 //! layouts and entry counts, key order and ranges. Damaged metadata gives an
 //! [`Error`] naming the block; walks refuse cycles, revisits and depths past
-//! a fixed bound, so nothing panics or loops whatever the bytes.
+//! a fixed bound, so nothing panics or loops whatever the bytes; and what is
+//! allocated for a count the metadata claims is first bounded by the device's
+//! real size ([`ReadAt::size`]), so a small device cannot ask for gigabytes.
 
 mod block;
 mod btree;
@@ -73,6 +75,12 @@ pub enum Error {
     /// [`Source::Snapshot`] was asked for but no metadata snapshot is held.
     #[error("thin metadata: no metadata snapshot is held")]
     NoSnapshot,
+    /// The metadata device's size could not be had.
+    #[error("thin metadata: cannot size the metadata device: {source}")]
+    Size {
+        #[source]
+        source: std::io::Error,
+    },
     /// The data device is too large to count in memory.
     #[error("thin metadata: counting needs {bytes} bytes of memory, which could not be had")]
     TooLarge { bytes: u64 },
@@ -136,6 +144,14 @@ pub enum Problem {
     SpaceMapIndex(u64),
     #[error("data space map of {nr_blocks} blocks has {bitmaps} bitmap blocks")]
     SpaceMapSize { nr_blocks: u64, bitmaps: u64 },
+    #[error(
+        "data space map nr_blocks {nr_blocks} is more data blocks than the metadata device's {device_blocks} blocks can count (at most {max})"
+    )]
+    DataBlocksPastMetadata {
+        nr_blocks: u64,
+        device_blocks: u64,
+        max: u64,
+    },
 }
 
 /// Largest thin id the kernel accepts (24 bits).

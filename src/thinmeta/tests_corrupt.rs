@@ -184,14 +184,40 @@ fn random_damage_never_panics() {
     }
 }
 
+/// The fuzz target's seed of a space map claiming more data blocks than its
+/// device can count (mode byte 0: resealed, live superblock).
+const CLAIM_SEED: &str = "regression-space-map-claim";
+
 #[test]
 fn fuzz_seeds_read_cleanly() {
     // The fuzz target's seeds (mode byte, then the device) are valid pools,
-    // so mutations start from metadata that reaches every check.
+    // so mutations start from metadata that reaches every check; the
+    // regression seeds are inputs once mishandled.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/thin_metadata");
+    let claim = std::fs::read(dir.join(CLAIM_SEED)).unwrap();
+    let mut want = vec![0u8];
+    want.extend(crafted_space_map(1, 169));
+    assert!(
+        claim == want,
+        "{CLAIM_SEED} is not crafted_space_map(1, 169)"
+    );
+    assert!(matches!(
+        corrupt_at(open_usage(&claim[1..])).1,
+        Problem::DataBlocksPastMetadata { .. }
+    ));
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
-        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("regression-")
+        {
+            continue;
+        }
+        let data = std::fs::read(path).unwrap();
         let (&mode, rest) = data.split_first().unwrap();
         let mut bytes = rest.to_vec();
         if mode & 1 == 0 {
@@ -206,4 +232,107 @@ fn fuzz_seeds_read_cleanly() {
         n += 1;
     }
     assert_eq!(n, 3);
+}
+
+/// A btree node holding `entries` (key, value) with `value_size`-byte
+/// values, as many slots as fit the block; unsealed.
+fn node(leaf: bool, value_size: usize, entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let max = (BLOCK_SIZE - 32) / (8 + value_size);
+    let mut b = vec![0u8; BLOCK_SIZE];
+    b[4..8].copy_from_slice(&(if leaf { 2u32 } else { 1 }).to_le_bytes());
+    b[16..20].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    b[20..24].copy_from_slice(&(max as u32).to_le_bytes());
+    b[24..28].copy_from_slice(&(value_size as u32).to_le_bytes());
+    for (i, (key, value)) in entries.iter().enumerate() {
+        b[32 + 8 * i..][..8].copy_from_slice(&key.to_le_bytes());
+        b[32 + 8 * max + value_size * i..][..value_size].copy_from_slice(value);
+    }
+    b
+}
+
+/// Metadata with no devices whose data space map index lists `per_leaf`
+/// bitmaps in each of `leaves` leaves (all naming the one, empty, bitmap
+/// block), and whose superblock claims the data blocks those bitmaps
+/// cover: `leaves + 5` blocks, sealed. Blocks: 0 superblock, 1 device
+/// details, 2 mapping top level, 3 index root, the leaves, the bitmap.
+pub(super) fn crafted_space_map(leaves: usize, per_leaf: usize) -> Vec<u8> {
+    let bitmap = leaves as u64 + 4;
+    let nr_blocks = (leaves * per_leaf) as u64 * usage::ENTRIES_PER_BITMAP;
+    let mut sb = vec![0u8; BLOCK_SIZE];
+    sb[32..40].copy_from_slice(&block::MAGIC.to_le_bytes());
+    sb[40..44].copy_from_slice(&2u32.to_le_bytes());
+    sb[64..72].copy_from_slice(&nr_blocks.to_le_bytes());
+    sb[80..88].copy_from_slice(&3u64.to_le_bytes());
+    sb[320..328].copy_from_slice(&2u64.to_le_bytes());
+    sb[328..336].copy_from_slice(&1u64.to_le_bytes());
+    sb[336..340].copy_from_slice(&128u32.to_le_bytes());
+    sb[340..344].copy_from_slice(&8u32.to_le_bytes());
+    sb[344..352].copy_from_slice(&(bitmap + 1).to_le_bytes());
+    let index_entry = |_| {
+        let mut v = bitmap.to_le_bytes().to_vec();
+        v.extend_from_slice(&(usage::ENTRIES_PER_BITMAP as u32).to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v
+    };
+    let mut bytes = sb;
+    bytes.extend(node(true, 24, &[]));
+    bytes.extend(node(true, 8, &[]));
+    let children: Vec<(u64, Vec<u8>)> = (0..leaves)
+        .map(|l| ((l * per_leaf) as u64, (4 + l as u64).to_le_bytes().to_vec()))
+        .collect();
+    bytes.extend(node(false, 8, &children));
+    for l in 0..leaves {
+        let first = (l * per_leaf) as u64;
+        let entries: Vec<(u64, Vec<u8>)> = (first..first + per_leaf as u64)
+            .map(|k| (k, index_entry(k)))
+            .collect();
+        bytes.extend(node(true, 16, &entries));
+    }
+    bytes.extend(vec![0u8; BLOCK_SIZE]);
+    seal_blocks(&mut bytes);
+    bytes
+}
+
+#[test]
+fn a_space_map_claiming_more_than_the_device_can_count_is_refused() {
+    // The crafted layout is valid: one bitmap for its 16,320 data blocks.
+    let fine = crafted_space_map(1, 1);
+    let u = open_usage(&fine).unwrap();
+    assert_eq!((u.data_blocks, u.allocated_blocks), (16_320, 0));
+    assert!(u.devices.is_empty());
+    // 254 leaves of 169 bitmaps: 700 million data blocks, 175 MB of
+    // counters, from a device of 259 blocks (1 MiB) that can count at most
+    // 259 × 16,320. Refused, naming the field, before anything is sized by it.
+    let hostile = crafted_space_map(254, 169);
+    assert_eq!(hostile.len(), 259 * BLOCK_SIZE);
+    let claimed = 254 * 169 * 16_320;
+    let refused = Problem::DataBlocksPastMetadata {
+        nr_blocks: claimed,
+        device_blocks: 259,
+        max: 259 * 16_320,
+    };
+    assert_eq!(corrupt_at(open_usage(&hostile)), (0, refused.clone()));
+    let msg = open_usage(&hostile).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("thin metadata block 0: data space map nr_blocks 700552320 is more"),
+        "{msg}"
+    );
+    // The same through a file: its size is the device's.
+    let dir = Scratch::new();
+    let path = dir.0.join("hostile");
+    std::fs::write(&path, &hostile).unwrap();
+    let md = Metadata::open(std::fs::File::open(&path).unwrap(), Source::Live).unwrap();
+    assert_eq!(corrupt_at(md.usage()), (0, refused));
+    // One leaf of 169 bitmaps on 6 blocks: as much past the bound.
+    let small = crafted_space_map(1, 169);
+    assert!(matches!(
+        corrupt_at(open_usage(&small)),
+        (
+            0,
+            Problem::DataBlocksPastMetadata {
+                device_blocks: 6,
+                ..
+            }
+        )
+    ));
 }

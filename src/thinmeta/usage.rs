@@ -14,7 +14,7 @@ use super::btree::{self, KeyRange, Node, MAX_DEPTH};
 use super::{Error, Problem, Result};
 
 /// Data blocks one bitmap block covers: 2 bits each after a 16-byte header.
-const ENTRIES_PER_BITMAP: u64 = (4096 - 16) * 4;
+pub(crate) const ENTRIES_PER_BITMAP: u64 = (4096 - 16) * 4;
 /// A mapping value: data block in the high 40 bits, time in the low 24.
 const TIME_BITS: u32 = 24;
 
@@ -238,7 +238,8 @@ pub(crate) struct Refs {
 
 impl Refs {
     /// Counters for `n` data blocks, all 0; an error if the memory cannot
-    /// be had.
+    /// be had. `n` was bounded by the metadata device's size first
+    /// ([`bitmap_blocks`]).
     fn new(n: u64) -> Result<Self> {
         let bytes = n.div_ceil(4);
         let len = usize::try_from(bytes).map_err(|_| Error::TooLarge { bytes })?;
@@ -279,10 +280,29 @@ pub(crate) struct SpaceMapCounts {
     pub(crate) unmapped: u64,
 }
 
-/// The bitmap blocks of the data space map, in order, after checking that
-/// the index covers exactly `sm.nr_blocks`. Called before any allocation
-/// sized by `nr_blocks`, which this bounds by the metadata actually present.
+/// The bitmap blocks of the data space map (whose root `sm` the superblock
+/// at block 0 holds), in order, after checking that the index covers
+/// exactly `sm.nr_blocks`. Called before any allocation sized by
+/// `nr_blocks`, which this bounds by the metadata device's real size: every
+/// data block has its 2 bits in a bitmap block of that device, so a device
+/// of `n` blocks counts at most `n` × [`ENTRIES_PER_BITMAP`] data blocks,
+/// and the counters ([`Refs`], a quarter byte each) take at most about as
+/// many bytes as the device holds. (The index alone does not bound it: its
+/// leaves name up to 169 bitmaps each, and nothing reads those before the
+/// counters are made.)
 pub(crate) fn bitmap_blocks<R: ReadAt>(blocks: &Blocks<R>, sm: SmRoot) -> Result<Vec<u64>> {
+    let device_blocks = blocks.device_blocks()?;
+    let max = device_blocks.saturating_mul(ENTRIES_PER_BITMAP);
+    if sm.nr_blocks > max {
+        return Err(Error::Corrupt {
+            block: 0,
+            problem: Problem::DataBlocksPastMetadata {
+                nr_blocks: sm.nr_blocks,
+                device_blocks,
+                max,
+            },
+        });
+    }
     let mut bitmaps = Vec::new();
     btree::walk(blocks, sm.bitmap_root, 16, &mut |n, key, value| {
         if key != bitmaps.len() as u64 {

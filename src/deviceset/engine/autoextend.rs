@@ -8,6 +8,23 @@
 //! a crash between the steps (file grown, capacity not set, table not
 //! reloaded, pool left suspended) is finished by the next open or check
 //! ([`Config::finish_growth`]); an intent whose file never grew is dropped.
+//!
+//! A full root filesystem must not stop a growth: the growth is what gives
+//! the pool's writers room, and the root may be full of something else
+//! while the loop files under `devicemapper/` (another filesystem, say)
+//! have room. So the log is a side file (`store/side.rs`) whose rewrites
+//! need no new block: [`Config::autoextend`] first makes it and its spare
+//! full-size while there is room (the monitor runs it when it starts), and
+//! the intent and the done record of every later growth are written over
+//! blocks already allocated, then swapped in by name. The crash reasoning
+//! is unchanged, since a log read after any crash is one whole version,
+//! old or new, and the steps keep their order:
+//! - before the intent is durable, nothing has grown: the old log is right;
+//! - intent durable, file not grown: the intent is dropped;
+//! - file grown, capacity or table not yet: the open or check finishes it
+//!   from the intent and records it done;
+//! - all done but the done record: finished the same way (each step is
+//!   idempotent: the capacity set again, the table reloaded only if short).
 
 use super::pool::Backing;
 use super::{sectors, Config, State};
@@ -123,6 +140,25 @@ impl Config {
         Ok(state.store.write_side_file(LOG_FILE, log)?)
     }
 
+    /// Makes the growth log's later rewrites need no free space on the
+    /// set's root (see the module docs): the log is written now as it is,
+    /// with its spare, unless both are in place. A root already full leaves
+    /// it as it was (a warning: growths then need room there to be logged).
+    fn reserve_growth_log(&self, state: &State) {
+        if state.store.side_file_ready(LOG_FILE) {
+            return;
+        }
+        let written = self
+            .growth_log(state)
+            .and_then(|log| self.write_growth_log(state, &log));
+        if let Err(e) = written {
+            log::warn!(
+                "pool {}: the growth log is not ready for a full root filesystem ({e}); until it is, a growth needs free space there to be logged",
+                self.pool_name
+            );
+        }
+    }
+
     /// Remembers the options `dmthin monitor` runs with.
     pub(crate) fn remember_autoextend(&self, state: &State, o: &AutoextendOptions) -> Result<()> {
         let mut log = self.growth_log(state)?;
@@ -175,9 +211,9 @@ impl Config {
         Ok(())
     }
 
-    /// One autoextend check of the locked set: finishes an interrupted
-    /// growth, then grows data and metadata that reached the threshold, and
-    /// re-arms the low-water event. Returns the growths made. A pool on
+    /// One autoextend check of the locked set: makes the growth log ready
+    /// for a full root, finishes an interrupted growth, then grows data and
+    /// metadata that reached the threshold, and re-arms the low-water event. Returns the growths made. A pool on
     /// block devices (or adopted) is never grown: a warning at the
     /// threshold, an error from 95%.
     pub(crate) fn autoextend(
@@ -186,6 +222,7 @@ impl Config {
         o: &AutoextendOptions,
     ) -> Result<Vec<Growth>> {
         o.validate()?;
+        self.reserve_growth_log(state);
         self.finish_growth(state)?;
         let s = match self.any_pool_status(state)? {
             PoolStatus::Active(s) if !s.needs_check => s,

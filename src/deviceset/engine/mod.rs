@@ -16,6 +16,7 @@ mod usage;
 pub(crate) use autoextend::{percent, CRITICAL_PERCENT};
 pub(crate) use guard::{ClaimedId, OpenTransaction};
 pub(crate) use mounts::mount_paths;
+pub(crate) use pool::pool_status;
 pub use pool::MAX_METADATA_BYTES;
 
 use super::error::{DeviceSetError, Result};
@@ -23,11 +24,12 @@ use super::ids::ThinIdAllocator;
 use super::options::{Options, StorageOptions};
 use super::store::{DeviceRecord, Journal, MetadataStore, SetRecord, StoreError, Unresolved};
 use crate::dm::SECTOR_SIZE;
-use crate::dm::{Control, Dev, DevId, DmError, ErrorKind};
+use crate::dm::{Control, ControlOptions, Dev, DevId, DmError, ErrorKind, NodeMode};
 use crate::loopdev::LoopDevice;
 use crate::target::{BlockSize, PoolMessage, ThinId};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The set's mutable state, behind [`DeviceSet`](super::DeviceSet)'s lock.
 pub(crate) struct State {
@@ -162,6 +164,13 @@ impl Config {
         }
     }
 
+    /// The control handle for this set's work: where udev runs, its events
+    /// are waited for with `udev_sync` (at most `udev_timeout`), else
+    /// bypassed (see [`set_control`]).
+    pub(crate) fn control(&self) -> Result<Control> {
+        set_control(self.options.udev_sync.then_some(self.options.udev_timeout))
+    }
+
     /// The device-mapper name of device `id`.
     pub(crate) fn device_name(&self, id: &str) -> String {
         format!("{}{id}", self.prefix)
@@ -231,6 +240,22 @@ impl Config {
             None => Err(DeviceSetError::UnknownDevice(id.to_string())),
         }
     }
+}
+
+/// A device-mapper control handle for a set: where udev runs, each
+/// operation waits for udev's processing of its events (`udev_wait`: at most
+/// that long) or, with `None`, bypasses udev (dmthin makes the nodes);
+/// without udev, the handle's own mode. The one choice of node mode for
+/// every set opened (writable, read-only, the monitor's growth).
+pub(crate) fn set_control(udev_wait: Option<Duration>) -> Result<Control> {
+    let mut ctl = Control::open_with(ControlOptions::default())?;
+    if let NodeMode::Udev { .. } | NodeMode::UdevWatch { .. } = ctl.node_mode() {
+        ctl.set_node_mode(match udev_wait {
+            Some(timeout) => NodeMode::UdevWatch { timeout },
+            None => NodeMode::Bypass,
+        });
+    }
+    Ok(ctl)
 }
 
 /// Refuses calls once the set is shut down.

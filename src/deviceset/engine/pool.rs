@@ -8,7 +8,7 @@ use crate::deviceset::report::SetStatus;
 use crate::deviceset::store::Storage;
 use crate::deviceset::trust;
 use crate::dm::SECTOR_SIZE;
-use crate::dm::{CreateOptions, Dev, DevId, StatusKind, StatusOptions, UdevFlags};
+use crate::dm::{Control, CreateOptions, Dev, DevId, StatusKind, StatusOptions, UdevFlags};
 use crate::loopdev::{self, AttachOptions};
 use crate::target::{
     DeviceRef, PoolFeatures, PoolMode, PoolStatus, TableLine, TargetTable, ThinPoolStatus,
@@ -64,6 +64,41 @@ fn dev_of(path: &Path) -> Result<Dev> {
         });
     }
     Ok(Dev::from_dev_t(meta.rdev()))
+}
+
+/// Pool `pool`'s first table line (`Table`) or status line (`Info`), with
+/// its event number: the one fetch every look at a pool goes through (the
+/// engine's and the monitor's).
+pub(crate) fn pool_first_line(
+    ctl: &mut Control,
+    pool: &str,
+    kind: StatusKind,
+) -> Result<(u32, TableLine)> {
+    // noflush: a thin-pool's status otherwise commits its metadata first,
+    // a whole commit for what the in-core counters already say.
+    let (info, lines) = ctl.table_status(
+        DevId::Name(pool),
+        &StatusOptions {
+            kind,
+            noflush: true,
+            ..Default::default()
+        },
+    )?;
+    let line = lines
+        .into_iter()
+        .next()
+        .ok_or_else(|| DeviceSetError::PoolUnusable {
+            pool: pool.to_string(),
+            reason: "the pool has no table".into(),
+        })?;
+    Ok((info.event_nr, line))
+}
+
+/// Pool `pool`'s status, whatever its state, read without a metadata
+/// commit (see [`pool_first_line`]).
+pub(crate) fn pool_status(ctl: &mut Control, pool: &str) -> Result<PoolStatus> {
+    let (_, line) = pool_first_line(ctl, pool, StatusKind::Info)?;
+    Ok(PoolStatus::parse(line.params())?)
 }
 
 impl Config {
@@ -123,27 +158,9 @@ impl Config {
     }
 
     /// The pool's first table line (`Table`) or status line (`Info`), with
-    /// the pool's event number: the one fetch every look at the pool goes
-    /// through.
+    /// the pool's event number (see [`pool_first_line`]).
     fn pool_first_line(&self, state: &mut State, kind: StatusKind) -> Result<(u32, TableLine)> {
-        // noflush: a thin-pool's status otherwise commits its metadata first,
-        // a whole commit for what the in-core counters already say.
-        let (info, lines) = state.ctl.table_status(
-            DevId::Name(&self.pool_name),
-            &StatusOptions {
-                kind,
-                noflush: true,
-                ..Default::default()
-            },
-        )?;
-        let line = lines
-            .into_iter()
-            .next()
-            .ok_or_else(|| DeviceSetError::PoolUnusable {
-                pool: self.pool_name.clone(),
-                reason: "the pool has no table".into(),
-            })?;
-        Ok((info.event_nr, line))
+        pool_first_line(&mut state.ctl, &self.pool_name, kind)
     }
 
     /// The pool's live table line.

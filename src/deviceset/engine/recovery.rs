@@ -11,7 +11,7 @@ use crate::deviceset::store::{
     DeviceRecord, LoadReport, MetadataStore, RecordProblem, SetRecord, Storage, TransactionOp,
     TransactionRecord, Unresolved, FORMAT_VERSION, MAX_RECORD_BYTES,
 };
-use crate::dm::{Control, ControlOptions, DevId, NodeMode, UdevFlags};
+use crate::dm::{DevId, UdevFlags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -97,16 +97,7 @@ impl Config {
         problems: &[RecordProblem],
     ) -> Result<State> {
         self.check_recorded_options(report.set.as_ref())?;
-        let mut ctl = Control::open_with(ControlOptions::default())?;
-        if let NodeMode::Udev { .. } | NodeMode::UdevWatch { .. } = ctl.node_mode() {
-            ctl.set_node_mode(if self.options.udev_sync {
-                NodeMode::UdevWatch {
-                    timeout: self.options.udev_timeout,
-                }
-            } else {
-                NodeMode::Bypass
-            });
-        }
+        let ctl = self.control()?;
         let LoadReport {
             set,
             transaction,

@@ -72,6 +72,10 @@ impl ReadAt for DirectReader {
         buf.copy_from_slice(&aligned[head..head + buf.len()]);
         Ok(())
     }
+
+    fn size(&self) -> std::io::Result<u64> {
+        self.0.size()
+    }
 }
 
 /// Runs `read` between `reserve` and `release`: `release` runs whatever

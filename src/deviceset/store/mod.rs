@@ -9,6 +9,7 @@
 //! <root>/metadata/journal            Journal: device changes since the last fold
 //! <root>/metadata/devices/<id>.json  DeviceRecord, one per device (as of the last fold)
 //! <root>/metadata/devices.cache      a derived copy of the records, never trusted alone
+//! <root>/metadata/autoextend.json    a side file: the growth log (and its spare, `.spare`)
 //! ```
 //!
 //! Adds, removes and record changes are appended to the journal (one
@@ -20,7 +21,9 @@
 //! Every write goes to a fresh temp file in the target's directory (named
 //! `.tmp~…`, which no device id can collide with since ids cannot contain
 //! `~`), which is fsynced, renamed over the target, and then the directory is
-//! fsynced. A removal is an unlink followed by a directory fsync. A device
+//! fsynced (side files are rewritten in place of a preallocated spare
+//! instead, so a full filesystem does not stop them: see `side.rs`). A
+//! removal is an unlink followed by a directory fsync. A device
 //! change touches only that device's file, so its cost does not depend on how
 //! many devices exist.
 //!
@@ -55,6 +58,7 @@ mod error;
 mod journal;
 mod read;
 mod records;
+mod side;
 
 use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
@@ -300,32 +304,6 @@ impl MetadataStore {
             })?;
         let bytes = to_json(record, &path)?;
         self.write_atomic(&self.meta_dir, &self.meta_dir_file, &path, &bytes)
-    }
-
-    /// Durably writes `value` as JSON to `<root>/metadata/<name>`, a side
-    /// file beside the set record (the autoextend log uses it).
-    pub(crate) fn write_side_file<T: serde::Serialize>(
-        &self,
-        name: &str,
-        value: &T,
-    ) -> Result<(), StoreError> {
-        let path = self.meta_dir.join(name);
-        let bytes = to_json(value, &path)?;
-        self.write_atomic(&self.meta_dir, &self.meta_dir_file, &path, &bytes)
-    }
-
-    /// Reads the side file `<root>/metadata/<name>`; `Ok(None)` when absent.
-    pub(crate) fn read_side_file<T: serde::de::DeserializeOwned>(
-        &self,
-        name: &str,
-    ) -> Result<Option<T>, StoreError> {
-        let path = self.meta_dir.join(name);
-        let Some(bytes) = read_if_exists(&path)? else {
-            return Ok(None);
-        };
-        parse(&bytes)
-            .map(Some)
-            .map_err(|reason| StoreError::Corrupt { path, reason })
     }
 
     /// Reads the set record; `Ok(None)` for a new set. A damaged record is
@@ -636,4 +614,4 @@ fn is_missing<T>(read: &Result<T, ProblemReason>) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -24,8 +24,8 @@ const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00
 /// The limit for the longest prefix the set can have.
 const MAX_ID: usize = NAME_LEN - 1 - 50;
 
-/// A valid set record (base thin id 0); the sibling modules' tests use it too.
-pub(super) fn set_record() -> SetRecord {
+/// A valid set record (base thin id 0); other modules' tests use it too.
+pub(crate) fn set_record() -> SetRecord {
     SetRecord {
         format_version: FORMAT_VERSION,
         base_thin_id: 0,
