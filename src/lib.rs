@@ -9,6 +9,8 @@
 //! - [`thinmeta`]: a read-only reader of the thin-pool metadata device.
 //! - [`target`]: target tables, messages and status lines; pure functions, no I/O.
 
+#![deny(missing_docs)]
+
 pub mod deviceset;
 pub mod dm;
 pub mod loopdev;

@@ -60,6 +60,7 @@
 //! pool as well.
 
 mod args;
+mod authority;
 mod devices;
 mod engine;
 mod error;
@@ -228,10 +229,7 @@ async fn serve<D: devices::Devices>(
     let svc = containerd_snapshots::server(Arc::new(service::Service::new(engine)));
     tonic::transport::Server::builder()
         .add_service(svc)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            stop,
-        )
+        .serve_with_incoming_shutdown(authority::incoming(listener), stop)
         .await
         .map_err(|e| format!("serving: {e}"))
 }

@@ -15,7 +15,7 @@ async fn start(dir: &std::path::Path) -> SnapshotsClient<Channel> {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+            .serve_with_incoming(crate::authority::incoming(listener))
             .await
             .unwrap()
     });
@@ -187,4 +187,57 @@ fn prost_types_mask(paths: &[&str]) -> prost_types::FieldMask {
     prost_types::FieldMask {
         paths: paths.iter().map(|s| s.to_string()).collect(),
     }
+}
+
+/// A Go client that dials the bare socket path sends that path as
+/// `:authority`; h2 alone resets such a request with PROTOCOL_ERROR. Two
+/// calls on one connection: the second's `:authority` is an index into the
+/// client's HPACK table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_path_as_authority_gets_real_answers() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start(dir.path()).await;
+    c.prepare(api::PrepareSnapshotRequest {
+        snapshotter: "dmthin".into(),
+        key: "k1".into(),
+        parent: String::new(),
+        labels: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    let sock = dir.path().join("s.sock");
+    let authority = sock.to_str().unwrap().to_owned();
+    assert!(
+        tonic::codegen::http::uri::Authority::try_from(authority.as_str()).is_err(),
+        "{authority} must be what h2 refuses"
+    );
+    let stat = |key: &str| {
+        let request = api::StatSnapshotRequest {
+            snapshotter: "dmthin".into(),
+            key: key.into(),
+        };
+        (
+            "/containerd.services.snapshots.v1.Snapshots/Stat",
+            request.encode_to_vec(),
+        )
+    };
+    let calls = [stat("k1"), stat("missing")];
+    let answers = tokio::task::spawn_blocking(move || {
+        crate::authority::tests::raw_unary_calls(&sock, &authority, &calls)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(answers[0].grpc_status.as_deref(), Some("0"));
+    let info = api::StatSnapshotResponse::decode(&answers[0].message[..])
+        .unwrap()
+        .info
+        .unwrap();
+    assert_eq!(
+        (info.name.as_str(), info.kind),
+        ("k1", api::Kind::Active as i32)
+    );
+    let not_found = (tonic::Code::NotFound as i32).to_string();
+    assert_eq!(answers[1].grpc_status.as_deref(), Some(not_found.as_str()));
 }

@@ -64,11 +64,18 @@ pub enum Source {
 pub enum Error {
     /// A block failed a check.
     #[error("thin metadata block {block}: {problem}")]
-    Corrupt { block: u64, problem: Problem },
+    Corrupt {
+        /// The block's number on the metadata device.
+        block: u64,
+        /// What was wrong with it.
+        problem: Problem,
+    },
     /// Reading a block failed.
     #[error("thin metadata block {block}: read failed: {source}")]
     Read {
+        /// The block's number on the metadata device.
         block: u64,
+        /// The error the read returned.
         #[source]
         source: std::io::Error,
     },
@@ -78,78 +85,144 @@ pub enum Error {
     /// The metadata device's size could not be had.
     #[error("thin metadata: cannot size the metadata device: {source}")]
     Size {
+        /// The error sizing it returned.
         #[source]
         source: std::io::Error,
     },
     /// The data device is too large to count in memory.
     #[error("thin metadata: counting needs {bytes} bytes of memory, which could not be had")]
-    TooLarge { bytes: u64 },
+    TooLarge {
+        /// The memory the count would have needed.
+        bytes: u64,
+    },
 }
 
 /// What was wrong with a block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
+    /// The block lies past the end of the metadata device (a truncated
+    /// device or file).
     #[error("past the end of the metadata device (truncated)")]
     PastEnd,
+    /// A block number outside the device the superblock describes.
     #[error("outside the metadata device's {nr_blocks} blocks")]
-    OutsideDevice { nr_blocks: u64 },
+    OutsideDevice {
+        /// The device's size in blocks.
+        nr_blocks: u64,
+    },
+    /// The block's CRC32C does not match its contents.
     #[error("checksum {found:#010x}, expected {expected:#010x}")]
-    Checksum { found: u32, expected: u32 },
+    Checksum {
+        /// The checksum the block carries.
+        found: u32,
+        /// The checksum of its contents.
+        expected: u32,
+    },
+    /// The block's header names another block number than where it was read.
     #[error("block names itself block {0}")]
     WrongBlocknr(u64),
+    /// The superblock's magic number is not the thin pool's.
     #[error("bad superblock magic {0}")]
     Magic(u64),
+    /// A metadata format version this reader does not know.
     #[error("unsupported metadata version {0}")]
     Version(u32),
+    /// A metadata block size other than 8 sectors (4 KiB).
     #[error("metadata block size of {0} sectors (only 8, 4 KiB, is supported)")]
     MetadataBlockSize(u32),
+    /// The superblock gives a data block size of 0.
     #[error("data block size of 0 sectors")]
     DataBlockSize,
+    /// A btree node whose flags say neither internal node nor leaf.
     #[error("btree node flags {0:#x} are neither internal nor leaf")]
     NodeFlags(u32),
+    /// A btree node whose value size is not that of the tree's values.
     #[error("btree node value size {found}, expected {expected}")]
-    ValueSize { found: u32, expected: usize },
+    ValueSize {
+        /// The node's value size.
+        found: u32,
+        /// The size of the tree's values.
+        expected: usize,
+    },
+    /// A btree node whose entries, at their size, would not fit in a block.
     #[error(
         "btree node max_entries {max_entries} with value size {value_size} overflows the block"
     )]
-    NodeLayout { max_entries: u32, value_size: u32 },
+    NodeLayout {
+        /// The node's room for entries.
+        max_entries: u32,
+        /// The node's value size.
+        value_size: u32,
+    },
+    /// A btree node holding more entries than it has room for.
     #[error("btree node holds {nr_entries} entries but has room for {max_entries}")]
-    TooManyEntries { nr_entries: u32, max_entries: u32 },
+    TooManyEntries {
+        /// Entries the node says it holds.
+        nr_entries: u32,
+        /// Entries it has room for.
+        max_entries: u32,
+    },
+    /// A btree node whose keys are not in ascending order.
     #[error("btree node keys out of order")]
     KeyOrder,
+    /// A key outside the range the parent node gives the child.
     #[error("btree key {0} lies outside its parent's range for this node")]
     KeyRange(u64),
+    /// A btree node with no entries that is not the root.
     #[error("empty btree node below a root")]
     EmptyNode,
+    /// Leaves of one tree at different depths.
     #[error("btree leaves at different depths")]
     UnevenDepth,
+    /// A tree deeper than any valid one can be.
     #[error("btree deeper than the bound (damaged or cyclic)")]
     TooDeep,
+    /// A node reached again from inside its own subtree.
     #[error("btree node reached again from inside its own subtree (cycle)")]
     Cycle,
+    /// A node reached twice in one tree.
     #[error("btree node reached twice in one tree")]
     Revisited,
+    /// A mapping to a data block past the end of the data device.
     #[error("maps data block {data_block}, past the data device's {nr_data_blocks} blocks")]
     DataBlockOutOfRange {
+        /// The data block mapped.
         data_block: u64,
+        /// The data device's size in blocks.
         nr_data_blocks: u64,
     },
+    /// A thin id above the kernel's 24-bit limit.
     #[error("thin id {0} out of range")]
     ThinId(u64),
+    /// A thin device with details but no mapping tree.
     #[error("thin {0} is in the device-details tree but not in the mapping tree")]
     MissingMappings(u32),
+    /// A thin device with a mapping tree but no details.
     #[error("thin {0} is in the mapping tree but not in the device-details tree")]
     MissingDetails(u32),
+    /// The data space map's index entries are not numbered in sequence.
     #[error("data space map index key {0} out of sequence")]
     SpaceMapIndex(u64),
+    /// A data space map whose bitmap count does not fit its block count.
     #[error("data space map of {nr_blocks} blocks has {bitmaps} bitmap blocks")]
-    SpaceMapSize { nr_blocks: u64, bitmaps: u64 },
+    SpaceMapSize {
+        /// Blocks the space map covers.
+        nr_blocks: u64,
+        /// Bitmap blocks in its index.
+        bitmaps: u64,
+    },
+    /// A data space map claiming more blocks than the metadata device could
+    /// count (sizing counters by it would ask for memory the device never
+    /// described).
     #[error(
         "data space map nr_blocks {nr_blocks} is more data blocks than the metadata device's {device_blocks} blocks can count (at most {max})"
     )]
     DataBlocksPastMetadata {
+        /// Data blocks the space map claims.
         nr_blocks: u64,
+        /// Blocks of the metadata device.
         device_blocks: u64,
+        /// The most data blocks that many metadata blocks can count.
         max: u64,
     },
 }
@@ -160,23 +233,30 @@ const MAX_THIN_ID: u64 = (1 << 24) - 1;
 /// One device's entry in the device-details tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceDetails {
+    /// The device's thin id in the pool.
     pub thin_id: u32,
     /// Mapped blocks as the kernel counted them.
     pub mapped_blocks: u64,
+    /// The pool's transaction id when the device was last changed.
     pub transaction_id: u64,
+    /// The pool's time counter when the device was created.
     pub creation_time: u32,
+    /// The pool's time counter when the device was last snapshotted.
     pub snapshotted_time: u32,
 }
 
 /// Space use of one thin device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceUsage {
+    /// The device's thin id in the pool.
     pub thin_id: u32,
     /// Data blocks the device maps.
     pub mapped_blocks: u64,
     /// Mapped blocks that no other mapping (of any device) refers to.
     pub exclusive_blocks: u64,
+    /// `mapped_blocks` in bytes.
     pub mapped_bytes: u64,
+    /// `exclusive_blocks` in bytes.
     pub exclusive_bytes: u64,
     /// `mapped_bytes - exclusive_bytes`.
     pub shared_bytes: u64,

@@ -4,7 +4,7 @@
 use super::block::{self, le32, le64, BLOCK_SIZE};
 
 /// Rewrites the checksum and self block number of every whole 4 KiB block
-/// in `bytes` (see [`seal_block`]), so that tests and the fuzz target can reach
+/// in `bytes` (see `seal_block`), so that tests and the fuzz target can reach
 /// the checks past the checksum.
 pub fn seal_blocks(bytes: &mut [u8]) {
     for (nr, b) in bytes.chunks_exact_mut(BLOCK_SIZE).enumerate() {

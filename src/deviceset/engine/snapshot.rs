@@ -394,9 +394,9 @@ impl Config {
         Ok(out)
     }
 
-    /// Like [`DeviceSet::remove_device`], but a device held open elsewhere is
-    /// removed by the kernel once its last opener closes it, and deleted from the
-    /// pool on a later call or open.
+    /// Like [`DeviceSet::remove_device`](crate::deviceset::DeviceSet::remove_device),
+    /// but a device held open elsewhere is removed by the kernel once its last
+    /// opener closes it, and deleted from the pool on a later call or open.
     pub(crate) fn remove_device_deferred(
         &self,
         state: &mut State,

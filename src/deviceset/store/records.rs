@@ -31,7 +31,7 @@ pub const RESERVED_DEVICE_IDS: [&str; 2] = ["pool", "base"];
 
 /// One thin device (a layer), stored as `devices/<id>.json`.
 ///
-/// The base device has no `DeviceRecord`; it lives in [`SetRecord`]. Unknown
+/// The base device has no `DeviceRecord`; it lives in the `SetRecord`. Unknown
 /// fields are ignored on load, for forward compatibility.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {
