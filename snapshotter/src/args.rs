@@ -130,11 +130,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--block-size" => s.block_size = Some(size(value(&mut it)?)?),
             "--base-size" => s.base_size = Some(size(value(&mut it)?)?),
             "--fs" => {
-                s.fs = Some(match value(&mut it)?.as_str() {
-                    "ext4" => FsKind::Ext4,
-                    "xfs" => FsKind::Xfs,
-                    other => return Err(format!("--fs: {other:?} is not ext4 or xfs")),
-                })
+                let fs = value(&mut it)?.parse().map_err(|e| format!("--fs: {e}"))?;
+                s.fs = Some(fs)
             }
             "--mkfs-options" => {
                 s.mkfs_options = Some(

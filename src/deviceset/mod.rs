@@ -27,7 +27,7 @@ pub use options::{AutoextendOptions, Options, Progress, StorageOptions};
 pub use read_only::ReadOnlySet;
 pub use report::{DeviceSummary, Growth, GrowthTarget, RemoveOutcome, SetStatus};
 pub use set::{name_prefix, DeviceSet};
-pub use store::FsKind;
+pub use store::{FsKind, UnknownFsKind};
 pub use usage_report::{DeviceUsage, SetUsage};
 
 pub use report::{TrimReport, TrimmedMount};

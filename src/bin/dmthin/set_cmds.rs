@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dmthin::deviceset::{DeviceSet, FsKind, Options, RemoveOutcome, StorageOptions};
+use dmthin::deviceset::{DeviceSet, Options, RemoveOutcome, StorageOptions};
 
 use crate::args::{size_arg, Spec};
 use crate::look::{open_to_look, SetLook};
@@ -462,11 +462,7 @@ fn init(root: &Path, p: &crate::args::Parsed, out: &mut dyn Write) -> CliResult 
         o.base_size = bs;
     }
     if let Some(fs) = p.value("--fs") {
-        o.filesystem = match fs.as_str() {
-            "ext4" => FsKind::Ext4,
-            "xfs" => FsKind::Xfs,
-            other => return Err(p.usage(format!("--fs: '{other}' is not ext4 or xfs"))),
-        };
+        o.filesystem = fs.parse().map_err(|e| p.usage(format!("--fs: {e}")))?;
     }
     if let Some(m) = p.value("--mkfs-options") {
         o.mkfs_options = m.split_whitespace().map(str::to_string).collect();

@@ -74,7 +74,8 @@ use records::{parse, to_json, TransactionState};
 pub use error::{LoadReport, ProblemReason, RecordProblem, StoreError};
 pub use journal::{Journal, Replay, Unresolved};
 pub use records::{
-    DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord, RESERVED_DEVICE_IDS,
+    DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord, UnknownFsKind,
+    RESERVED_DEVICE_IDS,
 };
 
 /// The newest format this build writes and reads.
