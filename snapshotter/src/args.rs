@@ -1,7 +1,6 @@
 //! Command-line options.
 
-use dmthin::deviceset::{FsKind, Options, StorageOptions};
-use dmthin::size::parse_size;
+use dmthin::deviceset::{OptionFlags, Options};
 use std::path::PathBuf;
 
 /// Default device set root.
@@ -78,22 +77,23 @@ pub struct Args {
     pub version: bool,
 }
 
-/// Set options; `None` where not given.
+/// The set options given on the command line, read as `dmthin init`
+/// reads them ([`OptionFlags`]).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct SetArgs {
-    data_size: Option<u64>,
-    metadata_size: Option<u64>,
-    data_dev: Option<PathBuf>,
-    metadata_dev: Option<PathBuf>,
-    pool: Option<String>,
-    block_size: Option<u64>,
-    base_size: Option<u64>,
-    fs: Option<FsKind>,
-    mkfs_options: Option<Vec<String>>,
-    min_free: Option<u32>,
-    no_zeroing: bool,
-    remove_discard: Option<bool>,
+pub struct SetArgs(OptionFlags);
+
+/// Whether `flag` is one of [`OptionFlags::VALUED`] the snapshotter takes:
+/// all but `--mount-options` (containerd mounts the snapshots, with its own).
+fn set_flag_with_value(flag: &str) -> bool {
+    OptionFlags::VALUED.contains(&flag) && flag != "--mount-options"
 }
+
+/// The switches of [`OptionFlags`] the snapshotter takes.
+const SET_SWITCHES: &[&str] = &[
+    "--no-zeroing",
+    "--discard-on-remove",
+    "--no-discard-on-remove",
+];
 
 /// Parses the arguments after the program name.
 pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -115,42 +115,20 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 None => it.next().ok_or_else(|| format!("{name} needs a value")),
             }
         };
-        let size = |v: String| parse_size(&v).ok_or_else(|| format!("{name}: {v:?} is not a size"));
-        let s = &mut a.set;
         match name.as_str() {
             "-h" | "--help" => a.help = true,
             "-V" | "--version" => a.version = true,
             "--root" => a.root = value(&mut it)?.into(),
             "--socket" => a.socket = value(&mut it)?.into(),
-            "--data-size" => s.data_size = Some(size(value(&mut it)?)?),
-            "--metadata-size" => s.metadata_size = Some(size(value(&mut it)?)?),
-            "--data-dev" => s.data_dev = Some(value(&mut it)?.into()),
-            "--metadata-dev" => s.metadata_dev = Some(value(&mut it)?.into()),
-            "--pool" => s.pool = Some(value(&mut it)?),
-            "--block-size" => s.block_size = Some(size(value(&mut it)?)?),
-            "--base-size" => s.base_size = Some(size(value(&mut it)?)?),
-            "--fs" => {
-                let fs = value(&mut it)?.parse().map_err(|e| format!("--fs: {e}"))?;
-                s.fs = Some(fs)
-            }
-            "--mkfs-options" => {
-                s.mkfs_options = Some(
-                    value(&mut it)?
-                        .split_whitespace()
-                        .map(String::from)
-                        .collect(),
-                )
-            }
-            "--min-free" => {
+            flag if set_flag_with_value(flag) => {
                 let v = value(&mut it)?;
-                s.min_free = Some(
-                    v.parse()
-                        .map_err(|_| format!("--min-free: {v:?} is not a number"))?,
-                )
+                a.set.0.set(flag, Some(&v)).map_err(|e| e.to_string())?
             }
-            "--no-zeroing" => s.no_zeroing = true,
-            "--discard-on-remove" => s.remove_discard = Some(true),
-            "--no-discard-on-remove" => s.remove_discard = Some(false),
+            flag if SET_SWITCHES.contains(&flag) => a
+                .set
+                .0
+                .set(flag, inline.as_deref())
+                .map_err(|e| e.to_string())?,
             "--udev-sync" => a.udev_sync = true,
             "--no-udev-sync" => a.udev_sync = false,
             "--teardown-on-exit" => a.teardown = true,
@@ -168,59 +146,12 @@ impl SetArgs {
     /// cannot make), else defaults with the options given here.
     pub fn options(&self, recorded: Option<Options>) -> Result<Options, String> {
         let new_set = recorded.is_none();
-        let mut o = recorded.unwrap_or_default();
+        let mut o = self.0.options(recorded).map_err(|e| e.to_string())?;
         // A new set does not discard on remove unless asked, as containerd's
         // devmapper snapshotter (discard_blocks = false); a set made with
         // `dmthin init` keeps what it recorded.
-        o.remove_discard = self.remove_discard.or(if new_set {
-            Some(false)
-        } else {
-            o.remove_discard
-        });
-        match (&self.data_dev, &self.metadata_dev, &self.pool) {
-            (Some(d), Some(m), None) => {
-                o.storage = StorageOptions::BlockDevices {
-                    data: d.clone(),
-                    metadata: m.clone(),
-                }
-            }
-            (None, None, Some(p)) => o.storage = StorageOptions::AdoptPool { name: p.clone() },
-            (None, None, None) => {}
-            _ => {
-                return Err("give --data-dev with --metadata-dev, or --pool, not a mix".to_string())
-            }
-        }
-        if let StorageOptions::LoopFiles {
-            data_size,
-            metadata_size,
-        } = &mut o.storage
-        {
-            if let Some(d) = self.data_size {
-                *data_size = d;
-            }
-            if let Some(m) = self.metadata_size {
-                *metadata_size = m;
-            }
-        } else if self.data_size.is_some() || self.metadata_size.is_some() {
-            return Err("--data-size and --metadata-size are for loop files only".to_string());
-        }
-        if let Some(b) = self.block_size {
-            o.data_block_size = b;
-        }
-        if let Some(b) = self.base_size {
-            o.base_size = b;
-        }
-        if let Some(f) = self.fs {
-            o.filesystem = f;
-        }
-        if let Some(m) = &self.mkfs_options {
-            o.mkfs_options = m.clone();
-        }
-        if let Some(p) = self.min_free {
-            o.min_free_space_percent = p;
-        }
-        if self.no_zeroing {
-            o.block_zeroing = false;
+        if new_set {
+            o.remove_discard.get_or_insert(false);
         }
         Ok(o)
     }
@@ -229,6 +160,7 @@ impl SetArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dmthin::deviceset::{FsKind, StorageOptions};
 
     fn p(args: &[&str]) -> Result<Args, String> {
         parse(args.iter().map(|s| s.to_string()))
@@ -316,11 +248,23 @@ mod tests {
     }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64K"), Some(64 << 10));
-        assert_eq!(parse_size("256MiB"), Some(256 << 20));
-        assert_eq!(parse_size("1T"), Some(1 << 40));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size("99999999999T"), None);
+    fn set_flags_are_read_as_dmthin_init_reads_them() {
+        let o = |args: &[&str]| p(args).unwrap().set.options(None).unwrap();
+        assert_eq!(o(&["--min-free", "5%"]).min_free_space_percent, 5);
+        assert_eq!(o(&["--min-free=7"]).min_free_space_percent, 7);
+        assert!(!o(&["--no-zeroing"]).block_zeroing);
+        assert_eq!(
+            p(&["--min-free", "many"]).unwrap_err(),
+            "--min-free: 'many' is not a percentage"
+        );
+        assert!(p(&["--no-zeroing=1"])
+            .unwrap_err()
+            .contains("takes no value"));
+        assert!(
+            p(&["--mount-options", "ro"])
+                .unwrap_err()
+                .contains("unknown option"),
+            "only the flags the usage lists"
+        );
     }
 }
