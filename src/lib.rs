@@ -11,6 +11,7 @@
 
 pub mod deviceset;
 pub mod dm;
+pub mod logger;
 pub mod loopdev;
 mod retry;
 pub mod size;

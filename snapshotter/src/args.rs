@@ -46,7 +46,7 @@ Options:
                           for the set, else 80% use and 20% growth)
   --teardown-on-exit      On SIGTERM also deactivate every device and remove
                           the pool (for tests; never while containers run)
-  --log-level LEVEL       error, warn, info (default) or debug
+  --log-level LEVEL       error, warn, info (default), debug or trace
                           (also DMTHIN_SNAPSHOTTER_LOG)
   -h, --help              Show this help
   -V, --version           Show the version

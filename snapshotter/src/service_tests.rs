@@ -188,3 +188,16 @@ fn prost_types_mask(paths: &[&str]) -> prost_types::FieldMask {
         paths: paths.iter().map(|s| s.to_string()).collect(),
     }
 }
+
+#[test]
+fn failed_calls_are_logged_with_the_key() {
+    let e = Error::new(Code::FailedPrecondition, "snapshot has children");
+    assert_eq!(
+        failed_call("remove", "ns/1/a b", &e),
+        "remove key=\"ns/1/a b\": snapshot has children"
+    );
+    assert_eq!(
+        failed_call("cleanup", "", &Error::internal("x")),
+        "cleanup: x"
+    );
+}
