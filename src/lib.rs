@@ -11,6 +11,7 @@
 
 pub mod deviceset;
 pub mod dm;
+pub mod durable;
 pub mod logger;
 pub mod loopdev;
 mod retry;
