@@ -1,6 +1,6 @@
 //! The store's durable file changes, through [`crate::durable`] (temp
-//! file, fsync, rename, directory fsync): the store's own temp files, its
-//! private directories, and quarantine (also followed by a directory fsync).
+//! file, fsync, rename, directory fsync): the store's own temp files and its
+//! private directories; and the names of records set aside as damaged.
 
 use std::fs::{self, File};
 use std::io::{self, ErrorKind};
@@ -25,49 +25,6 @@ impl From<DurableError> for StoreError {
 }
 
 impl MetadataStore {
-    /// Moves a device record file aside to `<name>.corrupt` (or
-    /// `<name>.corrupt.<n>` if that exists), durably. Only files directly in
-    /// the device record directory may be moved. Returns the new path.
-    /// (Nothing in the set quarantines yet; only the tests do.)
-    #[cfg(test)]
-    pub fn quarantine(&self, path: &Path) -> Result<PathBuf, StoreError> {
-        let refuse = || StoreError::NotQuarantinable {
-            path: path.to_path_buf(),
-            dir: self.devices_dir.clone(),
-        };
-        let name = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
-            (Some(parent), Some(name)) if parent == self.devices_dir => name,
-            _ => return Err(refuse()),
-        };
-        if name.starts_with(TEMP_PREFIX) || name == "." || name == ".." {
-            return Err(refuse());
-        }
-        fs::symlink_metadata(path).map_err(io_err("stat", path))?;
-        for n in 0..1000u32 {
-            let target = if n == 0 {
-                self.devices_dir.join(format!("{name}{QUARANTINE_SUFFIX}"))
-            } else {
-                self.devices_dir
-                    .join(format!("{name}{QUARANTINE_SUFFIX}.{n}"))
-            };
-            match fs::symlink_metadata(&target) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Ok(_) => continue,
-                Err(e) => return Err(io_err("stat", &target)(e)),
-            }
-            fs::rename(path, &target).map_err(io_err("rename to quarantine", path))?;
-            self.devices_dir_file
-                .sync_all()
-                .map_err(io_err("fsync directory", &self.devices_dir))?;
-            log::info!("quarantined {} as {}", path.display(), target.display());
-            return Ok(target);
-        }
-        Err(io_err("quarantine", path)(io::Error::new(
-            ErrorKind::AlreadyExists,
-            "too many quarantined copies",
-        )))
-    }
-
     /// Creates a new temp file (mode 0600) of this store's in `dir`.
     pub(super) fn create_temp(&self, dir: &Path) -> Result<(PathBuf, File), StoreError> {
         Ok(self.temp_files.create(dir)?)
@@ -101,7 +58,8 @@ pub(super) fn remove_durably(path: &Path, dir: &Path, dir_file: &File) -> Result
     Ok(durable::remove_and_sync(path, dir, dir_file)?)
 }
 
-/// `<name>.corrupt` or `<name>.corrupt.<digits>`.
+/// `<name>.corrupt` or `<name>.corrupt.<digits>`: a device record an
+/// operator set aside as damaged, which loads skip.
 pub(super) fn is_quarantined(name: &str) -> bool {
     match name.rfind(QUARANTINE_SUFFIX) {
         Some(i) => {

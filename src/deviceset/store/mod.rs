@@ -30,8 +30,10 @@
 //! `base`), and every record of a thin id that two records (or a record and
 //! the base device) claim; a damaged set or transaction record is an error, since the set
 //! cannot be opened safely without it. Damaged files are never deleted or
-//! overwritten: they stay in place until `MetadataStore::quarantine` moves
-//! one aside.
+//! overwritten: they stay in place, reported at every open, until an
+//! operator repairs one or sets it aside by renaming it to `<id>.json.corrupt`
+//! (or `<id>.json.corrupt.<n>`). Loads skip such files and list them in
+//! [`LoadReport::quarantined`]; the id is then free again.
 //!
 //! Opening a big set reads `devices.cache` first: a copy of every record
 //! with its file's inode, size, mtime and ctime. A cached record is used only
@@ -480,7 +482,7 @@ impl MetadataStore {
         for (name, is_file) in entries {
             let outcome = if is_quarantined(&name) {
                 let path = self.devices_dir.join(&name);
-                log::debug!("skipping quarantined record {}", path.display());
+                log::debug!("skipping set-aside record {}", path.display());
                 report.quarantined.push(path);
                 continue;
             } else if let Some(stem) = name.strip_suffix(RECORD_EXT) {
