@@ -168,11 +168,11 @@ fn rollback_keeps_the_thin_of_a_damaged_record() {
 #[test]
 fn rollback_keeps_an_adopted_pools_own_thins() {
     let root = Root::new("adopt-own");
-    let mk = |name: &str, mib: u64| loop_file(&root.0, name, mib);
+    let mk = |name: &str, mib: u64| LoopDevice::with_sparse_file(&root.0, name, mib * MIB);
     let (data, meta) = (mk("data", 512), mk("meta", 16));
     let name = "dmthin-test-adopt-own-pool";
     let mut c = Control::open().unwrap();
-    let params = format!("{} {} 128 32", majmin(&meta), majmin(&data));
+    let params = format!("{} {} 128 32", meta.majmin(), data.majmin());
     let line = TableLine::new(0, 512 * MIB / 512, "thin-pool", params).unwrap();
     c.create_with_table(name, &CreateOptions::default(), &[line], UdevFlags::PRIVATE)
         .unwrap();
@@ -190,7 +190,7 @@ fn rollback_keeps_an_adopted_pools_own_thins() {
     interrupted_create(&set_root, "newcomer", 0, st.transaction_id);
     let set = DeviceSet::open(&set_root, o).unwrap();
     assert!(!set.has_device("newcomer"));
-    let ids = thin_ids_on(name, &meta);
+    let ids = thin_ids_on(name, meta.path_str());
     assert!(
         ids.contains(&0),
         "the rollback deleted the owner's thin 0: {ids:?}"
@@ -199,7 +199,6 @@ fn rollback_keeps_an_adopted_pools_own_thins() {
     drop(set);
     c.remove(DevId::Name(name), &RemoveOptions::default())
         .unwrap();
-    sh(&format!("losetup -d {data}; losetup -d {meta}"));
 }
 
 /// Snapshots of `src` (each written in 8 far-apart blocks, so each unshares
