@@ -9,6 +9,7 @@
 //! - [`thinmeta`]: a read-only reader of the thin-pool metadata device.
 //! - [`target`]: target tables, messages and status lines; pure functions, no I/O.
 
+pub mod cmdline;
 pub mod deviceset;
 pub mod dm;
 pub mod durable;

@@ -1,6 +1,8 @@
 //! Command-line options.
 
+use dmthin::cmdline::{concat, Spec};
 use dmthin::deviceset::{OptionFlags, Options};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Default device set root.
@@ -29,8 +31,14 @@ Options:
   --base-size SIZE        Base device size (10G); a larger one grows it
   --fs ext4|xfs           New set: base filesystem (ext4)
   --mkfs-options 'ARGS'   New set: extra mkfs arguments
+  --mount-options OPTS    Mount options of the set's own mounts (the
+                          template); containerd's mounts get their own
   --min-free PERCENT      Refuse new snapshots below this free pool space (10)
-  --no-zeroing            Do not zero newly provisioned blocks
+  --no-zeroing            Do not zero newly provisioned blocks (--zeroing: do)
+  --deferred-removal      Remove a busy device when its last user closes it
+                          (--no-deferred-removal: off, the default)
+  --deferred-deletion     Delete a thin still open in the pool later
+                          (--no-deferred-deletion: off, the default)
   --discard-on-remove     Discard a layer's blocks before deleting it, so a
                           loop data file gives them back to the host (each
                           Remove then takes about twice as long; remembered)
@@ -82,62 +90,53 @@ pub struct Args {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SetArgs(OptionFlags);
 
-/// Whether `flag` is one of [`OptionFlags::VALUED`] the snapshotter takes:
-/// all but `--mount-options` (containerd mounts the snapshots, with its own).
-fn set_flag_with_value(flag: &str) -> bool {
-    OptionFlags::VALUED.contains(&flag) && flag != "--mount-options"
-}
-
-/// The switches of [`OptionFlags`] the snapshotter takes.
-const SET_SWITCHES: &[&str] = &[
-    "--no-zeroing",
-    "--discard-on-remove",
-    "--no-discard-on-remove",
+/// The snapshotter's own switches.
+const OWN_SWITCHES: &[&str] = &[
+    "-V",
+    "--version",
+    "--udev-sync",
+    "--no-udev-sync",
+    "--teardown-on-exit",
+    "--autoextend",
 ];
 
+/// The snapshotter's own options with a value.
+const OWN_VALUED: &[&str] = &["--root", "--socket", "--log-level"];
+
+/// What the snapshotter takes: its own options and every set option
+/// `dmthin init` takes ([`OptionFlags`]).
+const SPEC: Spec = Spec {
+    switches: &concat::<{ OWN_SWITCHES.len() + OptionFlags::SWITCHES.len() }>(
+        OWN_SWITCHES,
+        OptionFlags::SWITCHES,
+    ),
+    valued: &concat::<{ OWN_VALUED.len() + OptionFlags::VALUED.len() }>(
+        OWN_VALUED,
+        OptionFlags::VALUED,
+    ),
+};
+
 /// Parses the arguments after the program name.
-pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args {
-        root: DEFAULT_ROOT.into(),
-        socket: DEFAULT_SOCKET.into(),
-        udev_sync: false,
-        ..Args::default()
-    };
-    let mut it = argv.into_iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let value = |it: &mut dyn Iterator<Item = String>| -> Result<String, String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => it.next().ok_or_else(|| format!("{name} needs a value")),
-            }
-        };
-        match name.as_str() {
-            "-h" | "--help" => a.help = true,
-            "-V" | "--version" => a.version = true,
-            "--root" => a.root = value(&mut it)?.into(),
-            "--socket" => a.socket = value(&mut it)?.into(),
-            flag if set_flag_with_value(flag) => {
-                let v = value(&mut it)?;
-                a.set.0.set(flag, Some(&v)).map_err(|e| e.to_string())?
-            }
-            flag if SET_SWITCHES.contains(&flag) => a
-                .set
-                .0
-                .set(flag, inline.as_deref())
-                .map_err(|e| e.to_string())?,
-            "--udev-sync" => a.udev_sync = true,
-            "--no-udev-sync" => a.udev_sync = false,
-            "--teardown-on-exit" => a.teardown = true,
-            "--autoextend" => a.autoextend = true,
-            "--log-level" => a.log_level = Some(value(&mut it)?),
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    Ok(a)
+pub fn parse<I, S>(argv: I) -> Result<Args, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let p = SPEC.parse(argv).map_err(|e| e.to_string())?;
+    p.none().map_err(|e| e.to_string())?;
+    let path = |opt, default: &str| p.value_os(opt).map_or(default.into(), PathBuf::from);
+    Ok(Args {
+        root: path("--root", DEFAULT_ROOT),
+        socket: path("--socket", DEFAULT_SOCKET),
+        set: SetArgs(OptionFlags::from_args(&p).map_err(|e| e.to_string())?),
+        // Off wins over on, as for the set's switches.
+        udev_sync: p.has("--udev-sync") && !p.has("--no-udev-sync"),
+        teardown: p.has("--teardown-on-exit"),
+        autoextend: p.has("--autoextend"),
+        log_level: p.value("--log-level"),
+        help: p.help,
+        version: p.has("-V") || p.has("--version"),
+    })
 }
 
 impl SetArgs {
@@ -201,6 +200,11 @@ mod tests {
     #[test]
     fn errors() {
         assert!(p(&["--bogus"]).unwrap_err().contains("unknown option"));
+        assert_eq!(p(&["extra"]).unwrap_err(), "unexpected argument 'extra'");
+        assert!(p(&["-V"]).unwrap().version && p(&["--help"]).unwrap().help);
+        assert!(p(&["--autoextend=1"])
+            .unwrap_err()
+            .contains("takes no value"));
         assert!(p(&["--root"]).unwrap_err().contains("needs a value"));
         assert!(p(&["--data-size", "lots"])
             .unwrap_err()
@@ -260,11 +264,16 @@ mod tests {
         assert!(p(&["--no-zeroing=1"])
             .unwrap_err()
             .contains("takes no value"));
-        assert!(
-            p(&["--mount-options", "ro"])
-                .unwrap_err()
-                .contains("unknown option"),
-            "only the flags the usage lists"
-        );
+        let every = o(&[
+            "--zeroing",
+            "--deferred-deletion",
+            "--mount-options",
+            "noatime",
+        ]);
+        assert!(every.block_zeroing && every.deferred_deletion);
+        assert_eq!(every.mount_options, ["noatime"]);
+        for flag in OptionFlags::VALUED.iter().chain(OptionFlags::SWITCHES) {
+            assert!(USAGE.contains(flag), "the usage lists {flag}");
+        }
     }
 }

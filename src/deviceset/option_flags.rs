@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::options::{Options, StorageOptions};
 use super::store::FsKind;
+use crate::cmdline::Args;
 use crate::size::parse_size;
 
 /// A flag given with a value it cannot take, or flags that do not go
@@ -95,6 +96,22 @@ impl OptionFlags {
         "--discard-on-remove",
         "--no-discard-on-remove",
     ];
+
+    /// The set flags among parsed command-line arguments: each of
+    /// [`VALUED`](Self::VALUED) and [`SWITCHES`](Self::SWITCHES) that `args`
+    /// holds (what its [`Spec`](crate::cmdline::Spec) let through).
+    pub fn from_args(args: &Args) -> Result<OptionFlags, FlagError> {
+        let mut flags = OptionFlags::default();
+        for &switch in Self::SWITCHES.iter().filter(|s| args.has(s)) {
+            flags.set(switch, None)?;
+        }
+        for &opt in Self::VALUED {
+            if let Some(value) = args.value(opt) {
+                flags.set(opt, Some(&value))?;
+            }
+        }
+        Ok(flags)
+    }
 
     /// Takes flag `flag` (one of [`VALUED`](Self::VALUED), with its value,
     /// or of [`SWITCHES`](Self::SWITCHES), with `None`).

@@ -9,11 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dmthin::deviceset::{
-    DeviceSet, FlagError, OptionFlags, Options, RemoveOutcome, StorageOptions,
-};
+use dmthin::deviceset::{DeviceSet, OptionFlags, Options, RemoveOutcome, StorageOptions};
 
-use crate::args::{size_arg, Spec};
+use crate::args::Spec;
 use crate::look::{open_to_look, SetLook};
 use crate::output::{device_table, errln, failed, human, print_json, status_text};
 use crate::usage_out::print_usage;
@@ -130,15 +128,8 @@ Unmount what the set mounted, deactivate every device and remove the pool
 ";
 
 /// `init`'s switches: the set's on/off flags ([`OptionFlags::SWITCHES`]) and `--json`.
-const INIT_SWITCHES: [&str; OptionFlags::SWITCHES.len() + 1] = {
-    let mut all = ["--json"; OptionFlags::SWITCHES.len() + 1];
-    let mut i = 0;
-    while i < OptionFlags::SWITCHES.len() {
-        all[i] = OptionFlags::SWITCHES[i];
-        i += 1;
-    }
-    all
-};
+const INIT_SWITCHES: [&str; OptionFlags::SWITCHES.len() + 1] =
+    dmthin::cmdline::concat(OptionFlags::SWITCHES, &["--json"]);
 
 const INIT: Spec = Spec {
     switches: &INIT_SWITCHES,
@@ -319,7 +310,7 @@ pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn W
             print_usage(out, &usage, &ids, p.has("--json"))
         }
         "grow-pool" => {
-            let size = |s: String| size_arg(&s, None, GROW.help);
+            let size = |s: String| p.size_arg(&s);
             let set;
             if let Some(m) = p.value("--metadata") {
                 p.none_or(" (grow data and metadata in two calls)")?;
@@ -406,17 +397,9 @@ fn init(root: &Path, p: &crate::args::Parsed, out: &mut dyn Write) -> CliResult 
     p.none()?;
     let recorded = DeviceSet::recorded_options(root).map_err(failed)?;
     let existing = recorded.is_some();
-    let mut flags = OptionFlags::default();
-    let usage = |e: FlagError| p.usage(e.to_string());
-    for &switch in OptionFlags::SWITCHES.iter().filter(|s| p.has(s)) {
-        flags.set(switch, None).map_err(usage)?;
-    }
-    for &opt in OptionFlags::VALUED {
-        if let Some(value) = p.value(opt) {
-            flags.set(opt, Some(&value)).map_err(usage)?;
-        }
-    }
-    let o = flags.options(recorded).map_err(usage)?;
+    let o = OptionFlags::from_args(p)
+        .and_then(|flags| flags.options(recorded))
+        .map_err(|e| p.usage(e.to_string()))?;
     // Loop files already there are grown, never shrunk: pass the larger size.
     let grow_to = match &o.storage {
         StorageOptions::LoopFiles { data_size, .. } if existing => Some(*data_size),
