@@ -11,8 +11,11 @@
 
 #![deny(missing_docs)]
 
+pub mod cmdline;
 pub mod deviceset;
 pub mod dm;
+pub mod durable;
+pub mod logger;
 pub mod loopdev;
 mod retry;
 pub mod size;

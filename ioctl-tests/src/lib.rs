@@ -57,13 +57,6 @@ pub fn require_device_mapper() {
     }
 }
 
-/// Splits a `st_rdev`/`dev_t` into (major, minor) like glibc's `major()`/`minor()`.
-pub fn dev_major_minor(dev: u64) -> (u32, u32) {
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    (major as u32, minor as u32)
-}
-
 /// (major, minor) of a block or character device node.
 pub fn node_major_minor(path: impl AsRef<Path>) -> io::Result<(u32, u32)> {
     let md = fs::metadata(path.as_ref())?;
@@ -74,7 +67,20 @@ pub fn node_major_minor(path: impl AsRef<Path>) -> io::Result<(u32, u32)> {
             format!("{} is not a device node", path.as_ref().display()),
         ));
     }
-    Ok(dev_major_minor(md.rdev()))
+    let rdev = md.rdev();
+    Ok((
+        nix::sys::stat::major(rdev) as u32,
+        nix::sys::stat::minor(rdev) as u32,
+    ))
+}
+
+/// `major:minor` of device node `path`, the way device-mapper tables name a
+/// device. Panics naming the path when it is not a device node.
+pub fn majmin(path: impl AsRef<Path>) -> String {
+    let path = path.as_ref();
+    let (major, minor) =
+        node_major_minor(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    format!("{major}:{minor}")
 }
 
 fn describe(cmd: &Command) -> String {
@@ -228,34 +234,60 @@ pub fn sparse_file(path: impl AsRef<Path>, size: u64) -> PathBuf {
     path.to_path_buf()
 }
 
-/// A loop device attached with the real util-linux `losetup`, detached on drop.
-/// Use it for fixtures and cross-checks, not to test dmthin's own loop code.
+/// A loop device attached with the real util-linux `losetup`, always
+/// detached on drop (lazily by the kernel while something, a pool say,
+/// still holds it); a backing file it made is removed then too. The one
+/// loop fixture of the suites: use it for fixtures and cross-checks, not to
+/// test dmthin's own loop code.
 #[derive(Debug)]
 pub struct LoopDevice {
     device: PathBuf,
     backing: PathBuf,
+    /// The backing file was made for this device: removed on drop.
+    owns_backing: bool,
 }
 
 impl LoopDevice {
-    /// `losetup -f --show FILE`.
+    /// `losetup -f --show FILE` on the caller's file (left in place on drop).
     pub fn attach(backing: impl AsRef<Path>) -> LoopDevice {
-        let backing = backing.as_ref().to_path_buf();
-        let out = run(
-            "losetup",
-            [OsStr::new("-f"), OsStr::new("--show"), backing.as_os_str()],
-        );
+        LoopDevice::attach_file(None, backing.as_ref().to_path_buf(), false)
+    }
+
+    /// `losetup --show DEVICE FILE`: the caller's file on the free loop
+    /// device `device` (to hold that device number, say).
+    pub fn attach_at(device: impl AsRef<Path>, backing: impl AsRef<Path>) -> LoopDevice {
+        let device = device.as_ref().as_os_str();
+        LoopDevice::attach_file(Some(device), backing.as_ref().to_path_buf(), false)
+    }
+
+    /// A new sparse file of `size` bytes with a unique name in the system's
+    /// temp directory, attached.
+    pub fn new(tag: &str, size: u64) -> LoopDevice {
+        let file = std::env::temp_dir().join(format!("{}.img", unique_name(tag)));
+        LoopDevice::attach_file(None, sparse_file(file, size), true)
+    }
+
+    /// A new sparse file `<dir>/<tag>.img` of `size` bytes, attached (for a
+    /// file that must live in `dir`, on a scratch disk say).
+    pub fn with_sparse_file(dir: &Path, tag: &str, size: u64) -> LoopDevice {
+        let file = sparse_file(dir.join(format!("{tag}.img")), size);
+        LoopDevice::attach_file(None, file, true)
+    }
+
+    /// `losetup --show` of `backing` on `device`, else on the first free one.
+    fn attach_file(device: Option<&OsStr>, backing: PathBuf, owns_backing: bool) -> LoopDevice {
+        let on = device.unwrap_or(OsStr::new("-f"));
+        let out = run("losetup", [OsStr::new("--show"), on, backing.as_os_str()]);
         let device = PathBuf::from(out.trim());
         assert!(
             device.to_string_lossy().starts_with("/dev/loop"),
             "losetup printed {out:?}, not a loop device"
         );
-        LoopDevice { device, backing }
-    }
-
-    /// A new sparse file of `size` bytes in `dir`, attached.
-    pub fn with_sparse_file(dir: &Path, tag: &str, size: u64) -> LoopDevice {
-        let file = sparse_file(dir.join(format!("{tag}.img")), size);
-        LoopDevice::attach(file)
+        LoopDevice {
+            device,
+            backing,
+            owns_backing,
+        }
     }
 
     /// `/dev/loopN`.
@@ -263,6 +295,12 @@ impl LoopDevice {
         &self.device
     }
 
+    /// `/dev/loopN` as text, for command lines.
+    pub fn path_str(&self) -> &str {
+        self.device.to_str().expect("/dev/loopN is UTF-8")
+    }
+
+    /// The file behind it.
     pub fn backing_file(&self) -> &Path {
         &self.backing
     }
@@ -276,15 +314,9 @@ impl LoopDevice {
             .into_owned()
     }
 
-    /// (major, minor) of the loop device.
-    pub fn major_minor(&self) -> (u32, u32) {
-        node_major_minor(&self.device).unwrap_or_else(|e| panic!("{}: {e}", self.device.display()))
-    }
-
-    /// "major:minor", the way device-mapper tables name a device.
-    pub fn dev_string(&self) -> String {
-        let (ma, mi) = self.major_minor();
-        format!("{ma}:{mi}")
+    /// `major:minor` ([`majmin`]).
+    pub fn majmin(&self) -> String {
+        majmin(&self.device)
     }
 
     /// Size in 512-byte sectors, from sysfs.
@@ -302,6 +334,9 @@ impl Drop for LoopDevice {
                 self.device.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
+        }
+        if self.owns_backing {
+            let _ = fs::remove_file(&self.backing);
         }
     }
 }
@@ -359,12 +394,6 @@ impl DmsetupDevice {
             (Some(ma), Some(mi)) => (ma, mi),
             _ => panic!("dmsetup info printed {out:?}"),
         }
-    }
-
-    /// "major:minor".
-    pub fn dev_string(&self) -> String {
-        let (ma, mi) = self.major_minor();
-        format!("{ma}:{mi}")
     }
 
     /// `/dev/dm-N` (devtmpfs creates it; `/dev/mapper/NAME` needs udev or libdm).
@@ -440,12 +469,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dev_t_split_matches_glibc() {
-        assert_eq!(dev_major_minor(0x0a_ec), (10, 236));
-        assert_eq!(dev_major_minor(0x07_00), (7, 0));
-        // minor 256 of major 253: glibc encodes the high minor bits at 20..
-        let dev = (253u64 << 8) | ((256u64 & !0xff) << 12);
-        assert_eq!(dev_major_minor(dev), (253, 256));
+    fn majmin_of_a_device_node() {
+        // /dev/null is 1:3 on every Linux.
+        assert_eq!(majmin("/dev/null"), "1:3");
+        assert!(node_major_minor("/").is_err(), "a directory is no device");
     }
 
     #[test]

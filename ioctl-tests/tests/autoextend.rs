@@ -633,13 +633,13 @@ fn cli_once(root: &Path, args: &[&str]) -> String {
 #[test]
 fn block_device_pools_warn_then_err_and_never_grow() {
     let root = Root::new("ae-block");
-    let data = loop_dev(&root.0.join("d.img"), 64);
-    let meta = loop_dev(&root.0.join("m.img"), 8);
+    let data = LoopDevice::with_sparse_file(&root.0, "d", 64 * MIB);
+    let meta = LoopDevice::with_sparse_file(&root.0, "m", 8 * MIB);
     let set_root = root.0.join("set");
     let mut o = small(64 * MIB, 8 * MIB);
     o.storage = StorageOptions::BlockDevices {
-        data: data.clone().into(),
-        metadata: meta.clone().into(),
+        data: data.path().into(),
+        metadata: meta.path().into(),
     };
     let set = DeviceSet::open(&set_root, o).unwrap();
     let paths = devices(&set, 2);
@@ -675,8 +675,6 @@ fn block_device_pools_warn_then_err_and_never_grow() {
     assert_eq!(set.status().unwrap().data_total, 64 * MIB);
     assert!(set.growth_history().unwrap().is_empty());
     set.shutdown().unwrap();
-    drop(set);
-    sh(&format!("losetup -d {data} {meta}"));
 }
 
 #[test]

@@ -130,11 +130,9 @@ fn cli_drives_the_device_set() {
 /// Thin ids in a stopped set's pool metadata (thin_dump through a loop device).
 fn thin_ids_on_disk(root: &std::path::Path) -> Vec<String> {
     let meta = root.join("devicemapper/metadata");
-    let dev = sh_ok(&format!("losetup -f --show {}", meta.display()))
-        .trim()
-        .to_string();
-    let (ok, xml) = sh(&format!("thin_dump {dev}"));
-    sh(&format!("losetup -d {dev}"));
+    let dev = LoopDevice::attach(&meta);
+    let (ok, xml) = sh(&format!("thin_dump {}", dev.path_str()));
+    drop(dev);
     assert!(ok, "thin_dump: {xml}");
     xml.lines()
         .filter_map(|l| l.trim_start().strip_prefix("<device dev_id=\""))

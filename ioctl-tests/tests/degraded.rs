@@ -101,20 +101,6 @@ fn interrupted_create(root: &Path, device_id: &str, thin_id: u32, committed: u64
     std::fs::write(root.join("metadata/transaction.json"), txn).unwrap();
 }
 
-/// Thin ids in the metadata on `meta_dev` of the live pool `pool`.
-fn thin_ids_on(pool: &str, meta_dev: &str) -> std::collections::BTreeSet<u32> {
-    sh_ok(&format!("dmsetup message {pool} 0 reserve_metadata_snap"));
-    let (ok, xml) = sh(&format!("thin_dump --metadata-snap {meta_dev}"));
-    sh_ok(&format!("dmsetup message {pool} 0 release_metadata_snap"));
-    assert!(ok, "{xml}");
-    xml.lines()
-        .filter_map(|l| {
-            let rest = l.trim_start().strip_prefix("<device dev_id=\"")?;
-            rest.split('"').next()?.parse().ok()
-        })
-        .collect()
-}
-
 #[test]
 fn rollback_keeps_the_thin_of_a_damaged_record() {
     let root = Root::new("damaged-owner");
@@ -168,11 +154,11 @@ fn rollback_keeps_the_thin_of_a_damaged_record() {
 #[test]
 fn rollback_keeps_an_adopted_pools_own_thins() {
     let root = Root::new("adopt-own");
-    let mk = |name: &str, mib: u64| loop_file(&root.0, name, mib);
+    let mk = |name: &str, mib: u64| LoopDevice::with_sparse_file(&root.0, name, mib * MIB);
     let (data, meta) = (mk("data", 512), mk("meta", 16));
     let name = "dmthin-test-adopt-own-pool";
     let mut c = Control::open().unwrap();
-    let params = format!("{} {} 128 32", majmin(&meta), majmin(&data));
+    let params = format!("{} {} 128 32", meta.majmin(), data.majmin());
     let line = TableLine::new(0, 512 * MIB / 512, "thin-pool", params).unwrap();
     c.create_with_table(name, &CreateOptions::default(), &[line], UdevFlags::PRIVATE)
         .unwrap();
@@ -190,7 +176,7 @@ fn rollback_keeps_an_adopted_pools_own_thins() {
     interrupted_create(&set_root, "newcomer", 0, st.transaction_id);
     let set = DeviceSet::open(&set_root, o).unwrap();
     assert!(!set.has_device("newcomer"));
-    let ids = thin_ids_on(name, &meta);
+    let ids = thin_ids_on(name, meta.path_str());
     assert!(
         ids.contains(&0),
         "the rollback deleted the owner's thin 0: {ids:?}"
@@ -199,7 +185,6 @@ fn rollback_keeps_an_adopted_pools_own_thins() {
     drop(set);
     c.remove(DevId::Name(name), &RemoveOptions::default())
         .unwrap();
-    sh(&format!("losetup -d {data}; losetup -d {meta}"));
 }
 
 /// Snapshots of `src` (each written in 8 far-apart blocks, so each unshares

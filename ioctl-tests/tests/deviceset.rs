@@ -387,13 +387,13 @@ fn busy_device_deferred_removal_and_id_reuse() {
 #[test]
 fn block_devices_and_adopted_pools() {
     let root = Root::new("blockdev");
-    let data = loop_dev(&root.0.join("d.img"), 512);
-    let meta = loop_dev(&root.0.join("m.img"), 16);
+    let data = LoopDevice::with_sparse_file(&root.0, "d", 512 * MIB);
+    let meta = LoopDevice::with_sparse_file(&root.0, "m", 16 * MIB);
     let set_root = root.0.join("set");
     let mut o = options(FsKind::Ext4);
     o.storage = StorageOptions::BlockDevices {
-        data: data.clone().into(),
-        metadata: meta.clone().into(),
+        data: data.path().into(),
+        metadata: meta.path().into(),
     };
     let set = DeviceSet::open(&set_root, o).unwrap();
     set.add_device("on-block", None).unwrap();
@@ -403,17 +403,13 @@ fn block_devices_and_adopted_pools() {
     drop(set);
 
     // Adopt a pool created by someone else (here: the dm layer directly).
-    let dm = |p: &str| {
-        use std::os::unix::fs::MetadataExt;
-        let r = std::fs::metadata(p).unwrap().rdev();
-        format!("{}:{}", nix::sys::stat::major(r), nix::sys::stat::minor(r))
-    };
     sh_ok(&format!(
-        "dd if=/dev/zero of={meta} bs=4096 count=1 conv=fsync 2>&1"
+        "dd if=/dev/zero of={} bs=4096 count=1 conv=fsync 2>&1",
+        meta.path_str()
     ));
     let name = "dmthin-test-adopted-pool";
     let mut c = Control::open().unwrap();
-    let params = format!("{} {} 128 32", dm(&meta), dm(&data));
+    let params = format!("{} {} 128 32", meta.majmin(), data.majmin());
     let line = TableLine::new(0, 512 * MIB / 512, "thin-pool", params).unwrap();
     c.create_with_table(name, &CreateOptions::default(), &[line], UdevFlags::PRIVATE)
         .unwrap();
@@ -432,7 +428,6 @@ fn block_devices_and_adopted_pools() {
     assert!(matches!(e, DeviceSetError::Inconsistent { .. }), "{e}");
     c.remove(DevId::Name(name), &RemoveOptions::default())
         .unwrap();
-    sh(&format!("losetup -d {data}; losetup -d {meta}"));
 }
 
 fn check_invariants_by_status(set: &DeviceSet) {

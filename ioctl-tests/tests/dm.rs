@@ -9,7 +9,7 @@ use dmthin::dm::{
     StatusKind, StatusOptions, SuspendOptions, UdevFlags,
 };
 use dmthin::target::TableLine;
-use dmthin_ioctl_tests::{sh, sh_ok, udev_mode};
+use dmthin_ioctl_tests::{sh, sh_ok, udev_mode, LoopDevice};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ fn version_matches_dmsetup() {
 
 #[test]
 fn linear_over_loop_device_matches_dmsetup_table() {
-    let lo = Loop::new("dm-linear", 8);
+    let lo = LoopDevice::new("dm-linear", 8 << 20);
     let name = format!("{PREFIX}linear");
     let _g = Cleanup::new(&[&name]);
     let mut c = ctl();

@@ -5,7 +5,7 @@ mod dm_common;
 use dm_common::*;
 
 use dmthin::dm::{CreateOptions, DevId, ErrorKind, RemoveOptions, StatusOptions, UdevFlags};
-use dmthin_ioctl_tests::sh_ok;
+use dmthin_ioctl_tests::{sh_ok, LoopDevice};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -142,8 +142,8 @@ fn arm_poll_wakes_poll_on_an_event_and_only_then() {
 
 #[test]
 fn wait_event_returns_after_a_thin_pool_low_water_event() {
-    let meta = Loop::new("dm-wait-meta", 8);
-    let data = Loop::new("dm-wait-data", 64);
+    let meta = LoopDevice::new("dm-wait-meta", 8 << 20);
+    let data = LoopDevice::new("dm-wait-data", 64 << 20);
     let pool = format!("{PREFIX}wait-pool");
     let thin = format!("{PREFIX}wait-thin");
     let _g = Cleanup::new(&[&pool, &thin]);

@@ -230,14 +230,14 @@ fn metadata_space_runs_out_refuses_and_grow_pool_metadata_recovers() {
 /// A metadata device whose writes fail everywhere but in its first 4 KiB
 /// block, the thin-pool superblock: a commit fails, and the pool can still
 /// record `needs_check` in the superblock when it aborts.
-fn flakey_meta_sparing_superblock(dev: &str, sectors: u64) -> Vec<TableLine> {
+fn flakey_meta_sparing_superblock(dev: &LoopDevice, sectors: u64) -> Vec<TableLine> {
     vec![
-        TableLine::new(0, 8, "linear", format!("{} 0", majmin(dev))).unwrap(),
+        TableLine::new(0, 8, "linear", format!("{} 0", dev.majmin())).unwrap(),
         TableLine::new(
             8,
             sectors - 8,
             "flakey",
-            format!("{} 8 0 1 1 error_writes", majmin(dev)),
+            format!("{} 8 0 1 1 error_writes", dev.majmin()),
         )
         .unwrap(),
     ]

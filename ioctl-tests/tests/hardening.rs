@@ -76,10 +76,8 @@ fn kernel_names_survive_a_new_device_number_for_the_root() {
         "truncate -s 600M {img} && mkfs.ext4 -q -F {img}",
         img = img.display()
     ));
-    let attach = || sh_ok(&format!("losetup -f --show {}", img.display()));
-    let first = attach();
-    let first = first.trim();
-    sh_ok(&format!("mount {first} {}", top.display()));
+    let first = LoopDevice::attach(&img);
+    sh_ok(&format!("mount {} {}", first.path_str(), top.display()));
     let root = top.join("set");
     init(&root, &[]);
     dmthin_ok(&root, &["create", "a"]);
@@ -88,15 +86,13 @@ fn kernel_names_survive_a_new_device_number_for_the_root() {
     sh_ok(&format!("umount {}", top.display()));
     // Free the first loop device and hold it with another file, so the
     // image comes back on another one.
-    sh_ok(&format!("losetup -d {first}"));
-    let hold = sh_ok(&format!(
-        "truncate -s 1M {h} && losetup --show {first} {h}",
-        h = r.0.join("hold.img").display()
-    ));
-    let second = attach();
-    let second = second.trim();
-    assert_ne!(first, second);
-    sh_ok(&format!("mount {second} {}", top.display()));
+    let first_path = first.path().to_path_buf();
+    drop(first);
+    let hold_file = dmthin_ioctl_tests::sparse_file(r.0.join("hold.img"), MIB);
+    let _hold = LoopDevice::attach_at(&first_path, hold_file);
+    let second = LoopDevice::attach(&img);
+    assert_ne!(first_path, second.path());
+    sh_ok(&format!("mount {} {}", second.path_str(), top.display()));
     let after = dmthin::deviceset::name_prefix(&root).unwrap();
     assert_ne!(before, after, "the root's device number did not change");
     let list = dmthin_ok(&root, &["list"]);
@@ -108,11 +104,7 @@ fn kernel_names_survive_a_new_device_number_for_the_root() {
     assert!(sh_ok("dmsetup ls").contains(&format!("{before}a")));
     dmthin_ok(&root, &["create", "b", "--from", "a"]);
     dmthin_ok(&root, &["shutdown"]);
-    sh_ok(&format!(
-        "umount {}; losetup -d {second}; losetup -d {}",
-        top.display(),
-        hold.trim()
-    ));
+    sh_ok(&format!("umount {}", top.display()));
 }
 
 #[test]
@@ -194,34 +186,29 @@ fn the_metadata_file_is_fully_allocated() {
 /// outside it. With `block_devices` the pool sits on two loop devices over
 /// files elsewhere, so nothing on the root's filesystem stays open for
 /// writing and it can be remounted read-only under a running set.
-fn set_on_own_filesystem(r: &Root, tag: &str, block_devices: bool) -> (PathBuf, Vec<String>) {
-    let attach = |name: &str, size: &str| {
-        let img = r.0.join(format!("{tag}-{name}.img"));
-        let dev = sh_ok(&format!(
-            "truncate -s {size} {img} && losetup -f --show {img}",
-            img = img.display()
-        ));
-        dev.trim().to_string()
-    };
-    let fs_dev = attach("fs", "400M");
+fn set_on_own_filesystem(r: &Root, tag: &str, block_devices: bool) -> (PathBuf, Vec<LoopDevice>) {
+    let attach =
+        |name: &str, size: u64| LoopDevice::with_sparse_file(&r.0, &format!("{tag}-{name}"), size);
+    let fs_dev = attach("fs", 400 * MIB);
     let top = r.0.join(tag);
     std::fs::create_dir_all(&top).unwrap();
     sh_ok(&format!(
-        "mkfs.ext4 -q -F {fs_dev} && mount {fs_dev} {}",
-        top.display()
+        "mkfs.ext4 -q -F {fs} && mount {fs} {}",
+        top.display(),
+        fs = fs_dev.path_str()
     ));
     let root = top.join("set");
     let mut loops = vec![fs_dev];
     if block_devices {
-        let (data, meta) = (attach("data", "256M"), attach("meta", "16M"));
+        let (data, meta) = (attach("data", 256 * MIB), attach("meta", 16 * MIB));
         let args = [
             "init",
             "--base-size",
             "64M",
             "--data-dev",
-            &data,
+            data.path_str(),
             "--metadata-dev",
-            &meta,
+            meta.path_str(),
         ];
         dmthin_ok(&root, &args);
         loops.extend([data, meta]);
@@ -236,12 +223,10 @@ fn set_on_own_filesystem(r: &Root, tag: &str, block_devices: bool) -> (PathBuf, 
 }
 
 /// Unmounts the root's filesystem and detaches the loop devices
-/// (the filesystem's first: it is the last one the pool can hold).
-fn teardown_own_filesystem(root: &Path, loops: &[String]) {
+/// in the reverse order of attaching (the filesystem's last).
+fn teardown_own_filesystem(root: &Path, loops: Vec<LoopDevice>) {
     sh(&format!("umount {}", root.parent().unwrap().display()));
-    for dev in loops.iter().rev() {
-        sh(&format!("losetup -d {dev}"));
-    }
+    loops.into_iter().rev().for_each(drop);
 }
 
 #[test]
@@ -263,7 +248,7 @@ fn a_full_root_filesystem_still_lists_unmounts_and_shuts_down() {
     let mnt = r.mnt("full-a");
     dmthin_ok(&root, &["umount", "a", mnt.to_str().unwrap()]);
     dmthin_ok(&root, &["shutdown"]);
-    teardown_own_filesystem(&root, &loops);
+    teardown_own_filesystem(&root, loops);
 }
 
 #[test]
@@ -278,7 +263,7 @@ fn a_read_only_root_filesystem_still_lists_unmounts_and_shuts_down() {
     let mnt = r.mnt("ro-a");
     dmthin_ok(&root, &["umount", "a", mnt.to_str().unwrap()]);
     dmthin_ok(&root, &["shutdown"]);
-    teardown_own_filesystem(&root, &loops);
+    teardown_own_filesystem(&root, loops);
 }
 
 /// The kernel name of device `id` of the set at `root`.

@@ -201,31 +201,17 @@ fn a_degraded_open_reports_an_unsettled_add_as_uncertain_and_keeps_it() {
     }
 }
 
-/// Thin ids in the metadata on `meta_dev` of the live pool `pool`.
-fn thin_ids_on(pool: &str, meta_dev: &str) -> std::collections::BTreeSet<u32> {
-    sh_ok(&format!("dmsetup message {pool} 0 reserve_metadata_snap"));
-    let (ok, xml) = sh(&format!("thin_dump --metadata-snap {meta_dev}"));
-    sh_ok(&format!("dmsetup message {pool} 0 release_metadata_snap"));
-    assert!(ok, "{xml}");
-    xml.lines()
-        .filter_map(|l| {
-            let rest = l.trim_start().strip_prefix("<device dev_id=\"")?;
-            rest.split('"').next()?.parse().ok()
-        })
-        .collect()
-}
-
 #[test]
 fn a_redone_delete_on_an_adopted_pool_spares_the_owners_new_thin_of_that_id() {
     use dmthin::deviceset::StorageOptions;
     use dmthin::dm::{Control, CreateOptions, DevId, RemoveOptions, UdevFlags};
     use dmthin::target::TableLine;
     let root = Root::new("adopt-reuse");
-    let mk = |name: &str, mib: u64| loop_file(&root.0, name, mib);
+    let mk = |name: &str, mib: u64| LoopDevice::with_sparse_file(&root.0, name, mib * MIB);
     let (data, meta) = (mk("data", 512), mk("meta", 16));
     let name = "dmthin-test-adopt-reuse-pool";
     let mut c = Control::open().unwrap();
-    let params = format!("{} {} 128 32", majmin(&meta), majmin(&data));
+    let params = format!("{} {} 128 32", meta.majmin(), data.majmin());
     let line = TableLine::new(0, 512 * MIB / 512, "thin-pool", params).unwrap();
     c.create_with_table(name, &CreateOptions::default(), &[line], UdevFlags::PRIVATE)
         .unwrap();
@@ -242,14 +228,17 @@ fn a_redone_delete_on_an_adopted_pool_spares_the_owners_new_thin_of_that_id() {
     assert_injected(removed, "remove.commit_check");
     assert_eq!(set.presence("a").unwrap(), Presence::Uncertain);
     drop(set);
-    assert!(!thin_ids_on(name, &meta).contains(&thin), "a was deleted");
+    assert!(
+        !thin_ids_on(name, meta.path_str()).contains(&thin),
+        "a was deleted"
+    );
     // Before the set opens again, the pool's owner makes a thin of its own
     // with the freed id.
     sh_ok(&format!("dmsetup message {name} 0 create_thin {thin}"));
     let set = DeviceSet::open(&set_root, o).unwrap();
     assert_eq!(set.presence("a").unwrap(), Presence::Absent);
     assert!(set.unsettled_ids().unwrap().is_empty());
-    let ids = thin_ids_on(name, &meta);
+    let ids = thin_ids_on(name, meta.path_str());
     assert!(
         ids.contains(&thin),
         "the redone delete destroyed the owner's new thin {thin}: {ids:?}"
@@ -262,5 +251,4 @@ fn a_redone_delete_on_an_adopted_pool_spares_the_owners_new_thin_of_that_id() {
     sh_ok(&format!("dmsetup message {name} 0 delete {thin}"));
     c.remove(DevId::Name(name), &RemoveOptions::default())
         .unwrap();
-    sh(&format!("losetup -d {data}; losetup -d {meta}"));
 }

@@ -151,8 +151,7 @@ fn watch_mode_leaves_what_the_cookie_mode_leaves() {
         "mkfs.ext4 -q -F -L watchfs -U 3b0c4a3e-5d1c-4e2a-9a57-2f1d1d7c0a11 {}",
         lo.path().display()
     ));
-    let (maj, min) = lo.major_minor();
-    let lo = format!("{maj}:{min}");
+    let lo = lo.majmin(); // the device stays attached until the test ends
     let cookie = steps(COOKIE, &lo, "same");
     let log = dir.path().join("uevents");
     let mut monitor = std::process::Command::new("udevadm")

@@ -42,6 +42,7 @@ fn ours(u: &SetUsage) -> Figures {
     std::iter::once(&u.base)
         .chain(&u.devices)
         .chain(&u.untracked)
+        .map(|d| &d.space)
         .map(|d| {
             (
                 d.thin_id,
@@ -212,18 +213,21 @@ fn chain_20_deep_and_overwriting_siblings_match_thin_ls() {
     let u = assert_matches_thin_ls(&set);
     let by_id = |id: &str| u.devices.iter().find(|d| d.id == id).unwrap().clone();
     // s3 overwrote blocks 12..24 of p's 32: the other 20 it shares.
-    assert_eq!(by_id("s3").exclusive_bytes, 12 * BLOCK);
+    assert_eq!(by_id("s3").space.exclusive_bytes, 12 * BLOCK);
     // The deepest link maps all the first one does, and owns at most its
     // own two writes.
-    assert!(by_id("c19").mapped_bytes >= by_id("c0").mapped_bytes);
-    assert!(by_id("c19").exclusive_bytes <= 2 * BLOCK);
+    assert!(by_id("c19").space.mapped_bytes >= by_id("c0").space.mapped_bytes);
+    assert!(by_id("c19").space.exclusive_bytes <= 2 * BLOCK);
     // Delete links in the middle of the chain: their blocks pass to the rest.
     set.remove_device("c10").unwrap();
     set.remove_device("c5").unwrap();
     set.remove_device("p").unwrap();
     let after = assert_matches_thin_ls(&set);
     assert_eq!(after.devices.len(), u.devices.len() - 3);
-    assert_eq!(set.usage("s3").unwrap().thin_id, by_id("s3").thin_id);
+    assert_eq!(
+        set.usage("s3").unwrap().space.thin_id,
+        by_id("s3").space.thin_id
+    );
     assert_eq!(set.usage("base").unwrap(), after.base);
     set.shutdown().unwrap();
 }
@@ -236,7 +240,7 @@ fn snapshot_is_released_and_the_pool_keeps_working() {
     set.add_device("a", None).unwrap();
     write(&set, "a", 0, 4 * BLOCK, 1);
     let first = set.usage("a").unwrap();
-    assert_eq!(first.exclusive_bytes, 4 * BLOCK);
+    assert_eq!(first.space.exclusive_bytes, 4 * BLOCK);
     // Released: another reserve succeeds, and so does a second read.
     holding(&set, || ());
     assert_eq!(set.usage("a").unwrap(), first);
@@ -245,9 +249,12 @@ fn snapshot_is_released_and_the_pool_keeps_working() {
     set.add_device("b", Some("a")).unwrap();
     // a and b now share all of a's blocks (a maps the base's, too).
     let (a, b) = (set.usage("a").unwrap(), set.usage("b").unwrap());
-    assert!(a.mapped_bytes >= first.mapped_bytes, "{a:?} {first:?}");
-    assert_eq!((a.exclusive_bytes, b.exclusive_bytes), (0, 0));
-    assert_eq!(a.mapped_bytes, b.mapped_bytes);
+    assert!(
+        a.space.mapped_bytes >= first.space.mapped_bytes,
+        "{a:?} {first:?}"
+    );
+    assert_eq!((a.space.exclusive_bytes, b.space.exclusive_bytes), (0, 0));
+    assert_eq!(a.space.mapped_bytes, b.space.mapped_bytes);
     // A snapshot someone else holds: a clear error, and it is left alone.
     let e = holding(&set, || set.usage_all().unwrap_err()).to_string();
     assert!(e.contains("held already"), "{e}");
@@ -293,7 +300,10 @@ fn reads_while_writers_write_do_not_disturb_them() {
     while reads < 8 || start.elapsed() < Duration::from_secs(3) {
         let u = set.usage_all().unwrap();
         for d in std::iter::once(&u.base).chain(&u.devices) {
-            assert_eq!(d.mapped_bytes, d.exclusive_bytes + d.shared_bytes);
+            assert_eq!(
+                d.space.mapped_bytes,
+                d.space.exclusive_bytes + d.space.shared_bytes
+            );
         }
         reads += 1;
     }
@@ -303,7 +313,7 @@ fn reads_while_writers_write_do_not_disturb_them() {
     set.deactivate_device("w").unwrap();
     let u = assert_matches_thin_ls(&set);
     let w = u.devices.iter().find(|d| d.id == "w").unwrap();
-    assert_eq!(w.exclusive_bytes, writes.min(512) * BLOCK);
+    assert_eq!(w.space.exclusive_bytes, writes.min(512) * BLOCK);
     set.shutdown().unwrap();
 }
 
@@ -392,7 +402,7 @@ fn read_only_pool_is_read_live() {
     assert_eq!(ours(&ro), ours(&rw));
     // Writable again: a write and a snapshot read work.
     write(&set, "a", 4 * BLOCK, BLOCK, 2);
-    assert_eq!(set.usage("a").unwrap().exclusive_bytes, 4 * BLOCK);
+    assert_eq!(set.usage("a").unwrap().space.exclusive_bytes, 4 * BLOCK);
     set.shutdown().unwrap();
 }
 

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use dmthin_ioctl_tests::{
-    node_major_minor, output, require_device_mapper, run, udev_expected, unique_name,
+    majmin, node_major_minor, output, require_device_mapper, run, udev_expected, unique_name,
     DmsetupDevice, LoopDevice, Mount, TempDir, DM_CONTROL,
 };
 
@@ -184,15 +184,15 @@ fn thin_pool_with_ext4_round_trip() {
             &unique_name("pool"),
             &format!(
                 "0 {data_sectors} thin-pool {} {} 128 32768 1 skip_block_zeroing",
-                meta.dev_string(),
-                data.dev_string()
+                meta.majmin(),
+                data.majmin()
             ),
         );
         pool.message("create_thin 0");
         let thin_sectors = 200 * MIB / 512;
         let thin = DmsetupDevice::create(
             &unique_name("thin"),
-            &format!("0 {thin_sectors} thin {} 0", pool.dev_string()),
+            &format!("0 {thin_sectors} thin {} 0", majmin(pool.dm_node())),
         );
         let node = thin.dm_node();
         run("mkfs.ext4", ["-q", "-F", node.to_str().unwrap()]);

@@ -67,8 +67,8 @@ build() {
 # dmthin-snapshotter (same target as the CLI) and, from Debian's Go sources,
 # containerd's conformance suite for it (snapshotter/conformance/build.sh).
 # It has its fail points (and the device set's) compiled in, for
-# tests/snapshotter_shared.rs: they cost an environment look-up per
-# step and act only when DMTHIN_FAILPOINT names one.
+# tests/snapshotter_cli_and_failpoints.rs: they cost an environment look-up
+# per step and act only when DMTHIN_FAILPOINT names one.
 build_snapshotter() {
     local json
     set -- "$@" --features dmthin-snapshotter/failpoints

@@ -1,7 +1,7 @@
 // A small client for dmthin's own VM tests (ioctl-tests/tests/
-// snapshotter_shared.rs): runs snapshot calls against a daemon that is
-// already serving, through containerd's proxy client, and prints one line
-// per call. It never fails on a call's error: the caller judges.
+// snapshotter_cli_and_failpoints.rs): runs snapshot calls against a daemon
+// that is already serving, through containerd's proxy client, and prints one
+// line per call. It never fails on a call's error: the caller judges.
 //
 //	DMTHIN_CLIENT_SOCKET=/path/sock DMTHIN_CLIENT_OPS='prepare a -; commit c a' \
 //	    dmthin-conformance.test -test.run '^TestDmthinClient$'

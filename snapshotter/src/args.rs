@@ -1,7 +1,8 @@
 //! Command-line options.
 
-use dmthin::deviceset::{FsKind, Options, StorageOptions};
-use dmthin::size::parse_size;
+use dmthin::cmdline::{concat, Spec};
+use dmthin::deviceset::{OptionFlags, Options};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Default device set root.
@@ -30,8 +31,14 @@ Options:
   --base-size SIZE        Base device size (10G); a larger one grows it
   --fs ext4|xfs           New set: base filesystem (ext4)
   --mkfs-options 'ARGS'   New set: extra mkfs arguments
+  --mount-options OPTS    Mount options of the set's own mounts (the
+                          template); containerd's mounts get their own
   --min-free PERCENT      Refuse new snapshots below this free pool space (10)
-  --no-zeroing            Do not zero newly provisioned blocks
+  --no-zeroing            Do not zero newly provisioned blocks (--zeroing: do)
+  --deferred-removal      Remove a busy device when its last user closes it
+                          (--no-deferred-removal: off, the default)
+  --deferred-deletion     Delete a thin still open in the pool later
+                          (--no-deferred-deletion: off, the default)
   --discard-on-remove     Discard a layer's blocks before deleting it, so a
                           loop data file gives them back to the host (each
                           Remove then takes about twice as long; remembered)
@@ -47,7 +54,7 @@ Options:
                           for the set, else 80% use and 20% growth)
   --teardown-on-exit      On SIGTERM also deactivate every device and remove
                           the pool (for tests; never while containers run)
-  --log-level LEVEL       error, warn, info (default) or debug
+  --log-level LEVEL       error, warn, info (default), debug or trace
                           (also DMTHIN_SNAPSHOTTER_LOG)
   -h, --help              Show this help
   -V, --version           Show the version
@@ -78,91 +85,58 @@ pub struct Args {
     pub version: bool,
 }
 
-/// Set options; `None` where not given.
+/// The set options given on the command line, read as `dmthin init`
+/// reads them ([`OptionFlags`]).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct SetArgs {
-    data_size: Option<u64>,
-    metadata_size: Option<u64>,
-    data_dev: Option<PathBuf>,
-    metadata_dev: Option<PathBuf>,
-    pool: Option<String>,
-    block_size: Option<u64>,
-    base_size: Option<u64>,
-    fs: Option<FsKind>,
-    mkfs_options: Option<Vec<String>>,
-    min_free: Option<u32>,
-    no_zeroing: bool,
-    remove_discard: Option<bool>,
-}
+pub struct SetArgs(OptionFlags);
+
+/// The snapshotter's own switches.
+const OWN_SWITCHES: &[&str] = &[
+    "-V",
+    "--version",
+    "--udev-sync",
+    "--no-udev-sync",
+    "--teardown-on-exit",
+    "--autoextend",
+];
+
+/// The snapshotter's own options with a value.
+const OWN_VALUED: &[&str] = &["--root", "--socket", "--log-level"];
+
+/// What the snapshotter takes: its own options and every set option
+/// `dmthin init` takes ([`OptionFlags`]).
+const SPEC: Spec = Spec {
+    switches: &concat::<{ OWN_SWITCHES.len() + OptionFlags::SWITCHES.len() }>(
+        OWN_SWITCHES,
+        OptionFlags::SWITCHES,
+    ),
+    valued: &concat::<{ OWN_VALUED.len() + OptionFlags::VALUED.len() }>(
+        OWN_VALUED,
+        OptionFlags::VALUED,
+    ),
+};
 
 /// Parses the arguments after the program name.
-pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args {
-        root: DEFAULT_ROOT.into(),
-        socket: DEFAULT_SOCKET.into(),
-        udev_sync: false,
-        ..Args::default()
-    };
-    let mut it = argv.into_iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let value = |it: &mut dyn Iterator<Item = String>| -> Result<String, String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => it.next().ok_or_else(|| format!("{name} needs a value")),
-            }
-        };
-        let size = |v: String| parse_size(&v).ok_or_else(|| format!("{name}: {v:?} is not a size"));
-        let s = &mut a.set;
-        match name.as_str() {
-            "-h" | "--help" => a.help = true,
-            "-V" | "--version" => a.version = true,
-            "--root" => a.root = value(&mut it)?.into(),
-            "--socket" => a.socket = value(&mut it)?.into(),
-            "--data-size" => s.data_size = Some(size(value(&mut it)?)?),
-            "--metadata-size" => s.metadata_size = Some(size(value(&mut it)?)?),
-            "--data-dev" => s.data_dev = Some(value(&mut it)?.into()),
-            "--metadata-dev" => s.metadata_dev = Some(value(&mut it)?.into()),
-            "--pool" => s.pool = Some(value(&mut it)?),
-            "--block-size" => s.block_size = Some(size(value(&mut it)?)?),
-            "--base-size" => s.base_size = Some(size(value(&mut it)?)?),
-            "--fs" => {
-                s.fs = Some(match value(&mut it)?.as_str() {
-                    "ext4" => FsKind::Ext4,
-                    "xfs" => FsKind::Xfs,
-                    other => return Err(format!("--fs: {other:?} is not ext4 or xfs")),
-                })
-            }
-            "--mkfs-options" => {
-                s.mkfs_options = Some(
-                    value(&mut it)?
-                        .split_whitespace()
-                        .map(String::from)
-                        .collect(),
-                )
-            }
-            "--min-free" => {
-                let v = value(&mut it)?;
-                s.min_free = Some(
-                    v.parse()
-                        .map_err(|_| format!("--min-free: {v:?} is not a number"))?,
-                )
-            }
-            "--no-zeroing" => s.no_zeroing = true,
-            "--discard-on-remove" => s.remove_discard = Some(true),
-            "--no-discard-on-remove" => s.remove_discard = Some(false),
-            "--udev-sync" => a.udev_sync = true,
-            "--no-udev-sync" => a.udev_sync = false,
-            "--teardown-on-exit" => a.teardown = true,
-            "--autoextend" => a.autoextend = true,
-            "--log-level" => a.log_level = Some(value(&mut it)?),
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    Ok(a)
+pub fn parse<I, S>(argv: I) -> Result<Args, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let p = SPEC.parse(argv).map_err(|e| e.to_string())?;
+    p.none().map_err(|e| e.to_string())?;
+    let path = |opt, default: &str| p.value_os(opt).map_or(default.into(), PathBuf::from);
+    Ok(Args {
+        root: path("--root", DEFAULT_ROOT),
+        socket: path("--socket", DEFAULT_SOCKET),
+        set: SetArgs(OptionFlags::from_args(&p).map_err(|e| e.to_string())?),
+        // Off wins over on, as for the set's switches.
+        udev_sync: p.has("--udev-sync") && !p.has("--no-udev-sync"),
+        teardown: p.has("--teardown-on-exit"),
+        autoextend: p.has("--autoextend"),
+        log_level: p.value("--log-level"),
+        help: p.help,
+        version: p.has("-V") || p.has("--version"),
+    })
 }
 
 impl SetArgs {
@@ -171,59 +145,12 @@ impl SetArgs {
     /// cannot make), else defaults with the options given here.
     pub fn options(&self, recorded: Option<Options>) -> Result<Options, String> {
         let new_set = recorded.is_none();
-        let mut o = recorded.unwrap_or_default();
+        let mut o = self.0.options(recorded).map_err(|e| e.to_string())?;
         // A new set does not discard on remove unless asked, as containerd's
         // devmapper snapshotter (discard_blocks = false); a set made with
         // `dmthin init` keeps what it recorded.
-        o.remove_discard = self.remove_discard.or(if new_set {
-            Some(false)
-        } else {
-            o.remove_discard
-        });
-        match (&self.data_dev, &self.metadata_dev, &self.pool) {
-            (Some(d), Some(m), None) => {
-                o.storage = StorageOptions::BlockDevices {
-                    data: d.clone(),
-                    metadata: m.clone(),
-                }
-            }
-            (None, None, Some(p)) => o.storage = StorageOptions::AdoptPool { name: p.clone() },
-            (None, None, None) => {}
-            _ => {
-                return Err("give --data-dev with --metadata-dev, or --pool, not a mix".to_string())
-            }
-        }
-        if let StorageOptions::LoopFiles {
-            data_size,
-            metadata_size,
-        } = &mut o.storage
-        {
-            if let Some(d) = self.data_size {
-                *data_size = d;
-            }
-            if let Some(m) = self.metadata_size {
-                *metadata_size = m;
-            }
-        } else if self.data_size.is_some() || self.metadata_size.is_some() {
-            return Err("--data-size and --metadata-size are for loop files only".to_string());
-        }
-        if let Some(b) = self.block_size {
-            o.data_block_size = b;
-        }
-        if let Some(b) = self.base_size {
-            o.base_size = b;
-        }
-        if let Some(f) = self.fs {
-            o.filesystem = f;
-        }
-        if let Some(m) = &self.mkfs_options {
-            o.mkfs_options = m.clone();
-        }
-        if let Some(p) = self.min_free {
-            o.min_free_space_percent = p;
-        }
-        if self.no_zeroing {
-            o.block_zeroing = false;
+        if new_set {
+            o.remove_discard.get_or_insert(false);
         }
         Ok(o)
     }
@@ -232,6 +159,7 @@ impl SetArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dmthin::deviceset::{FsKind, StorageOptions};
 
     fn p(args: &[&str]) -> Result<Args, String> {
         parse(args.iter().map(|s| s.to_string()))
@@ -272,6 +200,11 @@ mod tests {
     #[test]
     fn errors() {
         assert!(p(&["--bogus"]).unwrap_err().contains("unknown option"));
+        assert_eq!(p(&["extra"]).unwrap_err(), "unexpected argument 'extra'");
+        assert!(p(&["-V"]).unwrap().version && p(&["--help"]).unwrap().help);
+        assert!(p(&["--autoextend=1"])
+            .unwrap_err()
+            .contains("takes no value"));
         assert!(p(&["--root"]).unwrap_err().contains("needs a value"));
         assert!(p(&["--data-size", "lots"])
             .unwrap_err()
@@ -319,11 +252,28 @@ mod tests {
     }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64K"), Some(64 << 10));
-        assert_eq!(parse_size("256MiB"), Some(256 << 20));
-        assert_eq!(parse_size("1T"), Some(1 << 40));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size("99999999999T"), None);
+    fn set_flags_are_read_as_dmthin_init_reads_them() {
+        let o = |args: &[&str]| p(args).unwrap().set.options(None).unwrap();
+        assert_eq!(o(&["--min-free", "5%"]).min_free_space_percent, 5);
+        assert_eq!(o(&["--min-free=7"]).min_free_space_percent, 7);
+        assert!(!o(&["--no-zeroing"]).block_zeroing);
+        assert_eq!(
+            p(&["--min-free", "many"]).unwrap_err(),
+            "--min-free: 'many' is not a percentage"
+        );
+        assert!(p(&["--no-zeroing=1"])
+            .unwrap_err()
+            .contains("takes no value"));
+        let every = o(&[
+            "--zeroing",
+            "--deferred-deletion",
+            "--mount-options",
+            "noatime",
+        ]);
+        assert!(every.block_zeroing && every.deferred_deletion);
+        assert_eq!(every.mount_options, ["noatime"]);
+        for flag in OptionFlags::VALUED.iter().chain(OptionFlags::SWITCHES) {
+            assert!(USAGE.contains(flag), "the usage lists {flag}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::devices::{DevErrorKind, Devices};
 use crate::error::{Code, Error, Result};
 use crate::failpoint::fail_point;
 use crate::filter::{Filter, SnapshotFields};
-use crate::store::{write_atomic, Kind, Record, Stamp, State, Store, FORMAT};
+use crate::store::{Kind, Record, Stamp, State, Store, FORMAT};
 use dmthin::deviceset::Presence;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -238,7 +238,8 @@ impl<D: Devices> Engine<D> {
         self.devs
             .make_template(TEMPLATE, &dir.join("template-mnt"))?;
         fail_point!("snap.template.after_device")?;
-        write_atomic(&marker, br#"{"device":"snap-base"}"#)?;
+        dmthin::durable::write_file(&marker, br#"{"device":"snap-base"}"#)
+            .map_err(std::io::Error::from)?;
         Ok(())
     }
 

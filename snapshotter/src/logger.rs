@@ -1,65 +1,37 @@
-//! A `log` backend on stderr: `dmthin-snapshotter: LEVEL: message` lines.
-//! The level comes from `--log-level`, else `DMTHIN_SNAPSHOTTER_LOG`, else `info`.
+//! The snapshotter's logging: `dmthin-snapshotter: LEVEL: message` lines on
+//! stderr (the library's [`StderrLogger`]). The level comes from
+//! `--log-level`, else `DMTHIN_SNAPSHOTTER_LOG`, else `info`.
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
-use std::io::Write;
+use dmthin::logger::{parse_level, StderrLogger, LEVEL_NAMES};
+use log::LevelFilter;
 
-struct Stderr;
+static LOGGER: StderrLogger = StderrLogger::new("dmthin-snapshotter");
 
-static LOGGER: Stderr = Stderr;
-
-impl Log for Stderr {
-    fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
-    }
-
-    fn log(&self, record: &Record) {
-        if self.enabled(record.metadata()) {
-            let label = match record.level() {
-                Level::Error => "error",
-                Level::Warn => "warning",
-                Level::Info => "info",
-                Level::Debug => "debug",
-                Level::Trace => "trace",
-            };
-            let line = format!("dmthin-snapshotter: {label}: {}\n", record.args());
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-/// The level a name asks for.
-fn parse_level(value: &str) -> Option<LevelFilter> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "error" => Some(LevelFilter::Error),
-        "warn" | "warning" => Some(LevelFilter::Warn),
-        "info" => Some(LevelFilter::Info),
-        "debug" => Some(LevelFilter::Debug),
-        "trace" => Some(LevelFilter::Trace),
-        _ => None,
+/// The level `flag` (else the environment) names; `info` when neither does.
+fn level(flag: Option<&str>, env: Option<&str>) -> Result<LevelFilter, String> {
+    match flag.or(env).filter(|s| !s.is_empty()) {
+        Some(v) => parse_level(v).ok_or_else(|| format!("log level '{v}' is not {LEVEL_NAMES}")),
+        None => Ok(LevelFilter::Info),
     }
 }
 
 /// Installs the logger at the level `flag` (or the environment) names.
 pub fn init(flag: Option<&str>) -> Result<(), String> {
     let env = std::env::var("DMTHIN_SNAPSHOTTER_LOG").ok();
-    let level = match flag.or(env.as_deref()).filter(|s| !s.is_empty()) {
-        Some(v) => parse_level(v).ok_or_else(|| format!("unknown log level {v:?}"))?,
-        None => LevelFilter::Info,
-    };
-    log::set_logger(&LOGGER).map_err(|e| e.to_string())?;
-    log::set_max_level(level);
-    Ok(())
+    let level = level(flag, env.as_deref())?;
+    LOGGER.install(level).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn levels_parse() {
-        assert_eq!(super::parse_level("DEBUG"), Some(log::LevelFilter::Debug));
-        assert_eq!(super::parse_level("warning"), Some(log::LevelFilter::Warn));
-        assert_eq!(super::parse_level("loud"), None);
+    fn the_flag_wins_over_the_environment() {
+        assert_eq!(level(None, None), Ok(LevelFilter::Info));
+        assert_eq!(level(None, Some("")), Ok(LevelFilter::Info));
+        assert_eq!(level(None, Some("debug")), Ok(LevelFilter::Debug));
+        assert_eq!(level(Some("warning"), Some("debug")), Ok(LevelFilter::Warn));
+        assert!(level(Some("loud"), None).unwrap_err().contains("'loud'"));
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::devices::Devices;
 use crate::engine::{Engine, Info, Mount};
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::store::Kind;
 use containerd_snapshots::api::types::Mount as ApiMount;
 use containerd_snapshots::{Info as ApiInfo, Kind as ApiKind, Snapshotter, Usage};
@@ -23,19 +23,39 @@ impl<D: Devices> Service<D> {
         Service { engine }
     }
 
+    /// Runs `f` on the blocking pool. A failure is logged at warn with
+    /// `key=` naming the snapshot (`key` empty: the call has none); a
+    /// snapshot that does not exist or exists already is an answer, not a
+    /// failure, and is logged at debug.
     async fn run<T: Send + 'static>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&Engine<D>) -> Result<T, Error> + Send + 'static,
+        key: String,
+        f: impl FnOnce(&Engine<D>, &str) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let engine = self.engine.clone();
-        let out = tokio::task::spawn_blocking(move || f(&engine))
-            .await
-            .map_err(|e| Error::internal(format!("{what}: worker failed: {e}")))?;
+        let k = key.clone();
+        let out = match tokio::task::spawn_blocking(move || f(&engine, &k)).await {
+            Ok(out) => out,
+            Err(e) => Err(Error::internal(format!("{what}: worker failed: {e}"))),
+        };
         if let Err(e) = &out {
-            log::debug!("{what}: {e}");
+            let level = match e.code {
+                Code::NotFound | Code::AlreadyExists => log::Level::Debug,
+                _ => log::Level::Warn,
+            };
+            log::log!(level, "{}", failed_call(what, &key, e));
         }
         out
+    }
+}
+
+/// How a failed call is logged: `prepare key="k": message`.
+fn failed_call(what: &str, key: &str, e: &Error) -> String {
+    if key.is_empty() {
+        format!("{what}: {e}")
+    } else {
+        format!("{what} key={key:?}: {e}")
     }
 }
 
@@ -93,19 +113,22 @@ impl<D: Devices> Snapshotter for Service<D> {
     type InfoStream = InfoStream;
 
     async fn stat(&self, key: String) -> Result<ApiInfo, Error> {
-        self.run("stat", move |e| e.stat(&key)).await.map(to_api)
+        self.run("stat", key, |e, key| e.stat(key))
+            .await
+            .map(to_api)
     }
 
     async fn update(&self, info: ApiInfo, paths: Option<Vec<String>>) -> Result<ApiInfo, Error> {
         let info = from_api(info);
         let paths = paths.unwrap_or_default();
-        self.run("update", move |e| e.update(info, &paths))
+        let key = info.name.clone();
+        self.run("update", key, move |e, _| e.update(info, &paths))
             .await
             .map(to_api)
     }
 
     async fn usage(&self, key: String) -> Result<Usage, Error> {
-        let (bytes, inodes) = self.run("usage", move |e| e.usage(&key)).await?;
+        let (bytes, inodes) = self.run("usage", key, |e, key| e.usage(key)).await?;
         Ok(Usage {
             size: i64::try_from(bytes).unwrap_or(i64::MAX),
             inodes: i64::try_from(inodes).unwrap_or(i64::MAX),
@@ -113,7 +136,7 @@ impl<D: Devices> Snapshotter for Service<D> {
     }
 
     async fn mounts(&self, key: String) -> Result<Vec<ApiMount>, Error> {
-        self.run("mounts", move |e| e.mounts_of(&key))
+        self.run("mounts", key, |e, key| e.mounts_of(key))
             .await
             .map(api_mounts)
     }
@@ -125,8 +148,8 @@ impl<D: Devices> Snapshotter for Service<D> {
         labels: HashMap<String, String>,
     ) -> Result<Vec<ApiMount>, Error> {
         log::debug!("prepare {key:?} from {parent:?}");
-        self.run("prepare", move |e| {
-            e.create(Kind::Active, &key, &parent, labels)
+        self.run("prepare", key, move |e, key| {
+            e.create(Kind::Active, key, &parent, labels)
         })
         .await
         .map(api_mounts)
@@ -139,9 +162,11 @@ impl<D: Devices> Snapshotter for Service<D> {
         labels: HashMap<String, String>,
     ) -> Result<Vec<ApiMount>, Error> {
         log::debug!("view {key:?} of {parent:?}");
-        self.run("view", move |e| e.create(Kind::View, &key, &parent, labels))
-            .await
-            .map(api_mounts)
+        self.run("view", key, move |e, key| {
+            e.create(Kind::View, key, &parent, labels)
+        })
+        .await
+        .map(api_mounts)
     }
 
     async fn commit(
@@ -151,22 +176,24 @@ impl<D: Devices> Snapshotter for Service<D> {
         labels: HashMap<String, String>,
     ) -> Result<(), Error> {
         log::debug!("commit {key:?} as {name:?}");
-        self.run("commit", move |e| e.commit(&name, &key, labels))
+        self.run("commit", key, move |e, key| e.commit(&name, key, labels))
             .await
     }
 
     async fn remove(&self, key: String) -> Result<(), Error> {
         log::debug!("remove {key:?}");
-        self.run("remove", move |e| e.remove(&key)).await
+        self.run("remove", key, |e, key| e.remove(key)).await
     }
 
     async fn clear(&self) -> Result<(), Error> {
         log::debug!("cleanup");
-        self.run("cleanup", |e| e.cleanup()).await
+        self.run("cleanup", String::new(), |e, _| e.cleanup()).await
     }
 
     async fn list(&self, _snapshotter: String, filters: Vec<String>) -> Result<InfoStream, Error> {
-        let infos = self.run("walk", move |e| e.walk(&filters)).await?;
+        let infos = self
+            .run("walk", String::new(), move |e, _| e.walk(&filters))
+            .await?;
         let items: Vec<Result<ApiInfo, Error>> = infos.into_iter().map(|i| Ok(to_api(i))).collect();
         Ok(tokio_stream::iter(items))
     }

@@ -241,3 +241,16 @@ async fn the_socket_path_as_authority_gets_real_answers() {
     let not_found = (tonic::Code::NotFound as i32).to_string();
     assert_eq!(answers[1].grpc_status.as_deref(), Some(not_found.as_str()));
 }
+
+#[test]
+fn failed_calls_are_logged_with_the_key() {
+    let e = Error::new(Code::FailedPrecondition, "snapshot has children");
+    assert_eq!(
+        failed_call("remove", "ns/1/a b", &e),
+        "remove key=\"ns/1/a b\": snapshot has children"
+    );
+    assert_eq!(
+        failed_call("cleanup", "", &Error::internal("x")),
+        "cleanup: x"
+    );
+}

@@ -2,17 +2,16 @@
 //! `<root>/snapshotter/snapshots/<device id>.json`.
 //!
 //! File names are device ids (`snap-<n>`), never snapshot keys, so a key
-//! can hold any character. Every write goes to a temporary file that is
-//! fsynced, renamed over the record and followed by an fsync of the
-//! directory; a removal is an unlink followed by a directory fsync. A
-//! record therefore is either its old or its new content after a crash,
+//! can hold any character. Every write and removal is durable through the
+//! library's [`dmthin::durable`] (temp file, fsync, rename, directory
+//! fsync), so a record is either its old or its new content after a crash,
 //! never a mix.
 
+use dmthin::durable;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -143,20 +142,18 @@ impl Store {
     /// Writes `rec` durably (temp file, fsync, rename, directory fsync).
     pub fn write(&self, rec: &Record) -> io::Result<()> {
         let data = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
-        write_atomic(&self.path(&rec.device), &data)
+        Ok(durable::write_file(&self.path(&rec.device), &data)?)
     }
 
     /// Removes the record of `device` durably; a missing one is fine.
     pub fn remove(&self, device: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(device)) {
-            Ok(()) => sync_dir(&self.dir),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        durable::remove_file(&self.path(device))?;
+        Ok(())
     }
 
     /// Every record, and the files that could not be read. Leftover
-    /// temporary files of an interrupted write are deleted.
+    /// temporary files of an interrupted write are deleted (call it only
+    /// when no write is in flight).
     pub fn load(&self) -> io::Result<(Vec<Record>, Vec<Damaged>)> {
         let mut recs = Vec::new();
         let mut bad = Vec::new();
@@ -165,7 +162,8 @@ impl Store {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if name.ends_with(".tmp") {
+            // `.tmp`: the temp files of builds before the library's writer.
+            if durable::is_temp_file(name) || name.ends_with(".tmp") {
                 let _ = fs::remove_file(&path);
                 continue;
             }
@@ -192,31 +190,6 @@ impl Store {
         recs.sort_by(|a, b| a.device.cmp(&b.device));
         Ok((recs, bad))
     }
-}
-
-/// Writes `data` to `path` through a fsynced temp file, a rename and a directory fsync.
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
-
-/// fsyncs a directory.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -286,6 +259,7 @@ mod tests {
         r.device = "snap-4".into();
         s.write(&r).unwrap();
         std::fs::write(dir.path().join("snap-5.json.tmp"), b"half").unwrap();
+        std::fs::write(dir.path().join(".tmp~1-2-3~4"), b"half").unwrap();
         std::fs::write(dir.path().join("README"), b"ignored").unwrap();
         let (recs, bad) = s.load().unwrap();
         assert!(recs.is_empty());
@@ -296,6 +270,7 @@ mod tests {
         names.sort();
         assert_eq!(names, ["snap-1.json", "snap-2.json", "snap-4.json"]);
         assert!(!dir.path().join("snap-5.json.tmp").exists());
+        assert!(!dir.path().join(".tmp~1-2-3~4").exists());
     }
 
     #[test]

@@ -4,25 +4,20 @@
 
 use serde::Serialize;
 
-/// Space one thin device of the set uses.
-///
-/// A data block is *exclusive* to a device when no other mapping in the
-/// pool (of this device or any other) refers to it: deleting the device
-/// frees its exclusive bytes. *Shared* bytes are the rest of its mapped
-/// bytes (blocks it shares with its parent, its snapshots or siblings).
+use crate::thinmeta::ThinUsage;
+
+/// Space one thin device of the set uses: its id in the set and its
+/// figures from the pool's metadata. As JSON, the id followed by the
+/// figures' fields (`thin_id`, `mapped_bytes`, `exclusive_bytes`,
+/// `shared_bytes`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceUsage {
     /// The caller's id; `base` for the set's base device, `#<thin id>` for
     /// a thin device of the pool that no record of the set names.
     pub id: String,
-    /// Its thin id in the pool.
-    pub thin_id: u32,
-    /// Bytes it maps (shared or not).
-    pub mapped_bytes: u64,
-    /// Mapped bytes no other mapping refers to.
-    pub exclusive_bytes: u64,
-    /// `mapped_bytes - exclusive_bytes`.
-    pub shared_bytes: u64,
+    /// Its thin id and the space it maps, exclusively and shared.
+    #[serde(flatten)]
+    pub space: ThinUsage,
 }
 
 /// Space every device of the set uses, and the pool's totals.

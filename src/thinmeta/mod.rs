@@ -245,18 +245,27 @@ pub struct DeviceDetails {
     pub snapshotted_time: u32,
 }
 
-/// Space use of one thin device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceUsage {
-    /// The device's thin id in the pool.
+/// Space use of one thin device of the pool, by its thin id.
+///
+/// A data block is *exclusive* to a device when no other mapping in the
+/// pool (of this device or any other) refers to it: deleting the device
+/// frees its exclusive bytes. *Shared* bytes are the rest of its mapped
+/// bytes (blocks it shares with its parent, its snapshots or siblings).
+/// As JSON (in a set's [`DeviceUsage`](crate::deviceset::DeviceUsage)):
+/// the thin id and the bytes; the block counts are left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ThinUsage {
+    /// Its thin id in the pool.
     pub thin_id: u32,
     /// Data blocks the device maps.
+    #[serde(skip)]
     pub mapped_blocks: u64,
     /// Mapped blocks that no other mapping (of any device) refers to.
+    #[serde(skip)]
     pub exclusive_blocks: u64,
-    /// `mapped_blocks` in bytes.
+    /// Bytes it maps (shared or not).
     pub mapped_bytes: u64,
-    /// `exclusive_blocks` in bytes.
+    /// Mapped bytes no other mapping refers to.
     pub exclusive_bytes: u64,
     /// `mapped_bytes - exclusive_bytes`.
     pub shared_bytes: u64,
@@ -275,7 +284,7 @@ pub struct PoolUsage {
     /// deleted device, or allocated after the snapshot that was read).
     pub unmapped_allocated_blocks: u64,
     /// Per device, by thin id.
-    pub devices: Vec<DeviceUsage>,
+    pub devices: Vec<ThinUsage>,
 }
 
 impl PoolUsage {
@@ -424,7 +433,7 @@ impl<R: ReadAt> Metadata<R> {
             .zip(&roots)
             .map(|(d, &r)| {
                 let (mapped, exclusive) = mappings.totals(r);
-                DeviceUsage {
+                ThinUsage {
                     thin_id: d.thin_id,
                     mapped_blocks: mapped,
                     exclusive_blocks: exclusive,

@@ -5,7 +5,7 @@ use dmthin::deviceset::{DeviceSet, FsKind, Options, StorageOptions};
 use dmthin::dm::{Control, CreateOptions, DevId, RemoveOptions, UdevFlags};
 use dmthin::target::TableLine;
 use dmthin_ioctl_tests::TempDir;
-pub use dmthin_ioctl_tests::{sh, sh_ok};
+pub use dmthin_ioctl_tests::{majmin, sh, sh_ok, LoopDevice};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -147,12 +147,8 @@ pub fn check_invariants(set: &DeviceSet) {
 /// Runs thin_check on a metadata file (through a loop device: thin_check uses
 /// O_DIRECT, which the guest's tmpfs refuses). Returns its verdict and output.
 pub fn thin_check_file(meta: &std::path::Path) -> (bool, String) {
-    let dev = sh_ok(&format!("losetup -f --show {}", meta.display()))
-        .trim()
-        .to_string();
-    let result = sh(&format!("thin_check {dev}"));
-    sh(&format!("losetup -d {dev}"));
-    result
+    let dev = LoopDevice::attach(meta);
+    sh(&format!("thin_check {}", dev.path_str()))
 }
 
 /// Writes one 4 KiB block of zeros at each MiB offset given, bypassing the
@@ -171,13 +167,8 @@ pub fn write_blocks(node: &Path, mib_offsets: &[u64]) -> (bool, String) {
     sh(&format!("set -e; {}", cmds.join("; ")))
 }
 
-pub fn majmin(path: &str) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let r = std::fs::metadata(path).unwrap().rdev();
-    format!("{}:{}", nix::sys::stat::major(r), nix::sys::stat::minor(r))
-}
-
-pub fn flakey_line(dev: &str, sectors: u64, failing: bool) -> Vec<TableLine> {
+/// A `flakey` table over device node `dev`: healthy, or failing every write.
+pub fn flakey_line(dev: impl AsRef<Path>, sectors: u64, failing: bool) -> Vec<TableLine> {
     // up 1 s / down 0 s = healthy; up 0 s / down 1 s with error_writes = every write fails.
     let params = if failing {
         format!("{} 0 0 1 1 error_writes", majmin(dev))
@@ -187,17 +178,12 @@ pub fn flakey_line(dev: &str, sectors: u64, failing: bool) -> Vec<TableLine> {
     vec![TableLine::new(0, sectors, "flakey", params).unwrap()]
 }
 
-/// A loop device over a new sparse `<dir>/<name>.img` of `mib` MiB.
-pub fn loop_file(dir: &Path, name: &str, mib: u64) -> String {
-    loop_dev(&dir.join(format!("{name}.img")), mib)
-}
-
 /// Pool disks that can be made to fail: healthy `flakey` devices `<tag>-data`
 /// (512 MiB) and `<tag>-meta` (16 MiB) over loop files in `dir`. Dropping it
-/// removes both and detaches the loops.
+/// removes both, then its loop devices detach.
 pub struct FlakeyDisks {
-    pub data_loop: String,
-    pub meta_loop: String,
+    pub data_loop: LoopDevice,
+    pub meta_loop: LoopDevice,
     pub data: String,
     pub meta: String,
 }
@@ -208,8 +194,8 @@ impl FlakeyDisks {
 
     pub fn new(dir: &Path, tag: &str) -> FlakeyDisks {
         let disks = FlakeyDisks {
-            data_loop: loop_file(dir, "data", Self::DATA_MIB),
-            meta_loop: loop_file(dir, "meta", Self::META_MIB),
+            data_loop: LoopDevice::with_sparse_file(dir, "data", Self::DATA_MIB * MIB),
+            meta_loop: LoopDevice::with_sparse_file(dir, "meta", Self::META_MIB * MIB),
             data: format!("dmthin-test-{tag}-data"),
             meta: format!("dmthin-test-{tag}-meta"),
         };
@@ -221,7 +207,7 @@ impl FlakeyDisks {
             c.create_with_table(
                 name,
                 &CreateOptions::default(),
-                &flakey_line(dev, mib * MIB / 512, false),
+                &flakey_line(dev.path(), mib * MIB / 512, false),
                 UdevFlags::PRIVATE,
             )
             .unwrap();
@@ -252,7 +238,7 @@ impl FlakeyDisks {
     /// Every metadata write fails (`failing`) or none does.
     pub fn fail_meta_writes(&self, failing: bool) {
         self.set_meta_table(&flakey_line(
-            &self.meta_loop,
+            self.meta_loop.path(),
             Self::META_MIB * MIB / 512,
             failing,
         ));
@@ -265,10 +251,7 @@ impl Drop for FlakeyDisks {
         for n in [&self.meta, &self.data] {
             let _ = c.remove(DevId::Name(n), &RemoveOptions::default());
         }
-        sh(&format!(
-            "losetup -d {}; losetup -d {}",
-            self.data_loop, self.meta_loop
-        ));
+        // The loop devices detach as the fields drop, after this.
     }
 }
 
@@ -324,17 +307,6 @@ pub const SMALL_INIT: [&str; 7] = [
     "64M",
 ];
 
-/// A `mib` MiB sparse file at `file` on a new loop device; its path.
-pub fn loop_dev(file: &Path, mib: u64) -> String {
-    std::fs::File::create(file)
-        .unwrap()
-        .set_len(mib * MIB)
-        .unwrap();
-    sh_ok(&format!("losetup -f --show {}", file.display()))
-        .trim()
-        .to_string()
-}
-
 /// The durable record of device `id` of the set at `root`, as the next open
 /// reads it: the journal's last word on the device (a create or delete
 /// with its done marker, an update), else its record file. `None`: no
@@ -368,4 +340,18 @@ pub fn durable_record(root: &std::path::Path, id: &str) -> Option<serde_json::Va
             .ok()
             .map(|t| serde_json::from_str(&t).unwrap())
     })
+}
+
+/// Thin ids in the metadata on `meta_dev` of the live pool `pool`.
+pub fn thin_ids_on(pool: &str, meta_dev: &str) -> std::collections::BTreeSet<u32> {
+    sh_ok(&format!("dmsetup message {pool} 0 reserve_metadata_snap"));
+    let (ok, xml) = sh(&format!("thin_dump --metadata-snap {meta_dev}"));
+    sh_ok(&format!("dmsetup message {pool} 0 release_metadata_snap"));
+    assert!(ok, "{xml}");
+    xml.lines()
+        .filter_map(|l| {
+            let rest = l.trim_start().strip_prefix("<device dev_id=\"")?;
+            rest.split('"').next()?.parse().ok()
+        })
+        .collect()
 }

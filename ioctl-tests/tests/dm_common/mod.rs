@@ -1,13 +1,10 @@
 //! Fixtures of the dm kernel suites (`dm`, `dm_events`, `dm_errors`,
-//! `udev_watch`): a control handle, table lines, devices and loop devices
-//! removed on drop.
+//! `udev_watch`): a control handle, table lines, devices removed on drop
+//! (loop devices: the crate's `LoopDevice`).
 #![allow(dead_code)]
 
 use dmthin::dm::{Control, DevId, RemoveOptions};
 use dmthin::target::TableLine;
-use dmthin_ioctl_tests::sh_ok;
-use std::path::PathBuf;
-use std::process::Command;
 
 pub const PREFIX: &str = "dmthin-test-";
 
@@ -35,41 +32,6 @@ impl Drop for Cleanup {
                 let _ = c.remove(DevId::Name(n), &RemoveOptions::default());
             }
         }
-    }
-}
-
-/// A loop device over a sparse file, detached on drop.
-pub struct Loop {
-    pub dev: String,
-    pub file: PathBuf,
-}
-
-impl Loop {
-    pub fn new(tag: &str, mib: u64) -> Loop {
-        let file = PathBuf::from(format!("/tmp/{tag}.img"));
-        let f = std::fs::File::create(&file).unwrap();
-        f.set_len(mib << 20).unwrap();
-        let dev = sh_ok(&format!("losetup -f --show {}", file.display()))
-            .trim()
-            .to_string();
-        Loop { dev, file }
-    }
-
-    pub fn majmin(&self) -> String {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
-        format!(
-            "{}:{}",
-            nix::sys::stat::major(rdev),
-            nix::sys::stat::minor(rdev)
-        )
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-        let _ = std::fs::remove_file(&self.file);
     }
 }
 

@@ -1,14 +1,16 @@
-//! Command-line parsing, by hand (no parser dependency: the static binary
-//! stays small).
+//! Command-line parsing: the library's [`cmdline`] (shared with the
+//! snapshotter), with each command's help.
 //!
 //! A command describes itself with a [`Spec`] (its switches, its options
 //! that take a value, its help text); [`Spec::parse`] prints the help for
-//! `-h`/`--help` and otherwise hands back the [`Parsed`] arguments.
+//! `-h`/`--help` and otherwise hands back the [`Parsed`] arguments. Every
+//! argument error is a usage error that points at the command's help.
 
-use dmthin::size::parse_size;
-use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::Write;
+use std::ops::Deref;
+
+use dmthin::cmdline::{self, ArgError};
 
 use crate::CliError;
 
@@ -32,52 +34,49 @@ impl Spec {
         args: &[OsString],
         out: &mut dyn Write,
     ) -> Result<Option<Parsed>, CliError> {
-        let p = parse_args(args, self.switches, self.valued, self.help)?;
-        if p.help {
+        let spec = cmdline::Spec {
+            switches: self.switches,
+            valued: self.valued,
+        };
+        let usage = |e: ArgError| CliError::Usage(e.to_string(), self.help);
+        let args = spec.parse(args.iter().cloned()).map_err(usage)?;
+        if args.help {
             write!(out, "{}", self.usage)?;
             return Ok(None);
         }
-        Ok(Some(p))
+        Ok(Some(Parsed {
+            args,
+            usage_help: self.help,
+        }))
     }
 }
 
-/// A parsed command line: positionals, switches that were given, and options
-/// with their values.
+/// A command's parsed arguments: [`cmdline::Args`] (`has`, `value`,
+/// `positionals` through `Deref`), whose fallible look-ups here return
+/// usage errors.
 pub(crate) struct Parsed {
-    pub positionals: Vec<OsString>,
-    switches: HashSet<&'static str>,
-    values: HashMap<&'static str, OsString>,
-    help: bool,
+    args: cmdline::Args,
     /// The help command suggested after a usage error.
     usage_help: &'static str,
 }
 
+impl Deref for Parsed {
+    type Target = cmdline::Args;
+
+    fn deref(&self) -> &cmdline::Args {
+        &self.args
+    }
+}
+
 impl Parsed {
-    pub fn has(&self, switch: &str) -> bool {
-        self.switches.contains(switch)
-    }
-
-    /// The value of option `opt`, if given.
-    pub fn value(&self, opt: &str) -> Option<String> {
-        self.values
-            .get(opt)
-            .map(|v| v.to_string_lossy().into_owned())
-    }
-
     /// The value of option `opt` as a size, if given.
     pub fn size(&self, opt: &'static str) -> Result<Option<u64>, CliError> {
-        self.value(opt)
-            .map(|s| size_arg(&s, Some(opt), self.usage_help))
-            .transpose()
+        self.args.size(opt).map_err(|e| self.arg_error(e))
     }
 
     /// The one positional argument, named `what` in the error when missing.
     pub fn one(&self, what: &str) -> Result<&OsString, CliError> {
-        match self.positionals.as_slice() {
-            [one] => Ok(one),
-            [] => Err(self.usage(format!("missing {what}"))),
-            [_, extra, ..] => Err(self.unexpected(extra, "")),
-        }
+        self.args.one(what).map_err(|e| self.arg_error(e))
     }
 
     /// Fails on any positional argument.
@@ -87,10 +86,12 @@ impl Parsed {
 
     /// Fails on any positional argument, `hint` appended to the message.
     pub fn none_or(&self, hint: &str) -> Result<(), CliError> {
-        match self.positionals.first() {
-            None => Ok(()),
-            Some(a) => Err(self.unexpected(a, hint)),
-        }
+        self.args.none_or(hint).map_err(|e| self.arg_error(e))
+    }
+
+    /// A size argument that came without an option (a positional).
+    pub fn size_arg(&self, s: &str) -> Result<u64, CliError> {
+        cmdline::size_arg(s, None).map_err(|e| self.arg_error(e))
     }
 
     /// A usage error suggesting this command's help.
@@ -98,77 +99,9 @@ impl Parsed {
         CliError::Usage(msg, self.usage_help)
     }
 
-    fn unexpected(&self, arg: &OsString, hint: &str) -> CliError {
-        self.usage(format!(
-            "unexpected argument '{}'{hint}",
-            arg.to_string_lossy()
-        ))
+    fn arg_error(&self, e: ArgError) -> CliError {
+        self.usage(e.to_string())
     }
-}
-
-/// Parse `args` against the allowed `switches` (`--name`) and `valued`
-/// options (`--name VALUE` or `--name=VALUE`). `--` ends the options.
-pub(crate) fn parse_args(
-    args: &[OsString],
-    switches: &[&'static str],
-    valued: &[&'static str],
-    help: &'static str,
-) -> Result<Parsed, CliError> {
-    let mut p = Parsed {
-        positionals: Vec::new(),
-        switches: HashSet::new(),
-        values: HashMap::new(),
-        help: false,
-        usage_help: help,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let Some(s) = arg.to_str().filter(|s| s.starts_with('-') && s.len() > 1) else {
-            p.positionals.push(arg.clone());
-            continue;
-        };
-        if s == "--" {
-            p.positionals.extend(it.cloned());
-            break;
-        }
-        if s == "-h" || s == "--help" {
-            p.help = true;
-            continue;
-        }
-        let (name, inline) = match s.split_once('=') {
-            Some((n, v)) => (n, Some(OsString::from(v))),
-            None => (s, None),
-        };
-        if let Some(&sw) = switches.iter().find(|&&sw| sw == name) {
-            if inline.is_some() {
-                return Err(CliError::Usage(format!("{sw} takes no value"), help));
-            }
-            p.switches.insert(sw);
-        } else if let Some(&opt) = valued.iter().find(|&&o| o == name) {
-            let value = match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| CliError::Usage(format!("{opt} needs a value"), help))?,
-            };
-            p.values.insert(opt, value);
-        } else {
-            return Err(CliError::Usage(format!("unknown option '{s}'"), help));
-        }
-    }
-    Ok(p)
-}
-
-/// A size argument; `opt` (the option it came with) prefixes the error.
-pub(crate) fn size_arg(s: &str, opt: Option<&str>, help: &'static str) -> Result<u64, CliError> {
-    parse_size(s).ok_or_else(|| {
-        let msg = match opt {
-            Some(opt) => format!("{opt}: '{s}' is not a size"),
-            None => format!("'{s}' is not a size"),
-        };
-        CliError::Usage(msg, help)
-    })
 }
 
 #[cfg(test)]
@@ -186,59 +119,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn args() {
-        let p = parse_args(
-            &os(&["f", "--ro", "--bs=512", "--off", "1M", "--", "--x"]),
-            &["--ro"],
-            &["--bs", "--off"],
-            "h",
-        )
-        .ok()
-        .unwrap();
-        assert!(p.has("--ro"));
-        assert_eq!(p.size("--bs").ok().unwrap(), Some(512));
-        assert_eq!(p.size("--off").ok().unwrap(), Some(1 << 20));
-        assert_eq!(p.positionals, os(&["f", "--x"]));
-        assert!(parse_args(&os(&["--nope"]), &[], &[], "h").is_err());
-        assert!(parse_args(&os(&["--bs"]), &[], &["--bs"], "h").is_err());
-        assert!(parse_args(&os(&["--ro=1"]), &["--ro"], &[], "h").is_err());
-        assert!(parse_args(&os(&["-h"]), &[], &[], "h").ok().unwrap().help);
-    }
-
-    #[test]
-    fn positionals() {
-        let p = |v: &[&str]| parse_args(&os(v), &[], &[], "h").ok().unwrap();
-        assert_eq!(p(&["a"]).one("ID").unwrap(), "a");
-        assert_eq!(usage_msg(p(&[]).one("ID").unwrap_err()), "missing ID");
-        assert_eq!(
-            usage_msg(p(&["a", "b", "c"]).one("ID").unwrap_err()),
-            "unexpected argument 'b'"
-        );
-        assert!(p(&[]).none().is_ok());
-        assert_eq!(
-            usage_msg(p(&["a"]).none_or(" (hint)").unwrap_err()),
-            "unexpected argument 'a' (hint)"
-        );
-    }
+    const SPEC: Spec = Spec {
+        switches: &["--json"],
+        valued: &["--size"],
+        help: "h",
+        usage: "Usage: x\n",
+    };
 
     #[test]
     fn help_prints_the_usage() {
-        let spec = Spec {
-            switches: &["--json"],
-            valued: &[],
-            help: "h",
-            usage: "Usage: x\n",
-        };
         let mut out = Vec::new();
-        assert!(spec
+        assert!(SPEC
             .parse(&os(&["--json", "-h"]), &mut out)
             .unwrap()
             .is_none());
         assert_eq!(out, b"Usage: x\n");
         // An unknown option wins over --help, as before.
-        assert!(spec.parse(&os(&["--help", "--nope"]), &mut out).is_err());
-        let p = spec.parse(&os(&["--json"]), &mut Vec::new()).unwrap();
+        assert!(SPEC.parse(&os(&["--help", "--nope"]), &mut out).is_err());
+        let p = SPEC.parse(&os(&["--json"]), &mut Vec::new()).unwrap();
         assert!(p.unwrap().has("--json"));
+    }
+
+    #[test]
+    fn argument_errors_are_usage_errors_naming_the_help() {
+        let parse = |v: &[&str]| SPEC.parse(&os(v), &mut Vec::new());
+        let err = |v: &[&str]| usage_msg(parse(v).err().unwrap());
+        assert_eq!(err(&["--nope"]), "unknown option '--nope'");
+        assert_eq!(err(&["--size"]), "--size needs a value");
+        let p = parse(&["--size", "lots", "a", "b"]).unwrap().unwrap();
+        assert_eq!(
+            usage_msg(p.size("--size").unwrap_err()),
+            "--size: 'lots' is not a size"
+        );
+        assert_eq!(
+            usage_msg(p.one("ID").unwrap_err()),
+            "unexpected argument 'b'"
+        );
+        assert_eq!(usage_msg(p.none().unwrap_err()), "unexpected argument 'a'");
+        assert_eq!(usage_msg(p.size_arg("x").unwrap_err()), "'x' is not a size");
+        assert_eq!(p.positionals, os(&["a", "b"]));
     }
 }

@@ -9,9 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dmthin::deviceset::{DeviceSet, FsKind, Options, RemoveOutcome, StorageOptions};
+use dmthin::deviceset::{DeviceSet, OptionFlags, Options, RemoveOutcome, StorageOptions};
 
-use crate::args::{size_arg, Spec};
+use crate::args::Spec;
 use crate::look::{open_to_look, SetLook};
 use crate::output::{device_table, errln, failed, human, print_json, status_text};
 use crate::usage_out::print_usage;
@@ -127,31 +127,13 @@ Unmount what the set mounted, deactivate every device and remove the pool
 (unless it was adopted). Data stays; 'init' or any command brings it back.
 ";
 
+/// `init`'s switches: the set's on/off flags ([`OptionFlags::SWITCHES`]) and `--json`.
+const INIT_SWITCHES: [&str; OptionFlags::SWITCHES.len() + 1] =
+    dmthin::cmdline::concat(OptionFlags::SWITCHES, &["--json"]);
+
 const INIT: Spec = Spec {
-    switches: &[
-        "--no-zeroing",
-        "--zeroing",
-        "--deferred-removal",
-        "--no-deferred-removal",
-        "--deferred-deletion",
-        "--no-deferred-deletion",
-        "--discard-on-remove",
-        "--no-discard-on-remove",
-        "--json",
-    ],
-    valued: &[
-        "--data-size",
-        "--metadata-size",
-        "--data-dev",
-        "--metadata-dev",
-        "--pool",
-        "--block-size",
-        "--base-size",
-        "--fs",
-        "--mkfs-options",
-        "--mount-options",
-        "--min-free",
-    ],
+    switches: &INIT_SWITCHES,
+    valued: OptionFlags::VALUED,
     help: "dmthin init --help",
     usage: INIT_USAGE,
 };
@@ -328,7 +310,7 @@ pub(crate) fn run(root: PathBuf, cmd: &OsStr, args: &[OsString], out: &mut dyn W
             print_usage(out, &usage, &ids, p.has("--json"))
         }
         "grow-pool" => {
-            let size = |s: String| size_arg(&s, None, GROW.help);
+            let size = |s: String| p.size_arg(&s);
             let set;
             if let Some(m) = p.value("--metadata") {
                 p.none_or(" (grow data and metadata in two calls)")?;
@@ -414,105 +396,13 @@ fn print_status(out: &mut dyn Write, set: &dyn SetLook, json: bool) -> CliResult
 fn init(root: &Path, p: &crate::args::Parsed, out: &mut dyn Write) -> CliResult {
     p.none()?;
     let recorded = DeviceSet::recorded_options(root).map_err(failed)?;
-    let mut o = recorded.clone().unwrap_or_default();
-    let storage = match (
-        p.value("--data-dev"),
-        p.value("--metadata-dev"),
-        p.value("--pool"),
-    ) {
-        (Some(d), Some(m), None) => Some(StorageOptions::BlockDevices {
-            data: d.into(),
-            metadata: m.into(),
-        }),
-        (None, None, Some(name)) => Some(StorageOptions::AdoptPool { name }),
-        (None, None, None) => None,
-        _ => {
-            return Err(
-                p.usage("give both --data-dev and --metadata-dev, or --pool, or neither".into())
-            )
-        }
-    };
-    if let Some(s) = storage {
-        o.storage = s;
-    }
-    let data = p.size("--data-size")?;
-    let meta = p.size("--metadata-size")?;
-    if data.is_some() || meta.is_some() {
-        let StorageOptions::LoopFiles {
-            data_size,
-            metadata_size,
-        } = &mut o.storage
-        else {
-            return Err(p.usage("--data-size and --metadata-size are for loop files".into()));
-        };
-        // A new set takes the sizes as given; existing files only ever grow.
-        let existing = recorded.is_some();
-        let pick = |have: u64, want: u64| if existing { have.max(want) } else { want };
-        if let Some(d) = data {
-            *data_size = pick(*data_size, d);
-        }
-        if let Some(m) = meta {
-            *metadata_size = pick(*metadata_size, m);
-        }
-    }
-    if let Some(bs) = p.size("--block-size")? {
-        o.data_block_size = bs;
-    }
-    if let Some(bs) = p.size("--base-size")? {
-        o.base_size = bs;
-    }
-    if let Some(fs) = p.value("--fs") {
-        o.filesystem = match fs.as_str() {
-            "ext4" => FsKind::Ext4,
-            "xfs" => FsKind::Xfs,
-            other => return Err(p.usage(format!("--fs: '{other}' is not ext4 or xfs"))),
-        };
-    }
-    if let Some(m) = p.value("--mkfs-options") {
-        o.mkfs_options = m.split_whitespace().map(str::to_string).collect();
-    }
-    if let Some(m) = p.value("--mount-options") {
-        o.mount_options = m
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-    }
-    if let Some(m) = p.value("--min-free") {
-        o.min_free_space_percent = m
-            .trim_end_matches('%')
-            .parse()
-            .map_err(|_| p.usage(format!("--min-free: '{m}' is not a percentage")))?;
-    }
-    // Each on/off pair (off wins if both are given); neither keeps the recorded value.
-    let toggle = |on: &str, off: &str, value: &mut bool| {
-        if p.has(on) {
-            *value = true;
-        }
-        if p.has(off) {
-            *value = false;
-        }
-    };
-    toggle("--zeroing", "--no-zeroing", &mut o.block_zeroing);
-    toggle(
-        "--deferred-removal",
-        "--no-deferred-removal",
-        &mut o.deferred_removal,
-    );
-    toggle(
-        "--deferred-deletion",
-        "--no-deferred-deletion",
-        &mut o.deferred_deletion,
-    );
-    if p.has("--discard-on-remove") {
-        o.remove_discard = Some(true);
-    }
-    if p.has("--no-discard-on-remove") {
-        o.remove_discard = Some(false);
-    }
+    let existing = recorded.is_some();
+    let o = OptionFlags::from_args(p)
+        .and_then(|flags| flags.options(recorded))
+        .map_err(|e| p.usage(e.to_string()))?;
     // Loop files already there are grown, never shrunk: pass the larger size.
-    let grow_to = match (&recorded, &o.storage) {
-        (Some(_), StorageOptions::LoopFiles { data_size, .. }) => Some(*data_size),
+    let grow_to = match &o.storage {
+        StorageOptions::LoopFiles { data_size, .. } if existing => Some(*data_size),
         _ => None,
     };
     let set = open(root, Some(o))?;

@@ -30,8 +30,8 @@ pub(crate) fn usage_rows<'a>(
             .collect::<Result<_, _>>()?
     };
     rows.sort_by(|a, b| {
-        b.exclusive_bytes
-            .cmp(&a.exclusive_bytes)
+        (b.space.exclusive_bytes)
+            .cmp(&a.space.exclusive_bytes)
             .then_with(|| a.id.cmp(&b.id))
     });
     Ok(rows)
@@ -64,10 +64,10 @@ pub(crate) fn print_usage(
             out,
             "{:<w$} {:>8} {:>10} {:>10} {:>10}",
             d.id,
-            d.thin_id,
-            human(d.mapped_bytes),
-            human(d.exclusive_bytes),
-            human(d.shared_bytes)
+            d.space.thin_id,
+            human(d.space.mapped_bytes),
+            human(d.space.exclusive_bytes),
+            human(d.space.shared_bytes)
         )?;
     }
     writeln!(
@@ -91,14 +91,19 @@ pub(crate) fn print_usage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dmthin::thinmeta::ThinUsage;
 
     fn dev(id: &str, thin_id: u32, mapped: u64, exclusive: u64) -> DeviceUsage {
         DeviceUsage {
             id: id.into(),
-            thin_id,
-            mapped_bytes: mapped,
-            exclusive_bytes: exclusive,
-            shared_bytes: mapped - exclusive,
+            space: ThinUsage {
+                thin_id,
+                mapped_blocks: mapped >> 16,
+                exclusive_blocks: exclusive >> 16,
+                mapped_bytes: mapped,
+                exclusive_bytes: exclusive,
+                shared_bytes: mapped - exclusive,
+            },
         }
     }
 
@@ -152,5 +157,20 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[0]["id"], "a");
         assert_eq!(v[0]["shared_bytes"], 4 << 20);
+        let keys: Vec<&String> = v[0].as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "exclusive_bytes",
+                "id",
+                "mapped_bytes",
+                "shared_bytes",
+                "thin_id"
+            ],
+            "the same fields as ever, no block counts"
+        );
+        let text = String::from_utf8(out).unwrap();
+        let at = |key: &str| text.find(&format!("\"{key}\"")).unwrap();
+        assert!(at("id") < at("thin_id") && at("thin_id") < at("mapped_bytes"));
     }
 }

@@ -18,7 +18,7 @@ use crate::deviceset::usage_report::{DeviceUsage, SetUsage};
 use crate::dm::{Dev, DmError, ErrorKind};
 use crate::retry::Backoff;
 use crate::target::{DeviceRef, PoolMessage, TargetTable, ThinPoolTable};
-use crate::thinmeta::{self, Metadata, PoolUsage, ReadAt, Source};
+use crate::thinmeta::{self, Metadata, PoolUsage, ReadAt, Source, ThinUsage};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -139,14 +139,13 @@ fn device_node(storage: &Storage, dev: Dev) -> Option<PathBuf> {
 }
 
 /// A thin device's figures under the set's name for it.
-fn named(id: String, thin_id: u32, usage: &BTreeMap<u32, thinmeta::DeviceUsage>) -> DeviceUsage {
-    let u = usage.get(&thin_id);
+fn named(id: String, thin_id: u32, usage: &BTreeMap<u32, ThinUsage>) -> DeviceUsage {
     DeviceUsage {
         id,
-        thin_id,
-        mapped_bytes: u.map_or(0, |u| u.mapped_bytes),
-        exclusive_bytes: u.map_or(0, |u| u.exclusive_bytes),
-        shared_bytes: u.map_or(0, |u| u.shared_bytes),
+        space: usage.get(&thin_id).copied().unwrap_or(ThinUsage {
+            thin_id,
+            ..ThinUsage::default()
+        }),
     }
 }
 
@@ -376,7 +375,7 @@ impl Config {
     /// Space used by the base and every device of the set, and the pool's totals.
     pub(crate) fn usage_all(&self, state: &mut State) -> Result<SetUsage> {
         let (pool, transaction_id, from_snapshot) = self.pool_usage(state)?;
-        let by_thin: BTreeMap<u32, thinmeta::DeviceUsage> =
+        let by_thin: BTreeMap<u32, ThinUsage> =
             pool.devices.iter().map(|d| (d.thin_id, *d)).collect();
         let base_thin = state.set.base_thin_id;
         let base = named("base".into(), base_thin, &by_thin);
@@ -388,7 +387,7 @@ impl Config {
             .collect();
         let untracked = by_thin
             .keys()
-            .filter(|&&t| t != base_thin && !devices.iter().any(|d| d.thin_id == t))
+            .filter(|&&t| t != base_thin && !devices.iter().any(|d| d.space.thin_id == t))
             .map(|&t| named(format!("#{t}"), t, &by_thin))
             .collect();
         Ok(SetUsage {

@@ -1,98 +1,33 @@
-//! Durable file changes: a write goes to a fresh fsynced temp file that is
-//! renamed over the target before the directory is fsynced; a removal or a
-//! quarantine is followed by a directory fsync.
+//! The store's durable file changes, through [`crate::durable`] (temp
+//! file, fsync, rename, directory fsync): the store's own temp files and its
+//! private directories; and the names of records set aside as damaged.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-
-use nix::fcntl::OFlag;
 
 use super::error::{io_err, StoreError};
 use super::MetadataStore;
+use crate::durable::{self, DurableError};
 
-pub(super) const TEMP_PREFIX: &str = ".tmp~";
+pub(super) use crate::durable::TEMP_PREFIX;
 const QUARANTINE_SUFFIX: &str = ".corrupt";
 
-impl MetadataStore {
-    /// Moves a device record file aside to `<name>.corrupt` (or
-    /// `<name>.corrupt.<n>` if that exists), durably. Only files directly in
-    /// the device record directory may be moved. Returns the new path.
-    /// (Nothing in the set quarantines yet; only the tests do.)
-    #[cfg(test)]
-    pub fn quarantine(&self, path: &Path) -> Result<PathBuf, StoreError> {
-        let refuse = || StoreError::NotQuarantinable {
-            path: path.to_path_buf(),
-            dir: self.devices_dir.clone(),
-        };
-        let name = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
-            (Some(parent), Some(name)) if parent == self.devices_dir => name,
-            _ => return Err(refuse()),
-        };
-        if name.starts_with(TEMP_PREFIX) || name == "." || name == ".." {
-            return Err(refuse());
+impl From<DurableError> for StoreError {
+    fn from(e: DurableError) -> StoreError {
+        StoreError::Io {
+            op: e.step,
+            path: e.path,
+            source: e.source,
         }
-        fs::symlink_metadata(path).map_err(io_err("stat", path))?;
-        for n in 0..1000u32 {
-            let target = if n == 0 {
-                self.devices_dir.join(format!("{name}{QUARANTINE_SUFFIX}"))
-            } else {
-                self.devices_dir
-                    .join(format!("{name}{QUARANTINE_SUFFIX}.{n}"))
-            };
-            match fs::symlink_metadata(&target) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Ok(_) => continue,
-                Err(e) => return Err(io_err("stat", &target)(e)),
-            }
-            fs::rename(path, &target).map_err(io_err("rename to quarantine", path))?;
-            self.devices_dir_file
-                .sync_all()
-                .map_err(io_err("fsync directory", &self.devices_dir))?;
-            log::info!("quarantined {} as {}", path.display(), target.display());
-            return Ok(target);
-        }
-        Err(io_err("quarantine", path)(io::Error::new(
-            ErrorKind::AlreadyExists,
-            "too many quarantined copies",
-        )))
     }
+}
 
+impl MetadataStore {
     /// Creates a new temp file (mode 0600) of this store's in `dir`.
     pub(super) fn create_temp(&self, dir: &Path) -> Result<(PathBuf, File), StoreError> {
-        loop {
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            let tmp = dir.join(format!("{}{seq}", self.temp_tag));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-            {
-                Ok(file) => return Ok((tmp, file)),
-                // Only possible if a dead process had our pid, start time and
-                // instance number; take the next sequence number.
-                Err(e) if e.kind() == ErrorKind::AlreadyExists && seq < 1 << 20 => continue,
-                Err(e) => return Err(io_err("create temp file", &tmp)(e)),
-            }
-        }
-    }
-
-    /// Writes `bytes` to a new fsynced temp file in `dir` and returns its path.
-    fn write_temp(&self, dir: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
-        let (tmp, mut file) = self.create_temp(dir)?;
-        let written = file
-            .write_all(bytes)
-            .map_err(io_err("write", &tmp))
-            .and_then(|()| file.sync_all().map_err(io_err("fsync", &tmp)));
-        if let Err(e) = written {
-            drop(file);
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(tmp)
+        Ok(self.temp_files.create(dir)?)
     }
 
     pub(super) fn write_atomic(
@@ -115,28 +50,16 @@ impl MetadataStore {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         self.check_writable(target)?;
-        let tmp = self.write_temp(dir, bytes)?;
-        if let Err(e) = fs::rename(&tmp, target) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err("rename temp file onto", target)(e));
-        }
-        Ok(())
+        Ok(self.temp_files.replace(dir, target, bytes)?)
     }
 }
 
 pub(super) fn remove_durably(path: &Path, dir: &Path, dir_file: &File) -> Result<bool, StoreError> {
-    let existed = match fs::remove_file(path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == ErrorKind::NotFound => false,
-        Err(e) => return Err(io_err("remove", path)(e)),
-    };
-    dir_file
-        .sync_all()
-        .map_err(io_err("fsync directory", dir))?;
-    Ok(existed)
+    Ok(durable::remove_and_sync(path, dir, dir_file)?)
 }
 
-/// `<name>.corrupt` or `<name>.corrupt.<digits>`.
+/// `<name>.corrupt` or `<name>.corrupt.<digits>`: a device record an
+/// operator set aside as damaged, which loads skip.
 pub(super) fn is_quarantined(name: &str) -> bool {
     match name.rfind(QUARANTINE_SUFFIX) {
         Some(i) => {
@@ -151,11 +74,7 @@ pub(super) fn is_quarantined(name: &str) -> bool {
 }
 
 pub(super) fn open_dir(dir: &Path) -> Result<File, StoreError> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(OFlag::O_DIRECTORY.bits())
-        .open(dir)
-        .map_err(io_err("open directory", dir))
+    Ok(durable::open_dir(dir)?)
 }
 
 /// Creates `dir` with mode 0700 (fsyncing `parent` so it stays), or tightens

@@ -141,14 +141,6 @@ pub enum StoreError {
         /// The open transaction's id, if it could be read.
         open_transaction_id: Option<u64>,
     },
-    /// `MetadataStore::quarantine` of a file outside the device directory.
-    #[error("{} is not a file in the device record directory {}", path.display(), dir.display())]
-    NotQuarantinable {
-        /// The refused path.
-        path: PathBuf,
-        /// The device record directory.
-        dir: PathBuf,
-    },
 }
 
 fn claimants(others: &[PathBuf], base: Option<&PathBuf>) -> String {
@@ -177,7 +169,8 @@ pub struct LoadReport {
     /// Device record files that did not load, each with its reason. They are
     /// left in place.
     pub problems: Vec<RecordProblem>,
-    /// Files set aside earlier by `MetadataStore::quarantine`.
+    /// Device record files an operator set aside as damaged (renamed
+    /// `<id>.json.corrupt` or `<id>.json.corrupt.<n>`); skipped.
     pub quarantined: Vec<PathBuf>,
     /// Temp files of interrupted writes that were removed (they never held
     /// committed data).

@@ -33,8 +33,10 @@
 //! `base`), and every record of a thin id that two records (or a record and
 //! the base device) claim; a damaged set or transaction record is an error, since the set
 //! cannot be opened safely without it. Damaged files are never deleted or
-//! overwritten: they stay in place until `MetadataStore::quarantine` moves
-//! one aside.
+//! overwritten: they stay in place, reported at every open, until an
+//! operator repairs one or sets it aside by renaming it to `<id>.json.corrupt`
+//! (or `<id>.json.corrupt.<n>`). Loads skip such files and list them in
+//! [`LoadReport::quarantined`]; the id is then free again.
 //!
 //! Opening a big set reads `devices.cache` first: a copy of every record
 //! with its file's inode, size, mtime and ctime. A cached record is used only
@@ -63,12 +65,11 @@ mod side;
 use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
 use super::ids::validate_device_id;
+use crate::durable::TempFiles;
 use cache::{CacheReader, FileStamp, CACHE_FILE, CACHE_REWRITE_MIN_MISSES};
 use durable::{ensure_private_dir, is_quarantined, open_dir, remove_durably, TEMP_PREFIX};
 use error::io_err;
@@ -78,7 +79,8 @@ use records::{parse, to_json, TransactionState};
 pub use error::{LoadReport, ProblemReason, RecordProblem, StoreError};
 pub use journal::{Journal, Replay, ThinIdentity, Unresolved};
 pub use records::{
-    DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord, RESERVED_DEVICE_IDS,
+    DeviceRecord, FsKind, SetRecord, Storage, TransactionOp, TransactionRecord, UnknownFsKind,
+    RESERVED_DEVICE_IDS,
 };
 
 /// The newest format this build writes and reads.
@@ -98,9 +100,6 @@ pub const MAX_RECORD_BYTES: u64 = 1 << 20;
 pub const MAX_FILE_ID_LEN: usize = 255 - RECORD_EXT.len();
 const RECORD_EXT: &str = ".json";
 
-/// Process-wide counter that makes each store's temp file names unique.
-static INSTANCES: AtomicU64 = AtomicU64::new(0);
-
 /// The metadata directory of one device set. `Send + Sync`.
 #[derive(Debug)]
 pub struct MetadataStore {
@@ -109,9 +108,8 @@ pub struct MetadataStore {
     meta_dir_file: File,
     devices_dir_file: File,
     max_id_len: usize,
-    /// `.tmp~<pid>-<nanos>-<instance>~`: the prefix of this store's temp files.
-    temp_tag: String,
-    seq: AtomicU64,
+    /// This store's temp files (their names tell them from other writers').
+    temp_files: TempFiles,
     /// Opened by [`MetadataStore::open_read_only`]: never writes or removes.
     read_only: bool,
 }
@@ -131,22 +129,11 @@ impl MetadataStore {
         let meta_dir = root.join(METADATA_DIR);
         ensure_private_dir(&meta_dir, root)?;
         ensure_private_dir(&meta_dir.join(DEVICES_DIR), &meta_dir)?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("{TEMP_PREFIX}{}-{nanos:x}-{instance}~", std::process::id());
-        Self::at(root, max_id_len, tag, false)
+        Self::at(root, max_id_len, false)
     }
 
     /// The store of the existing metadata directory under `root`.
-    fn at(
-        root: &Path,
-        max_id_len: usize,
-        temp_tag: String,
-        read_only: bool,
-    ) -> Result<Self, StoreError> {
+    fn at(root: &Path, max_id_len: usize, read_only: bool) -> Result<Self, StoreError> {
         let meta_dir = root.join(METADATA_DIR);
         let devices_dir = meta_dir.join(DEVICES_DIR);
         Ok(Self {
@@ -155,8 +142,7 @@ impl MetadataStore {
             meta_dir,
             devices_dir,
             max_id_len: max_id_len.min(MAX_FILE_ID_LEN),
-            temp_tag,
-            seq: AtomicU64::new(0),
+            temp_files: TempFiles::new(),
             read_only,
         })
     }
@@ -169,7 +155,7 @@ impl MetadataStore {
     /// out. Loads are snapshots that may mix records from before and after
     /// a concurrent change.
     pub fn open_read_only(root: &Path, max_id_len: usize) -> Result<Self, StoreError> {
-        Self::at(root, max_id_len, String::new(), true)
+        Self::at(root, max_id_len, true)
     }
 
     /// Refuses a change to `path` on a read-only store.
@@ -474,7 +460,7 @@ impl MetadataStore {
         for (name, is_file) in entries {
             let outcome = if is_quarantined(&name) {
                 let path = self.devices_dir.join(&name);
-                log::debug!("skipping quarantined record {}", path.display());
+                log::debug!("skipping set-aside record {}", path.display());
                 report.quarantined.push(path);
                 continue;
             } else if let Some(stem) = name.strip_suffix(RECORD_EXT) {
@@ -574,7 +560,7 @@ impl MetadataStore {
                 }
             };
             if name.starts_with(TEMP_PREFIX) {
-                if self.read_only || name.starts_with(&self.temp_tag) {
+                if self.read_only || name.starts_with(self.temp_files.tag()) {
                     continue; // one of our own writes, in flight
                 }
                 let path = entry.path();

@@ -115,6 +115,23 @@ impl FsKind {
     }
 }
 
+/// A filesystem name that is not one of [`FsKind`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not ext4 or xfs")]
+pub struct UnknownFsKind(pub String);
+
+impl std::str::FromStr for FsKind {
+    type Err = UnknownFsKind;
+
+    /// `ext4` or `xfs`, as [`FsKind::as_str`] writes them.
+    fn from_str(name: &str) -> Result<FsKind, UnknownFsKind> {
+        [FsKind::Ext4, FsKind::Xfs]
+            .into_iter()
+            .find(|fs| fs.as_str() == name)
+            .ok_or_else(|| UnknownFsKind(name.to_string()))
+    }
+}
+
 /// Where the pool's data and metadata live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -458,5 +475,15 @@ mod tests {
         assert!(r.validate(64).unwrap_err().contains("own parent"));
         r.parent = Some("../b".into());
         assert!(r.validate(64).unwrap_err().starts_with("parent:"));
+    }
+
+    #[test]
+    fn fs_kind_names_round_trip() {
+        for fs in [FsKind::Ext4, FsKind::Xfs] {
+            assert_eq!(fs.as_str().parse::<FsKind>(), Ok(fs));
+        }
+        let err = "btrfs".parse::<FsKind>().unwrap_err();
+        assert_eq!(err.to_string(), "'btrfs' is not ext4 or xfs");
+        assert!("EXT4".parse::<FsKind>().is_err(), "names are exact");
     }
 }

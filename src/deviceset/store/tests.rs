@@ -1,11 +1,10 @@
 //! Tests of the metadata store on real files (moved from the old
 //! `tests/deviceset_store.rs`): layout, round trips, damaged records,
-//! quarantine, transactions, concurrency, the record cache.
+//! records set aside, transactions, concurrency, the record cache.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -351,7 +350,7 @@ fn damaged_records_are_reported_and_the_rest_load() {
 }
 
 #[test]
-fn quarantine_moves_aside_explicitly() {
+fn records_set_aside_by_hand_are_skipped() {
     let s = Scratch::new("quarantine");
     let store = open(&s);
     store.write_set(&set_record()).unwrap();
@@ -359,31 +358,25 @@ fn quarantine_moves_aside_explicitly() {
     fs::write(d.join("x.json"), b"{broken").unwrap();
     let rep = store.load_all().unwrap();
     assert_eq!(rep.problems.len(), 1);
-    let moved = store.quarantine(&rep.problems[0].path).unwrap();
-    assert_eq!(moved, d.join("x.json.corrupt"));
+    // What the module documentation tells an operator to do.
+    let moved = d.join("x.json.corrupt");
+    fs::rename(&rep.problems[0].path, &moved).unwrap();
     fs::write(d.join("x.json"), b"{broken again").unwrap();
-    assert_eq!(
-        store.quarantine(&d.join("x.json")).unwrap(),
-        d.join("x.json.corrupt.1")
-    );
+    fs::rename(d.join("x.json"), d.join("x.json.corrupt.1")).unwrap();
+    fs::write(d.join("y.json.corrupt.x"), b"{").unwrap();
     let rep = store.load_all().unwrap();
-    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
-    assert_eq!(rep.quarantined.len(), 2);
+    assert_eq!(rep.quarantined.len(), 2, "{:?}", rep.quarantined);
+    assert_eq!(
+        rep.problems.len(),
+        1,
+        "not a set-aside name: {:?}",
+        rep.problems
+    );
     assert_eq!(fs::read(&moved).unwrap(), b"{broken");
+    fs::remove_file(d.join("y.json.corrupt.x")).unwrap();
     // The id can be used again.
     store.write_device(&dev("x", 3)).unwrap();
     assert_eq!(store.load_all().unwrap().devices.len(), 1);
-    // Only device record files can be quarantined.
-    for bad in [
-        store.set_path(),
-        d.join("..").join("set.json"),
-        PathBuf::from("x.json"),
-        s.path().join("elsewhere.json"),
-    ] {
-        let err = store.quarantine(&bad).unwrap_err();
-        assert!(matches!(err, StoreError::NotQuarantinable { .. }), "{err}");
-    }
-    assert!(store.set_path().exists());
 }
 
 #[test]

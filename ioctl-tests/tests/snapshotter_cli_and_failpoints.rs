@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 fn on_path(name: &str) -> PathBuf {
     dmthin_ioctl_tests::find_on_path(name).unwrap_or_else(|| {
-        panic!("{name} is not on PATH: run with `ioctl-tests/run --test snapshotter_shared`")
+        panic!("{name} is not on PATH: run with `ioctl-tests/run --test snapshotter_cli_and_failpoints`")
     })
 }
 
