@@ -234,13 +234,15 @@ impl Workload<'_> {
     fn run(&mut self, steps: usize) {
         self.create();
         for step in 0..steps {
-            // The metadata growth comes last: see KNOWN.
+            // The metadata growth comes late: until the defect in KNOWN is
+            // fixed, the points after it cannot be checked. With the fix,
+            // move it to the middle.
             match step {
                 _ if step == steps / 4 => self.grow_data(),
                 _ if step == steps / 3 => self.autoextend(),
                 _ if step == steps / 2 => self.reopen(0),
                 _ if step == 2 * steps / 3 => self.reopen(16 * MIB),
-                _ if step == steps - 3 => self.grow_meta(),
+                _ if step == steps * 9 / 10 => self.grow_meta(),
                 _ => {}
             }
             match self.rng.below(10) {
@@ -432,7 +434,7 @@ impl Replay<'_> {
 #[test]
 fn every_acknowledged_operation_survives_a_crash_at_any_write() {
     dmthin_ioctl_tests::require_device_mapper();
-    let steps = env_or("DMTHIN_REPLAY_STEPS", 100) as usize;
+    let steps = env_or("DMTHIN_REPLAY_STEPS", 110) as usize;
     let full_every = env_or("DMTHIN_REPLAY_FULL_EVERY", 16).max(1) as usize;
     let seed = env_or("DMTHIN_REPLAY_SEED", 0x2545_f491_4f6c_dd1d).max(1);
     say(&format!(

@@ -81,18 +81,23 @@ fn target(dir: &TempDir, len: usize, byte: u8) -> (std::path::PathBuf, File) {
     (path, f)
 }
 
-#[test]
-fn entries_and_replay_points_are_read_in_log_order() {
-    let dir = TempDir::new("lw-parse");
-    let bytes = LogBuilder::new(512)
+/// A write, a discard, a flush, a FUA write, a mark and a flush with data,
+/// onto an 8-sector device.
+fn sample_log() -> Vec<u8> {
+    LogBuilder::new(512)
         .write(2, 0, &fill(b'a', 1024))
         .discard(0, 1)
         .flush()
-        .write(5, LOG_FUA_FLAG | LOG_METADATA_FLAG, &fill(b'b', 512))
+        .write(3, LOG_FUA_FLAG | LOG_METADATA_FLAG, &fill(b'b', 512))
         .mark("acked add-1")
-        .write(1, LOG_FLUSH_FLAG, &fill(b'c', 512))
-        .finish();
-    let log = parse(&dir, &bytes).unwrap();
+        .write(0, LOG_FLUSH_FLAG, &fill(b'c', 512))
+        .finish()
+}
+
+#[test]
+fn entries_and_replay_points_are_read_in_log_order() {
+    let dir = TempDir::new("lw-parse");
+    let log = parse(&dir, &sample_log()).unwrap();
     assert_eq!(log.sector_size(), 512);
     let e = log.entries();
     assert_eq!(e.len(), 6);
@@ -112,15 +117,7 @@ fn entries_and_replay_points_are_read_in_log_order() {
 #[test]
 fn replay_applies_each_prefix_of_the_log() {
     let dir = TempDir::new("lw-replay");
-    let bytes = LogBuilder::new(512)
-        .write(2, 0, &fill(b'a', 1024))
-        .discard(0, 1)
-        .flush()
-        .write(3, LOG_FUA_FLAG, &fill(b'b', 512))
-        .mark("m")
-        .write(0, LOG_FLUSH_FLAG, &fill(b'c', 512))
-        .finish();
-    let log = parse(&dir, &bytes).unwrap();
+    let log = parse(&dir, &sample_log()).unwrap();
     let (path, file) = target(&dir, 8 * 512, b'.');
     let mut r = Replayer::new(&log, file).unwrap();
     let sectors = || {
