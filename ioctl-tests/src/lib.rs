@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod logwrites;
 mod sys;
 pub use sys::{block_device_geometry, poll_readable, set_thread_nice, Geometry};
 
