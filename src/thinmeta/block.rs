@@ -184,6 +184,10 @@ pub(crate) struct Superblock {
     pub(crate) device_details_root: u64,
     /// Data block size in 512-byte sectors.
     pub(crate) data_block_sectors: u32,
+    /// Blocks of the metadata device as the pool uses it: the metadata
+    /// space map's count, which the kernel keeps current when the device
+    /// grows (the superblock's own `metadata_nr_blocks` is written only
+    /// when the metadata is formatted, so after a growth it is too small).
     pub(crate) metadata_nr_blocks: u64,
 }
 
@@ -219,7 +223,8 @@ impl Superblock {
             data_mapping_root: le64(&b, 320),
             device_details_root: le64(&b, 328),
             data_block_sectors,
-            metadata_nr_blocks: le64(&b, 344),
+            // The metadata space map's nr_blocks (its root starts at 192).
+            metadata_nr_blocks: le64(&b, 344).max(le64(&b, 192)),
         })
     }
 }

@@ -33,6 +33,10 @@ impl ReadAt for Segment<'_> {
         }
         std::os::unix::fs::FileExt::read_exact_at(self.file, buf, self.offset + offset)
     }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len)
+    }
 }
 
 /// Thin ids of the metadata in `reader`, after walking every tree and the

@@ -55,7 +55,7 @@ fn snapshot(origin: &DeviceRef, cow: &DeviceRef, len: u64) -> TableLine {
 }
 
 fn loop_ref(l: &LoopDevice) -> DeviceRef {
-    let (ma, mi) = l.major_minor();
+    let (ma, mi) = dmthin_ioctl_tests::node_major_minor(l.path()).expect("a loop device's number");
     DeviceRef::MajorMinor(ma, mi)
 }
 
@@ -123,7 +123,7 @@ impl Disks {
         let logged = LoopDevice::with_sparse_file(dir, "logged", LOGGED_BYTES);
         let log = LoopDevice::with_sparse_file(dir, "log", LOG_BYTES);
         let data = LoopDevice::with_sparse_file(dir, "data", DATA_GROWN_BYTES);
-        let params = format!("{} {}", logged.dev_string(), log.dev_string());
+        let params = format!("{} {}", logged.majmin(), log.majmin());
         let lw_line = TableLine::new(0, sectors(LOGGED_BYTES), "log-writes", params).unwrap();
         let lw = create(ctl, "lw", lw_line).unwrap();
         create(ctl, "root", linear(&lw, 0, ROOT_BYTES)).unwrap();
