@@ -336,3 +336,26 @@ fn a_space_map_claiming_more_than_the_device_can_count_is_refused() {
         )
     ));
 }
+
+/// After the metadata device grows, the kernel updates the metadata space
+/// map's block count (superblock offset 192) but never `metadata_nr_blocks`
+/// (offset 344, written at format): blocks past the formatted size are
+/// read, and blocks past both counts are still refused.
+#[test]
+fn a_grown_metadata_device_is_read_past_its_formatted_size() {
+    let bytes = pool_bytes(5);
+    let expected = open_usage(&bytes).unwrap();
+    let details = le64(&bytes, 328);
+    let mut grown = bytes.clone();
+    block_mut(&mut grown, 0)[344..352].copy_from_slice(&details.to_le_bytes());
+    super::seal::seal_block(block_mut(&mut grown, 0), 0);
+    assert_eq!(open_usage(&grown).unwrap(), expected);
+    block_mut(&mut grown, 0)[192..200].copy_from_slice(&details.to_le_bytes());
+    super::seal::seal_block(block_mut(&mut grown, 0), 0);
+    assert!(
+        Metadata::open(&grown[..], Source::Live)
+            .and_then(|m| m.usage())
+            .is_err(),
+        "a block past both counts must be refused"
+    );
+}
