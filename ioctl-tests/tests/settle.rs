@@ -252,3 +252,37 @@ fn a_redone_delete_on_an_adopted_pool_spares_the_owners_new_thin_of_that_id() {
     c.remove(DevId::Name(name), &RemoveOptions::default())
         .unwrap();
 }
+
+/// An id removed since the journal was last folded (its record file still
+/// on disk, the removal in the journal) can be added again at once, and the
+/// new device is the one that survives a reopen.
+#[test]
+fn a_removed_id_can_be_added_again_before_the_journal_is_folded() {
+    let root = Root::new("reuse-id");
+    let o = options(FsKind::Ext4);
+    let set = DeviceSet::open(&root.0, o.clone()).unwrap();
+    set.add_device("x", None).unwrap();
+    set.add_device("p", None).unwrap();
+    // Shutdown folds: x.json is written.
+    set.shutdown().unwrap();
+    drop(set);
+    assert!(root.0.join("metadata/devices/x.json").exists());
+    let set = DeviceSet::open(&root.0, o.clone()).unwrap();
+    set.remove_device("x").unwrap();
+    set.add_device("x", Some("p")).unwrap();
+    assert_eq!(set.presence("x").unwrap(), Presence::Present);
+    let listed = set.list().unwrap();
+    let x = listed.iter().find(|d| d.id == "x").unwrap();
+    assert_eq!(x.parent.as_deref(), Some("p"));
+    check_invariants(&set);
+    drop(set);
+    let set = DeviceSet::open(&root.0, o).unwrap();
+    let listed = set.list().unwrap();
+    let again = listed.iter().find(|d| d.id == "x").unwrap();
+    assert_eq!(
+        (again.parent.as_deref(), again.thin_id),
+        (Some("p"), x.thin_id)
+    );
+    check_invariants(&set);
+    set.shutdown().unwrap();
+}

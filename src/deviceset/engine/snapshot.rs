@@ -73,9 +73,11 @@ impl Config {
             });
         }
         // A record the load refused (damaged, sharing a thin id) still holds
-        // what was stored under this id: never write over it.
+        // what was stored under this id: never write over it. A record file
+        // of a device removed since the last fold is no such thing: the
+        // journal says it is gone, and the next fold rewrites it.
         let path = state.store.device_path(id)?;
-        if path.exists() {
+        if path.exists() && !state.journal.touched().contains(id) {
             return Err(DeviceSetError::RefusedRecord {
                 id: id.to_string(),
                 path,
