@@ -182,6 +182,8 @@ fn a_degraded_open_reports_an_unsettled_add_as_uncertain_and_keeps_it() {
     assert_eq!(set.unsettled_ids().unwrap(), ["c"]);
     assert_eq!(set.presence("kept").unwrap(), Presence::Present);
     assert!(!set.list().unwrap().iter().any(|d| d.id == "c"));
+    set.deactivate_device("kept").unwrap();
+    set.shutdown().unwrap();
     drop(set);
     // Repaired as an operator would, the next open settles it: the create
     // had been committed, so the device is there.
