@@ -1,0 +1,308 @@
+//! The seeded fault schedule (issue #25): random operations on a device
+//! set, checked against a model of what the set acknowledged, with faults
+//! mixed in: errors injected at random fail points, processes aborted at
+//! random fail points (a child process), crashes and reopens, a pool made
+//! read-only, filled to out-of-data-space and discarded, metadata writes
+//! failing (a pool that needs a check), deferred deletes, and device and
+//! thin ids used again.
+//!
+//! Each seed runs its own operations (device ids `s<seed>-<n>`) on a set
+//! shared with the other seeds, ends with every acknowledged device
+//! checked (listed whole, its files read back, the pool's thin ids the
+//! records') and removes its devices. A seed whose answers disagree with
+//! the model is a divergence: its log is printed with the command that
+//! replays it, the run goes on on a fresh set, and the test fails at the
+//! end. The last lines say `N seeds, D divergences` and how often each
+//! fault ran.
+//!
+//! Knobs (`ioctl-tests/run --test schedule --env NAME=VALUE`):
+//!
+//! - `DMTHIN_SCHEDULE_SEEDS` (200): how many seeds;
+//! - `DMTHIN_SCHEDULE_FIRST` (1): the first seed;
+//! - `DMTHIN_SCHEDULE_SEED`: only this seed (a replay);
+//! - `DMTHIN_SCHEDULE_OPS` (8): operations per seed, besides its episode;
+//! - `DMTHIN_SCHEDULE_THIN_DUMP_EVERY` (25): every seed ends with the
+//!   pool's thin ids read in-process from a metadata snapshot; every k-th
+//!   with `thin_dump` instead (independent of the crate, ~1 s under TCG);
+//! - `DMTHIN_SCHEDULE_VERBOSE`: print every seed's log, not only a diverging one's;
+//! - `DMTHIN_SCHEDULE_FLAKEY` (25) and `DMTHIN_SCHEDULE_FILL` (50): per
+//!   mille of seeds with a failed-metadata-write episode and with an
+//!   out-of-space fill.
+//!
+//! A seed replays the same operations wherever it runs; thin ids (and so
+//! the pool's answers) can differ on a fresh set, so a divergence also
+//! prints the range that reproduces the run exactly.
+
+mod common;
+#[path = "schedule/episodes.rs"]
+mod episodes;
+#[path = "schedule/model.rs"]
+mod model;
+#[path = "schedule/ops.rs"]
+mod ops;
+#[path = "schedule/world.rs"]
+mod world;
+
+use dmthin::deviceset::failpoint;
+use model::{Counts, Rng};
+use ops::Run;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::time::Instant;
+use world::World;
+
+/// Prints past libtest's capture (straight to stderr), so the VM log shows it.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// The run's knobs, from the environment.
+struct Knobs {
+    first: u64,
+    seeds: u64,
+    ops: usize,
+    thin_dump_every: u64,
+    flakey_permille: usize,
+    fill_permille: usize,
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+impl Knobs {
+    fn from_env() -> Knobs {
+        let one = std::env::var("DMTHIN_SCHEDULE_SEED").ok();
+        let (first, seeds) = match one {
+            Some(_) => (env_num("DMTHIN_SCHEDULE_SEED", 0), 1),
+            None => (
+                env_num("DMTHIN_SCHEDULE_FIRST", 1),
+                env_num("DMTHIN_SCHEDULE_SEEDS", 200),
+            ),
+        };
+        Knobs {
+            first,
+            seeds,
+            ops: env_num("DMTHIN_SCHEDULE_OPS", 8) as usize,
+            thin_dump_every: env_num("DMTHIN_SCHEDULE_THIN_DUMP_EVERY", 25).max(1),
+            flakey_permille: env_num("DMTHIN_SCHEDULE_FLAKEY", 25) as usize,
+            fill_permille: env_num("DMTHIN_SCHEDULE_FILL", 50) as usize,
+        }
+    }
+
+    /// The `--env` arguments that give this run's knobs (for a replay).
+    fn env_args(&self) -> String {
+        format!(
+            "--env DMTHIN_SCHEDULE_OPS={} --env DMTHIN_SCHEDULE_FLAKEY={} --env DMTHIN_SCHEDULE_FILL={}",
+            self.ops, self.flakey_permille, self.fill_permille
+        )
+    }
+}
+
+/// What a seed does besides its random operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Random operations only.
+    Plain,
+    /// And a fill to out-of-data-space, then discards.
+    Fill,
+    /// On the flakey set, and metadata writes fail (needs_check).
+    Flakey,
+}
+
+impl Kind {
+    fn of(seed: u64, k: &Knobs) -> Kind {
+        let roll = Rng::new(seed ^ 0x6B1D).below(1000);
+        if roll < k.flakey_permille {
+            Kind::Flakey
+        } else if roll < k.flakey_permille + k.fill_permille {
+            Kind::Fill
+        } else {
+            Kind::Plain
+        }
+    }
+}
+
+/// The random operations, with their weights.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Add,
+    Remove,
+    Activate,
+    Deactivate,
+    MountWrite,
+    Unmount,
+    SetInitialized,
+    Grow,
+    Reopen,
+    Cleanup,
+    Abort,
+    ReadOnly,
+}
+
+/// One seed: a first add, `ops` random operations with the seed's
+/// episode among them, then the final check and clean-up.
+fn run_seed(run: &mut Run, kind: Kind, k: &Knobs, thin_dump: bool) {
+    run.add();
+    let episode_at = run.rng.below(k.ops.max(1));
+    for i in 0..k.ops {
+        if i == episode_at {
+            match kind {
+                Kind::Plain => {}
+                Kind::Fill => run.fill_episode(),
+                Kind::Flakey => run.flakey_episode(),
+            }
+        }
+        let mut choices = vec![
+            (20, Op::Add),
+            (5, Op::Activate),
+            (3, Op::SetInitialized),
+            (4, Op::Grow),
+            (8, Op::Reopen),
+            (4, Op::Abort),
+            (2, Op::ReadOnly),
+        ];
+        if !run.model.present_ids(None).is_empty() {
+            choices.extend([(10, Op::Remove), (3, Op::Deactivate), (12, Op::MountWrite)]);
+        }
+        if !run.model.mounted.is_empty() {
+            choices.push((4, Op::Unmount));
+        }
+        if !run.pending.is_empty() {
+            choices.push((2, Op::Cleanup));
+        }
+        let op = run.rng.weighted(&choices);
+        run.counts.add("operations");
+        match op {
+            Op::Add => run.add(),
+            Op::Remove => run.remove(),
+            Op::Activate => run.activate(),
+            Op::Deactivate => run.deactivate(),
+            Op::MountWrite => run.mount_write(),
+            Op::Unmount => run.unmount(),
+            Op::SetInitialized => run.set_initialized(),
+            Op::Grow => run.grow(),
+            Op::Reopen => run.reopen(),
+            Op::Cleanup => run.cleanup(),
+            Op::Abort => run.abort(),
+            Op::ReadOnly => run.read_only_episode(),
+        }
+        run.check_presence();
+    }
+    run.finish(thin_dump);
+}
+
+/// The text of a caught panic.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+#[test]
+fn seeded_fault_schedule() {
+    let k = Knobs::from_env();
+    let last = k.first + k.seeds - 1;
+    say!(
+        "schedule: seeds {}..={last}, {} operations each (replay one: DMTHIN_SCHEDULE_SEED=N ioctl-tests/run --test schedule {})",
+        k.first,
+        k.ops,
+        k.env_args()
+    );
+    let t0 = Instant::now();
+    let mut counts = Counts::default();
+    let mut main = World::main("sched");
+    let mut flakey: Option<World> = None;
+    let mut diverged = Vec::new();
+    let verbose = std::env::var_os("DMTHIN_SCHEDULE_VERBOSE").is_some();
+    let mut secs_by_kind = std::collections::BTreeMap::<&str, (u64, f64)>::new();
+    for seed in k.first..=last {
+        let kind = Kind::of(seed, &k);
+        let world = match kind {
+            Kind::Flakey => flakey.get_or_insert_with(|| World::flakey("sched-flakey")),
+            _ => &mut main,
+        };
+        let thin_dump = (seed - k.first) % k.thin_dump_every == 0;
+        let mut log = Vec::new();
+        let ts = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut run = Run::new(world, seed, &mut counts, &mut log);
+            run_seed(&mut run, kind, &k, thin_dump);
+        }));
+        failpoint::set(None);
+        let secs = ts.elapsed().as_secs_f64();
+        let entry = secs_by_kind.entry(format!("{kind:?}").leak()).or_default();
+        entry.0 += 1;
+        entry.1 += secs;
+        counts.add("seeds");
+        match outcome {
+            Ok(()) => {
+                say!(
+                    "seed {seed} ({kind:?}): as modelled, {} steps, {secs:.1} s",
+                    log.len()
+                );
+                if verbose {
+                    for line in &log {
+                        say!("    {line}");
+                    }
+                }
+            }
+            Err(p) => {
+                let msg = panic_text(p.as_ref());
+                say!("seed {seed} ({kind:?}): DIVERGENCE: {msg}");
+                for line in &log {
+                    say!("    {line}");
+                }
+                say!(
+                    "    replay: DMTHIN_SCHEDULE_SEED={seed} ioctl-tests/run --test schedule {}; \
+                     exactly as here: DMTHIN_SCHEDULE_FIRST={} DMTHIN_SCHEDULE_SEEDS={}",
+                    k.env_args(),
+                    k.first,
+                    seed - k.first + 1
+                );
+                diverged.push(seed);
+                // Later seeds start from a fresh set.
+                match kind {
+                    Kind::Flakey => flakey = None,
+                    _ => main = World::main(&format!("sched-{seed}")),
+                }
+            }
+        }
+    }
+    drop(flakey);
+    drop(main);
+    say!("schedule: {:.0} s in all", t0.elapsed().as_secs_f64());
+    for (kind, (n, secs)) in &secs_by_kind {
+        say!(
+            "  {kind}: {n} seeds, {secs:.0} s, {:.2} s a seed",
+            secs / *n as f64
+        );
+    }
+    for (what, n) in &counts.0 {
+        say!("  {n:7}  {what}");
+    }
+    say!("{} seeds, {} divergences", k.seeds, diverged.len());
+    assert!(diverged.is_empty(), "diverging seeds: {diverged:?}");
+}
+
+/// The child process of an abort (does nothing in a normal run).
+#[test]
+fn schedule_child() {
+    let (Ok(op), Ok(root)) = (
+        std::env::var(episodes::CHILD_OP),
+        std::env::var(episodes::CHILD_ROOT),
+    ) else {
+        return;
+    };
+    episodes::child_main(&op, Path::new(&root));
+}
