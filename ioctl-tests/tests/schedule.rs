@@ -20,11 +20,14 @@
 //! - `DMTHIN_SCHEDULE_SEEDS` (200): how many seeds;
 //! - `DMTHIN_SCHEDULE_FIRST` (1): the first seed;
 //! - `DMTHIN_SCHEDULE_SEED`: only this seed (a replay);
-//! - `DMTHIN_SCHEDULE_OPS` (8): operations per seed, besides its episode;
+//! - `DMTHIN_SCHEDULE_OPS` (6): operations per seed, besides its episode;
 //! - `DMTHIN_SCHEDULE_THIN_DUMP_EVERY` (25): every seed ends with the
 //!   pool's thin ids read in-process from a metadata snapshot; every k-th
 //!   with `thin_dump` instead (independent of the crate, ~1 s under TCG);
 //! - `DMTHIN_SCHEDULE_VERBOSE`: print every seed's log, not only a diverging one's;
+//! - `DMTHIN_SCHEDULE_SKIP`: operations (`grow_meta`, `mount`, ...) and
+//!   fail points not to run, comma-separated: to look past a known
+//!   divergence (the dice are cast as usual, so the rest stays the same);
 //! - `DMTHIN_SCHEDULE_FLAKEY` (25) and `DMTHIN_SCHEDULE_FILL` (50): per
 //!   mille of seeds with a failed-metadata-write episode and with an
 //!   out-of-space fill.
@@ -67,6 +70,7 @@ struct Knobs {
     thin_dump_every: u64,
     flakey_permille: usize,
     fill_permille: usize,
+    skip: Vec<String>,
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -92,19 +96,30 @@ impl Knobs {
         Knobs {
             first,
             seeds,
-            ops: env_num("DMTHIN_SCHEDULE_OPS", 8) as usize,
+            ops: env_num("DMTHIN_SCHEDULE_OPS", 6) as usize,
             thin_dump_every: env_num("DMTHIN_SCHEDULE_THIN_DUMP_EVERY", 25).max(1),
             flakey_permille: env_num("DMTHIN_SCHEDULE_FLAKEY", 25) as usize,
             fill_permille: env_num("DMTHIN_SCHEDULE_FILL", 50) as usize,
+            skip: std::env::var("DMTHIN_SCHEDULE_SKIP")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
         }
     }
 
     /// The `--env` arguments that give this run's knobs (for a replay).
     fn env_args(&self) -> String {
-        format!(
+        let mut args = format!(
             "--env DMTHIN_SCHEDULE_OPS={} --env DMTHIN_SCHEDULE_FLAKEY={} --env DMTHIN_SCHEDULE_FILL={}",
             self.ops, self.flakey_permille, self.fill_permille
-        )
+        );
+        if !self.skip.is_empty() {
+            args += &format!(" --env DMTHIN_SCHEDULE_SKIP={}", self.skip.join(","));
+        }
+        args
     }
 }
 
@@ -152,14 +167,20 @@ enum Op {
 /// One seed: a first add, `ops` random operations with the seed's
 /// episode among them, then the final check and clean-up.
 fn run_seed(run: &mut Run, kind: Kind, k: &Knobs, thin_dump: bool) {
+    run.skip.clone_from(&k.skip);
     run.add();
     let episode_at = run.rng.below(k.ops.max(1));
     for i in 0..k.ops {
         if i == episode_at {
+            let t = Instant::now();
             match kind {
                 Kind::Plain => {}
                 Kind::Fill => run.fill_episode(),
                 Kind::Flakey => run.flakey_episode(),
+            }
+            if kind != Kind::Plain {
+                run.counts
+                    .time(format!("{kind:?} episode"), t.elapsed().as_secs_f64());
             }
         }
         let mut choices = vec![
@@ -182,6 +203,7 @@ fn run_seed(run: &mut Run, kind: Kind, k: &Knobs, thin_dump: bool) {
         }
         let op = run.rng.weighted(&choices);
         run.counts.add("operations");
+        let t = Instant::now();
         match op {
             Op::Add => run.add(),
             Op::Remove => run.remove(),
@@ -197,8 +219,13 @@ fn run_seed(run: &mut Run, kind: Kind, k: &Knobs, thin_dump: bool) {
             Op::ReadOnly => run.read_only_episode(),
         }
         run.check_presence();
+        run.counts
+            .time(format!("{op:?}"), t.elapsed().as_secs_f64());
     }
+    let t = Instant::now();
     run.finish(thin_dump);
+    run.counts
+        .time("final check and clean-up", t.elapsed().as_secs_f64());
 }
 
 /// The text of a caught panic.
@@ -219,6 +246,7 @@ fn seeded_fault_schedule() {
         k.ops,
         k.env_args()
     );
+    model::trace::install();
     let t0 = Instant::now();
     let mut counts = Counts::default();
     let mut main = World::main("sched");
@@ -234,6 +262,7 @@ fn seeded_fault_schedule() {
         };
         let thin_dump = (seed - k.first) % k.thin_dump_every == 0;
         let mut log = Vec::new();
+        model::trace::take();
         let ts = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut run = Run::new(world, seed, &mut counts, &mut log);
@@ -288,7 +317,15 @@ fn seeded_fault_schedule() {
             secs / *n as f64
         );
     }
-    for (what, n) in &counts.0 {
+    say!("  time by step (times, seconds, ms each):");
+    for (step, (n, secs)) in &counts.secs {
+        say!(
+            "  {n:7} {secs:7.1} s {:7.0} ms  {step}",
+            secs * 1e3 / *n as f64
+        );
+    }
+    say!("  counts:");
+    for (what, n) in &counts.n {
         say!("  {n:7}  {what}");
     }
     say!("{} seeds, {} divergences", k.seeds, diverged.len());

@@ -141,6 +141,10 @@ impl Run<'_> {
         let Some(point) = self.rng.pick(&points(group(op))) else {
             return;
         };
+        if self.skipped(point) || self.skipped(op) {
+            self.note(format!("(abort of {op} at {point} skipped)"));
+            return;
+        }
         self.counts.add("op abort (child process)");
         self.world.crash();
         let t0 = std::time::Instant::now();
@@ -157,6 +161,12 @@ impl Run<'_> {
             .env("RUST_LOG", "off")
             .output()
             .unwrap();
+        if !status.status.success() && status.status.signal().is_none() {
+            let err = String::from_utf8_lossy(&status.stderr);
+            for line in err.lines().filter(|l| l.starts_with("schedule child")) {
+                self.note(line.to_string());
+            }
+        }
         let ended = match (status.status.signal(), status.status.code()) {
             (Some(nix::libc::SIGABRT), _) => Ended::Aborted,
             (_, Some(0)) => Ended::Ok,
@@ -179,12 +189,17 @@ impl Run<'_> {
             self.counts
                 .add("aborts armed, not reached (child finished)");
         }
+        self.counts
+            .time("  (child process)", t0.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
         if let Err(e) = self.world.open() {
             diverged!(
                 self,
                 "the set does not reopen after `{words}` aborted at {point}: {e}"
             );
         }
+        self.counts
+            .time("  (DeviceSet::open)", t.elapsed().as_secs_f64());
         let degraded = self.world.degraded();
         let what = format!("`{words}` (abort at {point}: {ended:?})");
         if let Some((id, dev)) = target {

@@ -181,12 +181,60 @@ impl Model {
     }
 }
 
-/// How often each kind of fault and operation ran, over the whole run.
+/// How often each kind of fault and operation ran over the whole run,
+/// and the time each kind of step took.
 #[derive(Default)]
-pub struct Counts(pub BTreeMap<String, u64>);
+pub struct Counts {
+    pub n: BTreeMap<String, u64>,
+    /// Step → (times, seconds in all).
+    pub secs: BTreeMap<String, (u64, f64)>,
+}
 
 impl Counts {
     pub fn add(&mut self, kind: impl Into<String>) {
-        *self.0.entry(kind.into()).or_default() += 1;
+        *self.n.entry(kind.into()).or_default() += 1;
+    }
+
+    pub fn time(&mut self, step: impl Into<String>, secs: f64) {
+        let e = self.secs.entry(step.into()).or_default();
+        e.0 += 1;
+        e.1 += secs;
+    }
+}
+
+/// The set's log lines (info and up), kept until the seed's log takes
+/// them: a divergence shows what the set said on the way.
+pub mod trace {
+    use std::sync::Mutex;
+
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::Level::Info && m.target().starts_with("dmthin")
+        }
+
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                let line = format!("set {}: {}", r.level(), r.args());
+                LINES.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    /// Installs the capture (once per process).
+    pub fn install() {
+        if log::set_logger(&Capture).is_ok() {
+            log::set_max_level(log::LevelFilter::Info);
+        }
+    }
+
+    /// The lines logged since the last call.
+    pub fn take() -> Vec<String> {
+        std::mem::take(&mut *LINES.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }

@@ -102,6 +102,9 @@ pub struct Run<'a> {
     pub pending: BTreeSet<String>,
     /// The point the next [`Run::armed`] arms, whatever the dice say.
     pub force_point: Option<&'static str>,
+    /// Operations and fail points not to run (a known divergence, while
+    /// looking for others): chosen as usual, so other choices stay the same.
+    pub skip: Vec<String>,
     started: std::time::Instant,
 }
 
@@ -121,6 +124,7 @@ impl<'a> Run<'a> {
             inject_pct: 30,
             pending: BTreeSet::new(),
             force_point: None,
+            skip: Vec::new(),
             started: std::time::Instant::now(),
         }
     }
@@ -128,7 +132,15 @@ impl<'a> Run<'a> {
     /// Logs a step, with the milliseconds since the seed began.
     pub fn note(&mut self, line: String) {
         let ms = self.started.elapsed().as_millis();
+        for said in super::model::trace::take() {
+            self.log.push(format!("{:9}  {said}", ""));
+        }
         self.log.push(format!("{ms:6} ms  {line}"));
+    }
+
+    /// Whether `DMTHIN_SCHEDULE_SKIP` names this operation or fail point.
+    pub fn skipped(&self, what: &str) -> bool {
+        self.skip.iter().any(|s| s == what)
     }
 
     pub fn set(&self) -> &DeviceSet {
@@ -147,6 +159,13 @@ impl<'a> Run<'a> {
             Some(p) => Some(p),
             None if self.rng.percent(self.inject_pct) => self.rng.pick(&points(group(op))),
             None => None,
+        };
+        let point = match point {
+            Some(p) if self.skipped(p) => {
+                self.note(format!("(not arming {p}: skipped)"));
+                None
+            }
+            other => other,
         };
         let armed = point.map(Armed::new);
         let r = f(self.world.set());
@@ -317,25 +336,12 @@ impl<'a> Run<'a> {
     }
 
     /// No device of the set is left suspended or without a table (a
-    /// failed reload or activation must undo itself). One that is, is
-    /// resumed so the run cannot hang, after the divergence is noted.
+    /// failed reload or activation must undo itself). One left suspended is
+    /// resumed so the run cannot hang, and the divergence noted.
     pub fn check_devices(&mut self, after: &str) {
-        let prefix = dmthin::deviceset::name_prefix(self.world.path()).unwrap();
-        let (_, out) = crate::common::sh("dmsetup info -c --noheadings -o name,attr");
-        for line in out.lines() {
-            let mut it = line.split(':');
-            let (Some(name), Some(attr)) = (it.next(), it.next()) else {
-                continue;
-            };
-            if !name.starts_with(&prefix) {
-                continue;
-            }
-            // attr: L--w (live table), s = suspended, i = inactive table.
-            let suspended = attr.contains('s');
-            if suspended || !attr.starts_with('L') || attr.contains('i') {
-                crate::common::sh(&format!("dmsetup resume {name}"));
-                diverged!(self, "after {after}: {name} is left {attr}");
-            }
+        let stuck = self.world.stuck_devices();
+        if !stuck.is_empty() {
+            diverged!(self, "after {after}: devices left {stuck:?}");
         }
     }
 
@@ -668,6 +674,10 @@ impl<'a> Run<'a> {
             };
             ("grow_pool", to)
         };
+        if self.skipped(op) {
+            self.note(format!("({op} skipped)"));
+            return;
+        }
         self.counts.add(format!("op {op}"));
         let what = format!("{op} to {} MiB", size / MIB);
         let r = self.armed(op, &what, |s| {
@@ -692,7 +702,11 @@ impl<'a> Run<'a> {
         self.counts.add("crashes (in-process) and reopens");
         self.world.crash();
         if self.rng.percent(self.inject_pct) {
-            if let Some(p) = self.rng.pick(&points(group("open"))) {
+            if let Some(p) = self
+                .rng
+                .pick(&points(group("open")))
+                .filter(|p| !self.skipped(p))
+            {
                 let armed = Armed::new(p);
                 let r = self.world.open();
                 drop(armed);
@@ -716,9 +730,12 @@ impl<'a> Run<'a> {
     /// Opens the set after a crash and checks it against the model:
     /// presence, the list, settled when the pool is writable.
     pub fn reopened(&mut self, after: &str, adopt_mounts: bool) {
+        let t = std::time::Instant::now();
         if let Err(e) = self.world.open() {
             diverged!(self, "the set does not reopen after {after}: {e}");
         }
+        self.counts
+            .time("  (DeviceSet::open)", t.elapsed().as_secs_f64());
         let degraded = self.world.degraded();
         self.note(format!(
             "reopened after {after} (pool {})",

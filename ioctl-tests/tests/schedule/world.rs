@@ -6,7 +6,8 @@
 
 use crate::common::*;
 use dmthin::deviceset::{DeviceSet, FsKind, Options, StorageOptions};
-use dmthin::dm::{Control, DevId};
+use dmthin::dm::{Control, DevId, StatusKind, StatusOptions, UdevFlags};
+use dmthin::target::TableLine;
 use dmthin::thinmeta::{Metadata, Source};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -212,11 +213,18 @@ impl World {
     /// read-only): the set then runs degraded.
     pub fn set_pool_read_only(&self, read_only: bool) {
         let pool = self.pool();
-        let table = sh_ok(&format!("dmsetup table {pool}"));
-        let words: Vec<&str> = table.split_whitespace().collect();
-        assert_eq!(words.get(2), Some(&"thin-pool"), "{table}");
-        let n: usize = words[7].parse().unwrap();
-        let mut features: Vec<&str> = words[8..8 + n]
+        let mut ctl = Control::open().unwrap();
+        let table = StatusOptions {
+            kind: StatusKind::Table,
+            ..StatusOptions::default()
+        };
+        let (_, lines) = ctl.table_status(DevId::Name(&pool), &table).unwrap();
+        let line = &lines[0];
+        assert_eq!(line.target_type(), "thin-pool", "{line:?}");
+        // meta data block_size low_water_mark #features features...
+        let words: Vec<&str> = line.params().split_whitespace().collect();
+        let n: usize = words[4].parse().unwrap();
+        let mut features: Vec<&str> = words[5..5 + n]
             .iter()
             .copied()
             .filter(|f| *f != "read_only")
@@ -224,15 +232,15 @@ impl World {
         if read_only {
             features.push("read_only");
         }
-        let line = format!(
+        let params = format!(
             "{} {} {}",
-            words[..7].join(" "),
+            words[..4].join(" "),
             features.len(),
             features.join(" ")
         );
-        sh_ok(&format!(
-            "dmsetup reload {pool} --table '{line}' && dmsetup suspend {pool} && dmsetup resume {pool}"
-        ));
+        let new = TableLine::new(line.start(), line.length(), "thin-pool", params).unwrap();
+        ctl.reload_table(DevId::Name(&pool), &[new], UdevFlags::PRIVATE)
+            .unwrap();
     }
 
     /// Waits (up to 10 s) until the pool is writable again by itself, as a
@@ -240,16 +248,47 @@ impl World {
     /// commits. A status read without noflush makes it commit.
     pub fn wait_writable(&self) -> bool {
         let t0 = Instant::now();
+        let mut ctl = Control::open().unwrap();
         loop {
-            sh(&format!("dmsetup status {} >/dev/null", self.pool()));
+            let _ = ctl.table_status(DevId::Name(&self.pool()), &StatusOptions::default());
             if !self.degraded() {
                 return true;
             }
             if t0.elapsed() > Duration::from_secs(10) {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Devices of the set left suspended, without a live table, or with an
+    /// inactive one loaded: (name, what is wrong).
+    pub fn stuck_devices(&self) -> Vec<(String, String)> {
+        let prefix = dmthin::deviceset::name_prefix(self.path()).unwrap();
+        let mut ctl = Control::open().unwrap();
+        let mut stuck = Vec::new();
+        for e in ctl.list_devices().unwrap() {
+            if !e.name.starts_with(&prefix) {
+                continue;
+            }
+            let Ok(info) = ctl.info(DevId::Name(&e.name)) else {
+                continue;
+            };
+            let wrong = if info.suspended() {
+                "suspended"
+            } else if !info.active_table() {
+                "without a table"
+            } else if info.inactive_table() {
+                "with an inactive table loaded"
+            } else {
+                continue;
+            };
+            if info.suspended() {
+                let _ = ctl.resume(DevId::Name(&e.name), UdevFlags::empty());
+            }
+            stuck.push((e.name, wrong.to_string()));
+        }
+        stuck
     }
 
     /// Every mount under this set's `mnt/` directory, in the kernel.
