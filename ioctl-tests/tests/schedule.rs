@@ -19,7 +19,7 @@
 //!
 //! - `DMTHIN_SCHEDULE_SEEDS` (200): how many seeds;
 //! - `DMTHIN_SCHEDULE_FIRST` (1): the first seed;
-//! - `DMTHIN_SCHEDULE_SEED`: only this seed (a replay);
+//! - `DMTHIN_SCHEDULE_SEED`: only these seeds, comma-separated (a replay);
 //! - `DMTHIN_SCHEDULE_OPS` (6): operations per seed, besides its episode;
 //! - `DMTHIN_SCHEDULE_THIN_DUMP_EVERY` (25): every seed ends with the
 //!   pool's thin ids read in-process from a metadata snapshot; every k-th
@@ -64,8 +64,10 @@ macro_rules! say {
 
 /// The run's knobs, from the environment.
 struct Knobs {
-    first: u64,
-    seeds: u64,
+    /// The seeds to run, in order.
+    seeds: Vec<u64>,
+    /// Whether they were listed (`DMTHIN_SCHEDULE_SEED`), not a range.
+    listed: bool,
     ops: usize,
     thin_dump_every: u64,
     flakey_permille: usize,
@@ -85,17 +87,24 @@ fn env_num(name: &str, default: u64) -> u64 {
 
 impl Knobs {
     fn from_env() -> Knobs {
-        let one = std::env::var("DMTHIN_SCHEDULE_SEED").ok();
-        let (first, seeds) = match one {
-            Some(_) => (env_num("DMTHIN_SCHEDULE_SEED", 0), 1),
-            None => (
-                env_num("DMTHIN_SCHEDULE_FIRST", 1),
-                env_num("DMTHIN_SCHEDULE_SEEDS", 200),
-            ),
+        let listed = std::env::var("DMTHIN_SCHEDULE_SEED").ok();
+        let seeds = match &listed {
+            Some(list) => list
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("DMTHIN_SCHEDULE_SEED: {s:?} is not a seed"))
+                })
+                .collect(),
+            None => {
+                let first = env_num("DMTHIN_SCHEDULE_FIRST", 1);
+                (first..first + env_num("DMTHIN_SCHEDULE_SEEDS", 200)).collect()
+            }
         };
         Knobs {
-            first,
             seeds,
+            listed: listed.is_some(),
             ops: env_num("DMTHIN_SCHEDULE_OPS", 6) as usize,
             thin_dump_every: env_num("DMTHIN_SCHEDULE_THIN_DUMP_EVERY", 25).max(1),
             flakey_permille: env_num("DMTHIN_SCHEDULE_FLAKEY", 25) as usize,
@@ -239,10 +248,11 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 #[test]
 fn seeded_fault_schedule() {
     let k = Knobs::from_env();
-    let last = k.first + k.seeds - 1;
+    let (first, last) = (k.seeds[0], k.seeds[k.seeds.len() - 1]);
     say!(
-        "schedule: seeds {}..={last}, {} operations each (replay one: DMTHIN_SCHEDULE_SEED=N ioctl-tests/run --test schedule {})",
-        k.first,
+        "schedule: {} seeds {}, {} operations each (replay some: DMTHIN_SCHEDULE_SEED=N,M ioctl-tests/run --test schedule {})",
+        k.seeds.len(),
+        if k.listed { format!("{:?}", k.seeds) } else { format!("{first}..={last}") },
         k.ops,
         k.env_args()
     );
@@ -254,13 +264,13 @@ fn seeded_fault_schedule() {
     let mut diverged = Vec::new();
     let verbose = std::env::var_os("DMTHIN_SCHEDULE_VERBOSE").is_some();
     let mut secs_by_kind = std::collections::BTreeMap::<&str, (u64, f64)>::new();
-    for seed in k.first..=last {
+    for (i, &seed) in k.seeds.iter().enumerate() {
         let kind = Kind::of(seed, &k);
         let world = match kind {
             Kind::Flakey => flakey.get_or_insert_with(|| World::flakey("sched-flakey")),
             _ => &mut main,
         };
-        let thin_dump = (seed - k.first) % k.thin_dump_every == 0;
+        let thin_dump = (i as u64).is_multiple_of(k.thin_dump_every);
         let mut log = Vec::new();
         model::trace::take();
         let ts = Instant::now();
@@ -292,12 +302,16 @@ fn seeded_fault_schedule() {
                 for line in &log {
                     say!("    {line}");
                 }
+                let before: Vec<String> = k.seeds[..=i].iter().map(u64::to_string).collect();
                 say!(
                     "    replay: DMTHIN_SCHEDULE_SEED={seed} ioctl-tests/run --test schedule {}; \
-                     exactly as here: DMTHIN_SCHEDULE_FIRST={} DMTHIN_SCHEDULE_SEEDS={}",
+                     exactly as here (on one set): DMTHIN_SCHEDULE_{}",
                     k.env_args(),
-                    k.first,
-                    seed - k.first + 1
+                    if k.listed {
+                        format!("SEED={}", before.join(","))
+                    } else {
+                        format!("FIRST={first} DMTHIN_SCHEDULE_SEEDS={}", i + 1)
+                    }
                 );
                 diverged.push(seed);
                 // Later seeds start from a fresh set.
@@ -328,7 +342,7 @@ fn seeded_fault_schedule() {
     for (what, n) in &counts.n {
         say!("  {n:7}  {what}");
     }
-    say!("{} seeds, {} divergences", k.seeds, diverged.len());
+    say!("{} seeds, {} divergences", k.seeds.len(), diverged.len());
     assert!(diverged.is_empty(), "diverging seeds: {diverged:?}");
 }
 

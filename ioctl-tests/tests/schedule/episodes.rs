@@ -343,16 +343,20 @@ impl Run<'_> {
     pub fn fill_episode(&mut self) {
         self.unmount_all();
         let mut fillers = Vec::new();
+        // The fillers' adds without injected errors: the fill always runs.
+        let inject = std::mem::replace(&mut self.inject_pct, 0);
         for _ in 0..2 {
             let id = self.model.new_id();
             let mut dev = self.model.child_of(None);
             dev.raw = true;
             if !self.add_as(&id, None, dev, false) {
                 self.note("no filler: the add was refused".into());
+                self.inject_pct = inject;
                 return;
             }
             fillers.push(id);
         }
+        self.inject_pct = inject;
         self.counts.add("out-of-space fills");
         for id in &fillers {
             let node = match self.set().activate_device(id) {

@@ -514,7 +514,7 @@ impl<'a> Run<'a> {
             .iter()
             .filter(|id| matches!(self.model.entries.get(*id), Some(Entry::Absent)))
         {
-            let name = self.set().device_name(&id);
+            let name = self.set().device_name(id);
             let t0 = std::time::Instant::now();
             while crate::common::sh(&format!("dmsetup info {name} >/dev/null 2>&1")).0 {
                 if t0.elapsed().as_secs() > 10 {
