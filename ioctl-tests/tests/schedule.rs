@@ -25,9 +25,10 @@
 //!   pool's thin ids read in-process from a metadata snapshot; every k-th
 //!   with `thin_dump` instead (independent of the crate, ~1 s under TCG);
 //! - `DMTHIN_SCHEDULE_VERBOSE`: print every seed's log, not only a diverging one's;
-//! - `DMTHIN_SCHEDULE_SKIP`: operations (`grow_meta`, `mount`, ...) and
-//!   fail points not to run, comma-separated: to look past a known
-//!   divergence (the dice are cast as usual, so the rest stays the same);
+//! - `DMTHIN_SCHEDULE_SKIP`: operations (`grow_meta`, `reuse_id`: an add
+//!   of an id removed earlier, ...) and fail points not to run,
+//!   comma-separated: to look past a known divergence (the seeds that
+//!   never meet one run as without it);
 //! - `DMTHIN_SCHEDULE_FLAKEY` (25) and `DMTHIN_SCHEDULE_FILL` (50): per
 //!   mille of seeds with a failed-metadata-write episode and with an
 //!   out-of-space fill.

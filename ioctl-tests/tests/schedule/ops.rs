@@ -351,10 +351,10 @@ impl<'a> Run<'a> {
     /// from the base or from a present device; sometimes bigger than its parent.
     pub fn add(&mut self) {
         let reuse = self.rng.percent(25);
-        let id = match reuse
+        let again = reuse
             .then(|| self.rng.pick(&self.model.absent_ids()))
-            .flatten()
-        {
+            .flatten();
+        let id = match again.filter(|_| !self.skipped("reuse_id")) {
             Some(id) => {
                 self.counts.add("device ids reused");
                 id
