@@ -41,24 +41,11 @@ pub struct World {
 impl World {
     /// A set on small loop files under `/tmp/dmthin-ds-<tag>`.
     pub fn main(tag: &str) -> World {
-        let root = Root::new(tag);
-        let mut o = options(FsKind::Ext4);
-        o.storage = StorageOptions::LoopFiles {
+        let storage = StorageOptions::LoopFiles {
             data_size: DATA_START,
             metadata_size: META_START,
         };
-        o.base_size = BASE;
-        o.busy_retries = 3;
-        let mut world = World {
-            set: None,
-            root,
-            options: o,
-            disks: None,
-            _disk_dir: None,
-            freed_thins: BTreeSet::new(),
-        };
-        world.open().expect("a new set opens");
-        world
+        World::opened(Root::new(tag), storage, None)
     }
 
     /// A set on dm-flakey disks (`FlakeyDisks`).
@@ -66,19 +53,25 @@ impl World {
         let disk_dir = Root::new(&format!("{tag}-disks"));
         let disks = FlakeyDisks::new(&disk_dir.0, tag);
         let root = Root::at(disk_dir.0.join("set"));
+        World::opened(root, disks.storage(), Some((disks, disk_dir)))
+    }
+
+    /// A new set at `root` on `storage`, open.
+    fn opened(root: Root, storage: StorageOptions, disks: Option<(FlakeyDisks, Root)>) -> World {
         let mut o = options(FsKind::Ext4);
-        o.storage = disks.storage();
+        o.storage = storage;
         o.base_size = BASE;
         o.busy_retries = 3;
+        let (disks, disk_dir) = disks.unzip();
         let mut world = World {
             set: None,
             root,
             options: o,
-            disks: Some(disks),
-            _disk_dir: Some(disk_dir),
+            disks,
+            _disk_dir: disk_dir,
             freed_thins: BTreeSet::new(),
         };
-        world.open().expect("a new flakey set opens");
+        world.open().expect("a new set opens");
         world
     }
 
@@ -126,20 +119,6 @@ impl World {
         )
     }
 
-    /// The node the pool's metadata is on (a loop device, or flakey's).
-    fn meta_dev(&self) -> String {
-        if let Some(d) = &self.disks {
-            return d.meta_node();
-        }
-        let meta = self.root.0.join("devicemapper/metadata");
-        sh_ok(&format!("losetup -j {} | cut -d: -f1", meta.display()))
-            .lines()
-            .next()
-            .expect("metadata loop device")
-            .trim()
-            .to_string()
-    }
-
     /// The file under the pool's metadata (the loop file, or the one under
     /// flakey's loop device): read in-process, it sees every write the pool
     /// made (the loop device writes through its page cache).
@@ -177,7 +156,10 @@ impl World {
                 )
             });
         }
-        let dev = self.meta_dev();
+        let Some(disks) = &self.disks else {
+            return (pool_thin_ids(self.set()), None);
+        };
+        let dev = disks.meta_node();
         let (ok, xml) = self.holding_snapshot(|| sh(&format!("thin_dump --metadata-snap {dev}")));
         assert!(ok, "thin_dump failed: {xml}");
         let ids = xml
