@@ -29,9 +29,10 @@
 //!   of an id removed earlier, ...) and fail points not to run,
 //!   comma-separated: to look past a known divergence (the seeds that
 //!   never meet one run as without it);
-//! - `DMTHIN_SCHEDULE_FLAKEY` (25) and `DMTHIN_SCHEDULE_FILL` (50): per
-//!   mille of seeds with a failed-metadata-write episode and with an
-//!   out-of-space fill.
+//! - `DMTHIN_SCHEDULE_FLAKEY_EVERY` (40) and `DMTHIN_SCHEDULE_FILL_EVERY`
+//!   (20): the seeds that are multiples of the first have a
+//!   failed-metadata-write episode, those 10 past a multiple of the second
+//!   an out-of-space fill (0: none), so any 200 seeds in a row have 5 and 10.
 //!
 //! A seed replays the same operations wherever it runs; thin ids (and so
 //! the pool's answers) can differ on a fresh set, so a divergence also
@@ -48,7 +49,7 @@ mod ops;
 mod world;
 
 use dmthin::deviceset::failpoint;
-use model::{Counts, Rng};
+use model::Counts;
 use ops::Run;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -71,8 +72,8 @@ struct Knobs {
     listed: bool,
     ops: usize,
     thin_dump_every: u64,
-    flakey_permille: usize,
-    fill_permille: usize,
+    flakey_every: u64,
+    fill_every: u64,
     skip: Vec<String>,
 }
 
@@ -108,8 +109,8 @@ impl Knobs {
             listed: listed.is_some(),
             ops: env_num("DMTHIN_SCHEDULE_OPS", 6) as usize,
             thin_dump_every: env_num("DMTHIN_SCHEDULE_THIN_DUMP_EVERY", 25).max(1),
-            flakey_permille: env_num("DMTHIN_SCHEDULE_FLAKEY", 25) as usize,
-            fill_permille: env_num("DMTHIN_SCHEDULE_FILL", 50) as usize,
+            flakey_every: env_num("DMTHIN_SCHEDULE_FLAKEY_EVERY", 40),
+            fill_every: env_num("DMTHIN_SCHEDULE_FILL_EVERY", 20),
             skip: std::env::var("DMTHIN_SCHEDULE_SKIP")
                 .unwrap_or_default()
                 .split(',')
@@ -123,8 +124,8 @@ impl Knobs {
     /// The `--env` arguments that give this run's knobs (for a replay).
     fn env_args(&self) -> String {
         let mut args = format!(
-            "--env DMTHIN_SCHEDULE_OPS={} --env DMTHIN_SCHEDULE_FLAKEY={} --env DMTHIN_SCHEDULE_FILL={}",
-            self.ops, self.flakey_permille, self.fill_permille
+            "--env DMTHIN_SCHEDULE_OPS={} --env DMTHIN_SCHEDULE_FLAKEY_EVERY={} --env DMTHIN_SCHEDULE_FILL_EVERY={}",
+            self.ops, self.flakey_every, self.fill_every
         );
         if !self.skip.is_empty() {
             args += &format!(" --env DMTHIN_SCHEDULE_SKIP={}", self.skip.join(","));
@@ -146,10 +147,10 @@ enum Kind {
 
 impl Kind {
     fn of(seed: u64, k: &Knobs) -> Kind {
-        let roll = Rng::new(seed ^ 0x6B1D).below(1000);
-        if roll < k.flakey_permille {
+        let every = |n: u64, offset: u64| n > 0 && seed % n == offset % n;
+        if every(k.flakey_every, 0) {
             Kind::Flakey
-        } else if roll < k.flakey_permille + k.fill_permille {
+        } else if every(k.fill_every, 10) {
             Kind::Fill
         } else {
             Kind::Plain
