@@ -34,6 +34,8 @@
 //!   failed-metadata-write episode, those 10 past a multiple of the second
 //!   an out-of-space fill (0: none), so any 200 seeds in a row have 5 and 10.
 //!
+//! What the schedule found is also kept as short tests (`found_*`).
+//!
 //! A seed replays the same operations wherever it runs; thin ids (and so
 //! the pool's answers) can differ on a fresh set, so a divergence also
 //! prints the range that reproduces the run exactly.
@@ -41,6 +43,8 @@
 mod common;
 #[path = "schedule/episodes.rs"]
 mod episodes;
+#[path = "schedule/found.rs"]
+mod found;
 #[path = "schedule/model.rs"]
 mod model;
 #[path = "schedule/ops.rs"]
