@@ -62,7 +62,19 @@ impl Config {
             }
             return Err(e);
         }
-        fail_point!("mount.after_mount")?;
+        // A failure reported after the mount undoes it, as a failed mount
+        // is undone: nothing left mounted that the set does not count.
+        if let Err(e) = fail_point!("mount.after_mount") {
+            if let Err(u) = fsx::unmount(path) {
+                log::warn!("undoing the mount of {id} at {}: {u}", path.display());
+                state.mounts.insert(key, 1);
+                return Err(e);
+            }
+            if !was_active {
+                let _ = self.deactivate_once(state, &name, false);
+            }
+            return Err(e);
+        }
         state.mounts.insert(key, 1);
         Ok(())
     }

@@ -422,8 +422,11 @@ impl Config {
             rec.deferred_delete = true;
             self.guard_journal(state)?;
             state.journal.update(&rec)?;
-            fail_point!("remove_deferred.after_write_record")?;
+            // Durable now: memory follows at once, so a failure reported
+            // from here on leaves the removal wholly done, as the next open
+            // would find it.
             state.devices.insert(id.to_string(), rec);
+            fail_point!("remove_deferred.after_write_record")?;
             return Ok(RemoveOutcome::Deferred);
         }
         self.delete_device_without_status(state, id)?;
@@ -442,8 +445,9 @@ impl Config {
         fail_point!("set_initialized.before_write")?;
         self.guard_journal(state)?;
         state.journal.update(&rec)?;
-        fail_point!("set_initialized.after_write")?;
+        // Durable now: memory follows at once (see remove_device_deferred).
         state.devices.insert(id.to_string(), rec);
+        fail_point!("set_initialized.after_write")?;
         Ok(())
     }
 }
