@@ -6,8 +6,6 @@ mod common;
 use common::*;
 
 use dmthin::deviceset::{DeviceSet, DeviceSetError, FsKind, RemoveOutcome, StorageOptions};
-use dmthin::dm::{Control, CreateOptions, DevId, RemoveOptions, UdevFlags};
-use dmthin::target::TableLine;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -154,19 +152,11 @@ fn rollback_keeps_the_thin_of_a_damaged_record() {
 #[test]
 fn rollback_keeps_an_adopted_pools_own_thins() {
     let root = Root::new("adopt-own");
-    let mk = |name: &str, mib: u64| LoopDevice::with_sparse_file(&root.0, name, mib * MIB);
-    let (data, meta) = (mk("data", 512), mk("meta", 16));
-    let name = "dmthin-test-adopt-own-pool";
-    let mut c = Control::open().unwrap();
-    let params = format!("{} {} 128 32", meta.majmin(), data.majmin());
-    let line = TableLine::new(0, 512 * MIB / 512, "thin-pool", params).unwrap();
-    c.create_with_table(name, &CreateOptions::default(), &[line], UdevFlags::PRIVATE)
-        .unwrap();
+    let pool = ForeignPool::new(&root.0, "adopt-own");
     // The pool's owner made thin 0 before the set adopted the pool.
-    sh_ok(&format!("dmsetup message {name} 0 create_thin 0"));
+    sh_ok(&format!("dmsetup message {} 0 create_thin 0", pool.name));
     let set_root = root.0.join("set");
-    let mut o = options(FsKind::Ext4);
-    o.storage = StorageOptions::AdoptPool { name: name.into() };
+    let o = pool.options();
     let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     let st = set.status().unwrap();
     assert_ne!(st.base_thin_id, 0, "the base took the owner's thin");
@@ -176,15 +166,12 @@ fn rollback_keeps_an_adopted_pools_own_thins() {
     interrupted_create(&set_root, "newcomer", 0, st.transaction_id);
     let set = DeviceSet::open(&set_root, o).unwrap();
     assert!(!set.has_device("newcomer"));
-    let ids = thin_ids_on(name, meta.path_str());
+    let ids = pool.thin_ids();
     assert!(
         ids.contains(&0),
         "the rollback deleted the owner's thin 0: {ids:?}"
     );
     set.shutdown().unwrap();
-    drop(set);
-    c.remove(DevId::Name(name), &RemoveOptions::default())
-        .unwrap();
 }
 
 /// Snapshots of `src` (each written in 8 far-apart blocks, so each unshares
@@ -352,11 +339,7 @@ fn needs_check_pool_opens_degraded() {
     // Repaired as an operator would (healthy device, thin_check), the next
     // open finishes the interrupted create's roll back.
     disks.fail_meta_writes(false);
-    let (ok, out) = sh(&format!(
-        "thin_check --clear-needs-check-flag {}",
-        disks.meta_node()
-    ));
-    println!("thin_check: ok={ok} {out}");
+    let (ok, _) = clear_needs_check(&disks.meta_node());
     if ok {
         let set = DeviceSet::open(&set_root, o).unwrap();
         assert_eq!(set.status().unwrap().mode, "rw");

@@ -315,7 +315,7 @@ fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
         "needs_check not in the superblock"
     );
     // Repair as an operator would: thin_check (and clear the flag), then reopen.
-    let (ok, out) = sh(&format!("thin_check --clear-needs-check-flag {meta_node}"));
+    let (ok, out) = clear_needs_check(&meta_node);
     assert!(ok, "thin_check: {out}");
     assert!(!superblock_needs_check(&meta_node), "flag not cleared");
     match DeviceSet::open(&set_root, o) {

@@ -188,11 +188,7 @@ fn a_degraded_open_reports_an_unsettled_add_as_uncertain_and_keeps_it() {
     // Repaired as an operator would, the next open settles it: the create
     // had been committed, so the device is there.
     disks.fail_meta_writes(false);
-    let (ok, out) = sh(&format!(
-        "thin_check --clear-needs-check-flag {}",
-        disks.meta_node()
-    ));
-    println!("thin_check: ok={ok} {out}");
+    let (ok, _) = clear_needs_check(&disks.meta_node());
     if ok {
         let set = DeviceSet::open(&set_root, o).unwrap();
         assert_eq!(set.status().unwrap().mode, "rw");
@@ -205,21 +201,11 @@ fn a_degraded_open_reports_an_unsettled_add_as_uncertain_and_keeps_it() {
 
 #[test]
 fn a_redone_delete_on_an_adopted_pool_spares_the_owners_new_thin_of_that_id() {
-    use dmthin::deviceset::StorageOptions;
-    use dmthin::dm::{Control, CreateOptions, DevId, RemoveOptions, UdevFlags};
-    use dmthin::target::TableLine;
     let root = Root::new("adopt-reuse");
-    let mk = |name: &str, mib: u64| LoopDevice::with_sparse_file(&root.0, name, mib * MIB);
-    let (data, meta) = (mk("data", 512), mk("meta", 16));
-    let name = "dmthin-test-adopt-reuse-pool";
-    let mut c = Control::open().unwrap();
-    let params = format!("{} {} 128 32", meta.majmin(), data.majmin());
-    let line = TableLine::new(0, 512 * MIB / 512, "thin-pool", params).unwrap();
-    c.create_with_table(name, &CreateOptions::default(), &[line], UdevFlags::PRIVATE)
-        .unwrap();
+    let pool = ForeignPool::new(&root.0, "adopt-reuse");
+    let name = pool.name.as_str();
     let set_root = root.0.join("set");
-    let mut o = options(FsKind::Ext4);
-    o.storage = StorageOptions::AdoptPool { name: name.into() };
+    let o = pool.options();
     let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     set.add_device("a", None).unwrap();
     let thin = thin_of(&set, "a");
@@ -230,17 +216,14 @@ fn a_redone_delete_on_an_adopted_pool_spares_the_owners_new_thin_of_that_id() {
     assert_injected(removed, "remove.commit_check");
     assert_eq!(set.presence("a").unwrap(), Presence::Uncertain);
     drop(set);
-    assert!(
-        !thin_ids_on(name, meta.path_str()).contains(&thin),
-        "a was deleted"
-    );
+    assert!(!pool.thin_ids().contains(&thin), "a was deleted");
     // Before the set opens again, the pool's owner makes a thin of its own
     // with the freed id.
     sh_ok(&format!("dmsetup message {name} 0 create_thin {thin}"));
     let set = DeviceSet::open(&set_root, o).unwrap();
     assert_eq!(set.presence("a").unwrap(), Presence::Absent);
     assert!(set.unsettled_ids().unwrap().is_empty());
-    let ids = thin_ids_on(name, meta.path_str());
+    let ids = pool.thin_ids();
     assert!(
         ids.contains(&thin),
         "the redone delete destroyed the owner's new thin {thin}: {ids:?}"
@@ -251,8 +234,6 @@ fn a_redone_delete_on_an_adopted_pool_spares_the_owners_new_thin_of_that_id() {
     set.shutdown().unwrap();
     drop(set);
     sh_ok(&format!("dmsetup message {name} 0 delete {thin}"));
-    c.remove(DevId::Name(name), &RemoveOptions::default())
-        .unwrap();
 }
 
 /// An id removed since the journal was last folded (its record file still

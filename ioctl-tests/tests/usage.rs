@@ -18,22 +18,7 @@ use std::time::{Duration, Instant};
 
 const BLOCK: u64 = 64 << 10;
 
-/// SplitMix64: a seeded, deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use dmthin_ioctl_tests::SplitMix64 as Rng;
 
 /// (mapped, exclusive, shared) bytes per thin id.
 type Figures = BTreeMap<u32, (u64, u64, u64)>;

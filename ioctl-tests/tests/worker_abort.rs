@@ -29,22 +29,7 @@ macro_rules! say {
     }};
 }
 
-/// splitmix64: a small deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use dmthin_ioctl_tests::SplitMix64 as Rng;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -81,7 +66,7 @@ fn metadata_write_errors_at_random_never_lose_an_acknowledged_add_or_remove() {
         set.add_device(&writer_id, None).unwrap();
         let node = set.activate_device(&writer_id).unwrap();
         let flip_after = Duration::from_millis(rng.below(600));
-        let writer_seed = rng.next();
+        let writer_seed = rng.next_u64();
         let stop = AtomicBool::new(false);
         // (op, id, result) of each call this round.
         let mut calls: Vec<(Op, String, bool)> = Vec::new();
@@ -145,10 +130,7 @@ fn metadata_write_errors_at_random_never_lose_an_acknowledged_add_or_remove() {
         set.shutdown().unwrap();
         drop(set);
         disks.fail_meta_writes(false);
-        let (ok, out) = sh(&format!(
-            "thin_check --clear-needs-check-flag {}",
-            disks.meta_node()
-        ));
+        let (ok, out) = clear_needs_check(&disks.meta_node());
         assert!(ok, "round {round}: thin_check: {out}");
         let set = DeviceSet::open(&set_root, o.clone()).unwrap();
         assert_eq!(set.status().unwrap().mode, "rw", "round {round}");

@@ -355,3 +355,64 @@ pub fn thin_ids_on(pool: &str, meta_dev: &str) -> std::collections::BTreeSet<u32
         })
         .collect()
 }
+
+/// Repairs a needs_check pool's metadata on `meta_node` (its pool removed)
+/// as an operator would: `thin_check --clear-needs-check-flag`. Its verdict
+/// and output.
+pub fn clear_needs_check(meta_node: &str) -> (bool, String) {
+    let (ok, out) = sh(&format!("thin_check --clear-needs-check-flag {meta_node}"));
+    println!("thin_check: ok={ok} {out}");
+    (ok, out)
+}
+
+/// A thin pool made by another owner (as LVM or Docker would), for a set to
+/// adopt: `dmthin-test-<tag>-pool` over loop files of 512 MiB data and
+/// 16 MiB metadata, 64 KiB blocks. Dropped: the pool is removed, then the
+/// loops detached.
+pub struct ForeignPool {
+    pub name: String,
+    pub data: LoopDevice,
+    pub meta: LoopDevice,
+}
+
+impl ForeignPool {
+    pub fn new(dir: &Path, tag: &str) -> ForeignPool {
+        let mk = |name: &str, mib: u64| LoopDevice::with_sparse_file(dir, name, mib * MIB);
+        let (data, meta) = (mk("data", 512), mk("meta", 16));
+        let name = format!("dmthin-test-{tag}-pool");
+        let params = format!("{} {} 128 32", meta.majmin(), data.majmin());
+        let line = TableLine::new(0, 512 * MIB / 512, "thin-pool", params).unwrap();
+        Control::open()
+            .unwrap()
+            .create_with_table(
+                &name,
+                &CreateOptions::default(),
+                &[line],
+                UdevFlags::PRIVATE,
+            )
+            .unwrap();
+        ForeignPool { name, data, meta }
+    }
+
+    /// Options of a set that adopts this pool.
+    pub fn options(&self) -> Options {
+        let mut o = options(FsKind::Ext4);
+        o.storage = StorageOptions::AdoptPool {
+            name: self.name.clone(),
+        };
+        o
+    }
+
+    /// Thin ids in the pool's metadata.
+    pub fn thin_ids(&self) -> BTreeSet<u32> {
+        thin_ids_on(&self.name, self.meta.path_str())
+    }
+}
+
+impl Drop for ForeignPool {
+    fn drop(&mut self) {
+        if let Ok(mut c) = Control::open() {
+            let _ = c.remove(DevId::Name(&self.name), &RemoveOptions::default());
+        }
+    }
+}
