@@ -288,8 +288,7 @@ fn needs_check_pool_opens_degraded() {
     let root = Root::new("needs-check");
     let disks = FlakeyDisks::new(&root.0, "nc");
     let set_root = root.0.join("set");
-    let mut o = options(FsKind::Ext4);
-    o.storage = disks.storage();
+    let o = disks.options();
     let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     set.add_device("before", None).unwrap();
     set.activate_device("before").unwrap();

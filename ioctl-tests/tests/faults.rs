@@ -258,8 +258,7 @@ fn io_errors_under_the_pool_give_clear_errors_and_needs_check() {
     let root = Root::new("ioerr");
     let disks = FlakeyDisks::new(&root.0, "flakey");
     let set_root = root.0.join("set");
-    let mut o = options(FsKind::Ext4);
-    o.storage = disks.storage();
+    let o = disks.options();
     let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     set.add_device("before", None).unwrap();
     assert!(!set.status().unwrap().needs_check);
@@ -644,8 +643,7 @@ fn pool_event_and_writable(c: &mut Control, pool: &str) -> (u32, bool) {
 fn a_failed_commit_after_a_message_moves_the_pools_event_number() {
     let root = Root::new("evcommit");
     let disks = FlakeyDisks::new(&root.0, "flakey");
-    let mut o = options(FsKind::Ext4);
-    o.storage = disks.storage();
+    let o = disks.options();
     let set = DeviceSet::open(root.0.join("set"), o).unwrap();
     set.add_device("kept", None).unwrap();
     let pool = set.pool_name().to_string();

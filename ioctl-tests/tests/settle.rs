@@ -161,8 +161,7 @@ fn a_degraded_open_reports_an_unsettled_add_as_uncertain_and_keeps_it() {
     let root = Root::new("degraded-unsettled");
     let disks = FlakeyDisks::new(&root.0, "unsettled");
     let set_root = root.0.join("set");
-    let mut o = options(FsKind::Ext4);
-    o.storage = disks.storage();
+    let o = disks.options();
     let set = DeviceSet::open(&set_root, o.clone()).unwrap();
     set.add_device("kept", None).unwrap();
     failpoint::set(Some(("add.commit_check", Mode::Error)));

@@ -15,7 +15,7 @@
 mod common;
 use common::*;
 
-use dmthin::deviceset::{DeviceSet, FsKind, Presence};
+use dmthin::deviceset::{DeviceSet, Presence};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -53,8 +53,7 @@ fn metadata_write_errors_at_random_never_lose_an_acknowledged_add_or_remove() {
     let root = Root::new("worker-abort");
     let disks = FlakeyDisks::new(&root.0, "wabort");
     let set_root = root.0.join("set");
-    let mut o = options(FsKind::Ext4);
-    o.storage = disks.storage();
+    let mut o = disks.options();
     o.min_free_space_percent = 0;
     // Devices whose add was acknowledged and whose remove was not.
     let mut present: BTreeSet<String> = BTreeSet::new();

@@ -215,6 +215,13 @@ impl FlakeyDisks {
         disks
     }
 
+    /// Options of an ext4 set on these disks.
+    pub fn options(&self) -> Options {
+        let mut o = options(FsKind::Ext4);
+        o.storage = self.storage();
+        o
+    }
+
     /// The set's storage on these disks.
     pub fn storage(&self) -> StorageOptions {
         StorageOptions::BlockDevices {
